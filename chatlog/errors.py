@@ -1,0 +1,100 @@
+"""The chatlog exception hierarchy: every error chatlog raises is a :class:`ChatLogError`.
+
+Third-party errors (kafka-python, redis-py, fastavro) are re-raised as one of
+these with the original chained (``raise ... from exc``), so application code
+needs to catch only this hierarchy.
+"""
+
+from __future__ import annotations
+
+
+class ChatLogError(Exception):
+    """Root of every error raised by chatlog."""
+
+
+class ConfigurationError(ChatLogError, ValueError):
+    """Raised when a setting is missing or malformed; the message names the setting."""
+
+
+class InvalidSessionIdError(ChatLogError, ValueError):
+    """Raised when a session id is empty, too long, not a string or holds control characters.
+
+    Nothing is published when this is raised.
+    """
+
+
+class InvalidUserIdError(ChatLogError, ValueError):
+    """Raised when a user id is empty, too long, not a string or holds control characters."""
+
+
+class InvalidMessageError(ChatLogError, TypeError):
+    """Raised when an object given as a message is not a supported ``BaseMessage``.
+
+    Nothing of the call that passed it is published.
+    """
+
+
+class MessageSerializationError(ChatLogError, ValueError):
+    """Raised when a message holds a value that cannot be stored loss-free as JSON.
+
+    Typical causes: objects in ``additional_kwargs``, ``response_metadata`` or
+    ``artifact`` that are not JSON types. Nothing of the call is published.
+    """
+
+
+class MessageTooLargeError(ChatLogError, ValueError):
+    """Raised when one encoded event exceeds ``Settings.max_event_bytes``.
+
+    Nothing of the call is published; split the content or raise the limit
+    (and the broker's ``message.max.bytes``) together.
+    """
+
+
+class EventDecodeError(ChatLogError, ValueError):
+    """Raised when bytes are not a chatlog event: bad magic, unknown schema or corrupt body."""
+
+
+class UnsafeInputError(ChatLogError, ValueError):
+    """Raised when input is in a format chatlog refuses to load, such as pickle."""
+
+
+class PublishError(ChatLogError):
+    """Raised when the broker did not acknowledge an append within the publish timeout.
+
+    The append may or may not be in the log; it was not acknowledged, so it is
+    never reported as a success. Retrying is safe for readers because the
+    projector applies each event once.
+    """
+
+
+class BrokerUnavailableError(PublishError):
+    """Raised when no Kafka broker can be reached within the configured timeout."""
+
+
+class TopicError(ChatLogError):
+    """Raised when the topic is missing, cannot be created or has an unsafe layout."""
+
+
+class ReadModelError(ChatLogError):
+    """Raised when the Redis read model cannot be read or written."""
+
+
+class ProjectionLagError(ChatLogError, TimeoutError):
+    """Raised when a read waits for its own writes longer than the read timeout.
+
+    The message says how many events the projection is behind. Check that a
+    projector is running (``chatlog projector run``) and keeping up.
+    """
+
+    def __init__(self, message: str, *, lag: int, partition: int) -> None:
+        super().__init__(message)
+        self.lag = lag
+        self.partition = partition
+
+
+class SessionOwnershipError(ChatLogError, PermissionError):
+    """Raised when a session is read or written under a user id that does not own it."""
+
+
+class EmbeddedStackError(ChatLogError):
+    """Raised when the embedded broker or Redis server cannot be started."""

@@ -1,0 +1,187 @@
+"""``ChatLogMessageHistory``: a LangChain chat history backed by the event log."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+from langchain_core.chat_history import BaseChatMessageHistory
+from langchain_core.messages import BaseMessage
+
+from chatlog.errors import ProjectionLagError
+from chatlog.histories.messages import from_stored, to_event
+from chatlog.histories.read_model import ReadModelReader, SessionSnapshot
+from chatlog.identifiers import validate_session_id, validate_user_id
+from chatlog.producers.producer import EventProducer, LogPosition
+from chatlog.schemas.events import ChatEvent, Payload, SessionCleared
+
+#: Poll interval bounds while a read waits for its own writes to be projected.
+_WAIT_MIN_S = 0.0005
+_WAIT_MAX_S = 0.02
+
+
+class ChatLogMessageHistory(BaseChatMessageHistory):
+    """Chat history of one session: appends go to Kafka, reads come from Redis.
+
+    ``add_messages`` returns once the broker acknowledged every event of the
+    call. Reads through the same object see that object's own writes
+    (read-your-writes): they wait until the projector has applied them, up to
+    ``read_timeout_s``, then raise :class:`~chatlog.errors.ProjectionLagError`.
+    Other readers see the session eventually consistent.
+
+    Usually obtained from :meth:`chatlog.ChatLog.history`.
+
+    Args:
+        session_id: The conversation; non-empty, at most 256 bytes, no control characters.
+        producer: Publishes the events.
+        reader: Reads the Redis read model.
+        user_id: The user the session belongs to, stamped on every event.
+        source: Application name stamped on every event.
+        read_timeout_s: How long a read waits for this object's own writes.
+        max_messages: Read only the newest ``max_messages`` messages.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        *,
+        producer: EventProducer,
+        reader: ReadModelReader,
+        user_id: str | None = None,
+        source: str | None = None,
+        read_timeout_s: float = 5.0,
+        max_messages: int | None = None,
+    ) -> None:
+        self.session_id = validate_session_id(session_id)
+        self.user_id = validate_user_id(user_id)
+        self.source = source
+        self.producer = producer
+        self.reader = reader
+        self.read_timeout_s = read_timeout_s
+        self.max_messages = max_messages
+        self._written: LogPosition | None = None
+        self._lock = threading.Lock()
+
+    # -- writes ------------------------------------------------------------
+
+    def _events(self, payloads: Sequence[Payload]) -> list[ChatEvent]:
+        return [
+            ChatEvent(self.session_id, payload, user_id=self.user_id, source=self.source)
+            for payload in payloads
+        ]
+
+    def _remember(self, positions: Sequence[LogPosition]) -> None:
+        if not positions:
+            return
+        newest = max(positions, key=lambda p: p.offset)
+        with self._lock:
+            if self._written is None or newest.offset > self._written.offset:
+                self._written = newest
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Append ``messages`` as one batch; return when the broker acknowledged all.
+
+        Every message is validated and encoded before anything is published,
+        so a bad message publishes nothing of the call.
+
+        Raises:
+            InvalidMessageError: an item is not a supported message.
+            MessageSerializationError: a field is not JSON-serializable.
+            MessageTooLargeError: an encoded message is over the size limit.
+            PublishError: the broker did not acknowledge in time.
+        """
+        events = self._events([to_event(m) for m in messages])
+        if events:
+            self._remember(self.producer.publish(events))
+
+    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Async :meth:`add_messages`; waits for acknowledgements without blocking the loop."""
+        events = self._events([to_event(m) for m in messages])
+        if events:
+            self._remember(await self.producer.apublish(events))
+
+    def clear(self) -> None:
+        """Publish ``SessionCleared``: every message so far is removed from the history.
+
+        The messages stay in the log (it is immutable) but no read model,
+        replay or rebuild shows them again.
+        """
+        self._remember(self.producer.publish(self._events([SessionCleared()])))
+
+    async def aclear(self) -> None:
+        """Async :meth:`clear`."""
+        self._remember(await self.producer.apublish(self._events([SessionCleared()])))
+
+    # -- reads ------------------------------------------------------------
+
+    def _caught_up(self, snapshot: SessionSnapshot) -> bool:
+        written = self._written
+        return written is None or (
+            snapshot.partition == written.partition and snapshot.offset >= written.offset
+        )
+
+    def _lag_error(self, snapshot: SessionSnapshot) -> ProjectionLagError:
+        written = self._written
+        assert written is not None
+        lag = written.offset - snapshot.offset
+        return ProjectionLagError(
+            f"session {self.session_id!r}: the read model is {lag} event(s) behind this "
+            f"history's own writes on partition {written.partition} (applied offset "
+            f"{snapshot.offset}, written {written.offset}) after {self.read_timeout_s:g}s; "
+            "is a projector running and keeping up?",
+            lag=lag,
+            partition=written.partition,
+        )
+
+    def snapshot(self, *, limit: int | None = None) -> SessionSnapshot:
+        """The session as stored, after waiting for this object's own writes."""
+        deadline = time.monotonic() + self.read_timeout_s
+        delay = _WAIT_MIN_S
+        while True:
+            snap = self.reader.read(self.session_id, limit=limit)
+            if self._caught_up(snap):
+                return snap
+            if time.monotonic() >= deadline:
+                raise self._lag_error(snap)
+            time.sleep(delay)
+            delay = min(delay * 2, _WAIT_MAX_S)
+
+    async def asnapshot(self, *, limit: int | None = None) -> SessionSnapshot:
+        """Async :meth:`snapshot`."""
+        deadline = time.monotonic() + self.read_timeout_s
+        delay = _WAIT_MIN_S
+        while True:
+            snap = await self.reader.aread(self.session_id, limit=limit)
+            if self._caught_up(snap):
+                return snap
+            if time.monotonic() >= deadline:
+                raise self._lag_error(snap)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _WAIT_MAX_S)
+
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        """The session's messages in log order (the newest ``max_messages`` if set)."""
+        return from_stored(self.snapshot(limit=self.max_messages).messages)
+
+    @messages.setter
+    def messages(self, value: list[BaseMessage]) -> None:
+        raise AttributeError(
+            "messages cannot be assigned: the history is an append-only log; "
+            "use clear() and add_messages()"
+        )
+
+    async def aget_messages(self) -> list[BaseMessage]:
+        """Async read of :attr:`messages`."""
+        return from_stored((await self.asnapshot(limit=self.max_messages)).messages)
+
+    def last(self, n: int) -> list[BaseMessage]:
+        """The newest ``n`` messages, in log order; costs O(n) in Redis."""
+        if n <= 0:
+            return []
+        return from_stored(self.snapshot(limit=n).messages)
+
+    def __repr__(self) -> str:
+        return f"ChatLogMessageHistory(session_id={self.session_id!r}, user_id={self.user_id!r})"

@@ -1,0 +1,96 @@
+"""Reading a session from the Redis read model: one round trip, sync or async."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Any, NamedTuple
+
+import redis
+import redis.asyncio as aioredis
+
+from chatlog.errors import ReadModelError
+from chatlog.keys import META_OFFSET, META_OWNER, META_PARTITION, ReadModelKeys
+
+
+class SessionSnapshot(NamedTuple):
+    """A session as the read model holds it now.
+
+    ``offset`` and ``partition`` are the tracking position of the last
+    applied event (``-1`` and ``None`` when the projector has seen nothing).
+    """
+
+    offset: int
+    partition: int | None
+    owner: str | None
+    messages: list[bytes]
+
+
+def _snapshot(reply: list[Any]) -> SessionSnapshot:
+    (partition, offset, owner), messages = reply
+    return SessionSnapshot(
+        offset=int(offset) if offset is not None else -1,
+        partition=int(partition) if partition is not None else None,
+        owner=owner.decode() if owner is not None else None,
+        messages=messages,
+    )
+
+
+def _range(limit: int | None) -> tuple[int, int]:
+    return (0, -1) if limit is None else (-limit, -1)
+
+
+class ReadModelReader:
+    """Reads sessions of one namespace; sync through redis-py, async through redis.asyncio.
+
+    The meta hash is read before the list in the same pipeline: the projector
+    updates both atomically, so the list is at least as new as the offset and
+    an offset that covers a write guarantees the list holds it.
+    """
+
+    def __init__(self, client: redis.Redis, namespace: str, *, redis_url: str | None = None):
+        self.client = client
+        self.keys = ReadModelKeys(namespace)
+        self._redis_url = redis_url
+        self._async_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, aioredis.Redis
+        ] = weakref.WeakKeyDictionary()
+
+    def read(self, session_id: str, *, limit: int | None = None) -> SessionSnapshot:
+        """The session's tracking position and its last ``limit`` (or all) messages."""
+        start, stop = _range(limit)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(self.keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER])
+        pipe.lrange(self.keys.messages(session_id), start, stop)
+        try:
+            return _snapshot(pipe.execute())
+        except redis.RedisError as exc:
+            raise ReadModelError(f"reading session {session_id!r} from Redis failed: {exc}") from exc
+
+    async def aread(self, session_id: str, *, limit: int | None = None) -> SessionSnapshot:
+        """Async :meth:`read`."""
+        start, stop = _range(limit)
+        pipe = self._async_client().pipeline(transaction=False)
+        pipe.hmget(self.keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER])
+        pipe.lrange(self.keys.messages(session_id), start, stop)
+        try:
+            return _snapshot(await pipe.execute())
+        except redis.RedisError as exc:
+            raise ReadModelError(f"reading session {session_id!r} from Redis failed: {exc}") from exc
+
+    def _async_client(self) -> aioredis.Redis:
+        # redis.asyncio connections belong to the loop that opened them, so
+        # keep one client per running loop.
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            if self._redis_url is not None:
+                client = aioredis.Redis.from_url(self._redis_url)
+            else:
+                kwargs = self.client.connection_pool.connection_kwargs
+                client = aioredis.Redis(**{k: v for k, v in kwargs.items() if k in _ASYNC_KWARGS})
+            self._async_clients[loop] = client
+        return client
+
+
+_ASYNC_KWARGS = {"host", "port", "db", "username", "password", "socket_timeout", "path"}

@@ -1,0 +1,128 @@
+"""Topic administration: create the event topic safely and read its end offsets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+
+from chatlog.errors import BrokerUnavailableError, TopicError
+from chatlog.settings import Settings
+
+#: The log is the source of truth: it is never truncated by time or size.
+LOG_TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+
+def _admin(settings: Settings) -> KafkaAdminClient:
+    try:
+        return KafkaAdminClient(
+            **settings.kafka_client_options(),
+            request_timeout_ms=int(settings.publish_timeout_s * 1000),
+        )
+    except KafkaTimeoutError as exc:
+        raise BrokerUnavailableError(
+            f"no Kafka broker answered at {settings.kafka_bootstrap_servers}; "
+            "check KAFKA_BOOTSTRAP_SERVERS"
+        ) from exc
+
+
+def partition_count(settings: Settings, topic: str) -> int | None:
+    """Number of partitions of ``topic``, or ``None`` when it does not exist."""
+    consumer = _consumer(settings)
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+    except KafkaError as exc:
+        raise TopicError(f"cannot read metadata of topic {topic!r}: {exc}") from exc
+    finally:
+        consumer.close()
+    return None if not partitions else len(partitions)
+
+
+def ensure_topic(
+    name: str,
+    partitions: int = 12,
+    replication_factor: int = 1,
+    *,
+    settings: Settings,
+) -> int:
+    """Create ``name`` with unlimited retention unless it exists; return its partition count.
+
+    An existing topic is never altered: adding partitions to a live topic moves
+    session keys to other partitions and breaks per-session ordering, so that
+    is left to an explicit, planned migration (rebuild into a new topic).
+    """
+    admin = _admin(settings)
+    try:
+        admin.create_topics(
+            [NewTopic(name, partitions, replication_factor, topic_configs=LOG_TOPIC_CONFIG)]
+        )
+    except TopicAlreadyExistsError:
+        pass
+    except KafkaError as exc:
+        raise TopicError(f"cannot create topic {name!r}: {exc}") from exc
+    finally:
+        admin.close()
+    # Metadata propagates asynchronously after CreateTopics; wait for it so
+    # the first send does not block on an unknown topic.
+    count = None
+    for _ in range(100):
+        count = partition_count(settings, name)
+        if count:
+            break
+    if not count:
+        raise TopicError(f"topic {name!r} was created but its metadata never appeared")
+    return count
+
+
+def end_offsets(settings: Settings, topic: str, partitions: Iterable[int] | None = None) -> dict[int, int]:
+    """The offset after the last record of each partition (the high watermark).
+
+    Some Kafka-compatible brokers (the embedded Tansu among them) answer
+    ListOffsets with the base offset of the last record batch plus one rather
+    than the true end, so the answer is checked against the high watermark
+    that a fetch reports, and the larger value wins.
+    """
+    consumer = _consumer(settings)
+    try:
+        if partitions is None:
+            found = consumer.partitions_for_topic(topic) or set()
+            partitions = sorted(found)
+        tps = [TopicPartition(topic, p) for p in partitions]
+        if not tps:
+            return {}
+        listed = consumer.end_offsets(tps)
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, max(listed[tp] - 1, 0))
+        pending = {tp for tp in tps if listed[tp] > 0}
+        result = {tp.partition: listed[tp] for tp in tps}
+        for _ in range(20):
+            if not pending:
+                break
+            consumer.poll(timeout_ms=200, max_records=1)
+            for tp in list(pending):
+                high = consumer.highwater(tp)
+                if high is not None:
+                    result[tp.partition] = max(result[tp.partition], high)
+                    pending.discard(tp)
+        return result
+    except KafkaError as exc:
+        raise TopicError(f"cannot read end offsets of {topic!r}: {exc}") from exc
+    finally:
+        consumer.close()
+
+
+def _consumer(settings: Settings) -> KafkaConsumer:
+    try:
+        return KafkaConsumer(
+            **settings.kafka_client_options(),
+            enable_auto_commit=False,
+            request_timeout_ms=int(settings.publish_timeout_s * 1000),
+        )
+    except KafkaTimeoutError as exc:
+        raise BrokerUnavailableError(
+            f"no Kafka broker answered at {settings.kafka_bootstrap_servers}; "
+            "check KAFKA_BOOTSTRAP_SERVERS"
+        ) from exc

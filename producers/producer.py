@@ -1,0 +1,194 @@
+"""Publishing chat events to the log: :class:`EventProducer`."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError, KafkaTimeoutError
+
+from chatlog.errors import BrokerUnavailableError, MessageTooLargeError, PublishError
+from chatlog.schemas.codec import CONTENT_TYPE, EventCodec
+from chatlog.schemas.events import ChatEvent
+from chatlog.settings import Settings
+
+#: Room for the Kafka record and batch headers around one encoded event.
+_RECORD_OVERHEAD = 64 * 1024
+
+
+class LogPosition(NamedTuple):
+    """Where the broker stored one event: its partition and offset."""
+
+    partition: int
+    offset: int
+
+
+class EncodedEvent(NamedTuple):
+    """An event ready to send: key, value and Kafka headers."""
+
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+class EventProducer:
+    """Publishes chat events to the topic, keyed by session id, and waits for acks.
+
+    The producer is idempotent with ``acks=all``: a publish returns only once
+    every in-sync replica has the events, and retries never duplicate them.
+    The key is the session id's UTF-8 bytes and the partitioner kafka-python's
+    default murmur2, the partition a Java client would pick for the same key.
+    Thread-safe; share one per process.
+    """
+
+    def __init__(self, settings: Settings, *, codec: EventCodec | None = None) -> None:
+        self.settings = settings
+        self.codec = codec or EventCodec()
+        timeout_ms = int(settings.publish_timeout_s * 1000)
+        try:
+            self._producer = KafkaProducer(
+                **settings.kafka_client_options(),
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=0,
+                max_request_size=settings.max_event_bytes + _RECORD_OVERHEAD,
+                request_timeout_ms=min(timeout_ms, 30_000),
+                delivery_timeout_ms=timeout_ms,
+                max_block_ms=timeout_ms,
+                bootstrap_timeout_ms=timeout_ms,
+            )
+        except KafkaTimeoutError as exc:
+            raise BrokerUnavailableError(
+                f"no Kafka broker answered at {settings.kafka_bootstrap_servers} within "
+                f"{settings.publish_timeout_s:g}s; check KAFKA_BOOTSTRAP_SERVERS"
+            ) from exc
+        except KafkaError as exc:
+            raise PublishError(f"cannot create the Kafka producer: {exc}") from exc
+        self._closed = threading.Event()
+
+    def encode(self, event: ChatEvent) -> EncodedEvent:
+        """Encode ``event`` and check it against the size limit.
+
+        Raises:
+            MessageTooLargeError: the encoded event exceeds ``max_event_bytes``.
+        """
+        value = self.codec.encode(event)
+        if len(value) > self.settings.max_event_bytes:
+            raise MessageTooLargeError(
+                f"event for session {event.session_id!r} is {len(value)} bytes, over the "
+                f"limit of {self.settings.max_event_bytes} (CHATLOG_MAX_EVENT_BYTES)"
+            )
+        headers = [
+            ("event-type", event.event_type.encode()),
+            ("content-type", CONTENT_TYPE.encode()),
+        ]
+        return EncodedEvent(event.session_id.encode("utf-8"), value, headers)
+
+    def publish(self, events: Sequence[ChatEvent]) -> list[LogPosition]:
+        """Publish ``events`` in order and wait until the broker acknowledged all of them.
+
+        Every event is encoded and size-checked before the first is sent, so a
+        bad event publishes nothing. Returns each event's position.
+
+        Raises:
+            MessageTooLargeError: an event is over the size limit (nothing sent).
+            PublishError: the broker did not acknowledge within the publish timeout.
+        """
+        encoded = [self.encode(e) for e in events]
+        return self.send_encoded(self.settings.topic, encoded)
+
+    def publish_one(self, event: ChatEvent) -> LogPosition:
+        """Publish one event and wait for its acknowledgement."""
+        return self.publish([event])[0]
+
+    def send_encoded(self, topic: str, records: Sequence[EncodedEvent]) -> list[LogPosition]:
+        """Send pre-encoded records to ``topic`` and wait for every acknowledgement."""
+        futures = self._send(topic, records)
+        timeout = self.settings.publish_timeout_s
+        try:
+            self._producer.flush(timeout=timeout)
+            return [_position(f.get(timeout=timeout)) for f in futures]
+        except KafkaTimeoutError as exc:
+            raise BrokerUnavailableError(
+                f"the broker did not acknowledge {len(records)} event(s) within {timeout:g}s "
+                f"(CHATLOG_PUBLISH_TIMEOUT); nothing was confirmed"
+            ) from exc
+        except KafkaError as exc:
+            raise PublishError(f"publishing to {topic!r} failed: {exc}") from exc
+
+    async def apublish(self, events: Sequence[ChatEvent]) -> list[LogPosition]:
+        """Async :meth:`publish`: awaits the acknowledgements without blocking the loop."""
+        encoded = [self.encode(e) for e in events]
+        loop = asyncio.get_running_loop()
+        futures = self._send(self.settings.topic, encoded)
+        waiters = []
+        for future in futures:
+            waiter: asyncio.Future[Any] = loop.create_future()
+            future.add_callback(_resolve, loop, waiter)
+            future.add_errback(_reject, loop, waiter)
+            waiters.append(waiter)
+        try:
+            done = await asyncio.wait_for(
+                asyncio.gather(*waiters), timeout=self.settings.publish_timeout_s
+            )
+        except asyncio.TimeoutError as exc:
+            raise BrokerUnavailableError(
+                f"the broker did not acknowledge {len(encoded)} event(s) within "
+                f"{self.settings.publish_timeout_s:g}s (CHATLOG_PUBLISH_TIMEOUT)"
+            ) from exc
+        except KafkaError as exc:
+            raise PublishError(f"publishing to {self.settings.topic!r} failed: {exc}") from exc
+        return [_position(m) for m in done]
+
+    def _send(self, topic: str, records: Sequence[EncodedEvent]) -> list[Any]:
+        if self._closed.is_set():
+            raise PublishError("the producer is closed")
+        try:
+            return [
+                self._producer.send(topic, key=r.key, value=r.value, headers=r.headers)
+                for r in records
+            ]
+        except KafkaTimeoutError as exc:
+            raise BrokerUnavailableError(
+                f"no metadata for topic {topic!r} within {self.settings.publish_timeout_s:g}s: "
+                "the broker is unreachable or the topic does not exist"
+            ) from exc
+        except KafkaError as exc:
+            raise PublishError(f"publishing to {topic!r} failed: {exc}") from exc
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Flush what is pending (up to ``timeout_s``) and close the connection."""
+        if not self._closed.is_set():
+            self._closed.set()
+            self._producer.close(timeout=timeout_s)
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _position(metadata: Any) -> LogPosition:
+    return LogPosition(metadata.partition, metadata.offset)
+
+
+def _resolve(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[Any], value: Any) -> None:
+    loop.call_soon_threadsafe(_set_result, waiter, value)
+
+
+def _reject(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[Any], exc: Any) -> None:
+    loop.call_soon_threadsafe(_set_exception, waiter, exc)
+
+
+def _set_result(waiter: asyncio.Future[Any], value: Any) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
+
+
+def _set_exception(waiter: asyncio.Future[Any], exc: BaseException) -> None:
+    if not waiter.done():
+        waiter.set_exception(exc)

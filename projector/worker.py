@@ -1,0 +1,304 @@
+"""The projector worker: consume the log, apply it to Redis, then commit.
+
+Delivery is at least once and application exactly once: offsets are
+committed only after the batch is in Redis (and its poison records are in
+the dead-letter topic), and the apply step skips anything at or below a
+session's last applied offset, so a redelivered batch is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    KafkaTimeoutError,
+    RebalanceInProgressError,
+)
+from kafka.structs import OffsetAndMetadata
+
+from chatlog.errors import BrokerUnavailableError, ChatLogError, ReadModelError
+from chatlog.producers.admin import ensure_topic
+from chatlog.producers.producer import EventProducer
+from chatlog.projector.dead_letter import DeadLetter, DeadLetterQueue
+from chatlog.projector.redis_projection import LogRecord, RedisProjection
+from chatlog.schemas.codec import EventCodec
+from chatlog.settings import Settings
+
+log = logging.getLogger("chatlog.projector")
+
+#: Backoff bounds while Redis or the dead-letter topic is unreachable.
+RETRY_MIN_S = 0.05
+RETRY_MAX_S = 5.0
+
+
+@dataclass(slots=True)
+class ProjectorStats:
+    """Running totals of one projector, for tests, the CLI and metrics."""
+
+    batches: int = 0
+    applied: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    commits_failed: int = 0
+    retries: int = 0
+    applied_by_type: dict[str, int] = field(default_factory=dict)
+    dead_lettered_by_type: dict[str, int] = field(default_factory=dict)
+    last_poll_at: float = 0.0
+
+
+class Projector:
+    """A consumer-group worker that folds the event topic into the Redis read model.
+
+    Run it in the foreground with :meth:`run` (``chatlog projector run``), or in
+    a background thread with :meth:`running` (tests, the demo, small apps)::
+
+        with Projector(settings).running():
+            ...
+
+    Args:
+        settings: Connection and topic settings.
+        namespace: Read-model namespace to project into (default: ``settings.namespace``).
+        redis_client: Redis client for the read model (default: from ``settings.redis_url``).
+        on_batch: Called after each committed batch with its :class:`ApplyResult`
+            totals; used by metrics.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        namespace: str | None = None,
+        redis_client: redis.Redis | None = None,
+        on_batch: Callable[[Projector, int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.namespace = namespace or settings.namespace
+        self.redis = redis_client or redis.Redis.from_url(settings.redis_url)
+        self.projection = RedisProjection(self.redis, self.namespace)
+        self.codec = EventCodec()
+        self.stats = ProjectorStats()
+        self.on_batch = on_batch
+        self._stop = threading.Event()
+        self._assigned = threading.Event()
+        self._consumer: KafkaConsumer | None = None
+        self._producer: EventProducer | None = None
+        self._dlq: DeadLetterQueue | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    # -- lifecycle -------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish its current batch, commit and return."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stop.is_set()
+
+    def wait_assigned(self, timeout_s: float = 30.0) -> bool:
+        """Block until the group assigned this worker its partitions."""
+        return self._assigned.wait(timeout_s)
+
+    def assignment(self) -> set[int]:
+        """Partitions currently assigned to this worker."""
+        consumer = self._consumer
+        return {tp.partition for tp in consumer.assignment()} if consumer else set()
+
+    @contextmanager
+    def running(self, *, wait_assigned_s: float = 30.0) -> Iterator[Projector]:
+        """Run the projector in a background thread for the duration of the block."""
+        self._thread = threading.Thread(target=self._run_guarded, name="chatlog-projector")
+        self._thread.daemon = True
+        self._thread.start()
+        try:
+            if wait_assigned_s and not self.wait_assigned(wait_assigned_s):
+                self._raise_if_failed()
+                raise BrokerUnavailableError(
+                    f"the projector got no partitions within {wait_assigned_s:g}s"
+                )
+            yield self
+        finally:
+            self.stop()
+            self._thread.join(timeout=60)
+        self._raise_if_failed()
+
+    def _run_guarded(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # handed to the thread that owns the context
+            self._error = exc
+            self._assigned.set()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    # -- the loop ---------------------------------------------------------
+
+    def run(self) -> None:
+        """Consume and apply until :meth:`stop`; then finish the batch, commit, close."""
+        self._open()
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            while not self._stop.is_set():
+                self.stats.last_poll_at = time.time()
+                try:
+                    batch = consumer.poll(timeout_ms=100, max_records=self.settings.max_poll_records)
+                except KafkaError as exc:
+                    log.warning("poll failed, retrying: %s", exc)
+                    self._sleep(RETRY_MIN_S * 10)
+                    continue
+                if consumer.assignment():
+                    self._assigned.set()
+                if batch:
+                    self.process(batch)
+        finally:
+            self._close()
+
+    def process(self, batch: dict[Any, list[Any]]) -> None:
+        """Decode, apply and dead-letter one polled batch, then commit its offsets."""
+        records: list[LogRecord] = []
+        letters: list[DeadLetter] = []
+        raw_by_coordinates: dict[tuple[int, int], Any] = {}
+        next_offsets: dict[TopicPartition, int] = {}
+        for tp, raws in batch.items():
+            for raw in raws:
+                raw_by_coordinates[(raw.partition, raw.offset)] = raw
+                try:
+                    event = self.codec.decode(raw.value)
+                except ChatLogError as exc:
+                    letters.append(DeadLetter(raw, f"undecodable: {exc}"))
+                    continue
+                key = raw.key.decode("utf-8", "replace") if raw.key is not None else None
+                if key != event.session_id:
+                    letters.append(
+                        DeadLetter(raw, f"key {key!r} is not the session id {event.session_id!r}")
+                    )
+                    continue
+                records.append(LogRecord(raw.partition, raw.offset, event))
+            if raws:
+                next_offsets[tp] = raws[-1].offset + 1
+        result = self._retry(lambda: self.projection.apply(records), "apply to Redis")
+        if result is None:
+            return  # stopping during an outage: nothing committed, the batch comes again
+        for record, reason in result.failed:
+            letters.append(DeadLetter(raw_by_coordinates[(record.partition, record.offset)], reason))
+        if letters and self._retry(lambda: self._publish_letters(letters), "dead-letter") is None:
+            return
+        self.stats.batches += 1
+        self.stats.applied += result.applied
+        self.stats.skipped += result.skipped
+        self.stats.dead_lettered += len(letters)
+        for name, count in result.applied_by_type.items():
+            self.stats.applied_by_type[name] = self.stats.applied_by_type.get(name, 0) + count
+        for letter in letters:
+            name = _header(letter.record, "event-type") or "unknown"
+            self.stats.dead_lettered_by_type[name] = (
+                self.stats.dead_lettered_by_type.get(name, 0) + 1
+            )
+        self._commit(next_offsets)
+        if self.on_batch is not None:
+            self.on_batch(self, result.applied)
+
+    def _publish_letters(self, letters: list[DeadLetter]) -> bool:
+        assert self._dlq is not None
+        for letter in letters:
+            log.error(
+                "dead-lettering record partition=%s offset=%s: %s",
+                letter.record.partition,
+                letter.record.offset,
+                letter.reason,
+            )
+        self._dlq.publish(letters)
+        return True
+
+    def _retry(self, action: Callable[[], Any], what: str) -> Any:
+        """Run ``action`` until it succeeds, backing off on outages; ``None`` if stopped."""
+        delay = RETRY_MIN_S
+        while True:
+            try:
+                return action()
+            except (redis.ConnectionError, redis.TimeoutError, ReadModelError) as exc:
+                error: Exception = exc
+            except ChatLogError as exc:  # the dead-letter publish failed
+                error = exc
+            self.stats.retries += 1
+            log.warning("%s failed, retrying in %.2fs: %s", what, delay, error)
+            if self._sleep(delay):
+                return None
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+        except (CommitFailedError, RebalanceInProgressError, IllegalStateError) as exc:
+            # The group is rebalancing; whoever owns the partition next gets
+            # these records again and the idempotent apply skips them.
+            self.stats.commits_failed += 1
+            log.info("commit skipped during a rebalance: %s", exc)
+        except KafkaError as exc:
+            self.stats.commits_failed += 1
+            log.warning("commit failed, the batch will be redelivered: %s", exc)
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopped; return whether the projector is stopping."""
+        return self._stop.wait(seconds)
+
+    def _open(self) -> None:
+        settings = self.settings
+        if settings.auto_create_topic:
+            ensure_topic(settings.topic, settings.partitions, settings.replication_factor,
+                         settings=settings)
+            ensure_topic(settings.dlq_topic, settings.partitions, settings.replication_factor,
+                         settings=settings)
+        try:
+            self._consumer = KafkaConsumer(
+                **settings.kafka_client_options(),
+                group_id=settings.consumer_group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=settings.max_poll_records,
+                session_timeout_ms=settings.consumer_session_timeout_ms,
+                heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
+                fetch_max_wait_ms=100,
+            )
+        except KafkaTimeoutError as exc:
+            raise BrokerUnavailableError(
+                f"no Kafka broker answered at {settings.kafka_bootstrap_servers}"
+            ) from exc
+        self._consumer.subscribe([settings.topic])
+        self._producer = EventProducer(settings, codec=self.codec)
+        self._dlq = DeadLetterQueue(self._producer, settings.dlq_topic)
+
+    def _close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
+            self._consumer = None
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None
+        self._assigned.clear()
+
+
+def _header(record: Any, name: str) -> str | None:
+    for key, value in record.headers or []:
+        if key == name:
+            return bytes(value).decode("utf-8", "replace")
+    return None

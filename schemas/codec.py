@@ -1,0 +1,230 @@
+"""Avro single-object encoding of :class:`~chatlog.schemas.events.ChatEvent`.
+
+Wire format (Avro spec, "Single object encoding"): the two bytes ``C3 01``,
+the 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema's
+parsing canonical form, then the Avro binary body. Every schema version ever
+released is kept in ``schemas/avsc``; the decoder finds the writer schema by
+fingerprint and resolves it against the newest (reader) schema, so old
+events stay readable forever.
+
+This is the only module that imports fastavro.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+
+from chatlog.errors import EventDecodeError
+from chatlog.schemas.events import (
+    ChatEvent,
+    InvalidToolCall,
+    MessageAppended,
+    Payload,
+    SessionCleared,
+    ToolCall,
+    UsageMetadata,
+)
+
+MAGIC = b"\xc3\x01"
+HEADER_SIZE = len(MAGIC) + 8
+CONTENT_TYPE = "application/vnd.chatlog.event+avro"
+
+_VERSION = re.compile(r"^(?P<name>[\w.]+)\.v(?P<version>\d+)\.avsc$")
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaVersion:
+    """One released writer schema: its name, version, fingerprint and parsed form."""
+
+    name: str
+    version: int
+    fingerprint: bytes
+    parsed: Any
+
+
+def _load_versions() -> list[SchemaVersion]:
+    versions = []
+    for entry in resources.files("chatlog.schemas").joinpath("avsc").iterdir():
+        match = _VERSION.match(entry.name)
+        if match is None:
+            continue
+        raw = json.loads(entry.read_text(encoding="utf-8"))
+        parsed = parse_schema(raw, _write_hint=False)
+        canonical = to_parsing_canonical_form(parsed)
+        digest = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+        # The single-object header stores the fingerprint little-endian; the
+        # hex digest from fastavro is big-endian.
+        versions.append(
+            SchemaVersion(match["name"], int(match["version"]), digest[::-1], parsed)
+        )
+    return sorted(versions, key=lambda v: (v.name, v.version))
+
+
+class SchemaRegistry:
+    """Every released ChatEvent schema, addressable by single-object fingerprint."""
+
+    def __init__(self, versions: list[SchemaVersion] | None = None) -> None:
+        self.versions = versions if versions is not None else _load_versions()
+        if not self.versions:
+            raise RuntimeError("no Avro schemas found in chatlog.schemas/avsc")
+        self._by_fingerprint = {v.fingerprint: v for v in self.versions}
+        self.latest = self.versions[-1]
+
+    def writer_schema(self, fingerprint_bytes: bytes) -> SchemaVersion:
+        """The schema whose single-object fingerprint is ``fingerprint_bytes``.
+
+        Raises:
+            EventDecodeError: no released schema has that fingerprint.
+        """
+        try:
+            return self._by_fingerprint[fingerprint_bytes]
+        except KeyError:
+            raise EventDecodeError(
+                f"unknown schema fingerprint {fingerprint_bytes.hex()}: the event was written "
+                "with a schema this chatlog version does not ship; upgrade chatlog"
+            ) from None
+
+
+class EventCodec:
+    """Encode and decode chat events in Avro single-object encoding."""
+
+    def __init__(self, registry: SchemaRegistry | None = None) -> None:
+        self.registry = registry or SchemaRegistry()
+        self._writer = self.registry.latest
+        self._header = MAGIC + self._writer.fingerprint
+
+    def encode(self, event: ChatEvent) -> bytes:
+        """Serialize ``event`` with the newest schema."""
+        buffer = io.BytesIO()
+        buffer.write(self._header)
+        fastavro.schemaless_writer(buffer, self._writer.parsed, _event_to_avro(event))
+        return buffer.getvalue()
+
+    def decode(self, data: bytes) -> ChatEvent:
+        """Deserialize one event, resolving its writer schema by fingerprint.
+
+        Raises:
+            EventDecodeError: ``data`` is not a complete, valid chatlog event.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise EventDecodeError(f"expected bytes, got {type(data).__name__}")
+        if len(data) < HEADER_SIZE or data[:2] != MAGIC:
+            raise EventDecodeError("not an Avro single-object encoded event (bad magic bytes)")
+        writer = self.registry.writer_schema(bytes(data[2:HEADER_SIZE]))
+        reader = None if writer is self._writer else self._writer.parsed
+        buffer = io.BytesIO(data)
+        buffer.seek(HEADER_SIZE)
+        try:
+            record = fastavro.schemaless_reader(
+                buffer,
+                writer.parsed,
+                reader,
+                return_record_name=True,
+                return_record_name_override=True,
+            )
+            event = _event_from_avro(record)
+        except EventDecodeError:
+            raise
+        except Exception as exc:  # fastavro raises many types on corrupt input
+            raise EventDecodeError(f"corrupt event body: {type(exc).__name__}: {exc}") from exc
+        if buffer.tell() != len(data):
+            raise EventDecodeError(
+                f"corrupt event body: {len(data) - buffer.tell()} trailing bytes after the record"
+            )
+        return event
+
+
+def _event_to_avro(event: ChatEvent) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "session_id": event.session_id,
+        "user_id": event.user_id,
+        "occurred_at": event.occurred_at,
+        "source": event.source,
+        "payload": _payload_to_avro(event.payload),
+    }
+
+
+def _payload_to_avro(payload: Payload) -> tuple[str, dict[str, Any]]:
+    if isinstance(payload, MessageAppended):
+        return (
+            "chatlog.MessageAppended",
+            {
+                "type": payload.type,
+                "content": payload.content
+                if isinstance(payload.content, str)
+                else list(payload.content),
+                "name": payload.name,
+                "id": payload.id,
+                "role": payload.role,
+                "tool_calls": [
+                    {"name": c.name, "args": c.args, "id": c.id} for c in payload.tool_calls
+                ],
+                "invalid_tool_calls": [
+                    {"name": c.name, "args": c.args, "id": c.id, "error": c.error}
+                    for c in payload.invalid_tool_calls
+                ],
+                "usage_metadata": None
+                if payload.usage_metadata is None
+                else {
+                    "input_tokens": payload.usage_metadata.input_tokens,
+                    "output_tokens": payload.usage_metadata.output_tokens,
+                    "total_tokens": payload.usage_metadata.total_tokens,
+                    "details": payload.usage_metadata.details,
+                },
+                "tool_call_id": payload.tool_call_id,
+                "artifact": payload.artifact,
+                "status": payload.status,
+                "additional_kwargs": payload.additional_kwargs,
+                "response_metadata": payload.response_metadata,
+                "extra": payload.extra,
+            },
+        )
+    if isinstance(payload, SessionCleared):
+        return ("chatlog.SessionCleared", {})
+    raise TypeError(f"not a chatlog payload event: {type(payload).__name__}")
+
+
+def _event_from_avro(record: Any) -> ChatEvent:
+    name, body = record["payload"]
+    return ChatEvent(
+        event_id=str(record["event_id"]),
+        session_id=record["session_id"],
+        user_id=record["user_id"],
+        source=record["source"],
+        occurred_at=record["occurred_at"],
+        payload=_payload_from_avro(name, body),
+    )
+
+
+def _payload_from_avro(name: str, body: dict[str, Any]) -> Payload:
+    if name == "chatlog.MessageAppended":
+        content = body["content"]
+        usage = body["usage_metadata"]
+        return MessageAppended(
+            type=body["type"],
+            content=content if isinstance(content, str) else tuple(content),
+            name=body["name"],
+            id=body["id"],
+            role=body["role"],
+            tool_calls=tuple(ToolCall(**c) for c in body["tool_calls"]),
+            invalid_tool_calls=tuple(InvalidToolCall(**c) for c in body["invalid_tool_calls"]),
+            usage_metadata=None if usage is None else UsageMetadata(**usage),
+            tool_call_id=body["tool_call_id"],
+            artifact=body["artifact"],
+            status=body["status"],
+            additional_kwargs=body["additional_kwargs"],
+            response_metadata=body["response_metadata"],
+            extra=body["extra"],
+        )
+    if name == "chatlog.SessionCleared":
+        return SessionCleared()
+    raise EventDecodeError(f"unknown payload record {name!r}: upgrade chatlog")

@@ -1,0 +1,107 @@
+"""Chat log events: immutable records, one per log entry.
+
+These mirror the Avro records in ``schemas/avsc`` field for field. Free-form
+LangChain structures (``additional_kwargs``, tool-call ``args``, content
+parts, ...) travel as JSON text inside the record; the common fields are real
+Avro fields. Nothing here imports LangChain: the projector uses these
+classes too, and it never imports LangChain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Union
+from uuid import uuid4
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool call requested by an AI message; ``args`` is a JSON object."""
+
+    name: str
+    args: str
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidToolCall:
+    """A tool call the model emitted but that could not be parsed."""
+
+    name: str | None = None
+    args: str | None = None
+    id: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageMetadata:
+    """Token counts of an AI message; ``details`` is a JSON object of the other keys."""
+
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    details: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageAppended:
+    """One LangChain message appended to a session.
+
+    ``content`` is the plain text, or a tuple of content parts each encoded as
+    JSON. ``artifact`` is JSON text, or ``None`` when the message has no
+    artifact field. ``extra`` is a JSON object of any message field not
+    listed here, so that nothing is lost.
+    """
+
+    type: str
+    content: str | tuple[str, ...]
+    name: str | None = None
+    id: str | None = None
+    role: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    invalid_tool_calls: tuple[InvalidToolCall, ...] = ()
+    usage_metadata: UsageMetadata | None = None
+    tool_call_id: str | None = None
+    artifact: str | None = None
+    status: str | None = None
+    additional_kwargs: str = "{}"
+    response_metadata: str = "{}"
+    extra: str = "{}"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCleared:
+    """Every message of the session before this event is gone."""
+
+
+#: The payload of a :class:`ChatEvent`: one of the event records.
+Payload = Union[MessageAppended, SessionCleared]  # noqa: UP007 - a runtime alias, kept for 3.10
+
+
+def _now() -> datetime:
+    # Avro timestamp-millis keeps milliseconds only; truncating here keeps an
+    # event equal to itself after a round trip through the log.
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _event_id() -> str:
+    return str(uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class ChatEvent:
+    """One entry of the chat log: an envelope around a payload event."""
+
+    session_id: str
+    payload: Payload
+    user_id: str | None = None
+    source: str | None = None
+    event_id: str = field(default_factory=_event_id)
+    occurred_at: datetime = field(default_factory=_now)
+
+    @property
+    def event_type(self) -> str:
+        """Name of the payload record (``MessageAppended``, ``SessionCleared``, ...)."""
+        return type(self.payload).__name__

@@ -1,0 +1,178 @@
+"""The stored form of a message in the read model: LangChain's ``message_to_dict`` JSON.
+
+The projector turns each :class:`MessageAppended` into this JSON text without
+importing LangChain, so a reader needs one ``json.loads`` and
+``messages_from_dict`` per message and nothing else. The JSON fragments the
+event already carries (``additional_kwargs``, tool-call ``args``, content
+parts, ...) are validated and spliced in as they are, never re-encoded.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chatlog.errors import EventDecodeError
+from chatlog.schemas.events import MessageAppended
+
+#: Message types LangChain's ``messages_from_dict`` can rebuild (``remove`` is
+#: an instruction to a graph state reducer, not a message, so it is not stored).
+MESSAGE_TYPES = frozenset(
+    {
+        "human",
+        "ai",
+        "system",
+        "chat",
+        "function",
+        "tool",
+        "AIMessageChunk",
+        "HumanMessageChunk",
+        "SystemMessageChunk",
+        "ChatMessageChunk",
+        "FunctionMessageChunk",
+        "ToolMessageChunk",
+    }
+)
+AI_TYPES = frozenset({"ai", "AIMessageChunk"})
+TOOL_TYPES = frozenset({"tool", "ToolMessageChunk"})
+CHAT_TYPES = frozenset({"chat", "ChatMessageChunk"})
+
+#: Keys of ``message_to_dict(m)["data"]`` carried by real Avro fields.
+COMMON_KEYS = frozenset({"content", "additional_kwargs", "response_metadata", "type", "name", "id"})
+AI_KEYS = frozenset({"tool_calls", "invalid_tool_calls", "usage_metadata"})
+TOOL_KEYS = frozenset({"tool_call_id", "artifact", "status"})
+CHAT_KEYS = frozenset({"role"})
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
+
+
+def mapped_keys(message_type: str) -> frozenset[str]:
+    """The data keys that have Avro fields for messages of ``message_type``."""
+    if message_type in AI_TYPES:
+        return COMMON_KEYS | AI_KEYS
+    if message_type in TOOL_TYPES:
+        return COMMON_KEYS | TOOL_KEYS
+    if message_type in CHAT_TYPES:
+        return COMMON_KEYS | CHAT_KEYS
+    return COMMON_KEYS
+
+
+def _json_object(text: str, what: str) -> str:
+    if text == "{}":
+        return text
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise EventDecodeError(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise EventDecodeError(f"{what} is not a JSON object")
+    return text
+
+
+def _json_value(text: str, what: str) -> str:
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        raise EventDecodeError(f"{what} is not valid JSON: {exc}") from exc
+    return text
+
+
+def _opt(value: str | None) -> str:
+    return "null" if value is None else _dumps(value)
+
+
+def stored_message(event: MessageAppended) -> str:
+    """Render ``event`` as the JSON text of ``message_to_dict`` for that message.
+
+    Raises:
+        EventDecodeError: the event is well-formed Avro but its content is not a
+            storable message (unknown type, broken JSON fragment, clashing keys).
+    """
+    kind = event.type
+    if kind not in MESSAGE_TYPES:
+        raise EventDecodeError(f"unknown message type {kind!r}")
+    if isinstance(event.content, str):
+        content = _dumps(event.content)
+    else:
+        content = (
+            "[" + ",".join(_json_value(p, "content part") for p in event.content) + "]"
+        )
+    parts = [
+        '{"content":',
+        content,
+        ',"additional_kwargs":',
+        _json_object(event.additional_kwargs, "additional_kwargs"),
+        ',"response_metadata":',
+        _json_object(event.response_metadata, "response_metadata"),
+        ',"type":',
+        _dumps(kind),
+        ',"name":',
+        _opt(event.name),
+        ',"id":',
+        _opt(event.id),
+    ]
+    if kind in AI_TYPES:
+        parts.append(',"tool_calls":[')
+        parts.append(
+            ",".join(
+                '{"name":'
+                + _dumps(c.name)
+                + ',"args":'
+                + _json_object(c.args, "tool call args")
+                + ',"id":'
+                + _opt(c.id)
+                + ',"type":"tool_call"}'
+                for c in event.tool_calls
+            )
+        )
+        parts.append('],"invalid_tool_calls":[')
+        parts.append(
+            ",".join(
+                '{"name":'
+                + _opt(c.name)
+                + ',"args":'
+                + _opt(c.args)
+                + ',"id":'
+                + _opt(c.id)
+                + ',"error":'
+                + _opt(c.error)
+                + ',"type":"invalid_tool_call"}'
+                for c in event.invalid_tool_calls
+            )
+        )
+        parts.append('],"usage_metadata":')
+        usage = event.usage_metadata
+        if usage is None:
+            parts.append("null")
+        else:
+            body: dict[str, Any] = {
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "total_tokens": usage.total_tokens,
+            }
+            if usage.details is not None:
+                details = json.loads(_json_object(usage.details, "usage details"))
+                body.update({k: v for k, v in details.items() if k not in _USAGE_KEYS})
+            parts.append(_dumps(body))
+    elif kind in TOOL_TYPES:
+        parts += [
+            ',"tool_call_id":',
+            _opt(event.tool_call_id),
+            ',"artifact":',
+            "null" if event.artifact is None else _json_value(event.artifact, "artifact"),
+            ',"status":',
+            _opt(event.status),
+        ]
+    elif kind in CHAT_TYPES:
+        parts += [',"role":', _opt(event.role)]
+    extra = _json_object(event.extra, "extra")
+    if extra != "{}":
+        keys = json.loads(extra).keys()
+        clash = mapped_keys(kind) & keys
+        if clash:
+            raise EventDecodeError(f"extra repeats mapped fields {sorted(clash)}")
+        if keys:
+            parts += [",", extra.strip()[1:-1]]
+    parts.append("}")
+    return '{"type":' + _dumps(kind) + ',"data":' + "".join(parts) + "}"
