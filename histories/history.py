@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from langchain_core.chat_history import BaseChatMessageHistory
@@ -20,6 +21,40 @@ from chatlog.schemas.events import ChatEvent, Payload, SessionCleared
 #: Poll interval bounds while a read waits for its own writes to be projected.
 _WAIT_MIN_S = 0.0005
 _WAIT_MAX_S = 0.02
+
+
+class WrittenPositions:
+    """The newest log position this process wrote per session (read-your-writes).
+
+    Shared by every history a :class:`~chatlog.ChatLog` hands out, so that a
+    fresh history object for the same session (``RunnableWithMessageHistory``
+    makes one per call) still sees the writes of the previous one. Bounded:
+    the least recently written sessions are forgotten first.
+    """
+
+    def __init__(self, max_sessions: int = 100_000) -> None:
+        self.max_sessions = max_sessions
+        self._positions: OrderedDict[str, LogPosition] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def record(self, session_id: str, positions: Sequence[LogPosition]) -> None:
+        """Remember the newest of ``positions`` for ``session_id``."""
+        if not positions:
+            return
+        newest = max(positions, key=lambda p: p.offset)
+        with self._lock:
+            current = self._positions.get(session_id)
+            if current is None or newest.partition != current.partition or (
+                newest.offset > current.offset
+            ):
+                self._positions[session_id] = newest
+            self._positions.move_to_end(session_id)
+            while len(self._positions) > self.max_sessions:
+                self._positions.popitem(last=False)
+
+    def get(self, session_id: str) -> LogPosition | None:
+        """The newest position written for ``session_id`` by this process, if any."""
+        return self._positions.get(session_id)
 
 
 class ChatLogMessageHistory(BaseChatMessageHistory):
@@ -41,6 +76,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         source: Application name stamped on every event.
         read_timeout_s: How long a read waits for this object's own writes.
         max_messages: Read only the newest ``max_messages`` messages.
+        written: Positions shared with other histories of the process (default: own).
     """
 
     def __init__(
@@ -53,6 +89,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         source: str | None = None,
         read_timeout_s: float = 5.0,
         max_messages: int | None = None,
+        written: WrittenPositions | None = None,
     ) -> None:
         self.session_id = validate_session_id(session_id)
         self.user_id = validate_user_id(user_id)
@@ -61,8 +98,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         self.reader = reader
         self.read_timeout_s = read_timeout_s
         self.max_messages = max_messages
-        self._written: LogPosition | None = None
-        self._lock = threading.Lock()
+        self._written = written if written is not None else WrittenPositions(1)
 
     # -- writes ------------------------------------------------------------
 
@@ -73,12 +109,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         ]
 
     def _remember(self, positions: Sequence[LogPosition]) -> None:
-        if not positions:
-            return
-        newest = max(positions, key=lambda p: p.offset)
-        with self._lock:
-            if self._written is None or newest.offset > self._written.offset:
-                self._written = newest
+        self._written.record(self.session_id, positions)
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append ``messages`` as one batch; return when the broker acknowledged all.
@@ -117,13 +148,13 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
     # -- reads ------------------------------------------------------------
 
     def _caught_up(self, snapshot: SessionSnapshot) -> bool:
-        written = self._written
+        written = self._written.get(self.session_id)
         return written is None or (
             snapshot.partition == written.partition and snapshot.offset >= written.offset
         )
 
     def _lag_error(self, snapshot: SessionSnapshot) -> ProjectionLagError:
-        written = self._written
+        written = self._written.get(self.session_id)
         assert written is not None
         lag = written.offset - snapshot.offset
         return ProjectionLagError(

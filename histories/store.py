@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
-
 import redis
 
-from chatlog.histories.history import ChatLogMessageHistory
+from chatlog.histories.history import ChatLogMessageHistory, WrittenPositions
 from chatlog.histories.read_model import ReadModelReader
 from chatlog.identifiers import validate_session_id, validate_user_id
 from chatlog.producers.admin import ensure_topic
@@ -43,6 +41,7 @@ class ChatLog:
             self.settings.namespace,
             redis_url=None if redis_client is not None else self.settings.redis_url,
         )
+        self.written = WrittenPositions()
         self._producer: EventProducer | None = None
         self._lock = threading.Lock()
 
@@ -85,15 +84,19 @@ class ChatLog:
             source=self.settings.source,
             read_timeout_s=read_timeout_s or self.settings.read_timeout_s,
             max_messages=max_messages,
+            written=self.written,
         )
 
-    def get_session_history(self, session_id: str, **kwargs: Any) -> ChatLogMessageHistory:
-        """Factory for ``RunnableWithMessageHistory``: ``get_session_history=chatlog.get_session_history``.
+    def get_session_history(
+        self, session_id: str, user_id: str | None = None
+    ) -> ChatLogMessageHistory:
+        """Factory for ``RunnableWithMessageHistory(..., get_session_history=chatlog.get_session_history)``.
 
-        Extra keyword arguments (``user_id``, ``max_messages``) pass through, so
-        a ``history_factory_config`` with ``user_id`` works too.
+        ``RunnableWithMessageHistory`` matches its ``history_factory_config`` to
+        these parameter names, so a config with ``session_id`` and ``user_id``
+        fields works as well as the default one with ``session_id`` only.
         """
-        return self.history(session_id, **kwargs)
+        return self.history(session_id, user_id)
 
     def close(self) -> None:
         """Flush and close the producer and the Redis pool."""

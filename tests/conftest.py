@@ -1,0 +1,170 @@
+"""Fixtures: real Kafka and Redis, never mocks.
+
+Kafka: ``KAFKA_BOOTSTRAP_SERVERS`` if set; else testcontainers when a Docker
+engine answers; else the embedded Tansu broker. Redis: ``REDIS_URL`` if set;
+else testcontainers; else a redis-server subprocess. One broker and one
+Redis per test session; every test gets its own topic, consumer group and
+namespace, and only its own namespace is ever deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+import redis
+
+from chatlog import ChatLog, Settings
+from chatlog.devstack import EmbeddedBroker, EmbeddedRedis
+from chatlog.keys import ReadModelKeys
+from chatlog.projector import Projector
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def embedded_broker() -> Iterator[EmbeddedBroker | None]:
+    """The embedded broker when this session runs one (fault tests pause it), else None."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or _docker_answers():
+        yield None
+        return
+    broker = EmbeddedBroker()
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(embedded_broker: EmbeddedBroker | None) -> Iterator[str]:
+    """Bootstrap servers of the session's Kafka."""
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        yield configured
+    elif embedded_broker is not None:
+        yield embedded_broker.bootstrap_servers
+    else:
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer(image="apache/kafka:3.8.0").with_kraft() as container:
+            yield container.get_bootstrap_server()
+
+
+@pytest.fixture(scope="session")
+def embedded_redis() -> Iterator[EmbeddedRedis | None]:
+    """The redis-server subprocess when this session runs one, else None."""
+    if os.environ.get("REDIS_URL") or _docker_answers():
+        yield None
+        return
+    server = EmbeddedRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(embedded_redis: EmbeddedRedis | None) -> Iterator[str]:
+    """URL of the session's Redis."""
+    configured = os.environ.get("REDIS_URL")
+    if configured:
+        yield configured
+    elif embedded_redis is not None:
+        yield embedded_redis.url
+    else:
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer() as container:
+            host = container.get_container_host_ip()
+            yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
+
+
+def delete_namespace(client: redis.Redis, namespace: str) -> None:
+    """Delete the keys of one namespace (never FLUSHALL: the Redis may be shared)."""
+    keys = list(client.scan_iter(match=ReadModelKeys(namespace).all_pattern(), count=1000))
+    for start in range(0, len(keys), 1000):
+        client.unlink(*keys[start : start + 1000])
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A Redis client on the session's Redis."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def settings_factory(
+    kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis
+) -> Iterator[Callable[..., Settings]]:
+    """Settings with a unique topic, group and namespace; overrides as keywords."""
+    namespaces: list[str] = []
+
+    def make(**overrides: Any) -> Settings:
+        unique = uuid.uuid4().hex[:10]
+        values: dict[str, Any] = {
+            "kafka_bootstrap_servers": kafka_bootstrap,
+            "redis_url": redis_url,
+            "topic": f"test-{unique}",
+            "namespace": f"test:{unique}",
+            "consumer_group": f"group-{unique}",
+            "consumer_session_timeout_ms": 6000,
+            "consumer_heartbeat_interval_ms": 1000,
+            "read_timeout_s": 20.0,
+            "publish_timeout_s": 20.0,
+        }
+        values.update(overrides)
+        settings = Settings(**values)
+        namespaces.append(settings.namespace)
+        return settings
+
+    yield make
+    for namespace in namespaces:
+        delete_namespace(redis_client, namespace)
+
+
+@pytest.fixture
+def settings(settings_factory: Callable[..., Settings]) -> Settings:
+    """Settings of this test (unique topic, group and namespace)."""
+    return settings_factory()
+
+
+@pytest.fixture
+def chatlog_factory() -> Iterator[Callable[[Settings], ChatLog]]:
+    """Makes ChatLog facades that are closed after the test."""
+    with ExitStack() as stack:
+        yield lambda settings: stack.enter_context(ChatLog(settings))
+
+
+@pytest.fixture
+def projector_factory() -> Iterator[Callable[..., Projector]]:
+    """Starts in-process projectors (background threads) stopped after the test."""
+    with ExitStack() as stack:
+
+        def start(settings: Settings, **kwargs: Any) -> Projector:
+            return stack.enter_context(Projector(settings, **kwargs).running())
+
+        yield start
+
+
+@pytest.fixture
+def chatlog(settings: Settings, chatlog_factory: Callable[[Settings], ChatLog]) -> ChatLog:
+    """A ChatLog on this test's settings."""
+    return chatlog_factory(settings)
+
+
+@pytest.fixture
+def projector(settings: Settings, projector_factory: Callable[..., Projector]) -> Projector:
+    """A running projector on this test's settings."""
+    return projector_factory(settings)
