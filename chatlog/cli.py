@@ -178,3 +178,7 @@ def main() -> None:
     except ChatLogError as exc:
         console.print(f"[red]error:[/] {exc}")
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
