@@ -68,15 +68,29 @@ def _load_versions() -> list[SchemaVersion]:
     return sorted(versions, key=lambda v: (v.name, v.version))
 
 
+#: Record name of the chat log's envelope; other record families (such as
+#: ``chatlog.CheckpointEvent``) live in the same registry under their own name.
+CHAT_EVENT = "chatlog.ChatEvent"
+
+
 class SchemaRegistry:
-    """Every released ChatEvent schema, addressable by single-object fingerprint."""
+    """Every released schema of every record family, addressable by single-object fingerprint."""
 
     def __init__(self, versions: list[SchemaVersion] | None = None) -> None:
         self.versions = versions if versions is not None else _load_versions()
         if not self.versions:
             raise RuntimeError("no Avro schemas found in chatlog.schemas/avsc")
         self._by_fingerprint = {v.fingerprint: v for v in self.versions}
-        self.latest = self.versions[-1]
+        # versions are sorted by (name, version), so the last one per name wins.
+        self._latest = {v.name: v for v in self.versions}
+        self.latest = self._latest.get(CHAT_EVENT, self.versions[-1])
+
+    def latest_of(self, name: str) -> SchemaVersion:
+        """The newest released schema of the record family ``name`` (``chatlog.ChatEvent``, ...)."""
+        try:
+            return self._latest[name]
+        except KeyError:
+            raise RuntimeError(f"no Avro schema named {name!r} in chatlog.schemas/avsc") from None
 
     def writer_schema(self, fingerprint_bytes: bytes) -> SchemaVersion:
         """The schema whose single-object fingerprint is ``fingerprint_bytes``.
@@ -119,6 +133,11 @@ class EventCodec:
         if len(data) < HEADER_SIZE or data[:2] != MAGIC:
             raise EventDecodeError("not an Avro single-object encoded event (bad magic bytes)")
         writer = self.registry.writer_schema(bytes(data[2:HEADER_SIZE]))
+        if writer.name != self._writer.name:
+            raise EventDecodeError(
+                f"a {writer.name} event is not a {self._writer.name}: it was published "
+                "to the wrong topic"
+            )
         reader = None if writer is self._writer else self._writer.parsed
         buffer = io.BytesIO(data)
         buffer.seek(HEADER_SIZE)
