@@ -39,6 +39,31 @@ class Settings:
         max_poll_records: Largest projector batch (``CHATLOG_MAX_POLL_RECORDS``).
         kafka_options: Extra keyword options passed to every kafka-python client
             (TLS, SASL, ...); set from ``CHATLOG_KAFKA_*`` variables.
+        kafka_security_protocol: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``
+            (``CHATLOG_KAFKA_SECURITY_PROTOCOL``).
+        kafka_sasl_mechanism: ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``
+            (``CHATLOG_KAFKA_SASL_MECHANISM``).
+        kafka_sasl_username: SASL user (``CHATLOG_KAFKA_SASL_USERNAME``).
+        kafka_sasl_password: SASL password (``CHATLOG_KAFKA_SASL_PASSWORD``; masked in output).
+        kafka_ssl_cafile: CA bundle that signs the brokers' certificates
+            (``CHATLOG_KAFKA_SSL_CAFILE``).
+        kafka_ssl_certfile: Client certificate for mutual TLS (``CHATLOG_KAFKA_SSL_CERTFILE``).
+        kafka_ssl_keyfile: Client private key for mutual TLS (``CHATLOG_KAFKA_SSL_KEYFILE``).
+        kafka_ssl_password: Password of the client key (``CHATLOG_KAFKA_SSL_PASSWORD``; masked).
+        kafka_ssl_check_hostname: Verify the broker host name against its certificate
+            (``CHATLOG_KAFKA_SSL_CHECK_HOSTNAME``).
+        redis_username: Redis ACL user (``CHATLOG_REDIS_USERNAME``); a user in the URL wins.
+        redis_password: Redis password (``CHATLOG_REDIS_PASSWORD``; masked); one in the URL wins.
+        redis_ssl_ca_certs: CA bundle for a ``rediss://`` URL (``CHATLOG_REDIS_SSL_CA_CERTS``).
+        redis_ssl_certfile: Client certificate for Redis TLS (``CHATLOG_REDIS_SSL_CERTFILE``).
+        redis_ssl_keyfile: Client key for Redis TLS (``CHATLOG_REDIS_SSL_KEYFILE``).
+        metrics_port: Port of the projector's ``/metrics``, ``/healthz`` and ``/readyz``
+            (``CHATLOG_METRICS_PORT``); no server when unset.
+        metrics_host: Address the metrics server binds (``CHATLOG_METRICS_HOST``).
+        log_format: ``text`` or ``json`` (``CHATLOG_LOG_FORMAT``).
+        ready_max_lag: ``/readyz`` answers 200 while the worker's assigned partitions are
+            at most this many events behind (``CHATLOG_READY_MAX_LAG``).
+
     """
 
     kafka_bootstrap_servers: str = "localhost:9092"
@@ -57,6 +82,25 @@ class Settings:
     consumer_heartbeat_interval_ms: int = 1_000
     max_poll_records: int = 2_000
     kafka_options: Mapping[str, Any] = field(default_factory=dict)
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_ssl_password: str | None = None
+    kafka_ssl_check_hostname: bool = True
+    redis_username: str | None = None
+    redis_password: str | None = None
+    redis_ssl_ca_certs: str | None = None
+    redis_ssl_certfile: str | None = None
+    redis_ssl_keyfile: str | None = None
+    metrics_port: int | None = None
+    # Scraped from outside the container or host, so all interfaces by default.
+    metrics_host: str = "0.0.0.0"
+    log_format: str = "text"
+    ready_max_lag: int = 1_000
 
     def __post_init__(self) -> None:
         if not self.topic or self.topic.endswith(".dlq"):
@@ -73,6 +117,7 @@ class Settings:
         for name in ("read_timeout_s", "publish_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
+        _check_security(self)
 
     @property
     def dlq_topic(self) -> str:
@@ -80,8 +125,40 @@ class Settings:
         return f"{self.topic}.dlq"
 
     def kafka_client_options(self) -> dict[str, Any]:
-        """Keyword options shared by every kafka-python client chatlog creates."""
-        return {"bootstrap_servers": self.kafka_bootstrap_servers.split(","), **self.kafka_options}
+        """Keyword options shared by every kafka-python client chatlog creates.
+
+        The TLS and SASL settings map onto kafka-python's options; anything in
+        ``kafka_options`` (``CHATLOG_KAFKA_<OPTION>``) is passed as is and wins.
+        """
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap_servers.split(","),
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_security_protocol.startswith("SASL_"):
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            options["sasl_plain_password"] = self.kafka_sasl_password
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            options["ssl_check_hostname"] = self.kafka_ssl_check_hostname
+            for name in ("cafile", "certfile", "keyfile", "password"):
+                value = getattr(self, f"kafka_ssl_{name}")
+                if value is not None:
+                    options[f"ssl_{name}"] = value
+        options.update(self.kafka_options)
+        return options
+
+    def redis_client_options(self) -> dict[str, Any]:
+        """Keyword options for ``redis.Redis.from_url(settings.redis_url, **options)``.
+
+        Credentials and TLS files given in the URL itself take precedence
+        (redis-py lets URL options override keyword options).
+        """
+        options: dict[str, Any] = {}
+        for name in ("username", "password", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(self, f"redis_{name}")
+            if value is not None:
+                options[name] = value
+        return options
 
     def with_(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied (validated like the original)."""
@@ -93,6 +170,7 @@ class Settings:
 
         Raises:
             ConfigurationError: a variable holds a value of the wrong type.
+
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -102,10 +180,11 @@ class Settings:
             if raw is None or raw == "":
                 continue
             values[name] = _parse(variable, raw, str(types[name]))
+        explicit = set(ENVIRONMENT.values())
         kafka_options = {
             key[len("CHATLOG_KAFKA_") :].lower(): _option(value)
             for key, value in env.items()
-            if key.startswith("CHATLOG_KAFKA_") and value != ""
+            if key.startswith("CHATLOG_KAFKA_") and value != "" and key not in explicit
         }
         if kafka_options:
             values["kafka_options"] = kafka_options
@@ -130,7 +209,64 @@ ENVIRONMENT: dict[str, str] = {
     "consumer_session_timeout_ms": "CHATLOG_SESSION_TIMEOUT_MS",
     "consumer_heartbeat_interval_ms": "CHATLOG_HEARTBEAT_INTERVAL_MS",
     "max_poll_records": "CHATLOG_MAX_POLL_RECORDS",
+    "kafka_security_protocol": "CHATLOG_KAFKA_SECURITY_PROTOCOL",
+    "kafka_sasl_mechanism": "CHATLOG_KAFKA_SASL_MECHANISM",
+    "kafka_sasl_username": "CHATLOG_KAFKA_SASL_USERNAME",
+    "kafka_sasl_password": "CHATLOG_KAFKA_SASL_PASSWORD",
+    "kafka_ssl_cafile": "CHATLOG_KAFKA_SSL_CAFILE",
+    "kafka_ssl_certfile": "CHATLOG_KAFKA_SSL_CERTFILE",
+    "kafka_ssl_keyfile": "CHATLOG_KAFKA_SSL_KEYFILE",
+    "kafka_ssl_password": "CHATLOG_KAFKA_SSL_PASSWORD",
+    "kafka_ssl_check_hostname": "CHATLOG_KAFKA_SSL_CHECK_HOSTNAME",
+    "redis_username": "CHATLOG_REDIS_USERNAME",
+    "redis_password": "CHATLOG_REDIS_PASSWORD",
+    "redis_ssl_ca_certs": "CHATLOG_REDIS_SSL_CA_CERTS",
+    "redis_ssl_certfile": "CHATLOG_REDIS_SSL_CERTFILE",
+    "redis_ssl_keyfile": "CHATLOG_REDIS_SSL_KEYFILE",
+    "metrics_port": "CHATLOG_METRICS_PORT",
+    "metrics_host": "CHATLOG_METRICS_HOST",
+    "log_format": "CHATLOG_LOG_FORMAT",
+    "ready_max_lag": "CHATLOG_READY_MAX_LAG",
 }
+
+#: Settings whose values are secrets: shown masked by ``chatlog config show``.
+SECRET_SETTINGS = frozenset({"kafka_sasl_password", "kafka_ssl_password", "redis_password"})
+
+_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _check_security(settings: Settings) -> None:
+    """Refuse TLS/SASL/metrics combinations that would only fail later, at connect time."""
+    protocol = settings.kafka_security_protocol
+    if protocol not in _SECURITY_PROTOCOLS:
+        raise ConfigurationError(
+            f"kafka_security_protocol {protocol!r} is not one of {', '.join(_SECURITY_PROTOCOLS)}"
+        )
+    if protocol.startswith("SASL_") and "sasl_mechanism" not in settings.kafka_options:
+        if settings.kafka_sasl_mechanism not in _SASL_MECHANISMS:
+            raise ConfigurationError(
+                f"kafka_sasl_mechanism {settings.kafka_sasl_mechanism!r} is not one of "
+                f"{', '.join(_SASL_MECHANISMS)} (set CHATLOG_KAFKA_SASL_MECHANISM)"
+            )
+        if not settings.kafka_sasl_username or settings.kafka_sasl_password is None:
+            raise ConfigurationError(
+                f"{protocol} needs kafka_sasl_username and kafka_sasl_password "
+                "(CHATLOG_KAFKA_SASL_USERNAME, CHATLOG_KAFKA_SASL_PASSWORD)"
+            )
+    tls_files = (
+        settings.redis_ssl_ca_certs, settings.redis_ssl_certfile, settings.redis_ssl_keyfile
+    )
+    if any(tls_files) and not settings.redis_url.startswith("rediss://"):
+        raise ConfigurationError(
+            "redis_ssl_* files are set but redis_url does not use TLS: write it as rediss://..."
+        )
+    if settings.metrics_port is not None and not 0 <= settings.metrics_port <= 65535:
+        raise ConfigurationError(f"metrics_port must be 0-65535, got {settings.metrics_port}")
+    if settings.log_format not in ("text", "json"):
+        raise ConfigurationError(f"log_format must be text or json, got {settings.log_format!r}")
+    if settings.ready_max_lag < 0:
+        raise ConfigurationError(f"ready_max_lag must be at least 0, got {settings.ready_max_lag}")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
