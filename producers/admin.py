@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
@@ -32,7 +33,7 @@ def partition_count(settings: Settings, topic: str) -> int | None:
     """Number of partitions of ``topic``, or ``None`` when it does not exist."""
     consumer = _consumer(settings)
     try:
-        partitions = consumer.partitions_for_topic(topic)
+        partitions = _partitions(consumer, topic, 1.0)
     except KafkaError as exc:
         raise TopicError(f"cannot read metadata of topic {topic!r}: {exc}") from exc
     finally:
@@ -67,7 +68,7 @@ def ensure_topic(
     # Metadata propagates asynchronously after CreateTopics; wait for it so
     # the first send does not block on an unknown topic.
     count = None
-    for _ in range(100):
+    for _ in range(30):
         count = partition_count(settings, name)
         if count:
             break
@@ -87,31 +88,47 @@ def end_offsets(settings: Settings, topic: str, partitions: Iterable[int] | None
     consumer = _consumer(settings)
     try:
         if partitions is None:
-            found = consumer.partitions_for_topic(topic) or set()
-            partitions = sorted(found)
+            partitions = sorted(_partitions(consumer, topic, settings.publish_timeout_s))
         tps = [TopicPartition(topic, p) for p in partitions]
         if not tps:
             return {}
         listed = consumer.end_offsets(tps)
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, max(listed[tp] - 1, 0))
-        pending = {tp for tp in tps if listed[tp] > 0}
         result = {tp.partition: listed[tp] for tp in tps}
-        for _ in range(20):
-            if not pending:
-                break
-            consumer.poll(timeout_ms=200, max_records=1)
+        pending = {tp for tp in tps if listed[tp] > 0}
+        consumer.assign(sorted(pending, key=lambda tp: tp.partition))
+        for tp in pending:
+            consumer.seek(tp, listed[tp] - 1)
+        # The fetcher may serve one partition per response, so keep polling
+        # until every partition has reported its high watermark.
+        deadline = time.monotonic() + settings.publish_timeout_s
+        while pending and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=100)
             for tp in list(pending):
                 high = consumer.highwater(tp)
                 if high is not None:
                     result[tp.partition] = max(result[tp.partition], high)
                     pending.discard(tp)
+                    consumer.pause(tp)
+        if pending:
+            raise TopicError(
+                f"no high watermark for {sorted(tp.partition for tp in pending)} of {topic!r} "
+                f"within {settings.publish_timeout_s:g}s"
+            )
         return result
     except KafkaError as exc:
         raise TopicError(f"cannot read end offsets of {topic!r}: {exc}") from exc
     finally:
         consumer.close()
+
+
+def _partitions(consumer: KafkaConsumer, topic: str, timeout_s: float) -> set[int]:
+    """Partition ids of ``topic``; retried because a metadata refresh can come back empty."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found: set[int] = set(consumer.partitions_for_topic(topic) or ())
+        if found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.1)
 
 
 def _consumer(settings: Settings) -> KafkaConsumer:
