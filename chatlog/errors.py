@@ -98,3 +98,11 @@ class SessionOwnershipError(ChatLogError, PermissionError):
 
 class EmbeddedStackError(ChatLogError):
     """Raised when the embedded broker or Redis server cannot be started."""
+
+
+class ConsumerGroupError(ChatLogError):
+    """Raised when a consumer group's committed offsets or members cannot be read.
+
+    Check that the broker is reachable and that the configured principal may
+    describe the group (``CHATLOG_CONSUMER_GROUP``).
+    """
