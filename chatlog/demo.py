@@ -14,7 +14,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
-from langchain_core.runnables import ConfigurableFieldSpec
+from langchain_core.runnables import ConfigurableFieldSpec, RunnableConfig
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
 from chatlog.devstack import EmbeddedStack
@@ -113,7 +113,9 @@ def run_demo(
         keys = [(u, f"{u}-chat-{n + 1}") for u in users for n in range(sessions_per_user)]
         for question in questions:
             for user, session in keys:
-                config = {"configurable": {"session_id": session, "user_id": user}}
+                config: RunnableConfig = {
+                    "configurable": {"session_id": session, "user_id": user}
+                }
                 chain.invoke({"question": f"{question} [{session}]"}, config=config)
         for user, session in keys:
             report.histories[(user, session)] = chatlog.history(session, user).messages

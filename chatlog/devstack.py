@@ -40,20 +40,24 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         pass
 
 
-def wait_for_port(port: int, timeout_s: float, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    port: int, timeout_s: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
     """Block until something accepts connections on ``127.0.0.1:port``."""
     deadline = time.monotonic() + timeout_s
     while True:
         if process is not None and process.poll() is not None:
             raise EmbeddedStackError(
-                f"{process.args[0]} exited with status {process.returncode} while starting"
+                f"{process.args!r} exited with status {process.returncode} while starting"
             )
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return
         except OSError:
             if time.monotonic() >= deadline:
-                raise EmbeddedStackError(f"nothing listens on port {port} after {timeout_s:g}s") from None
+                raise EmbeddedStackError(
+                    f"nothing listens on port {port} after {timeout_s:g}s"
+                ) from None
             time.sleep(0.05)
 
 
@@ -105,9 +109,12 @@ class EmbeddedBroker:
             [
                 tansu_binary(),
                 "broker",
-                "--listener-url", url,
-                "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -150,12 +157,18 @@ class EmbeddedRedis:
         self.process = subprocess.Popen(
             [
                 redis_binary(),
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", self._dir.name,
-                "--protected-mode", "no",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self._dir.name,
+                "--protected-mode",
+                "no",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -187,8 +200,8 @@ def _terminate(process: subprocess.Popen[bytes] | None) -> None:
 class EmbeddedStack:
     """Context manager running an embedded broker and Redis server::
 
-        with EmbeddedStack() as stack:
-            settings = stack.settings()
+    with EmbeddedStack() as stack:
+        settings = stack.settings()
     """
 
     def __init__(self) -> None:
@@ -215,7 +228,10 @@ class EmbeddedStack:
 
     def environment(self) -> dict[str, str]:
         """The environment variables that point chatlog at this stack."""
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers, "REDIS_URL": self.redis_url}
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
+            "REDIS_URL": self.redis_url,
+        }
 
     def start(self) -> EmbeddedStack:
         """Start both servers (stopping whatever started if one fails)."""
@@ -252,4 +268,3 @@ __all__ = [
     "redis_binary",
     "tansu_binary",
 ]
-

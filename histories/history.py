@@ -193,7 +193,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
             delay = min(delay * 2, _WAIT_MAX_S)
 
     @property
-    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+    def messages(self) -> list[BaseMessage]:
         """The session's messages in log order (the newest ``max_messages`` if set)."""
         return from_stored(self.snapshot(limit=self.max_messages).messages)
 

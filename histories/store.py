@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+
 import redis
 
 from chatlog.histories.history import ChatLogMessageHistory, WrittenPositions
 from chatlog.histories.read_model import ReadModelReader
 from chatlog.identifiers import validate_session_id, validate_user_id
+from chatlog.namespaces import ActiveNamespace
 from chatlog.producers.admin import ensure_topic
 from chatlog.producers.producer import EventProducer
 from chatlog.settings import Settings
@@ -40,6 +42,7 @@ class ChatLog:
             self.redis,
             self.settings.namespace,
             redis_url=None if redis_client is not None else self.settings.redis_url,
+            active=ActiveNamespace.of(self.settings),
         )
         self.written = WrittenPositions()
         self._producer: EventProducer | None = None

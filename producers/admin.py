@@ -77,7 +77,9 @@ def ensure_topic(
     return count
 
 
-def end_offsets(settings: Settings, topic: str, partitions: Iterable[int] | None = None) -> dict[int, int]:
+def end_offsets(
+    settings: Settings, topic: str, partitions: Iterable[int] | None = None
+) -> dict[int, int]:
     """The offset after the last record of each partition (the high watermark).
 
     Some Kafka-compatible brokers (the embedded Tansu among them) answer

@@ -24,7 +24,7 @@ from chatlog.errors import (
 from chatlog.histories.messages import from_stored
 from chatlog.producers import end_offsets
 from chatlog.projector import LogRecord, Projector, RedisProjection
-from chatlog.schemas import EventCodec, stored_message
+from chatlog.schemas import EventCodec
 from chatlog.schemas.events import MessageAppended, SessionCleared
 from tests.conftest import delete_namespace
 
@@ -96,8 +96,11 @@ def test_messages_round_trip_through_kafka_and_redis(
     sent = [
         SystemMessage("be brief"),
         HumanMessage(content=["look", {"type": "image_url", "image_url": {"url": "data:x"}}]),
-        AIMessage("", tool_calls=[{"name": "f", "args": {"x": 1}, "id": "c1"}],
-                  usage_metadata={"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}),
+        AIMessage(
+            "",
+            tool_calls=[{"name": "f", "args": {"x": 1}, "id": "c1"}],
+            usage_metadata={"input_tokens": 1, "output_tokens": 2, "total_tokens": 3},
+        ),
         ToolMessage("2", tool_call_id="c1", artifact=[1, 2], status="success"),
         AIMessage("done"),
     ]
@@ -146,7 +149,9 @@ def test_per_session_order_is_log_order_across_partitions_with_concurrent_writer
 
 
 def test_reapplying_the_same_offsets_leaves_the_same_state(
-    shared_settings: Settings, shared_chatlog: ChatLog, live_projector: Projector,
+    shared_settings: Settings,
+    shared_chatlog: ChatLog,
+    live_projector: Projector,
     redis_client: redis.Redis,
 ) -> None:
     """Re-processing records already applied skips every one and changes nothing."""
@@ -163,7 +168,9 @@ def test_reapplying_the_same_offsets_leaves_the_same_state(
 
 
 def test_fresh_projection_applies_each_event_once_even_when_fed_twice(
-    shared_settings: Settings, shared_chatlog: ChatLog, live_projector: Projector,
+    shared_settings: Settings,
+    shared_chatlog: ChatLog,
+    live_projector: Projector,
     redis_client: redis.Redis,
 ) -> None:
     """Into an empty namespace, a batch fed twice (redelivery) yields each message once."""
@@ -230,8 +237,10 @@ def test_poison_record_goes_to_dead_letter_topic_and_next_event_is_applied(
     assert history.messages == [HumanMessage("after the poison")]
 
     consumer = KafkaConsumer(
-        **shared_settings.kafka_client_options(), auto_offset_reset="earliest",
-        enable_auto_commit=False, consumer_timeout_ms=20_000,
+        **shared_settings.kafka_client_options(),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=20_000,
     )
     consumer.subscribe([shared_settings.dlq_topic])
     letter = None
@@ -275,7 +284,9 @@ def test_a_bad_message_in_a_call_publishes_nothing_of_the_call(
     with pytest.raises(InvalidMessageError):
         history.add_messages([HumanMessage("fine"), "not a message"])  # type: ignore[list-item]
     with pytest.raises(MessageSerializationError):
-        history.add_messages([HumanMessage("fine"), HumanMessage("x", additional_kwargs={"o": object()})])
+        history.add_messages(
+            [HumanMessage("fine"), HumanMessage("x", additional_kwargs={"o": object()})]
+        )
     with pytest.raises(MessageTooLargeError):
         history.add_messages([HumanMessage("fine"), HumanMessage("x" * (1024 * 1024 + 1))])
     assert _topic_size(shared_settings) == before
@@ -337,5 +348,8 @@ def test_runnable_with_message_history_keeps_the_conversation(
     assert second.content == "(turn 2) you said: second"
     stored = shared_chatlog.history(session, "carol").messages
     assert [m.content for m in stored] == [
-        "first", "(turn 1) you said: first", "second", "(turn 2) you said: second",
+        "first",
+        "(turn 1) you said: first",
+        "second",
+        "(turn 2) you said: second",
     ]

@@ -48,8 +48,13 @@ EXAMPLES = [
         "calling",
         tool_calls=[{"name": "search", "args": {"q": "kafka", "n": 3}, "id": "call-1"}],
         invalid_tool_calls=[
-            {"name": "bad", "args": "{oops", "id": "call-2", "error": "bad json",
-             "type": "invalid_tool_call"}
+            {
+                "name": "bad",
+                "args": "{oops",
+                "id": "call-2",
+                "error": "bad json",
+                "type": "invalid_tool_call",
+            }
         ],
         usage_metadata={
             "input_tokens": 10,
@@ -64,9 +69,7 @@ EXAMPLES = [
     ToolMessage("no artifact", tool_call_id="call-3"),
     ChatMessage("critique", role="critic"),
     FunctionMessage("result", name="fn"),
-    AIMessageChunk(
-        "partial", tool_call_chunks=[{"name": "f", "args": "{", "id": "c", "index": 0}]
-    ),
+    AIMessageChunk("partial", tool_call_chunks=[{"name": "f", "args": "{", "id": "c", "index": 0}]),
 ]
 
 
@@ -80,7 +83,10 @@ def test_every_message_class_round_trips_loss_free(message: BaseMessage) -> None
 
 
 json_leaf = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**53), 2**53), st.text(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**53), 2**53),
+    st.text(max_size=20),
     st.floats(allow_nan=False, allow_infinity=False),
 )
 json_value = st.recursive(
@@ -133,8 +139,7 @@ def messages(draw: st.DrawFn) -> BaseMessage:
     calls = draw(
         st.lists(
             st.fixed_dictionaries(
-                {"name": st.text(min_size=1, max_size=10), "args": json_object,
-                 "id": optional_text}
+                {"name": st.text(min_size=1, max_size=10), "args": json_object, "id": optional_text}
             ),
             max_size=3,
         )
@@ -164,7 +169,10 @@ def test_round_trip_property(message: BaseMessage) -> None:
 def test_session_cleared_round_trips() -> None:
     """SessionCleared and the envelope fields survive a round trip."""
     event = ChatEvent(
-        "s", SessionCleared(), user_id=None, source="app",
+        "s",
+        SessionCleared(),
+        user_id=None,
+        source="app",
         event_id=str(uuid.uuid4()),
         occurred_at=datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc),
     )

@@ -27,7 +27,9 @@ def test_settings_read_every_documented_variable() -> None:
     assert settings.kafka_client_options()["bootstrap_servers"] == ["k1:9092", "k2:9092"]
     assert settings.kafka_client_options()["security_protocol"] == "SSL"
     assert (settings.redis_url, settings.topic, settings.namespace) == (
-        "redis://r:6380/2", "events", "app:v2"
+        "redis://r:6380/2",
+        "events",
+        "app:v2",
     )
     assert settings.partitions == 24
     assert settings.auto_create_topic is False

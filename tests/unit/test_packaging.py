@@ -1,0 +1,39 @@
+"""The card folders install as sub-packages of chatlog, in a built wheel and an editable install."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SUBPACKAGES = ["schemas", "producers", "projector", "histories"]
+
+
+@pytest.mark.parametrize("name", SUBPACKAGES)
+def test_card_folders_import_as_chatlog_subpackages(name: str) -> None:
+    """chatlog.<card> resolves to the top-level folder of the same name."""
+    module = importlib.import_module(f"chatlog.{name}")
+    assert Path(module.__file__ or "").parent == ROOT / name
+
+
+@pytest.mark.slow
+def test_built_wheel_holds_subpackages_schemas_and_no_top_level_cards(tmp_path: Path) -> None:
+    """A wheel built from the project files ships chatlog.* sub-packages, the .avsc files and py.typed."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("chatlog-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in SUBPACKAGES:
+        assert f"chatlog/{name}/__init__.py" in names
+    assert "chatlog/schemas/avsc/chatlog.ChatEvent.v1.avsc" in names
+    assert "chatlog/py.typed" in names
+    top_level = {n.split("/")[0] for n in names if not n.startswith("chatlog-")}
+    assert top_level == {"chatlog"}
