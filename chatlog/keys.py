@@ -54,3 +54,7 @@ META_OFFSET = "offset"
 META_COUNT = "count"
 META_CREATED = "created_at"
 META_UPDATED = "updated_at"
+#: Set (to the deletion's event time) while the meta hash is a deleted session's tombstone.
+META_DELETED = "deleted"
+#: The session's own idle TTL in milliseconds (``SessionTtlSet``); absent: the default.
+META_TTL = "ttl_ms"

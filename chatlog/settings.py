@@ -63,6 +63,11 @@ class Settings:
         log_format: ``text`` or ``json`` (``CHATLOG_LOG_FORMAT``).
         ready_max_lag: ``/readyz`` answers 200 while the worker's assigned partitions are
             at most this many events behind (``CHATLOG_READY_MAX_LAG``).
+        session_ttl_s: Idle time after which a session expires, judged by the time of
+            its last event; ``None`` never (``CHATLOG_SESSION_TTL``). A session's
+            ``SessionTtlSet`` event overrides it.
+        session_ttl_refresh_on_read: Reads push a session's expiry to now + TTL too
+            (``CHATLOG_SESSION_TTL_ON_READ``); a rebuild only sees appends.
 
     """
 
@@ -101,6 +106,8 @@ class Settings:
     metrics_host: str = "0.0.0.0"
     log_format: str = "text"
     ready_max_lag: int = 1_000
+    session_ttl_s: float | None = None
+    session_ttl_refresh_on_read: bool = False
 
     def __post_init__(self) -> None:
         if not self.topic or self.topic.endswith(".dlq"):
@@ -117,12 +124,21 @@ class Settings:
         for name in ("read_timeout_s", "publish_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.session_ttl_s is not None and self.session_ttl_s <= 0:
+            raise ConfigurationError(
+                f"session_ttl_s must be positive (or unset for no expiry), got {self.session_ttl_s}"
+            )
         _check_security(self)
 
     @property
     def dlq_topic(self) -> str:
         """The dead-letter topic that receives events the projector cannot apply."""
         return f"{self.topic}.dlq"
+
+    @property
+    def checkpoint_topic(self) -> str:
+        """The LangGraph checkpoint log (``ChatLogCheckpointSaver``), keyed by thread id."""
+        return f"{self.topic}.checkpoints"
 
     def kafka_client_options(self) -> dict[str, Any]:
         """Keyword options shared by every kafka-python client chatlog creates.
@@ -209,6 +225,8 @@ ENVIRONMENT: dict[str, str] = {
     "consumer_session_timeout_ms": "CHATLOG_SESSION_TIMEOUT_MS",
     "consumer_heartbeat_interval_ms": "CHATLOG_HEARTBEAT_INTERVAL_MS",
     "max_poll_records": "CHATLOG_MAX_POLL_RECORDS",
+    "session_ttl_s": "CHATLOG_SESSION_TTL",
+    "session_ttl_refresh_on_read": "CHATLOG_SESSION_TTL_ON_READ",
     "kafka_security_protocol": "CHATLOG_KAFKA_SECURITY_PROTOCOL",
     "kafka_sasl_mechanism": "CHATLOG_KAFKA_SASL_MECHANISM",
     "kafka_sasl_username": "CHATLOG_KAFKA_SASL_USERNAME",

@@ -8,6 +8,24 @@ checks and advances the session's tracking position (partition and last
 applied offset) in the same atomic step as the view update, so redelivered
 events are skipped and never duplicate a message. All sessions of a batch go
 to Redis in one pipeline: one round trip per batch, not per event.
+
+Lifecycle rules the script enforces (live projection and replay alike):
+
+* Ownership: the first event with a user id claims an unowned session; an
+  event from another user, or without a user id, for an owned session is
+  rejected and comes back in ``ApplyResult.failed`` (the worker dead-letters
+  it). A rejected event does not advance the session's offset, so a
+  redelivery gets the same verdict.
+* ``SessionDeleted`` removes the messages and turns the meta hash into a
+  tombstone (partition, offset, ``deleted``): redelivered older events are
+  skipped, never resurrect the session. A newer write starts the session
+  afresh, with its writer as the new owner.
+* Idle TTL by event time: after every applied event each key of the session
+  expires at (last event time + TTL), the TTL being the session's
+  ``SessionTtlSet`` override or the deployment default. A session whose
+  expiry is already past (a replay of old events, a projector far behind)
+  is deleted on the spot, so replays never bring expired sessions back.
+* ``UserDeleted`` removes the user's index entries not newer than the event.
 """
 
 from __future__ import annotations
@@ -23,55 +41,127 @@ from redis.exceptions import NoScriptError
 
 from chatlog.errors import ChatLogError, ReadModelError
 from chatlog.keys import ReadModelKeys
-from chatlog.schemas.events import ChatEvent, MessageAppended, SessionCleared
+from chatlog.schemas.events import (
+    ChatEvent,
+    MessageAppended,
+    SessionCleared,
+    SessionDeleted,
+    SessionTtlSet,
+    UserDeleted,
+)
 from chatlog.schemas.stored import stored_message
 
-# ARGV: partition, owner ("" for none), then (offset, op, arg, event_ms) per event.
-# Returns {applied, skipped}. An error reply rejects the whole call and
-# changes nothing, since the checks run before the first write.
+# ARGV: partition, default TTL ms (0: none), now ms, then
+# (offset, op, arg, event_ms, user) per event; op A append, C clear,
+# D delete, T set TTL (arg: ms, "" for the default).
+# Returns {applied, skipped, gone, owner, rejected offset...}: gone is 1 when
+# the session no longer exists (deleted or expired), owner the session's
+# owner ("" none; for a gone session the owner it had).
+# An error reply rejects the whole call and changes nothing, since the
+# checks run before the first write.
 _APPLY = """
 local msgs, meta = KEYS[1], KEYS[2]
 local partition = ARGV[1]
-local state = redis.call('HMGET', meta, 'partition', 'offset', 'count')
+local default_ttl = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local state = redis.call('HMGET', meta, 'partition', 'offset', 'count', 'owner',
+  'updated_at', 'deleted', 'ttl_ms')
 if state[1] and state[1] ~= partition then
   return redis.error_reply('PARTITION session is tracked on partition ' .. state[1] ..
     ', event comes from partition ' .. partition)
 end
 local last = tonumber(state[2] or '-1')
 local count = tonumber(state[3] or '0')
+local owner = state[4] or ''
+local former = owner
+local active = tonumber(state[5] or '0')
+local deleted = state[6] and true or false
+local was_deleted = deleted
+local ttl = state[7] or ''
 local applied, skipped = 0, 0
+local rejected = {}
 local pending = {}
-local first_ms, last_ms = nil, nil
-for i = 3, #ARGV, 4 do
+local clear, restarted = false, false
+local first_ms = nil
+for i = 4, #ARGV, 5 do
   local offset = tonumber(ARGV[i])
+  local user = ARGV[i + 4]
   if offset <= last then
     skipped = skipped + 1
+  elseif owner ~= '' and user ~= owner then
+    rejected[#rejected + 1] = offset
   else
     local op = ARGV[i + 1]
-    if op == 'A' then
-      pending[#pending + 1] = ARGV[i + 2]
-      count = count + 1
-    elseif op == 'C' then
-      pending = {}
-      redis.call('DEL', msgs)
-      count = 0
+    local ms = tonumber(ARGV[i + 3])
+    if op == 'D' then
+      pending, clear, count = {}, true, 0
+      former, owner, ttl = owner, '', ''
+      deleted, first_ms = true, nil
+    else
+      if deleted then
+        deleted, restarted = false, true
+      end
+      if owner == '' and user ~= '' then owner = user end
+      first_ms = first_ms or ms
+      if op == 'A' then
+        pending[#pending + 1] = ARGV[i + 2]
+        count = count + 1
+      elseif op == 'C' then
+        pending, clear, count = {}, true, 0
+      elseif op == 'T' then
+        ttl = ARGV[i + 2]
+      end
     end
+    if ms > active then active = ms end
     last = offset
     applied = applied + 1
-    last_ms = ARGV[i + 3]
-    first_ms = first_ms or last_ms
   end
 end
-for i = 1, #pending, 1000 do
-  redis.call('RPUSH', msgs, unpack(pending, i, math.min(i + 999, #pending)))
-end
+local gone = deleted and 1 or 0
 if applied > 0 then
-  redis.call('HSET', meta, 'partition', partition, 'offset', last, 'count', count,
-    'updated_at', last_ms)
-  redis.call('HSETNX', meta, 'created_at', first_ms)
-  if ARGV[2] ~= '' then redis.call('HSETNX', meta, 'owner', ARGV[2]) end
+  if clear then redis.call('DEL', msgs) end
+  for i = 1, #pending, 1000 do
+    redis.call('RPUSH', msgs, unpack(pending, i, math.min(i + 999, #pending)))
+  end
+  if deleted then
+    -- The tombstone keeps only the tracking position: nothing of the user.
+    redis.call('DEL', meta)
+    redis.call('HSET', meta, 'partition', partition, 'offset', last, 'deleted', active)
+  else
+    redis.call('HSET', meta, 'partition', partition, 'offset', last, 'count', count,
+      'updated_at', active)
+    if first_ms then
+      if restarted then
+        redis.call('HSET', meta, 'created_at', first_ms)
+      else
+        redis.call('HSETNX', meta, 'created_at', first_ms)
+      end
+    end
+    if owner ~= '' then redis.call('HSET', meta, 'owner', owner) end
+    if ttl ~= '' then redis.call('HSET', meta, 'ttl_ms', ttl) else redis.call('HDEL', meta, 'ttl_ms') end
+    if was_deleted then redis.call('HDEL', meta, 'deleted') end
+  end
+  local ttl_ms = default_ttl
+  if ttl ~= '' then ttl_ms = tonumber(ttl) end
+  if ttl_ms > 0 then
+    local expires = active + ttl_ms
+    if expires <= now then
+      -- Judged by event time: a replay of an idle-expired session must not revive it.
+      redis.call('DEL', msgs, meta)
+      if not deleted then former = owner end
+      gone = 1
+    else
+      redis.call('PEXPIREAT', msgs, expires)
+      redis.call('PEXPIREAT', meta, expires)
+    end
+  else
+    redis.call('PERSIST', msgs)
+    redis.call('PERSIST', meta)
+  end
 end
-return {applied, skipped}
+local reply = {applied, skipped, gone, gone == 1 and former or owner}
+for i = 1, #rejected do reply[#reply + 1] = rejected[i] end
+return reply
 """
 
 
@@ -91,6 +181,9 @@ class ApplyResult:
     skipped: int = 0
     failed: list[tuple[LogRecord, str]] = field(default_factory=list)
     applied_by_type: dict[str, int] = field(default_factory=dict)
+    skipped_by_type: dict[str, int] = field(default_factory=dict)
+    #: The records that changed the read model (for end-to-end latency metrics).
+    applied_records: list[LogRecord] = field(default_factory=list)
 
 
 def _event_ms(record: LogRecord) -> str:
@@ -106,9 +199,13 @@ class RedisProjection:
     failure becomes :class:`ReadModelError`.
     """
 
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
+    def __init__(
+        self, client: redis.Redis, namespace: str, *, session_ttl_s: float | None = None
+    ) -> None:
         self.client = client
         self.keys = ReadModelKeys(namespace)
+        #: The deployment's idle TTL in milliseconds (0: sessions never expire).
+        self.session_ttl_ms = int(session_ttl_s * 1000) if session_ttl_s else 0
         self._sha = hashlib.sha1(_APPLY.encode()).hexdigest()
 
     def apply(self, records: Sequence[LogRecord]) -> ApplyResult:
@@ -120,40 +217,89 @@ class RedisProjection:
         """
         result = ApplyResult()
         sessions: dict[str, list[tuple[LogRecord, list[str]]]] = {}
+        user_deletions: list[LogRecord] = []
         for record in records:
+            if isinstance(record.event.payload, UserDeleted):
+                if record.event.user_id:
+                    user_deletions.append(record)
+                else:
+                    result.failed.append((record, "UserDeleted without a user id"))
+                continue
             try:
                 args = self._arguments(record)
             except ChatLogError as exc:
                 result.failed.append((record, str(exc)))
                 continue
             sessions.setdefault(record.event.session_id, []).append((record, args))
-        if not sessions:
+        if not sessions and not user_deletions:
             return result
-        replies = self._execute(sessions)
+        replies = self._execute(sessions, user_deletions)
+        stale: dict[str, set[str]] = {}
         for (session_id, items), reply in zip(sessions.items(), replies):
             if isinstance(reply, Exception):
                 reason = f"session {session_id!r} not applied: {reply}"
                 result.failed.extend((record, reason) for record, _ in items)
                 continue
-            applied, skipped = int(reply[0]), int(reply[1])
+            applied, skipped, gone = int(reply[0]), int(reply[1]), int(reply[2])
+            owner = _text(reply[3])
+            rejected = {int(offset) for offset in reply[4:]}
             result.applied += applied
             result.skipped += skipped
-            # Offsets only grow within a session, so the applied events are the newest.
-            for record, _ in items[len(items) - applied :]:
+            # Offsets only grow within a session, so the skipped events are the oldest.
+            for index, (record, _) in enumerate(items):
                 name = record.event.event_type
-                result.applied_by_type[name] = result.applied_by_type.get(name, 0) + 1
+                if index < skipped:
+                    result.skipped_by_type[name] = result.skipped_by_type.get(name, 0) + 1
+                elif record.offset in rejected:
+                    result.failed.append((record, _ownership_reason(record, owner)))
+                else:
+                    result.applied_by_type[name] = result.applied_by_type.get(name, 0) + 1
+                    result.applied_records.append(record)
+            # The batch's ZADDs ran before the script's verdict was known: take
+            # back the index entries of a gone session and of rejected writers.
+            users = {r.event.user_id for r, _ in items if r.event.user_id}
+            if gone:
+                users.add(owner)
+            else:
+                users.discard(owner)
+            users.discard("")
+            if users:
+                stale[session_id] = users
+        if stale:
+            self._unindex(stale)
+        result.applied += len(user_deletions)
+        for record in user_deletions:
+            result.applied_by_type["UserDeleted"] = result.applied_by_type.get("UserDeleted", 0) + 1
+            result.applied_records.append(record)
         return result
 
-    def _execute(self, sessions: dict[str, list[tuple[LogRecord, list[str]]]]) -> list[Any]:
+    def _unindex(self, stale: dict[str, set[str]]) -> None:
+        """Remove sessions from user indexes (rare: deletions, expiries, rejections)."""
+        pipe = self.client.pipeline(transaction=False)
+        for session_id, users in stale.items():
+            for user in users:
+                pipe.zrem(self.keys.user_sessions(user), session_id)
+        try:
+            pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
+        except redis.RedisError as exc:
+            raise ReadModelError(f"updating a user's session index failed: {exc}") from exc
+
+    def _execute(
+        self,
+        sessions: dict[str, list[tuple[LogRecord, list[str]]]],
+        user_deletions: Sequence[LogRecord] = (),
+    ) -> list[Any]:
         """Run every session's script in one pipeline; return the script replies in order."""
+        now_ms = int(time.time() * 1000)
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=False)
             for session_id, items in sessions.items():
                 # A session's events all come from one partition unless the topic
                 # was repartitioned; the script refuses the mismatch.
                 partition = items[0][0].partition
-                owner = next((r.event.user_id for r, _ in items if r.event.user_id), "")
-                argv: list[Any] = [partition, owner]
+                argv: list[Any] = [partition, self.session_ttl_ms, now_ms]
                 for _, args in items:
                     argv.extend(args)
                 pipe.evalsha(
@@ -163,6 +309,13 @@ class RedisProjection:
                 for user in {r.event.user_id for r, _ in items if r.event.user_id}:
                     score = int(_event_ms(items[-1][0]))
                     pipe.zadd(self.keys.user_sessions(user), {session_id: score}, gt=True)
+            for record in user_deletions:
+                # Only entries not newer than the deletion: a redelivered
+                # UserDeleted must not hide sessions the user started since.
+                assert record.event.user_id is not None
+                pipe.zremrangebyscore(
+                    self.keys.user_sessions(record.event.user_id), "-inf", _event_ms(record)
+                )
             try:
                 replies = pipe.execute(raise_on_error=False)
             except (redis.ConnectionError, redis.TimeoutError):
@@ -186,11 +339,30 @@ class RedisProjection:
     @staticmethod
     def _arguments(record: LogRecord) -> list[str]:
         payload = record.event.payload
+        user = record.event.user_id or ""
         if isinstance(payload, MessageAppended):
-            return [str(record.offset), "A", stored_message(payload), _event_ms(record)]
+            return [str(record.offset), "A", stored_message(payload), _event_ms(record), user]
         if isinstance(payload, SessionCleared):
-            return [str(record.offset), "C", "", _event_ms(record)]
+            return [str(record.offset), "C", "", _event_ms(record), user]
+        if isinstance(payload, SessionDeleted):
+            return [str(record.offset), "D", "", _event_ms(record), user]
+        if isinstance(payload, SessionTtlSet):
+            ttl = "" if payload.ttl_ms is None else str(max(payload.ttl_ms, 0))
+            return [str(record.offset), "T", ttl, _event_ms(record), user]
         raise ReadModelError(f"no projection for event type {record.event.event_type}")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _ownership_reason(record: LogRecord, owner: str) -> str:
+    writer = record.event.user_id
+    who = f"user {writer!r}" if writer else "a writer without a user id"
+    return (
+        f"ownership: session {record.event.session_id!r} belongs to user {owner!r}; "
+        f"{who} may not change it (SessionOwnershipError)"
+    )
 
 
 def wait_for_redis(client: redis.Redis, timeout_s: float) -> None:

@@ -89,7 +89,9 @@ class Replayer:
         ends = end_offsets(self.settings, self.settings.topic)
         if not ends:
             raise TopicError(f"topic {self.settings.topic!r} does not exist")
-        projection = RedisProjection(self.redis, namespace)
+        projection = RedisProjection(
+            self.redis, namespace, session_ttl_s=self.settings.session_ttl_s
+        )
         consumer = KafkaConsumer(
             **self.settings.kafka_client_options(),
             enable_auto_commit=False,

@@ -85,7 +85,9 @@ class Projector:
         self.settings = settings
         self.namespace = namespace or settings.namespace
         self.redis = redis_client or redis.Redis.from_url(settings.redis_url)
-        self.projection = RedisProjection(self.redis, self.namespace)
+        self.projection = RedisProjection(
+            self.redis, self.namespace, session_ttl_s=settings.session_ttl_s
+        )
         self.codec = EventCodec()
         self.stats = ProjectorStats()
         self.on_batch = on_batch

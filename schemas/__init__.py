@@ -9,8 +9,11 @@ from chatlog.schemas.events import (
     MessageAppended,
     Payload,
     SessionCleared,
+    SessionDeleted,
+    SessionTtlSet,
     ToolCall,
     UsageMetadata,
+    UserDeleted,
 )
 from chatlog.schemas.stored import stored_message
 
@@ -23,7 +26,10 @@ __all__ = [
     "Payload",
     "SchemaRegistry",
     "SessionCleared",
+    "SessionDeleted",
+    "SessionTtlSet",
     "ToolCall",
     "UsageMetadata",
+    "UserDeleted",
     "stored_message",
 ]

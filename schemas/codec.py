@@ -29,8 +29,11 @@ from chatlog.schemas.events import (
     MessageAppended,
     Payload,
     SessionCleared,
+    SessionDeleted,
+    SessionTtlSet,
     ToolCall,
     UsageMetadata,
+    UserDeleted,
 )
 
 MAGIC = b"\xc3\x01"
@@ -209,6 +212,12 @@ def _payload_to_avro(payload: Payload) -> tuple[str, dict[str, Any]]:
         )
     if isinstance(payload, SessionCleared):
         return ("chatlog.SessionCleared", {})
+    if isinstance(payload, SessionDeleted):
+        return ("chatlog.SessionDeleted", {})
+    if isinstance(payload, UserDeleted):
+        return ("chatlog.UserDeleted", {})
+    if isinstance(payload, SessionTtlSet):
+        return ("chatlog.SessionTtlSet", {"ttl_ms": payload.ttl_ms})
     raise TypeError(f"not a chatlog payload event: {type(payload).__name__}")
 
 
@@ -246,4 +255,10 @@ def _payload_from_avro(name: str, body: dict[str, Any]) -> Payload:
         )
     if name == "chatlog.SessionCleared":
         return SessionCleared()
+    if name == "chatlog.SessionDeleted":
+        return SessionDeleted()
+    if name == "chatlog.UserDeleted":
+        return UserDeleted()
+    if name == "chatlog.SessionTtlSet":
+        return SessionTtlSet(ttl_ms=body["ttl_ms"])
     raise EventDecodeError(f"unknown payload record {name!r}: upgrade chatlog")

@@ -75,8 +75,41 @@ class SessionCleared:
     """Every message of the session before this event is gone."""
 
 
+@dataclass(frozen=True, slots=True)
+class SessionDeleted:
+    """The session is gone: messages, meta and owner. A later write starts it afresh."""
+
+
+#: The ``session_id`` of a :class:`UserDeleted` event: no real session can have
+#: an empty id, so the event can never be mistaken for one session's.
+USER_EVENT_SESSION_ID = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UserDeleted:
+    """The user's session index is gone.
+
+    Published after one :class:`SessionDeleted` per session of the user, which
+    are what remove the sessions (also in a replay); its envelope carries the
+    user id and :data:`USER_EVENT_SESSION_ID` as session id.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTtlSet:
+    """Overrides the deployment's idle TTL for one session.
+
+    ``ttl_ms`` is the idle time in milliseconds after which the session
+    expires, ``0`` for never, ``None`` to go back to the deployment default.
+    """
+
+    ttl_ms: int | None = None
+
+
 #: The payload of a :class:`ChatEvent`: one of the event records.
-Payload = Union[MessageAppended, SessionCleared]  # noqa: UP007 - a runtime alias, kept for 3.10
+Payload = Union[  # noqa: UP007 - a runtime alias, kept for 3.10
+    MessageAppended, SessionCleared, SessionDeleted, UserDeleted, SessionTtlSet
+]
 
 
 def _now() -> datetime:
