@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from kafka import KafkaConsumer, TopicPartition
@@ -28,12 +28,18 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata
 
 from chatlog.errors import BrokerUnavailableError, ChatLogError, ReadModelError
+from chatlog.namespaces import ActiveNamespace
 from chatlog.producers.admin import ensure_topic
 from chatlog.producers.producer import EventProducer
 from chatlog.projector.dead_letter import DeadLetter, DeadLetterQueue
-from chatlog.projector.redis_projection import LogRecord, RedisProjection
+from chatlog.projector.positions import BatchTarget, ProjectionTarget
+from chatlog.projector.rebalance import RebalanceListener
+from chatlog.projector.redis_projection import ApplyResult, LogRecord, RedisProjection
 from chatlog.schemas.codec import EventCodec
 from chatlog.settings import Settings
+
+if TYPE_CHECKING:
+    from chatlog.projector.metrics import ProjectorMetrics
 
 log = logging.getLogger("chatlog.projector")
 
@@ -68,10 +74,13 @@ class Projector:
 
     Args:
         settings: Connection and topic settings.
-        namespace: Read-model namespace to project into (default: ``settings.namespace``).
+        namespace: Read-model namespace to project into; when not given, the active
+            namespace (``settings.namespace`` until a rebuild switches it), followed
+            across switches.
         redis_client: Redis client for the read model (default: from ``settings.redis_url``).
         on_batch: Called after each committed batch with its :class:`ApplyResult`
             totals; used by metrics.
+        metrics: Prometheus metrics to report to (``chatlog projector run --metrics-port``).
     """
 
     def __init__(
@@ -81,6 +90,7 @@ class Projector:
         namespace: str | None = None,
         redis_client: redis.Redis | None = None,
         on_batch: Callable[[Projector, int], None] | None = None,
+        metrics: ProjectorMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.namespace = namespace or settings.namespace
@@ -88,9 +98,13 @@ class Projector:
         self.projection = RedisProjection(
             self.redis, self.namespace, session_ttl_s=settings.session_ttl_s
         )
+        self.target = ProjectionTarget(
+            self.redis, self.namespace, active=None if namespace else ActiveNamespace.of(settings)
+        )
         self.codec = EventCodec()
         self.stats = ProjectorStats()
         self.on_batch = on_batch
+        self.metrics = metrics
         self._stop = threading.Event()
         self._assigned = threading.Event()
         self._consumer: KafkaConsumer | None = None
@@ -163,13 +177,19 @@ class Projector:
                     batch = consumer.poll(timeout_ms=100, max_records=self.settings.max_poll_records)
                 except KafkaError as exc:
                     log.warning("poll failed, retrying: %s", exc)
+                    if self.metrics is not None:
+                        self.metrics.error("kafka", "poll")
                     self._sleep(RETRY_MIN_S * 10)
                     continue
                 if consumer.assignment():
                     self._assigned.set()
+                if self.metrics is not None:
+                    self.metrics.loop_iterated(consumer)
                 if batch:
                     self.process(batch)
         finally:
+            if self.metrics is not None:
+                self.metrics.stopped()
             self._close()
 
     def process(self, batch: dict[Any, list[Any]]) -> None:
@@ -195,7 +215,22 @@ class Projector:
                 records.append(LogRecord(raw.partition, raw.offset, event))
             if raws:
                 next_offsets[tp] = raws[-1].offset + 1
-        result = self._retry(lambda: self.projection.apply(records), "apply to Redis")
+        plan = self._retry(lambda: self._plan(batch), "read the active namespace")
+        if plan is None:
+            return
+        if plan.rewind:
+            # The namespace lacks records before these partitions' batches: they are
+            # read again from its position instead of leaving a gap.
+            records = [r for r in records if r.partition not in plan.rewind]
+            letters = [x for x in letters if x.record.partition not in plan.rewind]
+            next_offsets = {
+                tp: o for tp, o in next_offsets.items() if tp.partition not in plan.rewind
+            }
+            if not next_offsets:
+                return
+        apply_started = time.perf_counter()
+        result = self._retry(lambda: self._apply(records, next_offsets), "apply to Redis")
+        apply_seconds = time.perf_counter() - apply_started
         if result is None:
             return  # stopping during an outage: nothing committed, the batch comes again
         for record, reason in result.failed:
@@ -214,8 +249,34 @@ class Projector:
                 self.stats.dead_lettered_by_type.get(name, 0) + 1
             )
         self._commit(next_offsets)
+        if self.metrics is not None:
+            self.metrics.batch_applied(
+                result,
+                [_header(letter.record, "event-type") or "unknown" for letter in letters],
+                apply_seconds,
+            )
         if self.on_batch is not None:
             self.on_batch(self, result.applied)
+
+    def _plan(self, batch: dict[Any, list[Any]]) -> BatchTarget:
+        """Follow a namespace switch, and seek back partitions the namespace has gaps in."""
+        plan = self.target.plan({tp.partition: r[0].offset for tp, r in batch.items() if r})
+        if plan.namespace != self.projection.keys.namespace:
+            self.namespace = plan.namespace
+            self.projection = RedisProjection(
+                self.redis, plan.namespace, session_ttl_s=self.settings.session_ttl_s
+            )
+        consumer = self._consumer
+        assert consumer is not None
+        for tp in batch:
+            if tp.partition in plan.rewind:
+                consumer.seek(tp, plan.rewind[tp.partition])
+        return plan
+
+    def _apply(self, records: list[LogRecord], next_offsets: dict[Any, int]) -> ApplyResult:
+        result = self.projection.apply(records)
+        self.target.applied({tp.partition: o for tp, o in next_offsets.items()})
+        return result
 
     def _publish_letters(self, letters: list[DeadLetter]) -> bool:
         assert self._dlq is not None
@@ -240,6 +301,8 @@ class Projector:
             except ChatLogError as exc:  # the dead-letter publish failed
                 error = exc
             self.stats.retries += 1
+            if self.metrics is not None:
+                self.metrics.retried(what, error)
             log.warning("%s failed, retrying in %.2fs: %s", what, delay, error)
             if self._sleep(delay):
                 return None
@@ -257,6 +320,8 @@ class Projector:
             log.info("commit skipped during a rebalance: %s", exc)
         except KafkaError as exc:
             self.stats.commits_failed += 1
+            if self.metrics is not None:
+                self.metrics.error("kafka", "commit")
             log.warning("commit failed, the batch will be redelivered: %s", exc)
 
     def _sleep(self, seconds: float) -> bool:
@@ -285,7 +350,12 @@ class Projector:
             raise BrokerUnavailableError(
                 f"no Kafka broker answered at {settings.kafka_bootstrap_servers}"
             ) from exc
-        self._consumer.subscribe([settings.topic])
+        self._consumer.subscribe(
+            [settings.topic],
+            listener=RebalanceListener(
+                settings.topic, self.metrics.rebalanced if self.metrics is not None else None
+            ),
+        )
         self._producer = EventProducer(settings, codec=self.codec)
         self._dlq = DeadLetterQueue(self._producer, settings.dlq_topic)
 
