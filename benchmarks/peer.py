@@ -1,0 +1,66 @@
+"""LangChain's own Kafka history (``KafkaChatMessageHistory``) as a peer reference.
+
+It keeps one topic per session and reads by joining a consumer group and
+consuming that topic from the beginning, so a read costs a group join plus a
+scan of the whole session. It needs ``confluent-kafka``; when that is not
+installed the peer figures are reported as missing, with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+
+from chatlog.benchmarks.append import conversation
+from chatlog.errors import ChatLogError
+from chatlog.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class PeerResult:
+    """Seconds per single-message append and per whole-session read, or why there are none."""
+
+    appends: list[float]
+    reads: list[float]
+    unavailable: str | None = None
+
+
+def kafka_history_peer(
+    settings: Settings, appends: int, reads: int, messages: int, size: int
+) -> PeerResult:
+    """Time ``appends`` one-message appends and ``reads`` reads of a ``messages``-long session."""
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError:
+        return PeerResult([], [], "confluent-kafka is not installed (pip install 'chatlog[bench]')")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # langchain-community's sunset notice on import
+        from langchain_community.chat_message_histories import KafkaChatMessageHistory
+
+    # The class names its topic after the session id.
+    topic = f"{settings.topic}-peer-{uuid.uuid4().hex[:8]}"
+    history = KafkaChatMessageHistory(
+        topic, settings.kafka_bootstrap_servers, partition=1, ttl_ms=-1
+    )
+    try:
+        written = conversation(messages, size, seed=2000)
+        history.add_messages(written)
+        append_s: list[float] = []
+        for message in conversation(appends, size, seed=3000):
+            started = time.perf_counter()
+            history.add_messages([message])
+            append_s.append(time.perf_counter() - started)
+        read_s: list[float] = []
+        for _ in range(reads):
+            started = time.perf_counter()
+            got = history.messages_from_beginning(max_message_count=messages, max_time_sec=60)
+            read_s.append(time.perf_counter() - started)
+            if got != written:
+                raise ChatLogError(
+                    f"KafkaChatMessageHistory read {len(got)} of {messages} messages in 60s"
+                )
+        return PeerResult(append_s, read_s)
+    finally:
+        history.clear()

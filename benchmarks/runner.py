@@ -1,0 +1,291 @@
+"""One benchmark run: every measure next to its baseline, on one broker and one Redis.
+
+:func:`run_benchmarks` is what ``chatlog bench`` and ``python -m benchmarks``
+call. It uses ``KAFKA_BOOTSTRAP_SERVERS``/``REDIS_URL`` when set, else an
+embedded broker and Redis; it creates its own topics and namespaces and
+deletes only those.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import redis
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
+from rich.console import Console
+
+from chatlog.benchmarks import append, peer, reads, throughput, visibility
+from chatlog.benchmarks.config import BenchConfig
+from chatlog.benchmarks.projector_process import ProjectorProcess
+from chatlog.benchmarks.report import BenchReport, Measure, Target, machine_facts
+from chatlog.benchmarks.timing import percentile
+from chatlog.benchmarks.workload import encode_all, message_events, seed_topic
+from chatlog.devstack import EmbeddedStack
+from chatlog.errors import TopicError
+from chatlog.histories.store import ChatLog
+from chatlog.producers.admin import ensure_topic
+from chatlog.producers.producer import EventProducer
+from chatlog.projector.replay import Replayer
+from chatlog.settings import Settings
+
+#: Where results go unless told otherwise (git-ignored).
+DEFAULT_RESULTS = Path("benchmarks/results/latest.json")
+
+_MB = 1024 * 1024
+
+
+@contextmanager
+def bench_settings(base: Settings | None = None) -> Iterator[tuple[Settings, str]]:
+    """Settings for a run and a description of the services it uses.
+
+    Configured services (``KAFKA_BOOTSTRAP_SERVERS``/``REDIS_URL``) when set,
+    else an embedded stack that lives as long as the block.
+    """
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("REDIS_URL")
+    settings = base or Settings.from_env()
+    unique = uuid.uuid4().hex[:8]
+    overrides: dict[str, object] = {
+        "topic": f"bench-{unique}",
+        "namespace": f"bench:{unique}",
+        "consumer_group": f"bench-{unique}",
+        # The embedded broker needs short group timeouts to join in seconds.
+        "consumer_session_timeout_ms": 6000,
+        "consumer_heartbeat_interval_ms": 1000,
+        "read_timeout_s": 30.0,
+    }
+    if configured:
+        yield settings.with_(**overrides), "configured services"
+        return
+    with EmbeddedStack() as stack:
+        yield stack.settings(settings, **overrides), "embedded Tansu broker + redis-server"
+
+
+def run_benchmarks(
+    config: BenchConfig,
+    *,
+    settings: Settings | None = None,
+    json_path: Path | None = DEFAULT_RESULTS,
+    console: Console | None = None,
+) -> BenchReport:
+    """Run every benchmark of ``config``, print progress, write JSON, return the report.
+
+    Raises:
+        ChatLogError: a benchmark could not complete (the services failed, the
+            projector did not keep up, a history returned wrong messages).
+    """
+    console = console or Console(stderr=True)
+    started = time.monotonic()
+    with bench_settings(settings) as (base, services):
+        report = BenchReport(quick=config.quick, services=services, machine=machine_facts())
+        run = _Run(config, base, report, console)
+        try:
+            run.all()
+        finally:
+            run.cleanup()
+    report.seconds = time.monotonic() - started
+    if json_path is not None:
+        report.write_json(json_path)
+    return report
+
+
+class _Run:
+    """The steps of one run, sharing settings, the report and the cleanup list."""
+
+    def __init__(
+        self, config: BenchConfig, base: Settings, report: BenchReport, console: Console
+    ) -> None:
+        self.config = config
+        self.base = base
+        self.report = report
+        self.console = console
+        self.topics: list[str] = []
+        self.namespaces: list[str] = []
+        self.single_p50 = 0.0
+        self.read_p50 = 0.0
+
+    def settings(self, suffix: str) -> Settings:
+        """Settings on a topic, group and namespace of this step's own."""
+        settings = self.base.with_(
+            topic=f"{self.base.topic}-{suffix}",
+            namespace=f"{self.base.namespace}:{suffix}",
+            consumer_group=f"{self.base.consumer_group}-{suffix}",
+        )
+        self.topics += [settings.topic, settings.dlq_topic]
+        self.namespaces.append(settings.namespace)
+        return settings
+
+    def step(self, what: str, action: Callable[[], None]) -> None:
+        began = time.monotonic()
+        self.console.print(f"[dim]bench:[/] {what} ...")
+        action()
+        self.console.print(f"[dim]bench:[/] {what} done in {time.monotonic() - began:.1f}s")
+
+    def all(self) -> None:
+        self.step("projector and rebuild throughput", self.throughput)
+        self.step("appends", self.appends)
+        self.step("reads", self.reads)
+        self.step("projector memory and append -> visible", self.projector_process)
+        self.step("KafkaChatMessageHistory peer", self.peer)
+
+    # -- steps ------------------------------------------------------------
+
+    def throughput(self) -> None:
+        c = self.config
+        settings = self.settings("throughput")
+        ensure_topic(settings.topic, settings.partitions, settings.replication_factor,
+                     settings=settings)
+        with EventProducer(settings) as producer:
+            records = encode_all(
+                message_events(c.throughput_events, c.throughput_sessions, c.message_bytes),
+                producer,
+            )
+        seed_topic(settings, records)
+        raw = throughput.raw_consumer_rate(settings, c.throughput_events)
+        live = throughput.projector_rate(settings, c.throughput_events)
+        rebuilt_ns = f"{settings.namespace}:rebuilt"
+        self.namespaces.append(rebuilt_ns)
+        rebuild = throughput.rebuild_rate(settings, rebuilt_ns)
+        sizes = (f"{c.throughput_events:,} events of {c.message_bytes} B over "
+                 f"{c.throughput_sessions:,} sessions")
+        self.report.add(Measure(
+            "projector throughput", "events/s", live.per_second,
+            "raw kafka-python consumer", raw.per_second, Target("ratio_min", 0.6), sizes,
+        ))
+        self.report.add(Measure(
+            "rebuild throughput", "events/s", rebuild.per_second,
+            "live projector", live.per_second, Target("ratio_min", 1.0),
+            "Replayer.rebuild into a fresh namespace",
+        ))
+
+    def appends(self) -> None:
+        c = self.config
+        settings = self.settings("append")
+        with ChatLog(settings) as chatlog:
+            batched = append.batched_append(
+                chatlog, c.append_events, c.append_batch, c.message_bytes
+            )
+            single = append.single_append(chatlog, c.sync_samples, c.message_bytes)
+        self.single_p50 = percentile(single.chatlog, 50)
+        self.report.add(Measure(
+            "batched append throughput", "msgs/s", batched.chatlog,
+            "raw KafkaProducer, same records", batched.raw, Target("ratio_min", 0.8),
+            f"add_messages of {c.append_batch} messages, {c.append_events:,} in all",
+        ))
+        for pct, target in ((50, Target("ratio_max", 1.5)), (99, Target("reported"))):
+            self.report.add(Measure(
+                f"sync add_messages(1 message) p{pct}", "ms",
+                percentile(single.chatlog, pct) * 1000,
+                "raw send().get()", percentile(single.raw, pct) * 1000, target,
+                f"{c.sync_samples} samples each, interleaved",
+            ))
+
+    def reads(self) -> None:
+        c = self.config
+        settings = self.settings("read")
+        with ChatLog(settings) as chatlog:
+            result = reads.session_reads(chatlog, c.read_messages, c.read_samples, c.message_bytes)
+        self.read_p50 = percentile(result.chatlog, 50)
+        for pct, target in ((50, Target("ratio_max", 0.8)), (99, Target("reported"))):
+            self.report.add(Measure(
+                f"read of a {c.read_messages}-message session p{pct}", "ms",
+                percentile(result.chatlog, pct) * 1000,
+                "RedisChatMessageHistory", percentile(result.langchain, pct) * 1000, target,
+                f"{c.read_samples} reads each, interleaved, same Redis",
+            ))
+
+    def projector_process(self) -> None:
+        c = self.config
+        settings = self.settings("process")
+        ensure_topic(settings.topic, settings.partitions, settings.replication_factor,
+                     settings=settings)
+        ensure_topic(settings.dlq_topic, settings.partitions, settings.replication_factor,
+                     settings=settings)
+        small, large = c.memory_sessions
+        with EventProducer(settings) as producer, ProjectorProcess(settings) as child:
+            seed_topic(settings, encode_all(message_events(small, small, c.message_bytes),
+                                            producer))
+            rss_small = child.wait_applied(small)
+            seed_topic(settings, encode_all(
+                message_events(large - small, large - small, c.message_bytes,
+                               first_session=small),
+                producer,
+            ))
+            rss_large = child.wait_applied(large)
+            reader_chatlog = ChatLog(settings)
+            try:
+                seen = visibility.append_to_visible(
+                    settings, reader_chatlog.reader, c.visible_rate, c.visible_seconds,
+                    c.message_bytes,
+                )
+            finally:
+                reader_chatlog.close()
+        self.report.add(Measure(
+            f"projector RSS at {large:,} sessions", "MB", rss_large / _MB,
+            f"at {small:,} sessions", rss_small / _MB, Target("ratio_max", 1.1),
+            "projector in its own process; flat = within 10%",
+        ))
+        note = (f"target rate {c.visible_rate:,}/s for {c.visible_seconds:g}s, "
+                f"achieved {seen.rate:,.0f}/s; projector in its own process")
+        self.report.add(Measure(
+            "append -> visible p50", "ms", percentile(seen.latencies, 50) * 1000,
+            None, None, Target("reported"), note,
+        ))
+        self.report.add(Measure(
+            "append -> visible p99", "ms", percentile(seen.latencies, 99) * 1000,
+            None, None, Target("value_max", 20), note,
+        ))
+
+    def peer(self) -> None:
+        c = self.config
+        settings = self.settings("peer")
+        result = peer.kafka_history_peer(
+            settings, c.peer_appends, c.peer_reads, c.read_messages, c.message_bytes
+        )
+        name = "KafkaChatMessageHistory"
+        note = result.unavailable or (
+            f"{c.peer_appends} appends, {c.peer_reads} read(s); chatlog column: figures above"
+        )
+        self.report.add(Measure(
+            "peer: sync append of 1 message p50", "ms", self.single_p50 * 1000, name,
+            percentile(result.appends, 50) * 1000 if result.appends else None,
+            Target("reported"), note,
+        ))
+        self.report.add(Measure(
+            f"peer: read of a {c.read_messages}-message session p50", "ms",
+            self.read_p50 * 1000, name,
+            percentile(result.reads, 50) * 1000 if result.reads else None,
+            Target("reported"), note,
+        ))
+
+    # -- cleanup ----------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """Delete the namespaces and topics this run created (and nothing else)."""
+        client = redis.Redis.from_url(self.base.redis_url)
+        try:
+            replayer = Replayer(self.base, redis_client=client)
+            for namespace in self.namespaces:
+                replayer.drop(namespace)
+        finally:
+            client.close()
+        if not self.topics:
+            return
+        try:
+            admin = KafkaAdminClient(**self.base.kafka_client_options())
+        except KafkaError as exc:
+            raise TopicError(f"cannot delete the benchmark topics {self.topics}: {exc}") from exc
+        try:
+            existing = set(admin.list_topics())
+            doomed = [t for t in self.topics if t in existing]
+            if doomed:
+                admin.delete_topics(doomed)
+        except KafkaError as exc:
+            raise TopicError(f"cannot delete the benchmark topics {self.topics}: {exc}") from exc
+        finally:
+            admin.close()
