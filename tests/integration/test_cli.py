@@ -44,7 +44,10 @@ def test_history_show_refuses_a_bad_session_id(settings: Settings) -> None:
     env = {**os.environ, **_env(settings)}
     done = subprocess.run(
         [sys.executable, "-c", "from chatlog.cli import main; main()", "history", "show", "a\tb"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 1
     assert "control character" in done.stdout + done.stderr
@@ -56,8 +59,81 @@ def test_demo_runs_on_the_embedded_stack_and_rebuilds_identically() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")}
     done = subprocess.run(
         [sys.executable, "-c", "from chatlog.cli import main; main()", "demo", "--embedded"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "identical" in done.stdout
     assert "(turn 2) you said: And why replay it?" in done.stdout
+
+
+def test_projector_run_drains_and_exits_zero_on_sigterm(
+    settings: Settings, chatlog: ChatLog
+) -> None:
+    """`chatlog projector run` applies the log, and on SIGTERM commits and exits 0."""
+    import signal
+    import time
+
+    from kafka import KafkaAdminClient
+
+    history = chatlog.history("worker-session")
+    history.add_messages([HumanMessage(str(i)) for i in range(50)])
+    env = {
+        **os.environ,
+        **_env(settings),
+        "CHATLOG_CONSUMER_GROUP": settings.consumer_group,
+        "CHATLOG_SESSION_TIMEOUT_MS": "6000",
+        "CHATLOG_HEARTBEAT_INTERVAL_MS": "1000",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-c", "from chatlog.cli import main; main()", "projector", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert len(history.messages) == 50  # waits until the worker applied them
+    finally:
+        time.sleep(0.5)
+        worker.send_signal(signal.SIGTERM)
+        _out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    admin = KafkaAdminClient(**settings.kafka_client_options())
+    committed = admin.list_group_offsets(settings.consumer_group)[settings.consumer_group]
+    admin.close()
+    topic_offsets = {
+        tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == settings.topic
+    }
+    position = history._written.get("worker-session")
+    assert position is not None
+    assert topic_offsets[position.partition] == position.offset + 1
+
+
+def test_dev_prints_exports_for_a_running_stack_and_stops_on_sigterm() -> None:
+    """`chatlog dev` prints working export lines and shuts its servers down on SIGTERM."""
+    import signal
+
+    import redis
+
+    dev = subprocess.Popen(
+        [sys.executable, "-c", "from chatlog.cli import main; main()", "dev"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        exports = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in (dev.stdout.readline().strip() for _ in range(2))  # type: ignore[union-attr]
+        )
+        client = redis.Redis.from_url(exports["REDIS_URL"])
+        assert client.ping()
+        client.close()
+        assert exports["KAFKA_BOOTSTRAP_SERVERS"].startswith("127.0.0.1:")
+    finally:
+        dev.send_signal(signal.SIGTERM)
+        dev.communicate(timeout=60)
+    assert dev.returncode == 0

@@ -23,7 +23,7 @@ def test_card_folders_import_as_chatlog_subpackages(name: str) -> None:
 
 @pytest.mark.slow
 def test_built_wheel_holds_subpackages_schemas_and_no_top_level_cards(tmp_path: Path) -> None:
-    """A wheel built from the project files ships chatlog.* sub-packages, the .avsc files and py.typed."""
+    """A wheel built from the project files ships chatlog.* sub-packages, .avsc and py.typed."""
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
         check=True,
