@@ -1,4 +1,4 @@
-"""A projector in a process of its own, driven over stdin/stdout by the benchmark.
+"""The parent side of a projector in a process of its own (the child is ``projector_child``).
 
 The memory and the append-to-visible benchmarks need the projector as it
 runs in production: alone in its process (its RSS is then its own, and it
@@ -13,41 +13,14 @@ does not share a GIL with the writer). Settings come from the environment
 
 from __future__ import annotations
 
-import gc
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from types import TracebackType
 
-from chatlog.benchmarks.timing import rss_bytes
 from chatlog.errors import ChatLogError
-from chatlog.projector.worker import Projector
 from chatlog.settings import ENVIRONMENT, Settings
-
-_WAIT_S = 120.0
-
-
-def main() -> None:
-    """Run the child side of the protocol."""
-    projector = Projector(Settings.from_env())
-    with projector.running():
-        print("ready", flush=True)
-        for line in sys.stdin:
-            command, _, argument = line.strip().partition(" ")
-            if command == "stop":
-                break
-            if command == "wait":
-                target = int(argument)
-                deadline = time.monotonic() + _WAIT_S
-                while projector.stats.applied < target and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                if projector.stats.applied < target:
-                    print(f"timeout {projector.stats.applied}", flush=True)
-                    continue
-                gc.collect()
-                print(f"applied {projector.stats.applied} rss {rss_bytes()}", flush=True)
 
 
 class ProjectorProcess:
@@ -64,7 +37,7 @@ class ProjectorProcess:
     def start(self, timeout_s: float = 60.0) -> ProjectorProcess:
         """Start the child and wait until its projector owns its partitions."""
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "chatlog.benchmarks.projector_process"],
+            [sys.executable, "-m", "chatlog.benchmarks.projector_child"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -126,6 +99,3 @@ def _environment(settings: Settings) -> Mapping[str, str]:
         env[f"CHATLOG_KAFKA_{key.upper()}"] = str(value)
     return env
 
-
-if __name__ == "__main__":
-    main()

@@ -124,26 +124,43 @@ class BenchReport:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
+    def _cells(self, m: Measure) -> tuple[str, str, str, str, str]:
+        baseline = "—" if m.baseline_name is None else f"{_number(m.baseline)} ({m.baseline_name})"
+        ratio = "—" if m.ratio is None else f"{m.ratio:.2f} x"
+        return f"{m.name} [{m.unit}]", _number(m.chatlog), baseline, ratio, m.target.describe()
+
     def table(self) -> Table:
         """The run as a rich table: measure, chatlog, baseline, ratio, target, met?."""
         table = Table(title=f"chatlog benchmarks ({'quick' if self.quick else 'full'}, "
                       f"{self.services})")
         for column in ("measure", "chatlog", "baseline", "ratio", "target", "met?"):
-            table.add_column(column, justify="left" if column == "measure" else "right")
+            left = column in ("measure", "baseline")
+            table.add_column(column, justify="left" if left else "right")
         for m in self.measures:
-            baseline = "—" if m.baseline_name is None else (
-                f"{_number(m.baseline)} ({m.baseline_name})"
-            )
-            ratio = "—" if m.ratio is None else f"{m.ratio:.2f} x"
             met = {True: "[green]yes[/]", False: "[red]no[/]", None: "—"}[m.met]
-            name = f"{m.name} [{m.unit}]" + (f"\n[dim]{m.note}[/]" if m.note else "")
-            table.add_row(name, _number(m.chatlog), baseline, ratio, m.target.describe(), met)
+            table.add_row(*self._cells(m), met)
         return table
 
+    def markdown(self) -> str:
+        """The run as a Markdown table (for the README), notes as a list below it."""
+        lines = [
+            "| measure | chatlog | baseline | ratio | target | met? |",
+            "|---|---:|---|---:|---:|:---:|",
+        ]
+        for m in self.measures:
+            met = {True: "yes", False: "**no**", None: "—"}[m.met]
+            lines.append("| " + " | ".join((*self._cells(m), met)) + " |")
+        lines.append("")
+        lines += [f"- {m.name}: {m.note}" for m in self.measures if m.note]
+        return "\n".join(lines) + "\n"
+
     def print(self, console: Console | None = None) -> None:
-        """Print the table and the machine it ran on."""
+        """Print the table, the notes and the machine it ran on."""
         console = console or Console()
         console.print(self.table())
+        for m in self.measures:
+            if m.note:
+                console.print(f"[dim]- {m.name}: {m.note}[/]")
         console.print(
             "machine: " + ", ".join(f"{k}={v}" for k, v in self.machine.items())
             + f"; run took {self.seconds:.1f}s"

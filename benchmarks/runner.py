@@ -41,13 +41,19 @@ _MB = 1024 * 1024
 
 
 @contextmanager
-def bench_settings(base: Settings | None = None) -> Iterator[tuple[Settings, str]]:
+def bench_settings(
+    base: Settings | None = None, *, embedded: bool | None = None
+) -> Iterator[tuple[Settings, str]]:
     """Settings for a run and a description of the services it uses.
 
-    Configured services (``KAFKA_BOOTSTRAP_SERVERS``/``REDIS_URL``) when set,
-    else an embedded stack that lives as long as the block.
+    The services of ``base`` (default ``Settings.from_env()``) when ``embedded``
+    is false; an embedded stack living as long as the block when it is true.
+    ``None`` picks the embedded stack unless ``KAFKA_BOOTSTRAP_SERVERS`` or
+    ``REDIS_URL`` is set.
     """
-    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("REDIS_URL")
+    if embedded is None:
+        embedded = not (os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("REDIS_URL"))
+    configured = not embedded
     settings = base or Settings.from_env()
     unique = uuid.uuid4().hex[:8]
     overrides: dict[str, object] = {
@@ -70,10 +76,13 @@ def run_benchmarks(
     config: BenchConfig,
     *,
     settings: Settings | None = None,
+    embedded: bool | None = None,
     json_path: Path | None = DEFAULT_RESULTS,
     console: Console | None = None,
 ) -> BenchReport:
     """Run every benchmark of ``config``, print progress, write JSON, return the report.
+
+    ``settings`` and ``embedded`` choose the services as in :func:`bench_settings`.
 
     Raises:
         ChatLogError: a benchmark could not complete (the services failed, the
@@ -81,7 +90,7 @@ def run_benchmarks(
     """
     console = console or Console(stderr=True)
     started = time.monotonic()
-    with bench_settings(settings) as (base, services):
+    with bench_settings(settings, embedded=embedded) as (base, services):
         report = BenchReport(quick=config.quick, services=services, machine=machine_facts())
         run = _Run(config, base, report, console)
         try:

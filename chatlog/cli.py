@@ -171,6 +171,35 @@ def history_show(
     console.print(table)
 
 
+@cli.command()
+@click.option("--quick", is_flag=True, help="Scaled-down sizes: a smoke run in under a minute.")
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False), default=None,
+    help="Where to write the results (default benchmarks/results/latest.json).",
+)
+@click.option(
+    "--embedded/--no-embedded",
+    default=None,
+    help="Use the embedded broker and Redis (default: when none is configured).",
+)
+@click.pass_context
+def bench(ctx: click.Context, quick: bool, json_path: str | None, embedded: bool | None) -> None:
+    """Measure chatlog against raw Kafka/Redis clients and LangChain's histories."""
+    from pathlib import Path
+
+    from chatlog.benchmarks import DEFAULT_RESULTS, BenchConfig, run_benchmarks
+
+    path = Path(json_path) if json_path else DEFAULT_RESULTS
+    if embedded is None and {"kafka_bootstrap_servers", "redis_url"} & ctx.obj["overrides"].keys():
+        embedded = False
+    config = BenchConfig.smoke() if quick else BenchConfig.full()
+    report = run_benchmarks(
+        config, settings=_settings(ctx), embedded=embedded, json_path=path
+    )
+    report.print(console)
+    console.print(f"results written to {path}")
+
+
 def main() -> None:
     """Console-script entry point: typed chatlog errors exit 1 with their message."""
     try:
