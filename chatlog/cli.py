@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from chatlog.config import effective_configuration, settings_from_flags, settings_options
 from chatlog.errors import ChatLogError
 from chatlog.settings import Settings
 
@@ -25,7 +26,15 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
+#: Settings with a flag of their own elsewhere (the root's short names, ``projector run``).
+_OWN_FLAGS = frozenset(
+    {"kafka_bootstrap_servers", "redis_url", "topic", "namespace", "metrics_port",
+     "metrics_host", "log_format", "ready_max_lag"}
+)
+
+
 @click.group()
+@settings_options(exclude=_OWN_FLAGS)
 @click.option("--bootstrap-servers", envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka bootstrap servers.")
 @click.option("--redis-url", envvar="REDIS_URL", help="Redis URL of the read model.")
 @click.option("--topic", envvar="CHATLOG_TOPIC", help="Event topic.")
@@ -34,13 +43,19 @@ def _settings(ctx: click.Context) -> Settings:
 @click.pass_context
 def cli(
     ctx: click.Context,
+    /,
     bootstrap_servers: str | None,
     redis_url: str | None,
     topic: str | None,
     namespace: str | None,
     verbose: int,
+    **setting_flags: Any,
 ) -> None:
-    """chatlog: chat histories event-sourced on Kafka, projected into Redis."""
+    """chatlog: chat histories event-sourced on Kafka, projected into Redis.
+
+    Every setting has a flag (--partitions 24) and an environment variable
+    (CHATLOG_PARTITIONS=24); flags win. "chatlog config show" prints what is in effect.
+    """
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -55,7 +70,11 @@ def cli(
         }.items()
         if v
     }
-    ctx.obj = {"settings": Settings.from_env(**overrides), "overrides": overrides}
+    ctx.obj = {
+        "settings": settings_from_flags(setting_flags, **overrides),
+        "overrides": overrides,
+        "verbose": verbose,
+    }
 
 
 @cli.command()
@@ -123,19 +142,121 @@ def projector() -> None:
 
 
 @projector.command("run")
+@click.option(
+    "--metrics-port", type=int, default=None, envvar="CHATLOG_METRICS_PORT",
+    help="Serve /metrics, /healthz and /readyz on this port (0: any free port).",
+)
+@click.option(
+    "--metrics-host", default=None, envvar="CHATLOG_METRICS_HOST",
+    help="Address the metrics server binds (default 0.0.0.0).",
+)
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default=None,
+    envvar="CHATLOG_LOG_FORMAT", help="Log lines as text or JSON objects.",
+)
+@click.option(
+    "--ready-max-lag", type=int, default=None, envvar="CHATLOG_READY_MAX_LAG",
+    help="/readyz is 200 while the assigned partitions are at most this many events behind.",
+)
 @click.pass_context
-def projector_run(ctx: click.Context) -> None:
+def projector_run(
+    ctx: click.Context,
+    metrics_port: int | None,
+    metrics_host: str | None,
+    log_format: str | None,
+    ready_max_lag: int | None,
+) -> None:
     """Consume the log and keep the Redis read model up to date (SIGTERM drains and exits 0)."""
-    from chatlog.projector import Projector
+    from chatlog.log_format import configure_logging
+    from chatlog.projector.service import run_service
 
-    worker = Projector(_settings(ctx))
+    changes = {
+        "metrics_port": metrics_port,
+        "metrics_host": metrics_host,
+        "log_format": log_format,
+        "ready_max_lag": ready_max_lag,
+    }
+    settings = _settings(ctx).with_(**{k: v for k, v in changes.items() if v is not None})
+    # A worker logs its rebalances and outages at INFO; -vv still asks for DEBUG.
+    level = logging.DEBUG if ctx.obj["verbose"] > 1 else logging.INFO
+    configure_logging(settings.log_format, level)
+    run_service(settings)
 
-    def _stop(signum: int, frame: object) -> None:
-        worker.stop()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    worker.run()
+@projector.command("lag")
+@click.option("--group", default=None, help="Consumer group (default: the projector's).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def projector_lag(ctx: click.Context, group: str | None, as_json: bool) -> None:
+    """Events not yet applied, per partition and in total (works with the worker stopped)."""
+    from chatlog.projector.lag import consumer_lag
+
+    report = consumer_lag(_settings(ctx), group=group)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    table = Table(title=f"lag of group {report.group} on {report.topic}")
+    for column in ("partition", "committed", "end", "lag"):
+        table.add_column(column, justify="right")
+    for p in report.partitions:
+        committed = "-" if p.committed is None else str(p.committed)
+        table.add_row(str(p.partition), committed, str(p.end), str(p.lag))
+    table.add_row("total", "", "", str(report.total))
+    console.print(table)
+
+
+@projector.command("status")
+@click.option("--group", default=None, help="Consumer group (default: the projector's).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def projector_status(ctx: click.Context, group: str | None, as_json: bool) -> None:
+    """Group state, members and assignments, last applied vs end offsets."""
+    from chatlog.projector.lag import group_status
+
+    status = group_status(_settings(ctx), group=group)
+    if as_json:
+        click.echo(json.dumps(status.to_dict(), indent=2))
+        return
+    console.print(
+        f"group [bold]{status.group}[/] is {status.state} with {len(status.members)} member(s)"
+    )
+    for member in status.members:
+        assigned = (
+            "assignment not reported by the broker"
+            if member.partitions is None
+            else "partitions " + (",".join(map(str, member.partitions)) or "none")
+        )
+        console.print(f"  {member.member_id} {member.client_id}@{member.host}: {assigned}")
+    table = Table(title=f"topic {status.lag.topic}")
+    for column in ("partition", "last applied", "end", "lag"):
+        table.add_column(column, justify="right")
+    for p in status.lag.partitions:
+        last = "-" if p.last_applied is None else str(p.last_applied)
+        table.add_row(str(p.partition), last, str(p.end), str(p.lag))
+    table.add_row("total", "", "", str(status.lag.total))
+    console.print(table)
+
+
+@cli.group()
+def config() -> None:
+    """Inspect the configuration."""
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def config_show(ctx: click.Context, as_json: bool) -> None:
+    """Print the effective configuration (defaults < environment < flags), secrets masked."""
+    shown = effective_configuration(_settings(ctx))
+    if as_json:
+        click.echo(json.dumps(shown, indent=2, default=str))
+        return
+    table = Table(title="effective configuration")
+    table.add_column("setting")
+    table.add_column("value")
+    for name, value in shown.items():
+        table.add_row(name, "" if value is None else str(value))
+    console.print(table)
 
 
 @cli.group()

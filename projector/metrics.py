@@ -24,7 +24,7 @@ import redis
 from chatlog.errors import ConfigurationError, ReadModelError
 
 if TYPE_CHECKING:
-    from kafka import KafkaConsumer
+    from kafka import KafkaConsumer, TopicPartition
 
     from chatlog.projector.redis_projection import ApplyResult
 
@@ -107,7 +107,7 @@ class ProjectorMetrics:
             "chatlog_consumer_lag",
             "Events behind the end of the partition (end offset minus position), "
             "for the partitions assigned to this worker.",
-            ["partition"], registry=r,
+            ["topic", "partition"], registry=r,
         )
         self.assigned = prom.Gauge(
             "chatlog_assigned_partitions", "Partitions assigned to this worker.", registry=r
@@ -130,7 +130,7 @@ class ProjectorMetrics:
         self._started = time.monotonic()
         self._last_iteration = 0.0
         self._last_refresh = 0.0
-        self._lags: dict[int, int | None] = {}
+        self._lags: dict[tuple[str, int], int | None] = {}
         self._readiness = Probe(False, "no partitions assigned yet")
 
     # -- reported by the worker ------------------------------------------
@@ -166,7 +166,7 @@ class ProjectorMetrics:
             self._readiness = Probe(False, f"retrying {operation}: {error}")
         self.ready.set(0)
 
-    def rebalanced(self, kind: str, partitions: set[int]) -> None:
+    def rebalanced(self, kind: str, partitions: set[TopicPartition]) -> None:
         """Record a partition assignment or revocation (see :class:`RebalanceListener`)."""
         self.rebalances.labels(kind).inc()
         self._last_refresh = 0.0  # refresh lag and readiness at the next iteration
@@ -182,17 +182,17 @@ class ProjectorMetrics:
         if now - self._last_refresh < REFRESH_INTERVAL_S:
             return
         self._last_refresh = now
-        lags: dict[int, int | None] = {}
+        lags: dict[tuple[str, int], int | None] = {}
         for tp in consumer.assignment() or ():
             high = consumer.highwater(tp)
             position = consumer.position(tp, timeout_ms=0) if high is not None else None
-            lags[tp.partition] = None if position is None else max(high - position, 0)
-        for partition in self._lags.keys() - lags.keys():
-            self.lag.remove(str(partition))  # revoked: another worker reports it now
-        for partition, lag in lags.items():
-            self.lag.labels(str(partition)).set(-1 if lag is None else lag)
+            lags[(tp.topic, tp.partition)] = None if position is None else max(high - position, 0)
+        for topic, partition in self._lags.keys() - lags.keys():
+            self.lag.remove(topic, str(partition))  # revoked: another worker reports it now
+        for (topic, partition), lag in lags.items():
+            self.lag.labels(topic, str(partition)).set(-1 if lag is None else lag)
         self.assigned.set(len(lags))
-        unknown = sorted(p for p, lag in lags.items() if lag is None)
+        unknown = sorted(f"{t}-{p}" for (t, p), lag in lags.items() if lag is None)
         total = sum(lag for lag in lags.values() if lag is not None)
         if not lags:
             probe = Probe(False, "no partitions assigned")

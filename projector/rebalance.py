@@ -16,15 +16,14 @@ from kafka import ConsumerRebalanceListener, TopicPartition
 
 log = logging.getLogger("chatlog.projector")
 
-#: Called with ``"assigned"`` or ``"revoked"`` and the partition numbers.
-RebalanceCallback = Callable[[str, set[int]], None]
+#: Called with ``"assigned"`` or ``"revoked"`` and the partitions.
+RebalanceCallback = Callable[[str, set[TopicPartition]], None]
 
 
 class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
     """Logs partition assignments and revocations and reports them to ``on_change``."""
 
-    def __init__(self, topic: str, on_change: RebalanceCallback | None = None) -> None:
-        self.topic = topic
+    def __init__(self, on_change: RebalanceCallback | None = None) -> None:
         self.on_change = on_change
         self.rebalances = 0
 
@@ -38,12 +37,12 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._changed("assigned", assigned)
 
     def _changed(self, kind: str, partitions: set[TopicPartition]) -> None:
-        numbers = {tp.partition for tp in partitions if tp.topic == self.topic}
+        names = sorted(f"{tp.topic}-{tp.partition}" for tp in partitions)
         log.info(
             "partitions %s: %s",
             kind,
-            ",".join(map(str, sorted(numbers))) or "none",
-            extra={"topic": self.topic, "partitions": sorted(numbers), "rebalance": kind},
+            ",".join(names) or "none",
+            extra={"partitions": names, "rebalance": kind},
         )
         if self.on_change is not None:
-            self.on_change(kind, numbers)
+            self.on_change(kind, set(partitions))

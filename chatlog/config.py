@@ -1,0 +1,121 @@
+"""The effective configuration: a CLI flag for every setting, and a masked view of it.
+
+Every :class:`~chatlog.settings.Settings` field is set, in rising order of
+precedence, by its default, its environment variable and its command-line
+flag. Flags take the same text as the variables and are parsed the same way,
+so ``--partitions 24`` and ``CHATLOG_PARTITIONS=24`` mean the same.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import fields
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import click
+
+from chatlog.errors import ConfigurationError
+from chatlog.settings import ENVIRONMENT, SECRET_SETTINGS, Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MASK = "****"
+
+#: Option names whose values are secrets, wherever they appear (kafka_options too).
+_SECRET_WORDS = ("password", "secret", "token", "credential")
+
+
+def flag_name(setting: str) -> str:
+    """The command-line flag of a setting: ``max_poll_records`` -> ``--max-poll-records``."""
+    return "--" + setting.replace("_", "-")
+
+
+def settings_options(*, exclude: frozenset[str] = frozenset()) -> Callable[[F], F]:
+    """Decorate a click command with one ``--<setting> VALUE`` option per setting.
+
+    The command receives them as keyword arguments named after the settings
+    (``None`` when not given), plus ``kafka_option`` (``KEY=VALUE`` strings for
+    kafka-python options); pass them all to :func:`settings_from_flags`.
+    """
+
+    def decorate(command: F) -> F:
+        command = click.option(
+            "--kafka-option",
+            "kafka_option",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Any kafka-python client option (env CHATLOG_KAFKA_<KEY>); repeatable.",
+        )(command)
+        for name in reversed(list(ENVIRONMENT)):
+            if name in exclude:
+                continue
+            secret = name in SECRET_SETTINGS
+            command = click.option(
+                flag_name(name),
+                name,
+                default=None,
+                metavar="VALUE",
+                help=f"Setting {name} (env {ENVIRONMENT[name]})."
+                + (" Prefer the variable: flags show in process lists." if secret else ""),
+            )(command)
+        return command
+
+    return decorate
+
+
+def settings_from_flags(
+    flags: Mapping[str, Any],
+    *,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Settings from the environment, with the given flag values layered on top.
+
+    Raises:
+        ConfigurationError: a flag or variable holds a malformed value.
+
+    """
+    env = dict(os.environ if environ is None else environ)
+    for name, value in flags.items():
+        if name == "kafka_option":
+            for option in value or ():
+                key, equals, text = option.partition("=")
+                if not equals or not key:
+                    raise ConfigurationError(f"--kafka-option {option!r} is not KEY=VALUE")
+                env["CHATLOG_KAFKA_" + key.upper()] = text
+        elif value is not None:
+            env[ENVIRONMENT[name]] = value
+    return Settings.from_env(env, **overrides)
+
+
+def effective_configuration(settings: Settings) -> dict[str, Any]:
+    """Every setting with its value, secrets masked: safe to print or log."""
+    shown: dict[str, Any] = {}
+    for field in fields(settings):
+        value = getattr(settings, field.name)
+        if field.name in SECRET_SETTINGS and value is not None:
+            value = MASK
+        elif field.name == "redis_url":
+            value = mask_url(value)
+        elif field.name == "kafka_options":
+            value = {key: MASK if _secret_key(key) else v for key, v in dict(value).items()}
+        shown[field.name] = value
+    return shown
+
+
+def mask_url(url: str) -> str:
+    """``url`` with the password of its user-info part replaced by ``****``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
+
+
+def _secret_key(key: str) -> bool:
+    return any(word in key.lower() for word in _SECRET_WORDS)
