@@ -14,9 +14,16 @@ from langchain_core.messages import BaseMessage
 from chatlog.errors import ProjectionLagError
 from chatlog.histories.messages import from_stored, to_event
 from chatlog.histories.read_model import ReadModelReader, SessionSnapshot
+from chatlog.histories.sessions import check_owner, session_owner
 from chatlog.identifiers import validate_session_id, validate_user_id
 from chatlog.producers.producer import EventProducer, LogPosition
-from chatlog.schemas.events import ChatEvent, Payload, SessionCleared
+from chatlog.schemas.events import (
+    ChatEvent,
+    Payload,
+    SessionCleared,
+    SessionDeleted,
+    SessionTtlSet,
+)
 
 #: Poll interval bounds while a read waits for its own writes to be projected.
 _WAIT_MIN_S = 0.0005
@@ -35,6 +42,7 @@ class WrittenPositions:
     def __init__(self, max_sessions: int = 100_000) -> None:
         self.max_sessions = max_sessions
         self._positions: OrderedDict[str, LogPosition] = OrderedDict()
+        self._written_at: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def record(self, session_id: str, positions: Sequence[LogPosition]) -> None:
@@ -49,12 +57,24 @@ class WrittenPositions:
             ):
                 self._positions[session_id] = newest
             self._positions.move_to_end(session_id)
+            self._written_at[session_id] = time.monotonic()
             while len(self._positions) > self.max_sessions:
-                self._positions.popitem(last=False)
+                forgotten, _ = self._positions.popitem(last=False)
+                self._written_at.pop(forgotten, None)
 
     def get(self, session_id: str) -> LogPosition | None:
         """The newest position written for ``session_id`` by this process, if any."""
         return self._positions.get(session_id)
+
+    def seconds_since_written(self, session_id: str) -> float | None:
+        """Seconds since this process last wrote ``session_id`` (monotonic), if it did."""
+        written_at = self._written_at.get(session_id)
+        return None if written_at is None else time.monotonic() - written_at
+
+    def sessions(self) -> list[str]:
+        """Every session with a remembered position, least recently written first."""
+        with self._lock:
+            return list(self._positions)
 
 
 class ChatLogMessageHistory(BaseChatMessageHistory):
@@ -90,6 +110,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         read_timeout_s: float = 5.0,
         max_messages: int | None = None,
         written: WrittenPositions | None = None,
+        session_ttl_s: float | None = None,
     ) -> None:
         self.session_id = validate_session_id(session_id)
         self.user_id = validate_user_id(user_id)
@@ -99,10 +120,30 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         self.read_timeout_s = read_timeout_s
         self.max_messages = max_messages
         self._written = written if written is not None else WrittenPositions(1)
+        #: The deployment's idle TTL: a session this process wrote longer ago than
+        #: this may have expired (meta and all), which is not projection lag.
+        self.session_ttl_s = session_ttl_s
+        self._owner_checked = False
 
     # -- writes ------------------------------------------------------------
 
+    def _check_write_access(self) -> None:
+        # Once the read model named this user as owner, only a deletion (by
+        # the owner) can change that, so one check per history object suffices.
+        if self._owner_checked:
+            return
+        owner = session_owner(self.reader, self.session_id)
+        check_owner(self.session_id, owner, self.user_id)
+        self._owner_checked = owner is not None
+
     def _events(self, payloads: Sequence[Payload]) -> list[ChatEvent]:
+        """Events for ``payloads``, after checking that this user may write the session.
+
+        Raises:
+            SessionOwnershipError: the session belongs to another user (or to a
+                user while this history has none); nothing is published.
+        """
+        self._check_write_access()
         return [
             ChatEvent(self.session_id, payload, user_id=self.user_id, source=self.source)
             for payload in payloads
@@ -145,12 +186,41 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         """Async :meth:`clear`."""
         self._remember(await self.producer.apublish(self._events([SessionCleared()])))
 
+    def delete(self) -> None:
+        """Publish ``SessionDeleted``: the session's messages, meta and owner are removed.
+
+        Unlike :meth:`clear`, the session stops existing (it leaves the
+        owner's session list); a later write starts it afresh.
+
+        Raises:
+            SessionOwnershipError: the session belongs to another user.
+        """
+        self._remember(self.producer.publish(self._events([SessionDeleted()])))
+
+    def set_ttl(self, ttl_s: float | None) -> None:
+        """Give this session its own idle TTL (``0``: never expires; ``None``: the default).
+
+        Published as a ``SessionTtlSet`` event, so replays honour it too.
+        """
+        ttl_ms = None if ttl_s is None else max(int(ttl_s * 1000), 0)
+        self._remember(self.producer.publish(self._events([SessionTtlSet(ttl_ms)])))
+
     # -- reads ------------------------------------------------------------
 
     def _caught_up(self, snapshot: SessionSnapshot) -> bool:
+        check_owner(self.session_id, snapshot.owner, self.user_id)
         written = self._written.get(self.session_id)
-        return written is None or (
+        if written is None or (
             snapshot.partition == written.partition and snapshot.offset >= written.offset
+        ):
+            return True
+        # Nothing at all in Redis: the idle TTL may have removed what we wrote.
+        since = self._written.seconds_since_written(self.session_id)
+        return (
+            snapshot.partition is None
+            and self.session_ttl_s is not None
+            and since is not None
+            and since > self.session_ttl_s
         )
 
     def _lag_error(self, snapshot: SessionSnapshot) -> ProjectionLagError:
@@ -167,7 +237,13 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         )
 
     def snapshot(self, *, limit: int | None = None) -> SessionSnapshot:
-        """The session as stored, after waiting for this object's own writes."""
+        """The session as stored, after waiting for this object's own writes.
+
+        Raises:
+            SessionOwnershipError: the session belongs to another user (or to a
+                user while this history has none).
+            ProjectionLagError: this object's writes were not projected in time.
+        """
         deadline = time.monotonic() + self.read_timeout_s
         delay = _WAIT_MIN_S
         while True:

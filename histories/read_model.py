@@ -11,6 +11,20 @@ import redis.asyncio as aioredis
 
 from chatlog.errors import ReadModelError
 from chatlog.keys import META_OFFSET, META_OWNER, META_PARTITION, ReadModelKeys
+from chatlog.namespaces import ActiveNamespace
+
+# Read-time TTL refresh (Settings.session_ttl_refresh_on_read): push a live
+# session's expiry to now + its TTL (the session's override, else ARGV[1]).
+# A tombstone or a session without expiry is left alone.
+_REFRESH_TTL = """
+local ttl = tonumber(redis.call('HGET', KEYS[2], 'ttl_ms') or ARGV[1])
+if ttl and ttl > 0 and redis.call('HEXISTS', KEYS[2], 'deleted') == 0
+    and redis.call('PTTL', KEYS[2]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return 0
+"""
 
 
 class SessionSnapshot(NamedTuple):
@@ -46,11 +60,25 @@ class ReadModelReader:
     The meta hash is read before the list in the same pipeline: the projector
     updates both atomically, so the list is at least as new as the offset and
     an offset that covers a write guarantees the list holds it.
+
+    With ``active``, the namespace is the active one (resolved at most every
+    :data:`~chatlog.namespaces.POINTER_TTL_S`), so readers follow a rebuild's switch.
     """
 
-    def __init__(self, client: redis.Redis, namespace: str, *, redis_url: str | None = None):
+    def __init__(
+        self,
+        client: redis.Redis,
+        namespace: str,
+        *,
+        redis_url: str | None = None,
+        active: ActiveNamespace | None = None,
+    ) -> None:
         self.client = client
         self.keys = ReadModelKeys(namespace)
+        self.active = active
+        #: When positive, every read also pushes the session's expiry to now + TTL
+        #: (milliseconds; the session's own override wins).
+        self.refresh_ttl_ms = 0
         self._redis_url = redis_url
         self._async_clients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, aioredis.Redis
@@ -59,24 +87,54 @@ class ReadModelReader:
     def read(self, session_id: str, *, limit: int | None = None) -> SessionSnapshot:
         """The session's tracking position and its last ``limit`` (or all) messages."""
         start, stop = _range(limit)
+        if self.active is not None:
+            self._follow(self.active.get(self.client))
+        keys = self.keys
         pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(self.keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER])
-        pipe.lrange(self.keys.messages(session_id), start, stop)
+        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER])
+        pipe.lrange(keys.messages(session_id), start, stop)
+        self._refresh(pipe, session_id)
         try:
-            return _snapshot(pipe.execute())
+            return _snapshot(pipe.execute()[:2])
         except redis.RedisError as exc:
             raise ReadModelError(f"reading session {session_id!r} from Redis failed: {exc}") from exc
 
     async def aread(self, session_id: str, *, limit: int | None = None) -> SessionSnapshot:
         """Async :meth:`read`."""
         start, stop = _range(limit)
-        pipe = self._async_client().pipeline(transaction=False)
-        pipe.hmget(self.keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER])
-        pipe.lrange(self.keys.messages(session_id), start, stop)
+        client = self._async_client()
+        if self.active is not None:
+            self._follow(await self.active.aget(client))
+        keys = self.keys
+        pipe = client.pipeline(transaction=False)
+        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER])
+        pipe.lrange(keys.messages(session_id), start, stop)
+        self._refresh(pipe, session_id)
         try:
-            return _snapshot(await pipe.execute())
+            return _snapshot((await pipe.execute())[:2])
         except redis.RedisError as exc:
             raise ReadModelError(f"reading session {session_id!r} from Redis failed: {exc}") from exc
+
+    def current_keys(self) -> ReadModelKeys:
+        """The key builder of the namespace readers use now (following a rebuild's switch)."""
+        if self.active is not None:
+            self._follow(self.active.get(self.client))
+        return self.keys
+
+    def _refresh(self, pipe: Any, session_id: str) -> None:
+        if self.refresh_ttl_ms > 0:
+            keys = self.keys
+            pipe.eval(
+                _REFRESH_TTL,
+                2,
+                keys.messages(session_id),
+                keys.meta(session_id),
+                self.refresh_ttl_ms,
+            )
+
+    def _follow(self, namespace: str) -> None:
+        if namespace != self.keys.namespace:
+            self.keys = ReadModelKeys(namespace)
 
     def _async_client(self) -> aioredis.Redis:
         # redis.asyncio connections belong to the loop that opened them, so

@@ -6,12 +6,15 @@ import threading
 
 import redis
 
+from chatlog.errors import InvalidUserIdError
 from chatlog.histories.history import ChatLogMessageHistory, WrittenPositions
 from chatlog.histories.read_model import ReadModelReader
+from chatlog.histories.sessions import SessionInfo, list_sessions
 from chatlog.identifiers import validate_session_id, validate_user_id
 from chatlog.namespaces import ActiveNamespace
 from chatlog.producers.admin import ensure_topic
 from chatlog.producers.producer import EventProducer
+from chatlog.schemas.events import USER_EVENT_SESSION_ID, ChatEvent, SessionDeleted, UserDeleted
 from chatlog.settings import Settings
 
 
@@ -44,6 +47,8 @@ class ChatLog:
             redis_url=None if redis_client is not None else self.settings.redis_url,
             active=ActiveNamespace.of(self.settings),
         )
+        if self.settings.session_ttl_refresh_on_read and self.settings.session_ttl_s:
+            self.reader.refresh_ttl_ms = int(self.settings.session_ttl_s * 1000)
         self.written = WrittenPositions()
         self._producer: EventProducer | None = None
         self._lock = threading.Lock()
@@ -88,6 +93,7 @@ class ChatLog:
             read_timeout_s=read_timeout_s or self.settings.read_timeout_s,
             max_messages=max_messages,
             written=self.written,
+            session_ttl_s=self.settings.session_ttl_s,
         )
 
     def get_session_history(
@@ -100,6 +106,56 @@ class ChatLog:
         fields works as well as the default one with ``session_id`` only.
         """
         return self.history(session_id, user_id)
+
+    # -- sessions and users -------------------------------------------------
+
+    def sessions(self, user_id: str) -> list[SessionInfo]:
+        """The sessions ``user_id`` owns, most recently active first, with counts and times.
+
+        Raises:
+            InvalidUserIdError: the user id is unusable.
+            ReadModelError: Redis could not be read.
+        """
+        return list_sessions(self.reader, _required_user(user_id))
+
+    def delete_session(self, session_id: str, user_id: str | None = None) -> None:
+        """Publish ``SessionDeleted``: the projector removes every key of the session.
+
+        The log keeps the events (it is immutable) but no read model, replay or
+        rebuild shows the session again. A later write to the same id starts a
+        new session. Returns once the broker acknowledged the event.
+
+        Raises:
+            SessionOwnershipError: the session belongs to another user (or to a
+                user while ``user_id`` is ``None``); nothing is published.
+        """
+        self.history(session_id, user_id).delete()
+
+    def delete_user(self, user_id: str) -> list[str]:
+        """Delete every session ``user_id`` owns, then the user's session index.
+
+        Publishes one ``SessionDeleted`` per session the read model lists for the
+        user (so replays remove each session in its own partition), then one
+        ``UserDeleted``. Sessions the projector has not seen yet are not
+        listed: call this once the user's writes are projected. Returns the
+        deleted session ids.
+        """
+        user_id = _required_user(user_id)
+        session_ids = [info.session_id for info in self.sessions(user_id)]
+        events = [
+            ChatEvent(session_id, SessionDeleted(), user_id=user_id, source=self.settings.source)
+            for session_id in session_ids
+        ]
+        events.append(
+            ChatEvent(
+                USER_EVENT_SESSION_ID, UserDeleted(), user_id=user_id, source=self.settings.source
+            )
+        )
+        positions = self.producer.publish(events)
+        # positions has one more entry (the UserDeleted event) than session_ids.
+        for session_id, position in zip(session_ids, positions, strict=False):
+            self.written.record(session_id, [position])
+        return session_ids
 
     def close(self) -> None:
         """Flush and close the producer and the Redis pool."""
@@ -114,3 +170,12 @@ class ChatLog:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _required_user(user_id: object) -> str:
+    """``user_id`` validated, where ``None`` is not allowed."""
+    if user_id is None:
+        raise InvalidUserIdError("a user id is required here; pass the user's id")
+    validated = validate_user_id(user_id)
+    assert validated is not None
+    return validated
