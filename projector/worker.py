@@ -183,10 +183,11 @@ class Projector:
                     continue
                 if consumer.assignment():
                     self._assigned.set()
-                if self.metrics is not None:
-                    self.metrics.loop_iterated(consumer)
                 if batch:
                     self.process(batch)
+                if self.metrics is not None:
+                    # After the batch: readiness must not count polled-but-unapplied events.
+                    self.metrics.loop_iterated(consumer)
         finally:
             if self.metrics is not None:
                 self.metrics.stopped()
