@@ -60,7 +60,9 @@ def _load_versions() -> list[SchemaVersion]:
         if match is None:
             continue
         raw = json.loads(entry.read_text(encoding="utf-8"))
-        parsed = parse_schema(raw, _write_hint=False)
+        # Keep fastavro's "already parsed" hint: without it every read and write
+        # parses the whole schema again, which doubled the cost of each event.
+        parsed = parse_schema(raw)
         canonical = to_parsing_canonical_form(parsed)
         digest = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
         # The single-object header stores the fingerprint little-endian; the
