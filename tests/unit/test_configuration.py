@@ -1,0 +1,150 @@
+"""Security settings, CLI flags for every setting, the masked configuration and log formats."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+from click.testing import CliRunner
+
+from chatlog.cli import cli
+from chatlog.config import effective_configuration, mask_url, settings_from_flags
+from chatlog.errors import ConfigurationError
+from chatlog.log_format import configure_logging
+from chatlog.settings import ENVIRONMENT, SECRET_SETTINGS, Settings
+
+SASL_ENV = {
+    "CHATLOG_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+    "CHATLOG_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+    "CHATLOG_KAFKA_SASL_USERNAME": "projector",
+    "CHATLOG_KAFKA_SASL_PASSWORD": "s3cret",
+    "CHATLOG_KAFKA_SSL_CAFILE": "/etc/ca.pem",
+    "CHATLOG_KAFKA_SSL_CHECK_HOSTNAME": "false",
+}
+
+
+def test_sasl_and_tls_settings_become_kafka_python_options() -> None:
+    """SCRAM over TLS maps onto kafka-python's sasl_* and ssl_* options."""
+    options = Settings.from_env(SASL_ENV).kafka_client_options()
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert options["sasl_plain_username"] == "projector"
+    assert options["sasl_plain_password"] == "s3cret"
+    assert options["ssl_cafile"] == "/etc/ca.pem"
+    assert options["ssl_check_hostname"] is False
+    assert "security_protocol" not in Settings.from_env(SASL_ENV).kafka_options
+
+
+def test_pass_through_kafka_options_win_over_the_typed_settings() -> None:
+    """CHATLOG_KAFKA_<OPTION> variables without a setting of their own reach the clients as is."""
+    settings = Settings.from_env({**SASL_ENV, "CHATLOG_KAFKA_REQUEST_TIMEOUT_MS": "5000"})
+    assert settings.kafka_client_options()["request_timeout_ms"] == 5000
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"CHATLOG_KAFKA_SECURITY_PROTOCOL": "TLS"}, "kafka_security_protocol"),
+        ({**SASL_ENV, "CHATLOG_KAFKA_SASL_MECHANISM": "MD5"}, "kafka_sasl_mechanism"),
+        ({**SASL_ENV, "CHATLOG_KAFKA_SASL_USERNAME": ""}, "kafka_sasl_username"),
+        ({"CHATLOG_REDIS_SSL_CA_CERTS": "/ca.pem"}, "rediss://"),
+        ({"CHATLOG_LOG_FORMAT": "xml"}, "log_format"),
+        ({"CHATLOG_READY_MAX_LAG": "-1"}, "ready_max_lag"),
+        ({"CHATLOG_METRICS_PORT": "70000"}, "metrics_port"),
+    ],
+)
+def test_inconsistent_security_or_operations_settings_are_refused(
+    env: dict[str, str], fragment: str
+) -> None:
+    """A setting that could only fail at connect time fails at start, naming itself."""
+    with pytest.raises(ConfigurationError, match=fragment):
+        Settings.from_env(env)
+
+
+def test_redis_credentials_and_tls_files_pass_to_the_client() -> None:
+    """Redis ACL user, password and TLS files become redis-py keyword options."""
+    settings = Settings.from_env(
+        {
+            "REDIS_URL": "rediss://redis.internal:6380/0",
+            "CHATLOG_REDIS_USERNAME": "projector",
+            "CHATLOG_REDIS_PASSWORD": "pw",
+            "CHATLOG_REDIS_SSL_CA_CERTS": "/ca.pem",
+        }
+    )
+    assert settings.redis_client_options() == {
+        "username": "projector", "password": "pw", "ssl_ca_certs": "/ca.pem"
+    }
+
+
+def test_every_setting_has_a_flag_that_beats_its_variable() -> None:
+    """Each environment variable's setting can be given as a flag; the flag wins."""
+    flags = {name: None for name in ENVIRONMENT}
+    flags["partitions"] = "24"
+    settings = settings_from_flags(flags, environ={"CHATLOG_PARTITIONS": "6"})
+    assert settings.partitions == 24
+    help_text = CliRunner().invoke(cli, ["--help"], terminal_width=200).output
+    run_help = CliRunner().invoke(cli, ["projector", "run", "--help"], terminal_width=200).output
+    for name in ENVIRONMENT:
+        flag = "--" + name.replace("_", "-")
+        short = {"kafka_bootstrap_servers": "--bootstrap-servers"}.get(name, flag)
+        assert short in help_text or short in run_help, f"no flag for {name}"
+
+
+def test_config_show_masks_every_secret() -> None:
+    """Passwords of Kafka SASL, the TLS key, Redis and the Redis URL never print."""
+    runner = CliRunner()
+    result = runner.invoke(
+        cli,
+        [
+            "--redis-url", "redis://app:url-pw@redis:6379/0",
+            "--kafka-option", "sasl_oauth_token=oauth-tok",
+            "--kafka-ssl-password", "key-pw",
+            "config", "show", "--json",
+        ],
+        env={**SASL_ENV, "CHATLOG_REDIS_PASSWORD": "redis-pw"},
+    )
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    for secret in ("s3cret", "key-pw", "redis-pw", "url-pw", "oauth-tok"):
+        assert secret not in result.output
+    assert shown["redis_url"] == "redis://app:****@redis:6379/0"
+    assert shown["kafka_sasl_username"] == "projector"
+    assert {name for name in SECRET_SETTINGS if shown[name] == "****"} == SECRET_SETTINGS
+
+
+def test_a_url_without_password_is_shown_as_is() -> None:
+    """Masking leaves URLs without a password alone."""
+    assert mask_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
+    assert effective_configuration(Settings())["kafka_sasl_password"] is None
+
+
+def test_json_logs_carry_partition_offset_context() -> None:
+    """The JSON format writes one object per line with the record's context fields."""
+    stream = io.StringIO()
+    handler = configure_logging("json", logging.INFO, stream=stream)
+    try:
+        logging.getLogger("chatlog.projector").error(
+            "dead-lettering record: %s", "undecodable",
+            extra={"topic": "t", "partition": 3, "offset": 42, "session_id": "s-1"},
+        )
+    finally:
+        logging.getLogger().removeHandler(handler)
+    entry = json.loads(stream.getvalue())
+    assert entry["message"] == "dead-lettering record: undecodable"
+    assert (entry["partition"], entry["offset"], entry["session_id"]) == (3, 42, "s-1")
+    assert entry["level"] == "ERROR"
+
+
+def test_text_logs_append_context_as_pairs() -> None:
+    """The text format appends key=value pairs for the context fields."""
+    stream = io.StringIO()
+    handler = configure_logging("text", logging.INFO, stream=stream)
+    try:
+        logging.getLogger("chatlog.projector").info(
+            "partitions assigned", extra={"partitions": ["t-0", "t-1"], "rebalance": "assigned"}
+        )
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert stream.getvalue().rstrip().endswith("partitions=t-0,t-1 rebalance=assigned")
