@@ -46,6 +46,64 @@ class ReadModelKeys:
         start = meta_key.index("{") + 1
         return meta_key[start : meta_key.rindex("}")]
 
+    # -- LangGraph checkpoints, one set of keys per thread ------------------
+
+    def thread(self, thread_id: str) -> CheckpointKeys:
+        """Every key of one checkpoint thread, in the order the checkpoint scripts take them."""
+        prefix = f"{self.namespace}:t:{{{thread_id}}}"
+        return CheckpointKeys(
+            meta=f"{prefix}:meta",
+            index=f"{prefix}:cps",
+            namespaces=f"{prefix}:nss",
+            checkpoints=f"{prefix}:cp",
+            versions=f"{prefix}:cpv",
+            blobs=f"{prefix}:blobs",
+            writes=f"{prefix}:w",
+            write_index=f"{prefix}:wi",
+        )
+
+    def thread_pattern(self) -> str:
+        """SCAN pattern matching every checkpoint thread's meta key of the namespace."""
+        return f"{self.namespace}:t:*:meta"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointKeys:
+    """The keys of one LangGraph thread; the thread id is their hash tag (one slot).
+
+    Attributes:
+        meta: Hash with the tracking position (``partition``, ``offset``).
+        index: Sorted set (all scores 0) of ``<checkpoint_ns> NUL <checkpoint_id>``, by lex.
+        namespaces: Sorted set of checkpoint namespaces scored by first appearance.
+        checkpoints: Hash of stored checkpoints by index member.
+        versions: Hash of the blob fields each checkpoint refers to, by index member.
+        blobs: Hash of channel values by namespace, channel and version (NUL-joined).
+        writes: Hash of pending writes by namespace, checkpoint, task and index (NUL-joined).
+        write_index: Sorted set (all scores 0) of the ``writes`` fields, by lex order.
+    """
+
+    meta: str
+    index: str
+    namespaces: str
+    checkpoints: str
+    versions: str
+    blobs: str
+    writes: str
+    write_index: str
+
+    def all(self) -> list[str]:
+        """Every key, in script order (``meta`` first)."""
+        return [
+            self.meta,
+            self.index,
+            self.namespaces,
+            self.checkpoints,
+            self.versions,
+            self.blobs,
+            self.writes,
+            self.write_index,
+        ]
+
 
 #: Fields of the session meta hash.
 META_OWNER = "owner"

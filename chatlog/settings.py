@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from chatlog.errors import ConfigurationError
 
@@ -20,7 +21,9 @@ class Settings:
 
     Attributes:
         kafka_bootstrap_servers: Comma-separated ``host:port`` list (``KAFKA_BOOTSTRAP_SERVERS``).
-        redis_url: Redis URL for the read model (``REDIS_URL``).
+        redis_url: Redis URL for the read model (``REDIS_URL``). The ``CHATLOG_REDIS_*``
+            credentials and TLS files are folded into it (what the URL itself says wins),
+            so every Redis client chatlog opens from it uses them.
         topic: Event topic (``CHATLOG_TOPIC``); the dead-letter topic is ``<topic>.dlq``.
         namespace: Redis key namespace of the read model (``CHATLOG_NAMESPACE``).
         partitions: Partitions when chatlog creates the topic (``CHATLOG_PARTITIONS``).
@@ -129,6 +132,9 @@ class Settings:
                 f"session_ttl_s must be positive (or unset for no expiry), got {self.session_ttl_s}"
             )
         _check_security(self)
+        # Folded in once here rather than passed at each of the many call sites
+        # that open a client from the URL (sync, asyncio, replay targets).
+        object.__setattr__(self, "redis_url", _redis_url_with_credentials(self))
 
     @property
     def dlq_topic(self) -> str:
@@ -161,19 +167,6 @@ class Settings:
                 if value is not None:
                     options[f"ssl_{name}"] = value
         options.update(self.kafka_options)
-        return options
-
-    def redis_client_options(self) -> dict[str, Any]:
-        """Keyword options for ``redis.Redis.from_url(settings.redis_url, **options)``.
-
-        Credentials and TLS files given in the URL itself take precedence
-        (redis-py lets URL options override keyword options).
-        """
-        options: dict[str, Any] = {}
-        for name in ("username", "password", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
-            value = getattr(self, f"redis_{name}")
-            if value is not None:
-                options[name] = value
         return options
 
     def with_(self, **changes: Any) -> Settings:
@@ -249,6 +242,26 @@ ENVIRONMENT: dict[str, str] = {
 
 #: Settings whose values are secrets: shown masked by ``chatlog config show``.
 SECRET_SETTINGS = frozenset({"kafka_sasl_password", "kafka_ssl_password", "redis_password"})
+
+def _redis_url_with_credentials(settings: Settings) -> str:
+    """``redis_url`` with the ACL user, password and TLS files added where it lacks them."""
+    parts = urlsplit(settings.redis_url)
+    if parts.scheme not in ("redis", "rediss"):
+        return settings.redis_url
+    netloc = parts.netloc
+    if "@" not in netloc and (settings.redis_username or settings.redis_password is not None):
+        auth = quote(settings.redis_username or "", safe="")
+        if settings.redis_password is not None:
+            auth += ":" + quote(settings.redis_password, safe="")
+        netloc = f"{auth}@{netloc}"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    given = {name for name, _ in query}
+    for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        value = getattr(settings, f"redis_{name}")
+        if value and name not in given:
+            query.append((name, value))
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
+
 
 _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")

@@ -121,9 +121,14 @@ class EventProducer:
 
     async def apublish(self, events: Sequence[ChatEvent]) -> list[LogPosition]:
         """Async :meth:`publish`: awaits the acknowledgements without blocking the loop."""
-        encoded = [self.encode(e) for e in events]
+        return await self.asend_encoded(self.settings.topic, [self.encode(e) for e in events])
+
+    async def asend_encoded(
+        self, topic: str, encoded: Sequence[EncodedEvent]
+    ) -> list[LogPosition]:
+        """Async :meth:`send_encoded`: awaits the acknowledgements without blocking the loop."""
         loop = asyncio.get_running_loop()
-        futures = self._send(self.settings.topic, encoded)
+        futures = self._send(topic, encoded)
         waiters = []
         for future in futures:
             waiter: asyncio.Future[Any] = loop.create_future()
@@ -140,7 +145,7 @@ class EventProducer:
                 f"{self.settings.publish_timeout_s:g}s (CHATLOG_PUBLISH_TIMEOUT)"
             ) from exc
         except KafkaError as exc:
-            raise PublishError(f"publishing to {self.settings.topic!r} failed: {exc}") from exc
+            raise PublishError(f"publishing to {topic!r} failed: {exc}") from exc
         return [_position(m) for m in done]
 
     def _send(self, topic: str, records: Sequence[EncodedEvent]) -> list[Any]:

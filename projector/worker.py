@@ -31,10 +31,12 @@ from chatlog.errors import BrokerUnavailableError, ChatLogError, ReadModelError
 from chatlog.namespaces import ActiveNamespace
 from chatlog.producers.admin import ensure_topic
 from chatlog.producers.producer import EventProducer
+from chatlog.projector.checkpoint_projection import CheckpointProjection, decode_record
 from chatlog.projector.dead_letter import DeadLetter, DeadLetterQueue
 from chatlog.projector.positions import BatchTarget, ProjectionTarget
 from chatlog.projector.rebalance import RebalanceListener
 from chatlog.projector.redis_projection import ApplyResult, LogRecord, RedisProjection
+from chatlog.schemas.checkpoint_codec import CheckpointCodec
 from chatlog.schemas.codec import EventCodec
 from chatlog.settings import Settings
 
@@ -102,6 +104,8 @@ class Projector:
             self.redis, self.namespace, active=None if namespace else ActiveNamespace.of(settings)
         )
         self.codec = EventCodec()
+        self.checkpoints = CheckpointProjection(self.redis, self.namespace)
+        self.checkpoint_codec = CheckpointCodec()
         self.stats = ProjectorStats()
         self.on_batch = on_batch
         self.metrics = metrics
@@ -195,6 +199,14 @@ class Projector:
 
     def process(self, batch: dict[Any, list[Any]]) -> None:
         """Decode, apply and dead-letter one polled batch, then commit its offsets."""
+        checkpoint_topic = self.settings.checkpoint_topic
+        if any(tp.topic == checkpoint_topic for tp in batch):
+            self._process_checkpoints(
+                {t: r for t, r in batch.items() if t.topic == checkpoint_topic}
+            )
+            batch = {t: r for t, r in batch.items() if t.topic != checkpoint_topic}
+            if not batch:
+                return
         records: list[LogRecord] = []
         letters: list[DeadLetter] = []
         raw_by_coordinates: dict[tuple[int, int], Any] = {}
@@ -279,6 +291,31 @@ class Projector:
         self.target.applied({tp.partition: o for tp, o in next_offsets.items()})
         return result
 
+    def _process_checkpoints(self, batch: dict[Any, list[Any]]) -> None:
+        """The checkpoint topic's share of a batch: decode, apply, dead-letter, commit."""
+        if self.checkpoints.keys.namespace != self.namespace:  # a rebuild switched namespaces
+            self.checkpoints = CheckpointProjection(self.redis, self.namespace)
+        records, letters, raws_at = [], [], {}
+        for raws in batch.values():
+            for raw in raws:
+                raws_at[(raw.partition, raw.offset)] = raw
+                try:
+                    records.append(decode_record(self.checkpoint_codec, raw))
+                except ChatLogError as exc:
+                    letters.append(DeadLetter(raw, f"undecodable: {exc}"))
+        result = self._retry(lambda: self.checkpoints.apply(records), "apply checkpoints")
+        if result is None:
+            return
+        letters += [DeadLetter(raws_at[(r.partition, r.offset)], why) for r, why in result.failed]
+        if letters and self._retry(lambda: self._publish_letters(letters), "dead-letter") is None:
+            return
+        self.stats.applied += result.applied
+        self.stats.skipped += result.skipped
+        self.stats.dead_lettered += len(letters)
+        for name, count in result.applied_by_type.items():
+            self.stats.applied_by_type[name] = self.stats.applied_by_type.get(name, 0) + count
+        self._commit({tp: raws[-1].offset + 1 for tp, raws in batch.items() if raws})
+
     def _publish_letters(self, letters: list[DeadLetter]) -> bool:
         assert self._dlq is not None
         for letter in letters:
@@ -340,6 +377,8 @@ class Projector:
                          settings=settings)
             ensure_topic(settings.dlq_topic, settings.partitions, settings.replication_factor,
                          settings=settings)
+            ensure_topic(settings.checkpoint_topic, settings.partitions,
+                         settings.replication_factor, settings=settings)
         try:
             self._consumer = KafkaConsumer(
                 **settings.kafka_client_options(),
@@ -356,7 +395,7 @@ class Projector:
                 f"no Kafka broker answered at {settings.kafka_bootstrap_servers}"
             ) from exc
         self._consumer.subscribe(
-            [settings.topic],
+            [settings.topic, settings.checkpoint_topic],
             listener=RebalanceListener(self.metrics.rebalanced if self.metrics else None),
         )
         self._producer = EventProducer(settings, codec=self.codec)

@@ -1,0 +1,220 @@
+"""The checkpoint projection: folds the checkpoint log into per-thread Redis structures.
+
+:meth:`CheckpointProjection.apply` is the one "apply a checkpoint event": the
+live projector and the checkpoint replay both call it. Like the chat
+projection, each thread's events of a batch go to one Lua script call that
+checks and advances the thread's tracking position (partition, last applied
+offset) in the same atomic step as the view update, and all threads of a
+batch share one pipeline: one round trip per batch. The projector stores the
+serialized ``(type, bytes)`` pairs as they came; it never imports LangGraph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import redis
+from redis.exceptions import NoScriptError
+
+from chatlog.errors import ChatLogError, EventDecodeError, ReadModelError
+from chatlog.keys import ReadModelKeys
+from chatlog.schemas.checkpoint_codec import CheckpointCodec
+from chatlog.schemas.checkpoint_events import (
+    CheckpointEvent,
+    CheckpointPut,
+    ThreadDeleted,
+    WritesPut,
+)
+from chatlog.schemas.checkpoint_stored import (
+    checkpoint_member,
+    stored_blob,
+    stored_checkpoint,
+    stored_versions,
+    stored_write,
+)
+
+# KEYS: CheckpointKeys.all(). ARGV: partition, then per event: offset, op, n, n arguments.
+#   P: index member, checkpoint ns, stored checkpoint, stored versions, (blob field, blob)*
+#   W: (write field, stored write, overwrite flag)*   - HSETNX unless the flag is 1, as
+#      LangGraph's savers keep the first write of a (task, index) >= 0
+#   D: drop the thread's checkpoints, blobs and writes (the tracking position stays)
+# Returns {applied, skipped}; the checks run before the first write.
+_APPLY = """
+local meta, idx, nss, cps, cpv, blobs, w, wi =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local partition = ARGV[1]
+local state = redis.call('HMGET', meta, 'partition', 'offset')
+if state[1] and state[1] ~= partition then
+  return redis.error_reply('PARTITION thread is tracked on partition ' .. state[1] ..
+    ', event comes from partition ' .. partition)
+end
+local last = tonumber(state[2] or '-1')
+local applied, skipped = 0, 0
+local i = 2
+while i <= #ARGV do
+  local offset, op, n = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])
+  local a = i + 3
+  if offset <= last then
+    skipped = skipped + 1
+  else
+    if op == 'P' then
+      local member = ARGV[a]
+      redis.call('ZADD', idx, 0, member)
+      redis.call('ZADD', nss, 'NX', offset, ARGV[a + 1])
+      redis.call('HSET', cps, member, ARGV[a + 2])
+      redis.call('HSET', cpv, member, ARGV[a + 3])
+      for j = a + 4, a + n - 1, 2 do
+        redis.call('HSET', blobs, ARGV[j], ARGV[j + 1])
+      end
+    elseif op == 'W' then
+      for j = a, a + n - 1, 3 do
+        if ARGV[j + 2] == '1' then
+          redis.call('HSET', w, ARGV[j], ARGV[j + 1])
+        else
+          redis.call('HSETNX', w, ARGV[j], ARGV[j + 1])
+        end
+        redis.call('ZADD', wi, 0, ARGV[j])
+      end
+    elseif op == 'D' then
+      redis.call('DEL', idx, nss, cps, cpv, blobs, w, wi)
+    end
+    last = offset
+    applied = applied + 1
+  end
+  i = a + n
+end
+if applied > 0 then
+  redis.call('HSET', meta, 'partition', partition, 'offset', last)
+end
+return {applied, skipped}
+"""
+
+
+class CheckpointRecord(NamedTuple):
+    """A decoded checkpoint event with its coordinates in the log."""
+
+    partition: int
+    offset: int
+    event: CheckpointEvent
+
+
+@dataclass(slots=True)
+class CheckpointApplyResult:
+    """What one :meth:`CheckpointProjection.apply` call did."""
+
+    applied: int = 0
+    skipped: int = 0
+    failed: list[tuple[CheckpointRecord, str]] = field(default_factory=list)
+    applied_by_type: dict[str, int] = field(default_factory=dict)
+
+
+def decode_record(codec: CheckpointCodec, raw: Any) -> CheckpointRecord:
+    """Decode one consumed Kafka record of the checkpoint topic.
+
+    Raises:
+        EventDecodeError: the value is not a checkpoint event, or its key is
+            not the event's thread id (it would be on the wrong partition).
+    """
+    event = codec.decode(raw.value)
+    key = raw.key.decode("utf-8", "replace") if raw.key is not None else None
+    if key != event.thread_id:
+        raise EventDecodeError(f"key {key!r} is not the thread id {event.thread_id!r}")
+    return CheckpointRecord(raw.partition, raw.offset, event)
+
+
+def _arguments(record: CheckpointRecord) -> list[Any]:
+    payload = record.event.payload
+    args: list[Any]
+    if isinstance(payload, CheckpointPut):
+        args = [
+            checkpoint_member(payload.checkpoint_ns, payload.checkpoint_id),
+            payload.checkpoint_ns,
+            stored_checkpoint(payload),
+            stored_versions(payload),
+        ]
+        for blob in payload.blobs:
+            args.extend(stored_blob(payload, blob))
+        op = "P"
+    elif isinstance(payload, WritesPut):
+        args = []
+        for write in payload.writes:
+            args.extend(stored_write(payload, write))
+            args.append("1" if write.index < 0 else "0")
+        op = "W"
+    elif isinstance(payload, ThreadDeleted):
+        args, op = [], "D"
+    else:
+        raise ReadModelError(f"no projection for event type {record.event.event_type}")
+    return [record.offset, op, len(args), *args]
+
+
+class CheckpointProjection:
+    """Applies checkpoint log records to the read model of one namespace.
+
+    Raises :class:`redis.exceptions.ConnectionError` and
+    :class:`redis.exceptions.TimeoutError` unchanged from :meth:`apply`, so the
+    caller can retry the whole batch (it is idempotent); any other Redis
+    failure becomes :class:`ReadModelError`.
+    """
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self.client = client
+        self.keys = ReadModelKeys(namespace)
+        self._sha = hashlib.sha1(_APPLY.encode()).hexdigest()
+
+    def apply(self, records: Sequence[CheckpointRecord]) -> CheckpointApplyResult:
+        """Apply ``records`` (in log order) idempotently; one Redis round trip."""
+        result = CheckpointApplyResult()
+        threads: dict[str, list[tuple[CheckpointRecord, list[Any]]]] = {}
+        for record in records:
+            try:
+                args = _arguments(record)
+            except ChatLogError as exc:
+                result.failed.append((record, str(exc)))
+                continue
+            threads.setdefault(record.event.thread_id, []).append((record, args))
+        if not threads:
+            return result
+        replies = self._execute(threads)
+        for (thread_id, items), reply in zip(threads.items(), replies, strict=True):
+            if isinstance(reply, Exception):
+                reason = f"thread {thread_id!r} not applied: {reply}"
+                result.failed.extend((record, reason) for record, _ in items)
+                continue
+            applied, skipped = int(reply[0]), int(reply[1])
+            result.applied += applied
+            result.skipped += skipped
+            # Offsets only grow within a thread, so the applied events are the newest.
+            for record, _ in items[len(items) - applied :]:
+                name = record.event.event_type
+                result.applied_by_type[name] = result.applied_by_type.get(name, 0) + 1
+        return result
+
+    def _execute(self, threads: dict[str, list[tuple[CheckpointRecord, list[Any]]]]) -> list[Any]:
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for thread_id, items in threads.items():
+                argv: list[Any] = [items[0][0].partition]
+                for _, args in items:
+                    argv.extend(args)
+                keys = self.keys.thread(thread_id).all()
+                pipe.evalsha(self._sha, len(keys), *keys, *argv)
+            try:
+                replies = pipe.execute(raise_on_error=False)
+            except (redis.ConnectionError, redis.TimeoutError):
+                raise
+            except redis.RedisError as exc:
+                raise ReadModelError(f"applying checkpoints to Redis failed: {exc}") from exc
+            for reply in replies:
+                if isinstance(reply, (redis.ConnectionError, redis.TimeoutError)):
+                    raise reply
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                # The server lost its script cache (restart, SCRIPT FLUSH, failover);
+                # re-running the batch is safe because applying is idempotent.
+                self._sha = self.client.script_load(_APPLY)
+                continue
+            return list(replies)
+        raise ReadModelError("the Redis script cache keeps losing the checkpoint script")
