@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+import redis
 from click.testing import CliRunner
 
 from chatlog.cli import cli
@@ -63,19 +64,28 @@ def test_inconsistent_security_or_operations_settings_are_refused(
         Settings.from_env(env)
 
 
-def test_redis_credentials_and_tls_files_pass_to_the_client() -> None:
-    """Redis ACL user, password and TLS files become redis-py keyword options."""
+def test_redis_credentials_and_tls_files_reach_every_client_made_from_the_url() -> None:
+    """Redis ACL user, password and TLS files are folded into the URL clients are made from."""
     settings = Settings.from_env(
         {
             "REDIS_URL": "rediss://redis.internal:6380/0",
             "CHATLOG_REDIS_USERNAME": "projector",
-            "CHATLOG_REDIS_PASSWORD": "pw",
-            "CHATLOG_REDIS_SSL_CA_CERTS": "/ca.pem",
+            "CHATLOG_REDIS_PASSWORD": "p@ss/word",
+            "CHATLOG_REDIS_SSL_CA_CERTS": "/etc/ca.pem",
         }
     )
-    assert settings.redis_client_options() == {
-        "username": "projector", "password": "pw", "ssl_ca_certs": "/ca.pem"
-    }
+    client = redis.Redis.from_url(settings.redis_url)
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs["username"], kwargs["password"]) == ("projector", "p@ss/word")
+    assert kwargs["ssl_ca_certs"] == "/etc/ca.pem"
+    assert settings.with_(topic="other").redis_url == settings.redis_url
+    client.close()
+
+
+def test_credentials_in_the_redis_url_win() -> None:
+    """A user and password already in REDIS_URL are kept as given."""
+    settings = Settings(redis_url="redis://app:url-pw@r:6379/0", redis_password="other")
+    assert settings.redis_url == "redis://app:url-pw@r:6379/0"
 
 
 def test_every_setting_has_a_flag_that_beats_its_variable() -> None:
