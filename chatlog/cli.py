@@ -321,6 +321,13 @@ def bench(ctx: click.Context, quick: bool, json_path: str | None, embedded: bool
     console.print(f"results written to {path}")
 
 
+from chatlog.session_commands import export, import_, sessions  # noqa: E402 - registered here
+
+cli.add_command(sessions)
+cli.add_command(export)
+cli.add_command(import_)
+
+
 def main() -> None:
     """Console-script entry point: typed chatlog errors exit 1 with their message."""
     try:

@@ -138,7 +138,11 @@ if applied > 0 then
       end
     end
     if owner ~= '' then redis.call('HSET', meta, 'owner', owner) end
-    if ttl ~= '' then redis.call('HSET', meta, 'ttl_ms', ttl) else redis.call('HDEL', meta, 'ttl_ms') end
+    if ttl ~= '' then
+      redis.call('HSET', meta, 'ttl_ms', ttl)
+    else
+      redis.call('HDEL', meta, 'ttl_ms')
+    end
     if was_deleted then redis.call('HDEL', meta, 'deleted') end
   end
   local ttl_ms = default_ttl
@@ -235,7 +239,7 @@ class RedisProjection:
             return result
         replies = self._execute(sessions, user_deletions)
         stale: dict[str, set[str]] = {}
-        for (session_id, items), reply in zip(sessions.items(), replies):
+        for (session_id, items), reply in zip(sessions.items(), replies, strict=True):
             if isinstance(reply, Exception):
                 reason = f"session {session_id!r} not applied: {reply}"
                 result.failed.extend((record, reason) for record, _ in items)

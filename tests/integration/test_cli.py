@@ -32,7 +32,7 @@ def test_history_show_prints_the_session_as_json(
     history.add_messages([HumanMessage("ping"), AIMessage("pong")])
     assert len(history.messages) == 2
     result = CliRunner().invoke(
-        cli, ["history", "show", "cli-session", "--json"], env=_env(settings)
+        cli, ["history", "show", "cli-session", "--user", "dora", "--json"], env=_env(settings)
     )
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)

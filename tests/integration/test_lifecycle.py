@@ -13,10 +13,10 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from chatlog import ChatLog, Settings
 from chatlog.errors import InvalidUserIdError, SessionOwnershipError
+from chatlog.histories.messages import to_event
 from chatlog.projector import Projector
 from chatlog.projector.replay import Replayer
 from chatlog.schemas.events import ChatEvent
-from chatlog.histories.messages import to_event
 from tests.conftest import delete_namespace
 
 
@@ -77,7 +77,7 @@ def test_another_user_cannot_read_or_write_an_owned_session(
     assert mine.messages == [HumanMessage("secret")]
     for intruder in (lc_chatlog.history(session, bob), lc_chatlog.history(session)):
         with pytest.raises(SessionOwnershipError):
-            intruder.messages  # noqa: B018 - the read is the test
+            intruder.messages
         with pytest.raises(SessionOwnershipError):
             intruder.last(1)
         with pytest.raises(SessionOwnershipError):

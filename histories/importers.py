@@ -1,0 +1,296 @@
+"""Importing histories into the log: chatlog exports and existing LangChain stores.
+
+Sources (each yields :class:`~chatlog.histories.export.SessionExport`):
+
+* :func:`read_export` — a chatlog JSON or JSON Lines export, or a bare JSON
+  list in ``messages_to_dict`` form (with ``session_id`` given).
+* :func:`read_langchain_redis` — every session under a langchain-community
+  ``RedisChatMessageHistory`` key prefix (lists of ``message_to_dict`` JSON,
+  newest first).
+* :func:`read_langchain_sql` — every session of a ``SQLChatMessageHistory``
+  table (``id``, ``session_id``, ``message``), on any SQLAlchemy URL.
+
+:func:`import_sessions` publishes them. It is idempotent on re-run: a session
+whose projected history is a prefix of the imported one gets only the
+missing tail, an identical one nothing; a session holding other messages is
+reported as a conflict and left alone. It waits for its own writes to be
+projected, so a re-run right after sees them.
+
+Pickle is never loaded: input that is a pickle (a ``.pkl``/``.pickle`` file,
+or bytes starting with a pickle protocol marker) raises
+:class:`~chatlog.errors.UnsafeInputError`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from langchain_core.messages import BaseMessage, messages_from_dict, messages_to_dict
+
+from chatlog.errors import ChatLogError, ConfigurationError, ReadModelError, UnsafeInputError
+from chatlog.histories.export import EXPORT_FORMAT, SessionExport
+from chatlog.histories.store import ChatLog
+from chatlog.identifiers import validate_session_id, validate_user_id
+
+#: File name endings refused without reading the file.
+PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".pck", ".p"})
+#: Key prefix of langchain-community's ``RedisChatMessageHistory``.
+LANGCHAIN_REDIS_PREFIX = "message_store:"
+#: Table name of langchain-community's ``SQLChatMessageHistory``.
+LANGCHAIN_SQL_TABLE = "message_store"
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+
+
+class ImportFormatError(ChatLogError, ValueError):
+    """Raised when import input is not a chatlog export or LangChain message JSON."""
+
+
+def refuse_pickle(data: bytes | str, what: str) -> None:
+    """Raise :class:`UnsafeInputError` if ``data`` looks like a pickle.
+
+    Every pickle protocol from 2 on starts with ``0x80`` and the protocol
+    number; JSON text never starts with that byte.
+    """
+    head = data[:1].encode("latin-1", "replace") if isinstance(data, str) else bytes(data[:1])
+    if head == b"\x80":
+        raise UnsafeInputError(
+            f"{what} is a Python pickle; chatlog never loads pickles (they can run code). "
+            "Convert it to JSON with langchain_core.messages.messages_to_dict first"
+        )
+
+
+def _messages(items: Any, what: str) -> tuple[BaseMessage, ...]:
+    if not isinstance(items, list) or not all(
+        isinstance(i, dict) and "type" in i and "data" in i for i in items
+    ):
+        raise ImportFormatError(
+            f"{what} is not a list of messages in messages_to_dict form "
+            '([{"type": ..., "data": {...}}, ...])'
+        )
+    try:
+        return tuple(messages_from_dict(items))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ImportFormatError(f"{what} holds a message LangChain cannot rebuild: {exc}") from exc
+
+
+def _session(obj: Any, what: str, user_id: str | None) -> SessionExport:
+    if not isinstance(obj, dict) or "session_id" not in obj or "messages" not in obj:
+        raise ImportFormatError(f"{what} is not a session object with session_id and messages")
+    session_id = validate_session_id(obj["session_id"])
+    owner = user_id if user_id is not None else validate_user_id(obj.get("user_id"))
+    return SessionExport(session_id, owner, _messages(obj["messages"], what))
+
+
+def read_export(
+    source: str | Path | bytes,
+    *,
+    session_id: str | None = None,
+    user_id: str | None = None,
+) -> list[SessionExport]:
+    """Read a chatlog export (JSON or JSON Lines) or a bare ``messages_to_dict`` list.
+
+    Args:
+        source: A file path, or the file's bytes.
+        session_id: The session of a bare message list (required for that form).
+        user_id: Owner to give every session (default: the one in the export).
+
+    Raises:
+        UnsafeInputError: the input is a pickle (nothing of it is loaded).
+        ImportFormatError: the input is neither form.
+    """
+    if isinstance(source, bytes):
+        data, what = source, "the input"
+    else:
+        path = Path(source)
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            raise UnsafeInputError(
+                f"{path} is a pickle file by its name; chatlog never loads pickles. "
+                "Export the messages as JSON (messages_to_dict) instead"
+            )
+        data, what = path.read_bytes(), str(path)
+    refuse_pickle(data, what)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImportFormatError(f"{what} is not UTF-8 text (JSON or JSON Lines)") from exc
+    try:
+        document: Any = json.loads(text)
+    except ValueError:
+        document = None
+        lines = [line for line in text.splitlines() if line.strip()]
+        try:
+            objects = [json.loads(line) for line in lines]
+        except ValueError as exc:
+            raise ImportFormatError(f"{what} is neither JSON nor JSON Lines: {exc}") from exc
+        return [_session(o, f"{what} line {n}", user_id) for n, o in enumerate(objects, 1)]
+    if isinstance(document, dict) and document.get("format") == EXPORT_FORMAT:
+        return [_session(o, what, user_id) for o in document.get("sessions", [])]
+    if isinstance(document, dict) and "session_id" in document:
+        return [_session(document, what, user_id)]
+    if isinstance(document, list):
+        if session_id is None:
+            raise ImportFormatError(
+                f"{what} is a bare message list: give the session id to import it into"
+            )
+        return [SessionExport(validate_session_id(session_id), user_id, _messages(document, what))]
+    raise ImportFormatError(f"{what} is not a chatlog export nor a messages_to_dict list")
+
+
+def read_langchain_redis(
+    client: redis.Redis,
+    prefix: str = LANGCHAIN_REDIS_PREFIX,
+    *,
+    user_id: str | None = None,
+) -> Iterator[SessionExport]:
+    """Yield every session stored by ``RedisChatMessageHistory`` under ``prefix``.
+
+    ``RedisChatMessageHistory`` keeps one list per session at ``prefix +
+    session_id``, newest message first (LPUSH); sessions come out in key order
+    with messages oldest first. Keys under the prefix that are not lists are
+    skipped.
+
+    Raises:
+        UnsafeInputError: a stored value is a pickle.
+        ReadModelError: the source Redis could not be read.
+    """
+    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+    try:
+        keys = sorted(client.scan_iter(match=pattern, count=1000))
+        for key in keys:
+            if client.type(key) not in (b"list", "list"):
+                continue
+            values = client.lrange(key, 0, -1)
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            what = f"Redis key {name!r}"
+            items = []
+            for value in reversed(values):
+                refuse_pickle(value, what)
+                try:
+                    items.append(json.loads(value))
+                except ValueError as exc:
+                    raise ImportFormatError(f"{what} holds a value that is not JSON") from exc
+            yield SessionExport(
+                validate_session_id(name[len(prefix) :]), user_id, _messages(items, what)
+            )
+    except redis.RedisError as exc:
+        raise ReadModelError(f"reading the LangChain Redis store failed: {exc}") from exc
+
+
+def read_langchain_sql(
+    url: str | Any, table: str = LANGCHAIN_SQL_TABLE, *, user_id: str | None = None
+) -> Iterator[SessionExport]:
+    """Yield every session of a ``SQLChatMessageHistory`` table, messages in ``id`` order.
+
+    Args:
+        url: A SQLAlchemy URL (``sqlite:///chat.db``, ``postgresql+psycopg://...``)
+            or an ``Engine``.
+        table: The table name (``message_store`` by default).
+        user_id: Owner to give every imported session.
+
+    Raises:
+        ConfigurationError: SQLAlchemy is not installed, or the table name is unsafe.
+        UnsafeInputError: a stored message is a pickle.
+        ImportFormatError: a stored message is not ``message_to_dict`` JSON.
+    """
+    try:
+        import sqlalchemy as sa
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ConfigurationError(
+            "importing from SQL needs SQLAlchemy: pip install 'chatlog[import]'"
+        ) from exc
+    if not _IDENTIFIER.match(table):
+        raise ConfigurationError(f"table name {table!r} is not a plain SQL identifier")
+    engine = sa.create_engine(url) if isinstance(url, str) else url
+    schema, _, name = table.rpartition(".")
+    rows = sa.table(name, sa.column("id"), sa.column("session_id"), sa.column("message"))
+    if schema:
+        rows.schema = schema
+    query = sa.select(rows.c.session_id, rows.c.message).order_by(rows.c.session_id, rows.c.id)
+    try:
+        with engine.connect() as connection:
+            current: str | None = None
+            items: list[Any] = []
+            for session_id, message in connection.execute(query):
+                if session_id != current:
+                    if current is not None:
+                        yield _sql_session(current, items, table, user_id)
+                    current, items = session_id, []
+                what = f"table {table} session {session_id!r}"
+                raw = message if isinstance(message, (bytes, str)) else str(message)
+                refuse_pickle(raw, what)
+                try:
+                    items.append(json.loads(raw))
+                except ValueError as exc:
+                    raise ImportFormatError(f"{what} holds a message that is not JSON") from exc
+            if current is not None:
+                yield _sql_session(current, items, table, user_id)
+    except sa.exc.SQLAlchemyError as exc:
+        raise ImportFormatError(f"reading table {table!r} failed: {exc}") from exc
+    finally:
+        if isinstance(url, str):
+            engine.dispose()
+
+
+def _sql_session(
+    session_id: str, items: list[Any], table: str, user_id: str | None
+) -> SessionExport:
+    what = f"table {table} session {session_id!r}"
+    return SessionExport(validate_session_id(session_id), user_id, _messages(items, what))
+
+
+@dataclass(slots=True)
+class ImportProgress:
+    """Where an import stands; handed to ``on_progress`` after every session."""
+
+    sessions: int = 0
+    messages_published: int = 0
+    messages_skipped: int = 0
+    unchanged: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    current: str | None = None
+
+
+def import_sessions(
+    chatlog: ChatLog,
+    sessions: Iterable[SessionExport],
+    *,
+    on_progress: Callable[[ImportProgress], None] | None = None,
+) -> ImportProgress:
+    """Publish ``sessions`` into the log, idempotently (see the module docs).
+
+    Each session is written through a history opened with its ``user_id``, so
+    the usual ownership rules apply.
+
+    Raises:
+        SessionOwnershipError: a session already belongs to another user.
+        ProjectionLagError: the projector did not apply the import's writes in time.
+    """
+    progress = ImportProgress()
+    for session in sessions:
+        progress.current = session.session_id
+        history = chatlog.history(session.session_id, session.user_id)
+        existing = messages_to_dict(history.messages)
+        incoming = messages_to_dict(list(session.messages))
+        if existing != incoming[: len(existing)]:
+            progress.conflicts.append(session.session_id)
+        elif len(existing) == len(incoming):
+            progress.unchanged.append(session.session_id)
+            progress.messages_skipped += len(incoming)
+        else:
+            history.add_messages(list(session.messages[len(existing) :]))
+            # Read back (read-your-writes) so that a re-run sees this import.
+            history.snapshot(limit=1)
+            progress.messages_published += len(incoming) - len(existing)
+            progress.messages_skipped += len(existing)
+        progress.sessions += 1
+        if on_progress is not None:
+            on_progress(progress)
+    progress.current = None
+    return progress
