@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
@@ -35,6 +36,7 @@ from chatlog import Settings
 from chatlog.errors import ProjectionLagError, UnsafeInputError
 from chatlog.histories.checkpointer import ChatLogCheckpointSaver
 from chatlog.keys import ReadModelKeys
+from chatlog.producers.producer import EncodedEvent
 from chatlog.projector import Projector
 from chatlog.projector.checkpoint_projection import CheckpointProjection, CheckpointRecord
 from chatlog.projector.checkpoint_replay import replay_checkpoints
@@ -77,7 +79,9 @@ def module_projector(module_settings: Settings) -> Iterator[Projector]:
 
 
 @pytest.fixture
-def saver(module_settings: Settings, module_projector: Projector) -> Iterator[ChatLogCheckpointSaver]:
+def saver(
+    module_settings: Settings, module_projector: Projector
+) -> Iterator[ChatLogCheckpointSaver]:
     """A checkpoint saver on the module's log, closed after the test."""
     with ChatLogCheckpointSaver(module_settings) as made:
         yield made
@@ -102,7 +106,8 @@ def _checkpoints(count: int) -> list[Checkpoint]:
     for step in range(count):
         current = create_checkpoint(current, None, step)
         version = memory.get_next_version(
-            current["channel_versions"].get("messages"), None  # type: ignore[arg-type]
+            current["channel_versions"].get("messages"),
+            None,  # type: ignore[arg-type]
         )
         current["channel_versions"]["messages"] = version
         current["channel_values"]["messages"] = [f"message {i}" for i in range(step + 1)]
@@ -118,9 +123,11 @@ def _fill(saver: BaseCheckpointSaver[Any], thread_id: str, chain: list[Checkpoin
     configs: list[Any] = []
     parent = _config(thread_id)
     for step, checkpoint in enumerate(chain):
-        new_versions = dict(checkpoint["channel_versions"]) if step == 0 else {
-            "messages": checkpoint["channel_versions"]["messages"]
-        }
+        new_versions = (
+            dict(checkpoint["channel_versions"])
+            if step == 0
+            else {"messages": checkpoint["channel_versions"]["messages"]}
+        )
         metadata: Any = {"source": "input" if step == 0 else "loop", "step": step}
         parent = saver.put(parent, checkpoint, metadata, new_versions)
         configs.append(parent)
@@ -165,7 +172,7 @@ def _only_thread(reads: dict[str, Any], thread_id: str) -> dict[str, Any]:
 
 
 def test_reads_equal_in_memory_saver_after_the_same_writes(saver: ChatLogCheckpointSaver) -> None:
-    """get_tuple and list (filter, before, limit, namespaces, parents, writes) match InMemorySaver."""
+    """get_tuple and list (filter, before, limit, namespaces, parents, writes) as InMemorySaver."""
     chain = _checkpoints(4)
     memory, thread_id = InMemorySaver(), _thread()
     ours = _only_thread(_reads(saver, thread_id, _fill(saver, thread_id, chain)), thread_id)
@@ -197,9 +204,11 @@ def test_async_methods_equal_the_sync_in_memory_saver(saver: ChatLogCheckpointSa
         parent = _config(thread_id)
         configs = []
         for step, checkpoint in enumerate(chain):
-            versions = dict(checkpoint["channel_versions"]) if step == 0 else {
-                "messages": checkpoint["channel_versions"]["messages"]
-            }
+            versions = (
+                dict(checkpoint["channel_versions"])
+                if step == 0
+                else {"messages": checkpoint["channel_versions"]["messages"]}
+            )
             metadata: Any = {"source": "input" if step == 0 else "loop", "step": step}
             parent = await saver.aput(parent, checkpoint, metadata, versions)
             configs.append(parent)
@@ -250,7 +259,7 @@ def test_delete_thread_removes_checkpoints_and_writes_like_in_memory_saver(
 def test_a_state_graph_keeps_its_conversation_across_restart_and_rebuild(
     module_settings: Settings, module_projector: Projector, redis_url: str
 ) -> None:
-    """A compiled StateGraph continues its thread with a new saver and after a Redis wipe + replay."""
+    """A compiled StateGraph continues its thread with a new saver and after wipe + replay."""
 
     class State(TypedDict):
         messages: Annotated[list[AnyMessage], add_messages]
@@ -287,7 +296,12 @@ def test_a_state_graph_keeps_its_conversation_across_restart_and_rebuild(
         client.close()
     state = turn("three")
     assert [m.content for m in state["messages"]] == [
-        "one", "heard 1: one", "two", "heard 2: two", "three", "heard 3: three",
+        "one",
+        "heard 1: one",
+        "two",
+        "heard 2: two",
+        "three",
+        "heard 3: three",
     ]
     assert state["turns"] == 3
 
@@ -308,7 +322,10 @@ def test_create_agent_keeps_its_conversation_across_restart(
             result = agent.invoke({"messages": [HumanMessage(text)]}, config)
             fresh.get_tuple(config)
     assert [m.content for m in result["messages"]] == [
-        "I am Ada", "hello Ada", "who am I?", "you are Ada",
+        "I am Ada",
+        "hello Ada",
+        "who am I?",
+        "you are Ada",
     ]
 
 
@@ -351,6 +368,23 @@ def test_a_read_waits_for_its_own_writes_then_names_the_lag(
 def test_pickle_serialization_is_refused() -> None:
     """A JsonPlusSerializer with pickle fallback is rejected before anything is written."""
     with pytest.raises(UnsafeInputError, match="pickle"):
-        ChatLogCheckpointSaver(
-            Settings(), serde=JsonPlusSerializer(pickle_fallback=True)
-        )
+        ChatLogCheckpointSaver(Settings(), serde=JsonPlusSerializer(pickle_fallback=True))
+
+
+def test_undecodable_checkpoint_records_are_dead_lettered_and_the_thread_goes_on(
+    module_settings: Settings, module_projector: Projector, saver: ChatLogCheckpointSaver
+) -> None:
+    """Garbage on the checkpoint topic goes to the dead-letter topic; later puts still apply."""
+    thread_id = _thread()
+    before = module_projector.stats.dead_lettered
+    saver.producer.send_encoded(
+        module_settings.checkpoint_topic, [EncodedEvent(thread_id.encode(), b"not avro", [])]
+    )
+    checkpoint = _checkpoints(1)[0]
+    saver.put(_config(thread_id), checkpoint, {"source": "input", "step": 0}, {})
+    found = saver.get_tuple(_config(thread_id))
+    assert found is not None and found.checkpoint["id"] == checkpoint["id"]
+    deadline = time.monotonic() + 20
+    while module_projector.stats.dead_lettered == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert module_projector.stats.dead_lettered == before + 1
