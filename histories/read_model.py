@@ -20,8 +20,10 @@ _REFRESH_TTL = """
 local ttl = tonumber(redis.call('HGET', KEYS[2], 'ttl_ms') or ARGV[1])
 if ttl and ttl > 0 and redis.call('HEXISTS', KEYS[2], 'deleted') == 0
     and redis.call('PTTL', KEYS[2]) > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
+  local now = redis.call('TIME')
+  local at = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + ttl
+  redis.call('PEXPIREAT', KEYS[1], at)
+  redis.call('PEXPIREAT', KEYS[2], at)
 end
 return 0
 """
