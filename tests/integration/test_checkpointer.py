@@ -30,6 +30,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
+from langgraph.types import Command, interrupt
 from typing_extensions import TypedDict
 
 from chatlog import Settings
@@ -388,3 +389,62 @@ def test_undecodable_checkpoint_records_are_dead_lettered_and_the_thread_goes_on
     while module_projector.stats.dead_lettered == before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert module_projector.stats.dead_lettered == before + 1
+
+
+def _interrupting_graph(checkpointer: BaseCheckpointSaver[Any]) -> Any:
+    """A parent graph with a subgraph node that asks a human before answering."""
+
+    class State(TypedDict):
+        messages: Annotated[list[AnyMessage], add_messages]
+
+    def ask(state: State) -> dict[str, Any]:
+        answer = interrupt(f"approve {state['messages'][-1].content}?")
+        return {"messages": [AIMessage(f"approved: {answer}")]}
+
+    inner = StateGraph(State)
+    inner.add_node("ask", ask)
+    inner.add_edge(START, "ask")
+    outer = StateGraph(State)
+    outer.add_node("sub", inner.compile())
+    outer.add_node("done", lambda state: {"messages": [AIMessage("done")]})
+    outer.add_edge(START, "sub")
+    outer.add_edge("sub", "done")
+    outer.add_edge("done", END)
+    return outer.compile(checkpointer=checkpointer)
+
+
+def _history_shape(graph: Any, config: RunnableConfig) -> list[Any]:
+    """A thread's state history without ids and timestamps, which differ between runs."""
+    return [
+        (
+            [m.content for m in snapshot.values.get("messages", [])],
+            snapshot.next,
+            snapshot.metadata.get("step"),
+            snapshot.metadata.get("source"),
+            [(t.name, [i.value for i in t.interrupts]) for t in snapshot.tasks],
+        )
+        for snapshot in graph.get_state_history(config)
+    ]
+
+
+def test_an_interrupted_subgraph_resumes_in_a_new_process_like_in_memory_saver(
+    module_settings: Settings, module_projector: Projector
+) -> None:
+    """interrupt() in a subgraph, resumed by Command after a restart; history as InMemorySaver's."""
+    memory = InMemorySaver()
+    shapes = []
+    for backend in ("chatlog", "memory"):
+        config: RunnableConfig = {"configurable": {"thread_id": _thread()}}
+        with ChatLogCheckpointSaver(module_settings) as first:
+            graph = _interrupting_graph(first if backend == "chatlog" else memory)
+            paused = graph.invoke({"messages": [HumanMessage("deploy")]}, config)
+            assert [i.value for i in paused["__interrupt__"]] == ["approve deploy?"]
+            used = first if backend == "chatlog" else memory
+            listed = used.list({"configurable": {"thread_id": config["configurable"]["thread_id"]}})
+            assert any(t.config["configurable"]["checkpoint_ns"] for t in listed)  # the subgraph's
+        with ChatLogCheckpointSaver(module_settings) as second:
+            graph = _interrupting_graph(second if backend == "chatlog" else memory)
+            state = graph.invoke(Command(resume="yes"), config)
+            assert [m.content for m in state["messages"]] == ["deploy", "approved: yes", "done"]
+            shapes.append(_history_shape(graph, config))
+    assert shapes[0] == shapes[1]
