@@ -1,0 +1,203 @@
+"""What the fault tests promised and what they found: acknowledged appends vs. the read model.
+
+Every event a fault test publishes carries a unique text (``<session>#<n>``)
+as its message content. The :class:`Ledger` keeps the log position of every
+append the broker acknowledged; :func:`reconcile` reads every session back
+from Redis and counts what was lost, duplicated or reordered.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from chatlog.keys import META_OFFSET, META_PARTITION, ReadModelKeys
+from chatlog.producers.producer import LogPosition
+from chatlog.schemas.events import ChatEvent, MessageAppended
+
+
+def message_event(session_id: str, text: str, *, user_id: str | None = None) -> ChatEvent:
+    """A ``MessageAppended`` event whose content is ``text``."""
+    return ChatEvent(session_id, MessageAppended(type="human", content=text), user_id=user_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """One acknowledged append: where the broker stored which text."""
+
+    session_id: str
+    partition: int
+    offset: int
+    text: str
+
+
+@dataclass
+class Ledger:
+    """Thread-safe record of every append sent, acknowledged or refused."""
+
+    sent: int = 0
+    failed: int = 0
+    appends: dict[str, list[Append]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, events: Sequence[ChatEvent], positions: Sequence[LogPosition]) -> None:
+        """Record ``events`` as acknowledged at ``positions``."""
+        with self._lock:
+            self.sent += len(events)
+            for event, position in zip(events, positions, strict=True):
+                payload = event.payload
+                assert isinstance(payload, MessageAppended) and isinstance(payload.content, str)
+                self.appends.setdefault(event.session_id, []).append(
+                    Append(event.session_id, position.partition, position.offset, payload.content)
+                )
+
+    def record_texts(self, session_id: str, texts: Sequence[str], positions: Iterable[Any]) -> None:
+        """Record appends known by text and ``(partition, offset)`` pairs (from subprocesses)."""
+        with self._lock:
+            self.sent += len(texts)
+            for text, (partition, offset) in zip(texts, positions, strict=True):
+                self.appends.setdefault(session_id, []).append(
+                    Append(session_id, int(partition), int(offset), text)
+                )
+
+    def record_failure(self, count: int) -> None:
+        """Record ``count`` appends that raised instead of being acknowledged."""
+        with self._lock:
+            self.sent += count
+            self.failed += count
+
+    @property
+    def acknowledged(self) -> int:
+        """Number of acknowledged appends."""
+        return sum(len(a) for a in self.appends.values())
+
+    def expected(self, session_id: str) -> list[str]:
+        """The texts of a session in log order."""
+        return [a.text for a in sorted(self.appends[session_id], key=lambda a: a.offset)]
+
+    def newest(self) -> dict[str, Append]:
+        """Each session's newest acknowledged append."""
+        return {s: max(a, key=lambda x: x.offset) for s, a in self.appends.items() if a}
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """What one scenario measured (printed by the tests, quoted in docs/reliability.md)."""
+
+    scenario: str
+    sessions: int
+    sent: int
+    acknowledged: int
+    failed: int
+    applied: int
+    lost: int
+    duplicated: int
+    unexpected: int
+    out_of_order_sessions: int
+    extra: dict[str, Any]
+
+    def line(self) -> str:
+        """One greppable line: ``FIGURES scenario=... sent=... ...``."""
+        fields = {
+            "sessions": self.sessions,
+            "sent": self.sent,
+            "acknowledged": self.acknowledged,
+            "failed": self.failed,
+            "applied": self.applied,
+            "lost": self.lost,
+            "duplicated": self.duplicated,
+            "unexpected": self.unexpected,
+            "out_of_order_sessions": self.out_of_order_sessions,
+            **self.extra,
+        }
+        return f"FIGURES scenario={self.scenario} " + " ".join(
+            f"{k}={v}" for k, v in fields.items()
+        )
+
+    def assert_exact(self) -> None:
+        """Fail unless nothing was lost, duplicated, invented or reordered."""
+        assert (self.lost, self.duplicated, self.unexpected, self.out_of_order_sessions) == (
+            0,
+            0,
+            0,
+            0,
+        ), self.line()
+
+
+def read_texts(client: redis.Redis, namespace: str, session_id: str) -> list[str]:
+    """The message texts of a session as the read model holds them, in list order."""
+    raw = client.lrange(ReadModelKeys(namespace).messages(session_id), 0, -1)
+    return [json.loads(item)["data"]["content"] for item in raw]
+
+
+def wait_caught_up(
+    client: redis.Redis, namespace: str, ledger: Ledger, *, timeout_s: float = 90.0
+) -> None:
+    """Block until every session's applied offset reaches its newest acknowledged append.
+
+    Raises:
+        AssertionError: the projection is still behind after ``timeout_s`` (naming how far).
+    """
+    keys = ReadModelKeys(namespace)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        newest = ledger.newest()
+        pipe = client.pipeline(transaction=False)
+        for session_id in newest:
+            pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET])
+        behind = 0
+        for append, (partition, offset) in zip(newest.values(), pipe.execute(), strict=True):
+            if offset is None or int(offset) < append.offset:
+                behind += 1
+            else:
+                assert int(partition) == append.partition
+        if not behind:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{behind} session(s) still not projected after {timeout_s:g}s")
+        time.sleep(0.1)
+
+
+def reconcile(
+    scenario: str,
+    client: redis.Redis,
+    namespace: str,
+    ledger: Ledger,
+    **extra: Any,
+) -> Figures:
+    """Compare every session in Redis with the acknowledged appends; print and return figures."""
+    applied = lost = duplicated = unexpected = disordered = 0
+    for session_id in ledger.appends:
+        expected = ledger.expected(session_id)
+        found = read_texts(client, namespace, session_id)
+        applied += len(found)
+        counts = Counter(found)
+        wanted = set(expected)
+        lost += sum(1 for text in expected if text not in counts)
+        duplicated += sum(n - 1 for n in counts.values() if n > 1)
+        unexpected += sum(n for text, n in counts.items() if text not in wanted)
+        seen = list(dict.fromkeys(t for t in found if t in wanted))
+        if seen != [t for t in expected if t in counts]:
+            disordered += 1
+    figures = Figures(
+        scenario=scenario,
+        sessions=len(ledger.appends),
+        sent=ledger.sent,
+        acknowledged=ledger.acknowledged,
+        failed=ledger.failed,
+        applied=applied,
+        lost=lost,
+        duplicated=duplicated,
+        unexpected=unexpected,
+        out_of_order_sessions=disordered,
+        extra=dict(extra),
+    )
+    print(figures.line())
+    return figures
