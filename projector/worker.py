@@ -327,6 +327,8 @@ class Projector:
                     "partition": letter.record.partition,
                     "offset": letter.record.offset,
                     "event_type": _header(letter.record, "event-type") or "unknown",
+                    # The record key is the session id (an id, never message content).
+                    "session_id": bytes(letter.record.key or b"").decode("utf-8", "replace"),
                 },
             )
         self._dlq.publish(letters)
