@@ -104,6 +104,9 @@ class Projector:
             self.redis, self.namespace, active=None if namespace else ActiveNamespace.of(settings)
         )
         self.codec = EventCodec()
+        # Checkpoints stay in the configured namespace, where ChatLogCheckpointSaver
+        # reads them: a rebuild's namespace switch moves chat sessions only (the
+        # checkpoint log is rebuilt by chatlog.projector.checkpoint_replay).
         self.checkpoints = CheckpointProjection(self.redis, self.namespace)
         self.checkpoint_codec = CheckpointCodec()
         self.stats = ProjectorStats()
@@ -293,8 +296,6 @@ class Projector:
 
     def _process_checkpoints(self, batch: dict[Any, list[Any]]) -> None:
         """The checkpoint topic's share of a batch: decode, apply, dead-letter, commit."""
-        if self.checkpoints.keys.namespace != self.namespace:  # a rebuild switched namespaces
-            self.checkpoints = CheckpointProjection(self.redis, self.namespace)
         records, letters, raws_at = [], [], {}
         for raws in batch.values():
             for raw in raws:
