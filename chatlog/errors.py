@@ -106,3 +106,14 @@ class ConsumerGroupError(ChatLogError):
     Check that the broker is reachable and that the configured principal may
     describe the group (``CHATLOG_CONSUMER_GROUP``).
     """
+
+
+class ReplayError(ChatLogError):
+    """Raised when a replay, rebuild or verify cannot run as asked; the message says why."""
+
+
+class NamespaceInUseError(ReplayError):
+    """Raised when a namespace is in use: dropping the active one, or rebuilding it in place.
+
+    Rebuild another namespace and switch readers to it first.
+    """

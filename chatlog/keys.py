@@ -40,6 +40,19 @@ class ReadModelKeys:
         """SCAN pattern matching every key of the namespace."""
         return f"{self.namespace}:*"
 
+    def positions(self) -> str:
+        """Hash of partition -> next offset applied to this namespace (every writer keeps it).
+
+        Everything of a partition below its recorded offset is applied, so a
+        writer that starts a partition at or below it leaves no gap; replay
+        resumes from it.
+        """
+        return f"{self.namespace}:positions"
+
+    def rebuild(self) -> str:
+        """Hash describing the rebuild that fills this namespace (state, as-of time, totals)."""
+        return f"{self.namespace}:rebuild"
+
     @staticmethod
     def session_of(meta_key: str) -> str:
         """The session id inside a meta or messages key."""
@@ -116,3 +129,13 @@ META_UPDATED = "updated_at"
 META_DELETED = "deleted"
 #: The session's own idle TTL in milliseconds (``SessionTtlSet``); absent: the default.
 META_TTL = "ttl_ms"
+
+
+def active_namespace_key(topic: str) -> str:
+    """Return the key naming the namespace readers and the projector use for ``topic``'s log.
+
+    One pointer per event topic, outside every namespace (so dropping a
+    namespace never drops it). When it is absent, ``Settings.namespace`` is
+    the active namespace; ``chatlog replay rebuild --switch`` sets it.
+    """
+    return f"chatlog:active-namespace:{topic}"
