@@ -327,6 +327,10 @@ cli.add_command(sessions)
 cli.add_command(export)
 cli.add_command(import_)
 
+from chatlog.cli_replay import replay  # noqa: E402 - registered here
+
+cli.add_command(replay)
+
 
 def main() -> None:
     """Console-script entry point: typed chatlog errors exit 1 with their message."""

@@ -122,7 +122,7 @@ def run_demo(
         replayer = Replayer(settings, redis_client=chatlog.redis)
         # Stop nothing: the live projector keeps serving while the namespace
         # is wiped and rebuilt; it is idle because no one writes.
-        replayer.drop(settings.namespace)
+        replayer.drop(settings.namespace, allow_active=True)
         report.events_replayed = replayer.rebuild(settings.namespace).done
         for user, session in keys:
             report.rebuilt[(user, session)] = chatlog.history(session, user).messages

@@ -1,0 +1,206 @@
+"""``chatlog replay ...``: rebuild, verify, drop read models; a thin layer over ``Replayer``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+import redis
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from chatlog.errors import NamespaceInUseError
+from chatlog.keys import active_namespace_key
+from chatlog.settings import Settings
+
+console = Console()
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj["settings"]
+    return settings
+
+
+@contextmanager
+def _progress_bar(title: str, *, quiet: bool) -> Iterator[Any]:
+    """A callback that draws a rich progress bar on stderr (or nothing when ``quiet``)."""
+    from chatlog.projector.replay import ReplayProgress
+
+    if quiet:
+        yield None
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} events/s"),
+        TextColumn("partitions {task.fields[partitions]}"),
+        TextColumn("ETA {task.fields[eta]}"),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(title, total=None, rate="-", partitions="-", eta="-")
+
+        def update(progress: ReplayProgress) -> None:
+            eta = progress.eta_s
+            bar.update(
+                task,
+                total=max(progress.total, progress.done),
+                completed=progress.done,
+                rate=f"{progress.rate:,.0f}",
+                partitions=f"{progress.partitions_done}/{progress.partitions_total}",
+                eta="-" if eta is None else f"{eta:.0f}s",
+            )
+
+        yield update
+
+
+def _emit(payload: dict[str, Any], *, as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(payload, ensure_ascii=False))
+    else:
+        for line in lines:
+            console.print(line)
+
+
+@click.group()
+def replay() -> None:
+    """Rebuild read models from the log, check them against it, drop old ones."""
+
+
+@replay.command("rebuild")
+@click.option("--namespace", "target", required=True, help="Namespace to build (a new one).")
+@click.option(
+    "--redis-url",
+    "target_redis_url",
+    default=None,
+    help="Build into this Redis deployment instead of the configured one.",
+)
+@click.option("--as-of", default=None, help="Build the state as of a time (ISO 8601 or epoch ms).")
+@click.option("--switch", is_flag=True, help="Point readers and the projector at it when built.")
+@click.option("--in-place", is_flag=True, help="Allow rebuilding the active namespace itself.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, no progress bar.")
+@click.pass_context
+def replay_rebuild(
+    ctx: click.Context,
+    target: str,
+    target_redis_url: str | None,
+    as_of: str | None,
+    switch: bool,
+    in_place: bool,
+    as_json: bool,
+) -> None:
+    """Project the whole log into a namespace while the live one keeps serving.
+
+    Resumes an unfinished rebuild of the same namespace from its checkpoint.
+    """
+    from chatlog.projector.replay import Replayer, parse_timestamp
+
+    settings = _settings(ctx)
+    client = redis.Redis.from_url(target_redis_url) if target_redis_url else None
+    replayer = Replayer(settings, redis_client=client)
+    if (
+        not in_place
+        and target_redis_url is None
+        and target == replayer.active_namespace()
+        and replayer.has_keys(target)
+    ):
+        raise NamespaceInUseError(
+            f"namespace {target!r} is the active one; rebuild a new namespace with --switch "
+            "(or pass --in-place to re-apply the log onto it)"
+        )
+    moment = parse_timestamp(as_of) if as_of else None
+    with _progress_bar(f"rebuild {target}", quiet=as_json) as update:
+        result = replayer.rebuild(target, as_of=moment, switch=switch, on_progress=update)
+    lines = [
+        f"{'Resumed and finished' if result.resumed else 'Built'} namespace [bold]{target}[/]: "
+        f"{result.done} events read, {result.applied} applied, {result.skipped} already there, "
+        f"{result.failed + result.undecodable} dead-lettered in {result.elapsed_s:.1f}s "
+        f"({result.rate:,.0f} events/s)."
+    ]
+    if result.switched_from is not None:
+        lines.append(f"Readers switched from {result.switched_from} to {target}.")
+    _emit(result.as_dict(), as_json=as_json, lines=lines)
+
+
+@replay.command("drop")
+@click.option("--namespace", "target", required=True, help="Namespace to delete.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def replay_drop(ctx: click.Context, target: str, as_json: bool) -> None:
+    """Delete every key of a namespace that is no longer active (refuses the active one)."""
+    from chatlog.projector.replay import Replayer
+
+    deleted = Replayer(_settings(ctx)).drop(target)
+    _emit(
+        {"namespace": target, "deleted_keys": deleted},
+        as_json=as_json,
+        lines=[f"Dropped namespace [bold]{target}[/]: {deleted} keys deleted."],
+    )
+
+
+@replay.command("session")
+@click.argument("session_id")
+@click.option("--namespace", "target", default=None, help="Namespace (default: the active one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, no progress bar.")
+@click.pass_context
+def replay_session(ctx: click.Context, session_id: str, target: str | None, as_json: bool) -> None:
+    """Rebuild one session from its partition of the log and swap it in atomically."""
+    from chatlog.projector.replay import Replayer
+
+    with _progress_bar(f"session {session_id}", quiet=as_json) as update:
+        result = Replayer(_settings(ctx)).rebuild_session(session_id, target, on_progress=update)
+    _emit(
+        result.as_dict(),
+        as_json=as_json,
+        lines=[
+            f"Rebuilt session [bold]{session_id}[/] in {result.namespace} from partition "
+            f"{result.partition}: {result.events} events, {result.messages} messages."
+        ],
+    )
+
+
+@replay.command("verify")
+@click.option("--namespace", "target", default=None, help="Namespace (default: the active one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, no progress bar.")
+@click.pass_context
+def replay_verify(ctx: click.Context, target: str | None, as_json: bool) -> None:
+    """Recompute every session from the log; exit 1 if the read model differs anywhere."""
+    from chatlog.projector.replay import Replayer
+
+    with _progress_bar("verify", quiet=as_json) as update:
+        report = Replayer(_settings(ctx)).verify(target, on_progress=update)
+    lines = [
+        f"Checked {report.sessions_checked} sessions of [bold]{report.namespace}[/] against "
+        f"{report.progress.done} events: "
+        + ("[green]identical[/]." if report.ok else f"[red]{len(report.differences)} differ[/].")
+    ]
+    for diff in report.differences:
+        lines.append(
+            f"  {diff.session_id}: {', '.join(diff.kinds)} (expected {diff.expected_count} "
+            f"messages, found {diff.actual_count}; missing {diff.missing}, extra {diff.extra}, "
+            f"altered {diff.altered})"
+        )
+    _emit(report.as_dict(), as_json=as_json, lines=lines)
+    if not report.ok:
+        sys.exit(1)
+
+
+@replay.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def replay_status(ctx: click.Context, as_json: bool) -> None:
+    """Show the active namespace and the pointer key that selects it."""
+    from chatlog.projector.replay import Replayer
+
+    settings = _settings(ctx)
+    active = Replayer(settings).active_namespace()
+    key = active_namespace_key(settings.topic)
+    _emit(
+        {"active_namespace": active, "pointer_key": key, "default": settings.namespace},
+        as_json=as_json,
+        lines=[f"Active namespace: [bold]{active}[/] (pointer {key})"],
+    )

@@ -1,0 +1,174 @@
+"""Verify: what the read model should hold according to the log, and how it differs.
+
+:class:`ExpectedState` folds log records into each session's expected message
+list in plain Python. It is deliberately written apart from the Lua apply
+step in :mod:`chatlog.projector.redis_projection`: an oracle that shared the
+code it checks would agree with every bug in it. It follows the same
+documented rules: ownership (an event from another writer than the owner is
+rejected), ``SessionCleared``, ``SessionDeleted`` (a later write starts
+afresh), ``SessionTtlSet`` and idle expiry judged by event time.
+:func:`compare` classifies how a stored list differs from the expected one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatlog.errors import ChatLogError
+from chatlog.projector.redis_projection import LogRecord
+from chatlog.schemas.events import (
+    MessageAppended,
+    SessionCleared,
+    SessionDeleted,
+    SessionTtlSet,
+)
+from chatlog.schemas.stored import stored_message
+
+
+@dataclass(slots=True)
+class ExpectedSession:
+    """One session as the log says the read model should hold it."""
+
+    partition: int
+    offset: int = -1
+    owner: str = ""
+    messages: list[str] = field(default_factory=list)
+    ttl_ms: int | None = None
+    last_event_ms: int = 0
+
+    def expired(self, default_ttl_ms: int, at_ms: int) -> bool:
+        """Whether the session's idle TTL ran out by ``at_ms`` (judged by event time)."""
+        ttl = default_ttl_ms if self.ttl_ms is None else self.ttl_ms
+        return self.offset >= 0 and ttl > 0 and self.last_event_ms + ttl <= at_ms
+
+
+class ExpectedState:
+    """The expected read model of every session, folded from log records in log order.
+
+    Args:
+        session_ttl_s: The deployment's idle TTL (``Settings.session_ttl_s``).
+    """
+
+    def __init__(self, *, session_ttl_s: float | None = None) -> None:
+        self.sessions: dict[str, ExpectedSession] = {}
+        self.default_ttl_ms = int(session_ttl_s * 1000) if session_ttl_s else 0
+        self.events = 0
+
+    def add(self, record: LogRecord) -> None:
+        """Fold one record (records of one session must come in log order)."""
+        self.events += 1
+        event, payload = record.event, record.event.payload
+        if isinstance(payload, MessageAppended):
+            try:
+                message: str | None = stored_message(payload)
+            except ChatLogError:
+                return  # the projector dead-letters it: it never reaches the read model
+        elif isinstance(payload, (SessionCleared, SessionDeleted, SessionTtlSet)):
+            message = None
+        else:
+            return  # UserDeleted and friends touch no session's messages
+        event_ms = int(event.occurred_at.timestamp() * 1000)
+        session = self.sessions.get(event.session_id)
+        if session is None or session.expired(self.default_ttl_ms, event_ms):
+            # New, or idle-expired before this event: its keys are gone, it starts afresh.
+            session = self.sessions[event.session_id] = ExpectedSession(record.partition)
+        user = event.user_id or ""
+        if session.owner and user != session.owner:
+            return  # rejected by ownership; the projector dead-letters it
+        session.offset = record.offset
+        session.last_event_ms = max(session.last_event_ms, event_ms)
+        if isinstance(payload, SessionDeleted):
+            session.messages, session.owner, session.ttl_ms = [], "", None
+            return
+        if not session.owner:
+            session.owner = user
+        if message is not None:
+            session.messages.append(message)
+        elif isinstance(payload, SessionCleared):
+            session.messages = []
+        elif isinstance(payload, SessionTtlSet):
+            session.ttl_ms = None if payload.ttl_ms is None else max(payload.ttl_ms, 0)
+
+    def messages(self, session_id: str, *, now_ms: int | None = None) -> list[str]:
+        """The stored messages a reader should see for ``session_id`` now."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return []
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return [] if session.expired(self.default_ttl_ms, now) else session.messages
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDifference:
+    """How one session's stored messages differ from the log's.
+
+    ``missing`` counts messages the log has and the read model lacks,
+    ``extra`` the reverse, ``altered`` messages changed in place, and
+    ``reordered`` says the messages both hold are in another order.
+    """
+
+    session_id: str
+    expected_count: int
+    actual_count: int
+    missing: int
+    extra: int
+    altered: int
+    reordered: bool
+
+    @property
+    def kinds(self) -> list[str]:
+        """The names of the differences found (``missing``, ``extra``, ...)."""
+        kinds = [k for k in ("missing", "extra", "altered") if getattr(self, k)]
+        return [*kinds, "reordered"] if self.reordered else kinds
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "session_id": self.session_id,
+            "kinds": self.kinds,
+            "expected_count": self.expected_count,
+            "actual_count": self.actual_count,
+            "missing": self.missing,
+            "extra": self.extra,
+            "altered": self.altered,
+            "reordered": self.reordered,
+        }
+
+
+def compare(session_id: str, expected: list[str], actual: list[str]) -> SessionDifference | None:
+    """Classify how ``actual`` differs from ``expected``; ``None`` when they are equal."""
+    if expected == actual:
+        return None
+    missing = Counter(expected) - Counter(actual)
+    extra = Counter(actual) - Counter(expected)
+    # A message replaced in place shows up as one missing and one extra at the
+    # same position; counted once, as altered.
+    altered = 0
+    for want, got in zip(expected, actual):  # noqa: B905 - lengths differ when messages are missing
+        if want != got and missing[want] > 0 and extra[got] > 0:
+            missing[want] -= 1
+            extra[got] -= 1
+            altered += 1
+    common = Counter(expected) & Counter(actual)
+    return SessionDifference(
+        session_id=session_id,
+        expected_count=len(expected),
+        actual_count=len(actual),
+        missing=sum(missing.values()),
+        extra=sum(extra.values()),
+        altered=altered,
+        reordered=_common_order(expected, common) != _common_order(actual, common),
+    )
+
+
+def _common_order(messages: list[str], common: Counter[str]) -> list[str]:
+    budget = Counter(common)
+    kept = []
+    for message in messages:
+        if budget[message] > 0:
+            budget[message] -= 1
+            kept.append(message)
+    return kept
