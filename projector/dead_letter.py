@@ -12,6 +12,7 @@ HEADER_REASON = "dlq-reason"
 HEADER_TOPIC = "dlq-original-topic"
 HEADER_PARTITION = "dlq-original-partition"
 HEADER_OFFSET = "dlq-original-offset"
+HEADER_VALUE_OMITTED = "dlq-value-omitted"
 
 
 class DeadLetter(NamedTuple):
@@ -46,5 +47,12 @@ class DeadLetterQueue:
                 (HEADER_PARTITION, str(record.partition).encode()),
                 (HEADER_OFFSET, str(record.offset).encode()),
             ]
-            encoded.append(EncodedEvent(record.key, record.value or b"", headers))
+            value = record.value or b""
+            if len(value) > self.producer.settings.max_event_bytes:
+                # Too big for this producer to send: publishing it would fail on
+                # every retry and stall the projector. The log keeps the original
+                # at the coordinates above, so the letter carries only its size.
+                headers.append((HEADER_VALUE_OMITTED, str(len(value)).encode()))
+                value = b""
+            encoded.append(EncodedEvent(record.key, value, headers))
         self.producer.send_encoded(self.topic, encoded)
