@@ -217,6 +217,16 @@ class Projector:
         for tp, raws in batch.items():
             for raw in raws:
                 raw_by_coordinates[(raw.partition, raw.offset)] = raw
+                size = len(raw.value) if raw.value is not None else 0
+                if size > self.settings.max_event_bytes:
+                    # No chatlog producer writes these; one that slipped in (another
+                    # client, a raised broker limit) must not bloat the read model.
+                    letters.append(DeadLetter(raw, (
+                        f"over-size: {size} bytes, over the limit of "
+                        f"{self.settings.max_event_bytes} (CHATLOG_MAX_EVENT_BYTES); raise "
+                        "the limit and re-publish it from the dead-letter topic if it is wanted"
+                    )))
+                    continue
                 try:
                     event = self.codec.decode(raw.value)
                 except ChatLogError as exc:
