@@ -127,22 +127,34 @@ class ProjectionTarget:
         """The namespace batches are applied to now."""
         return self.positions.namespace
 
-    def plan(self, first_offsets: Mapping[int, int]) -> BatchTarget:
-        """Choose the namespace for a batch whose partitions start at ``first_offsets``.
-
-        After a switch, a partition whose batch starts past what the new
-        namespace holds is rewound to the new namespace's position: the
-        projector re-reads the gap instead of leaving it out.
+    def follow(self) -> bool:
+        """Resolve the active namespace; return whether it changed (the projector must switch).
 
         Raises:
             ReadModelError: Redis cannot be read (retry).
 
         """
-        if self.active is not None:
-            namespace = self.active.get(self.client)
-            if namespace != self.positions.namespace:
-                log.info("switching projection from %s to %s", self.namespace, namespace)
-                self.positions = AppliedPositions(self.client, namespace)
+        if self.active is None:
+            return False
+        namespace = self.active.get(self.client)
+        if namespace == self.positions.namespace:
+            return False
+        log.info("switching projection from %s to %s", self.namespace, namespace)
+        self.positions = AppliedPositions(self.client, namespace)
+        return True
+
+    def plan(self, first_offsets: Mapping[int, int]) -> BatchTarget:
+        """Choose the namespace for records starting at ``first_offsets`` per partition.
+
+        A partition that would start past what the namespace holds (after a
+        switch, or a rebalance onto a namespace another writer fills) is
+        rewound to the namespace's position: the projector re-reads the gap
+        instead of leaving it out.
+
+        Raises:
+            ReadModelError: Redis cannot be read (retry).
+
+        """
         rewind = self.positions.gaps(first_offsets)
         if rewind:
             log.info("%s lacks earlier records; re-reading from %s", self.namespace, rewind)

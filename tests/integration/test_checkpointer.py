@@ -19,7 +19,6 @@ import redis
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
-    ERROR,
     BaseCheckpointSaver,
     Checkpoint,
     CheckpointTuple,
@@ -42,6 +41,9 @@ from chatlog.projector import Projector
 from chatlog.projector.checkpoint_projection import CheckpointProjection, CheckpointRecord
 from chatlog.projector.checkpoint_replay import replay_checkpoints
 from chatlog.schemas.checkpoint_events import CheckpointEvent, ThreadDeleted, WritesPut
+
+#: LangGraph's error channel (private in langgraph; WRITES_IDX_MAP gives it index -1).
+ERROR = "__error__"
 
 
 def _delete_namespace(client: redis.Redis, namespace: str) -> None:
@@ -106,10 +108,8 @@ def _checkpoints(count: int) -> list[Checkpoint]:
     current = empty_checkpoint()
     for step in range(count):
         current = create_checkpoint(current, None, step)
-        version = memory.get_next_version(
-            current["channel_versions"].get("messages"),
-            None,  # type: ignore[arg-type]
-        )
+        previous = current["channel_versions"].get("messages")
+        version = memory.get_next_version(str(previous) if previous else None, None)
         current["channel_versions"]["messages"] = version
         current["channel_values"]["messages"] = [f"message {i}" for i in range(step + 1)]
         if step == 0:
@@ -276,10 +276,12 @@ def test_a_state_graph_keeps_its_conversation_across_restart_and_rebuild(
     builder.add_edge("reply", END)
     config: RunnableConfig = {"configurable": {"thread_id": _thread()}}
 
-    def turn(text: str) -> State:
+    def turn(text: str) -> dict[str, Any]:
         with ChatLogCheckpointSaver(module_settings) as fresh:  # a new application process
             graph = builder.compile(checkpointer=fresh)
-            state: State = graph.invoke({"messages": [HumanMessage(text)], "turns": 0}, config)
+            state: dict[str, Any] = graph.invoke(
+                {"messages": [HumanMessage(text)], "turns": 0}, config
+            )
             fresh.get_tuple(config)  # read-your-writes: the projector has it all
             return state
 

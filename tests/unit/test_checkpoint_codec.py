@@ -10,6 +10,7 @@ from chatlog.schemas.checkpoint_events import (
     ChannelBlob,
     ChannelVersion,
     CheckpointEvent,
+    CheckpointPayload,
     CheckpointPut,
     PendingWriteValue,
     ThreadDeleted,
@@ -54,10 +55,10 @@ WRITES = WritesPut(
 
 
 @pytest.mark.parametrize("payload", [PUT, WRITES, ThreadDeleted()], ids=lambda p: type(p).__name__)
-def test_every_checkpoint_event_round_trips(payload: object) -> None:
+def test_every_checkpoint_event_round_trips(payload: CheckpointPayload) -> None:
     """Encoding then decoding gives the same event, bytes included."""
     codec = CheckpointCodec()
-    event = CheckpointEvent("thread-1", payload, source="app")  # type: ignore[arg-type]
+    event = CheckpointEvent("thread-1", payload, source="app")
     assert codec.decode(codec.encode(event)) == event
 
 
