@@ -192,6 +192,8 @@ class Projector:
                     self._assigned.set()
                 if batch:
                     self.process(batch)
+                elif consumer.assignment():
+                    self._retry(lambda: self._plan({}), "follow the active namespace")
                 if self.metrics is not None:
                     # After the batch: readiness must not count polled-but-unapplied events.
                     self.metrics.loop_iterated(consumer)
@@ -286,16 +288,24 @@ class Projector:
 
     def _plan(self, batch: dict[Any, list[Any]]) -> BatchTarget:
         """Follow a namespace switch, and seek back partitions the namespace has gaps in."""
-        plan = self.target.plan({tp.partition: r[0].offset for tp, r in batch.items() if r})
+        consumer = self._consumer
+        assert consumer is not None
+        first = {tp.partition: r[0].offset for tp, r in batch.items() if r}
+        if self.target.follow():
+            # Just switched: every assigned partition, idle ones too, may be
+            # ahead of the new namespace; a reader waiting for its own write
+            # there would otherwise wait for the next append to that partition.
+            for tp in consumer.assignment():
+                if tp.topic == self.settings.topic:
+                    first.setdefault(tp.partition, consumer.position(tp))
+        plan = self.target.plan(first)
         if plan.namespace != self.projection.keys.namespace:
             self.namespace = plan.namespace
             self.projection = RedisProjection(
                 self.redis, plan.namespace, session_ttl_s=self.settings.session_ttl_s
             )
-        consumer = self._consumer
-        assert consumer is not None
-        for tp in batch:
-            if tp.partition in plan.rewind:
+        for tp in consumer.assignment():
+            if tp.topic == self.settings.topic and tp.partition in plan.rewind:
                 consumer.seek(tp, plan.rewind[tp.partition])
         return plan
 
