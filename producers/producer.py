@@ -54,6 +54,12 @@ class EventProducer:
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=0,
+                # With linger 0 the sender drains the accumulator while a call
+                # is still adding records; 16 KiB batches then split a bulk
+                # add_messages into many small requests (benchmarks: 0.6x of a
+                # raw producer at 16 KiB, 0.9x at 256 KiB; a lone record is
+                # sent at once either way). Never above the request size limit.
+                batch_size=min(256 * 1024, settings.max_event_bytes + _RECORD_OVERHEAD),
                 max_request_size=settings.max_event_bytes + _RECORD_OVERHEAD,
                 request_timeout_ms=min(timeout_ms, 30_000),
                 delivery_timeout_ms=timeout_ms,
