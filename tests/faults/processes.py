@@ -1,4 +1,4 @@
-"""Real processes for the fault tests: the projector worker as ``chatlog projector run``.
+"""Real processes for the fault tests: the projector as ``chatlog projector run``, a durable Redis.
 
 A fault test kills these with SIGKILL, so they must be separate processes:
 nothing in them gets to clean up, exactly as in a crash.
@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from chatlog.devstack import free_port, redis_binary, wait_for_port
 from chatlog.settings import Settings
 
 _PR_SET_PDEATHSIG = 1
@@ -91,3 +92,55 @@ class ProjectorProcess:
         """The last ``lines`` lines the worker wrote to stderr."""
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+class DurableRedis:
+    """A redis-server of the test's own that keeps its data across a SIGKILL.
+
+    The append-only file is fsynced on every write, so a kill -9 followed by
+    :meth:`start` on the same port brings back everything acknowledged: the
+    outage is an outage, not a wipe.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> DurableRedis:
+        """Start (or restart) the server on its port and wait until it accepts connections."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                redis_binary(),
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "yes",
+                "--appendfsync", "always",
+                "--dir", str(self.data_dir),
+                "--protected-mode", "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        wait_for_port(self.port, 15, self.process)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the server: every connection drops at once."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Stop the server for good."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
