@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -16,6 +17,9 @@ from chatlog.producers.admin import ensure_topic
 from chatlog.producers.producer import EventProducer
 from chatlog.schemas.events import USER_EVENT_SESSION_ID, ChatEvent, SessionDeleted, UserDeleted
 from chatlog.settings import Settings
+
+if TYPE_CHECKING:
+    from chatlog.histories.checkpointer import ChatLogCheckpointSaver
 
 
 class ChatLog:
@@ -106,6 +110,23 @@ class ChatLog:
         fields works as well as the default one with ``session_id`` only.
         """
         return self.history(session_id, user_id)
+
+    def checkpointer(self, *, read_timeout_s: float | None = None) -> ChatLogCheckpointSaver:
+        """A LangGraph checkpointer sharing this ChatLog's producer and Redis pool.
+
+        For ``create_agent(model, tools, checkpointer=chatlog.checkpointer())``
+        or ``StateGraph.compile(checkpointer=...)``; needs the ``langgraph``
+        extra. Closing the ChatLog closes what the saver shares.
+        """
+        # Imported here: langgraph is an optional extra.
+        from chatlog.histories.checkpointer import ChatLogCheckpointSaver
+
+        return ChatLogCheckpointSaver(
+            self.settings,
+            producer=self.producer,
+            redis_client=self.redis,
+            read_timeout_s=read_timeout_s,
+        )
 
     # -- sessions and users -------------------------------------------------
 

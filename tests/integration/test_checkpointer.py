@@ -32,7 +32,7 @@ from langgraph.graph.message import add_messages
 from langgraph.types import Command, interrupt
 from typing_extensions import TypedDict
 
-from chatlog import Settings
+from chatlog import ChatLog, Settings
 from chatlog.errors import ProjectionLagError, UnsafeInputError
 from chatlog.histories.checkpointer import ChatLogCheckpointSaver
 from chatlog.keys import ReadModelKeys
@@ -450,3 +450,31 @@ def test_an_interrupted_subgraph_resumes_in_a_new_process_like_in_memory_saver(
             assert [m.content for m in state["messages"]] == ["deploy", "approved: yes", "done"]
             shapes.append(_history_shape(graph, config))
     assert shapes[0] == shapes[1]
+
+
+def test_an_async_graph_on_chatlog_checkpointer_keeps_its_thread_across_restart(
+    module_settings: Settings, module_projector: Projector
+) -> None:
+    """A graph ainvoked through ChatLog.checkpointer() continues its thread in a new process."""
+
+    class State(TypedDict):
+        messages: Annotated[list[AnyMessage], add_messages]
+
+    async def reply(state: State) -> dict[str, Any]:
+        return {"messages": [AIMessage(f"seen {len(state['messages'])}")]}
+
+    builder = StateGraph(State)
+    builder.add_node("reply", reply)
+    builder.add_edge(START, "reply")
+    config: RunnableConfig = {"configurable": {"thread_id": _thread()}}
+
+    async def turn(text: str) -> list[Any]:
+        with ChatLog(module_settings) as app:  # a new application process
+            saver = app.checkpointer()
+            graph = builder.compile(checkpointer=saver)
+            state = await graph.ainvoke({"messages": [HumanMessage(text)]}, config)
+            await saver.aget_tuple(config)
+            return [m.content for m in state["messages"]]
+
+    assert asyncio.run(turn("a")) == ["a", "seen 1"]
+    assert asyncio.run(turn("b")) == ["a", "seen 1", "b", "seen 3"]
