@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from chatlog.projector.dead_letter import DeadLetter, DeadLetterQueue
 from chatlog.projector.redis_projection import ApplyResult, LogRecord, RedisProjection
+from chatlog.projector.replay import Replayer, ReplayProgress, VerifyReport
 from chatlog.projector.worker import Projector, ProjectorStats
 
 __all__ = [
@@ -14,4 +15,7 @@ __all__ = [
     "Projector",
     "ProjectorStats",
     "RedisProjection",
+    "ReplayProgress",
+    "Replayer",
+    "VerifyReport",
 ]
