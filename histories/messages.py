@@ -6,7 +6,22 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.messages import BaseMessage, messages_from_dict
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    ChatMessageChunk,
+    FunctionMessage,
+    FunctionMessageChunk,
+    HumanMessage,
+    HumanMessageChunk,
+    SystemMessage,
+    SystemMessageChunk,
+    ToolMessage,
+    ToolMessageChunk,
+    messages_from_dict,
+)
 
 from chatlog.errors import InvalidMessageError, MessageSerializationError
 from chatlog.schemas.events import InvalidToolCall, MessageAppended, ToolCall, UsageMetadata
@@ -106,6 +121,39 @@ def to_event(message: object) -> MessageAppended:
     return MessageAppended(**fields)
 
 
+#: Every message class ``messages_from_dict`` builds, by its ``type``.
+_CLASSES: dict[str, type[BaseMessage]] = {
+    cls.model_fields["type"].default: cls
+    for cls in (
+        HumanMessage, AIMessage, SystemMessage, ChatMessage, FunctionMessage, ToolMessage,
+        AIMessageChunk, HumanMessageChunk, SystemMessageChunk, ChatMessageChunk,
+        FunctionMessageChunk, ToolMessageChunk,
+    )
+}
+
+
+def _message(item: dict[str, Any]) -> BaseMessage:
+    cls = _CLASSES[item["type"]]
+    message = cls.__new__(cls)
+    # What BaseModel.__init__ does, without the three pass-through __init__
+    # frames of LangChain's message classes (content_blocks, their only
+    # logic, is never part of the stored form): about 15% of a session read.
+    cls.__pydantic_validator__.validate_python(item["data"], self_instance=message)
+    return message
+
+
 def from_stored(raw: Sequence[bytes | str]) -> list[BaseMessage]:
-    """Rebuild messages from their stored JSON text (the read model's list items)."""
-    return messages_from_dict([json.loads(item) for item in raw])
+    """Rebuild messages from their stored JSON text (the read model's list items).
+
+    The same classes, validators and result as ``messages_from_dict``; anything
+    the fast path refuses takes ``messages_from_dict`` itself, so errors are
+    unchanged too.
+    """
+    try:
+        # One parse of the joined items costs less than half of one per item.
+        items = json.loads(b"[" + b",".join(raw) + b"]")  # type: ignore[arg-type]
+        if len(items) != len(raw):
+            raise ValueError("an item is not one JSON value")
+        return [_message(item) for item in items]
+    except (KeyError, TypeError, ValueError):
+        return messages_from_dict([json.loads(item) for item in raw])
