@@ -198,7 +198,7 @@ def partition_for(session_id: str, partitions: int) -> int:
     """The partition kafka-python's default (murmur2) partitioner gives ``session_id``."""
     # The same arithmetic as kafka.partitioner.default.DefaultPartitioner (and
     # the Java client) for a keyed record: positive murmur2 modulo the count.
-    return (murmur2(session_id.encode("utf-8")) & 0x7FFFFFFF) % partitions
+    return (int(murmur2(session_id.encode("utf-8"))) & 0x7FFFFFFF) % partitions
 
 
 def parse_timestamp(value: str) -> datetime:

@@ -226,12 +226,12 @@ def test_verify_reports_tampered_sessions(deployment: Deployment) -> None:
     long = [s for s, m in sorted(deployment.after.items()) if len(m) >= 3]
     deleted, added, reordered, altered = long[:4]
     keys = ReadModelKeys(namespace)
-    client.lrem(keys.messages(deleted), 1, deployment.after[deleted][1])
+    client.lrem(keys.messages(deleted), 1, deployment.after[deleted][1].decode())
     client.rpush(keys.messages(added), deployment.after[added][0])
-    first, second = deployment.after[reordered][:2]
+    first, second = (m.decode() for m in deployment.after[reordered][:2])
     client.lset(keys.messages(reordered), 0, second)
     client.lset(keys.messages(reordered), 1, first)
-    client.lset(keys.messages(altered), 2, b'{"type":"human","data":{"content":"forged"}}')
+    client.lset(keys.messages(altered), 2, '{"type":"human","data":{"content":"forged"}}')
 
     code, output = deployment.cli("replay", "verify", "--namespace", namespace, "--json")
     assert code == 1, output
