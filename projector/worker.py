@@ -211,6 +211,9 @@ class Projector:
             )
             batch = {t: r for t, r in batch.items() if t.topic != checkpoint_topic}
             if not batch:
+                # Checkpoint traffic alone must not keep the chat side from
+                # following a namespace switch, as it does when idle.
+                self._retry(lambda: self._plan({}), "follow the active namespace")
                 return
         records: list[LogRecord] = []
         letters: list[DeadLetter] = []
