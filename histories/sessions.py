@@ -125,7 +125,7 @@ def check_owner(session_id: str, owner: str | None, user_id: str | None) -> None
     if user_id is None:
         raise SessionOwnershipError(
             f"session {session_id!r} belongs to a user; open it with that user's id "
-            "(chatlog.history(session_id, user_id=...))"
+            "(chatlog.history(session_id, user_id=...), or --user on the command line)"
         )
     raise SessionOwnershipError(
         f"session {session_id!r} belongs to another user, not {user_id!r}; "
