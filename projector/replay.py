@@ -105,7 +105,7 @@ class ReplayProgress:
 
     @property
     def elapsed_s(self) -> float:
-        """Seconds since the replay started (until it finished)."""
+        """Seconds since the replay started until it finished (a switch's hand-off excluded)."""
         return (self.finished_at or time.monotonic()) - self.started_at
 
     @property
@@ -363,6 +363,7 @@ class Replayer:
             finished_at=str(int(time.time() * 1000)),
             events=str(progress.done),
         )
+        progress.finished_at = time.monotonic()
         if switch:
             progress.switched_from = self.active.switch(self.redis, namespace)
             deadline = time.monotonic() + handoff_s
@@ -373,7 +374,6 @@ class Replayer:
                 else:
                     time.sleep(0.05)
         progress.positions = reached
-        progress.finished_at = time.monotonic()
         return progress
 
     def _project(
@@ -668,7 +668,7 @@ class Replayer:
             raise TopicError(f"topic {self.settings.topic!r} does not exist")
         if as_of_ms is None:
             return ends
-        consumer = KafkaConsumer(**self.settings.kafka_client_options())
+        consumer = KafkaConsumer(**self.settings.kafka_client_options(), enable_auto_commit=False)
         try:
             tps = [TopicPartition(self.settings.topic, p) for p in ends]
             found = consumer.offsets_for_times({tp: as_of_ms for tp in tps})
@@ -684,7 +684,7 @@ class Replayer:
         return ends
 
     def _beginnings(self, ends: dict[int, int]) -> dict[int, int]:
-        consumer = KafkaConsumer(**self.settings.kafka_client_options())
+        consumer = KafkaConsumer(**self.settings.kafka_client_options(), enable_auto_commit=False)
         try:
             tps = [TopicPartition(self.settings.topic, p) for p in ends]
             found = consumer.beginning_offsets(tps)
