@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
@@ -18,7 +19,9 @@ from langchain_core.messages import HumanMessage
 from chatlog import ChatLog, Settings
 from chatlog.cli import cli
 from chatlog.errors import ChatLogError, NamespaceInUseError
+from chatlog.histories.read_model import ReadModelReader
 from chatlog.keys import ReadModelKeys, active_namespace_key
+from chatlog.namespaces import POINTER_TTL_S, ActiveNamespace
 from chatlog.producers.admin import end_offsets, ensure_topic, partition_count
 from chatlog.producers.producer import EventProducer
 from chatlog.projector import Projector
@@ -378,3 +381,24 @@ def test_drop_refuses_the_active_namespace_and_removes_an_old_one(deployment: De
     assert json.loads(output)["deleted_keys"] > 0
     assert read_all(deployment.client, old) == {}
     assert read_all(deployment.client, active) != {}
+
+
+def test_readers_follow_a_switch_once_their_cached_pointer_expires(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    """Sync and async reads move to the switched namespace after at most the pointer TTL."""
+    other = f"{settings.namespace}-b"
+    redis_client.rpush(ReadModelKeys(other).messages("s"), "in b")
+    reader = ReadModelReader(
+        redis_client, settings.namespace, redis_url=settings.redis_url,
+        active=ActiveNamespace.of(settings),
+    )
+    try:
+        assert reader.read("s").messages == []
+        assert ActiveNamespace.of(settings).switch(redis_client, other) == settings.namespace
+        time.sleep(POINTER_TTL_S)
+        assert reader.read("s").messages == [b"in b"]
+        assert asyncio.run(reader.aread("s")).messages == [b"in b"]
+    finally:
+        delete_namespace(redis_client, other)
+        redis_client.delete(active_namespace_key(settings.topic))
