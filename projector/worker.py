@@ -414,7 +414,11 @@ class Projector:
                 max_poll_records=settings.max_poll_records,
                 session_timeout_ms=settings.consumer_session_timeout_ms,
                 heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
-                fetch_max_wait_ms=100,
+                # Some Kafka-compatible brokers (the embedded Tansu) hold a fetch
+                # for the whole wait even when records arrive, which lands in
+                # append -> visible latency (benchmarks at 1k msg/s: p99 64 ms
+                # at 100 ms, 19 ms at 20 ms). Kafka answers at once either way.
+                fetch_max_wait_ms=20,
             )
         except KafkaTimeoutError as exc:
             raise BrokerUnavailableError(
