@@ -18,9 +18,13 @@ LOG_TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
 
 def _admin(settings: Settings) -> KafkaAdminClient:
     try:
+        # Bootstrap too is bounded by the publish timeout (kafka-python's own
+        # default is 30 s), so an append in a process that starts during a
+        # broker outage fails as fast as one in a connected process.
         return KafkaAdminClient(
             **settings.kafka_client_options(),
             request_timeout_ms=int(settings.publish_timeout_s * 1000),
+            bootstrap_timeout_ms=int(settings.publish_timeout_s * 1000),
         )
     except KafkaTimeoutError as exc:
         raise BrokerUnavailableError(
@@ -139,6 +143,7 @@ def _consumer(settings: Settings) -> KafkaConsumer:
             **settings.kafka_client_options(),
             enable_auto_commit=False,
             request_timeout_ms=int(settings.publish_timeout_s * 1000),
+            bootstrap_timeout_ms=int(settings.publish_timeout_s * 1000),
         )
     except KafkaTimeoutError as exc:
         raise BrokerUnavailableError(
