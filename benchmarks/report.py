@@ -126,7 +126,9 @@ class BenchReport:
 
     def _cells(self, m: Measure) -> tuple[str, str, str, str, str]:
         baseline = "—" if m.baseline_name is None else f"{_number(m.baseline)} ({m.baseline_name})"
-        ratio = "—" if m.ratio is None else f"{m.ratio:.2f} x"
+        ratio = "—" if m.ratio is None else (
+            f"{m.ratio:.2f} x" if m.ratio >= 0.01 else f"{m.ratio:.1e} x"
+        )
         return f"{m.name} [{m.unit}]", _number(m.chatlog), baseline, ratio, m.target.describe()
 
     def table(self) -> Table:
@@ -151,7 +153,11 @@ class BenchReport:
             met = {True: "yes", False: "**no**", None: "—"}[m.met]
             lines.append("| " + " | ".join((*self._cells(m), met)) + " |")
         lines.append("")
-        lines += [f"- {m.name}: {m.note}" for m in self.measures if m.note]
+        notes: dict[str, list[str]] = {}
+        for m in self.measures:
+            if m.note:
+                notes.setdefault(m.note, []).append(m.name)
+        lines += [f"- {', '.join(names)}: {note}" for note, names in notes.items()]
         return "\n".join(lines) + "\n"
 
     def print(self, console: Console | None = None) -> None:
@@ -193,3 +199,19 @@ def machine_facts() -> dict[str, Any]:
     except OSError:
         pass
     return facts
+
+
+def load_report(path: Path) -> BenchReport:
+    """Read a run written by :meth:`BenchReport.write_json` (to print or compare it)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    report = BenchReport(
+        quick=data["quick"], services=data["services"], machine=data["machine"],
+        seconds=data["seconds"],
+    )
+    for m in data["measures"]:
+        target = Target(m["target"]["kind"], m["target"]["bound"])
+        report.add(Measure(
+            m["name"], m["unit"], m["chatlog"], m["baseline_name"], m["baseline"], target,
+            m["note"],
+        ))
+    return report
