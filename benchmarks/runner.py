@@ -125,7 +125,8 @@ class _Run:
             namespace=f"{self.base.namespace}:{suffix}",
             consumer_group=f"{self.base.consumer_group}-{suffix}",
         )
-        self.topics += [settings.topic, settings.dlq_topic]
+        # Every topic a projector on these settings creates, for the cleanup.
+        self.topics += [settings.topic, settings.dlq_topic, settings.checkpoint_topic]
         self.namespaces.append(settings.namespace)
         return settings
 
