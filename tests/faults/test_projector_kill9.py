@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from chatlog.keys import META_COUNT, ReadModelKeys
 from chatlog.producers.admin import end_offsets, ensure_topic
 from chatlog.producers.producer import EventProducer
 from chatlog.settings import Settings
@@ -71,6 +72,7 @@ def test_sigkilled_projector_loses_and_duplicates_nothing(
     killed = threading.Event()
     errors: list[BaseException] = []
     redelivered = 0
+    mid_batch_kills = 0
     rejoins: list[float] = []
     worker = ProjectorProcess(settings, tmp_path / "projector.log").start()
     with EventProducer(settings) as producer:
@@ -84,22 +86,24 @@ def test_sigkilled_projector_loses_and_duplicates_nothing(
                 started = time.monotonic()
                 applied = _wait_progress(redis_client, settings, sessions, applied, worker)
                 rejoins.append(time.monotonic() - started)
-                # Kill the moment the worker is seen applying a fresh burst (plus
-                # a random jitter): it is then between batches, or between the
-                # apply of a batch and its commit.
+                # Kill the moment the worker is seen applying a fresh burst.
                 sent = ledger.sent
                 while ledger.sent == sent and not done.is_set():
                     time.sleep(0.005)
-                before = applied_count(redis_client, settings.namespace, sessions)
+                # One session's count is watched in a tight loop: the worker
+                # writes a batch's sessions in one pipeline and commits after
+                # it, so the kill lands inside that batch's apply-commit window.
+                watched = ReadModelKeys(settings.namespace).meta(rng.choice(sessions))
+                before = redis_client.hget(watched, META_COUNT)
                 deadline = time.monotonic() + 10
-                while (
-                    applied_count(redis_client, settings.namespace, sessions) == before
-                    and time.monotonic() < deadline
-                ):
+                while redis_client.hget(watched, META_COUNT) == before:
                     assert worker.alive, worker.log_tail()
-                time.sleep(rng.uniform(0.0, 0.02))
+                    if time.monotonic() > deadline:
+                        break
                 worker.kill()
-                redelivered += applied_not_committed(settings, redis_client, sessions)
+                uncommitted = applied_not_committed(settings, redis_client, sessions)
+                redelivered += uncommitted
+                mid_batch_kills += uncommitted > 0
                 applied = applied_count(redis_client, settings.namespace, sessions)
                 worker.start()
             killed.set()
@@ -115,6 +119,7 @@ def test_sigkilled_projector_loses_and_duplicates_nothing(
         settings.namespace,
         ledger,
         kills=KILLS,
+        kills_between_apply_and_commit=mid_batch_kills,
         applied_but_uncommitted_at_kills=redelivered,
         events_in_log=logged,
         seconds_to_first_apply_after_start=f"{min(rejoins):.1f}-{max(rejoins):.1f}",
