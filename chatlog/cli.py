@@ -35,7 +35,9 @@ _OWN_FLAGS = frozenset(
 
 @click.group()
 @settings_options(exclude=_OWN_FLAGS)
-@click.option("--bootstrap-servers", envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka bootstrap servers.")
+@click.option(
+    "--bootstrap-servers", envvar="KAFKA_BOOTSTRAP_SERVERS", help="Kafka bootstrap servers."
+)
 @click.option("--redis-url", envvar="REDIS_URL", help="Redis URL of the read model.")
 @click.option("--topic", envvar="CHATLOG_TOPIC", help="Event topic.")
 @click.option("--namespace", envvar="CHATLOG_NAMESPACE", help="Read-model namespace.")
@@ -92,7 +94,11 @@ def demo(ctx: click.Context, embedded: bool | None) -> None:
         embedded = not (os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("REDIS_URL"))
     console.print(
         "[bold]chatlog demo[/] on "
-        + ("the embedded stack (Tansu broker + redis-server)" if embedded else "configured services")
+        + (
+            "the embedded stack (Tansu broker + redis-server)"
+            if embedded
+            else "configured services"
+        )
     )
     with demo_settings(_settings(ctx), embedded=embedded) as settings:
         report = run_demo(settings)
@@ -121,7 +127,9 @@ def dev() -> None:
     with EmbeddedStack() as stack:
         for name, value in stack.environment().items():
             click.echo(f"export {name}={value}")
-        click.echo("# embedded stack running; Ctrl-C stops it (its data is in memory only)", err=True)
+        click.echo(
+            "# embedded stack running; Ctrl-C stops it (its data is in memory only)", err=True
+        )
         stopped = False
 
         def _stop(signum: int, frame: object) -> None:

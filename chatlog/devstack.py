@@ -9,6 +9,7 @@ error or Ctrl-C. Both die with the Python process that started them.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import shutil
 import signal
@@ -34,10 +35,8 @@ def free_port() -> int:
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     # Linux only: the child gets SIGTERM when the parent dies, even by
     # SIGKILL, so no broker outlives a killed test run.
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def wait_for_port(
@@ -198,10 +197,12 @@ def _terminate(process: subprocess.Popen[bytes] | None) -> None:
 
 
 class EmbeddedStack:
-    """Context manager running an embedded broker and Redis server::
+    """Context manager running an embedded broker and Redis server.
 
-    with EmbeddedStack() as stack:
-        settings = stack.settings()
+    Example::
+
+        with EmbeddedStack() as stack:
+            settings = stack.settings()
     """
 
     def __init__(self) -> None:

@@ -99,7 +99,9 @@ class ReadModelReader:
         try:
             return _snapshot(pipe.execute()[:2])
         except redis.RedisError as exc:
-            raise ReadModelError(f"reading session {session_id!r} from Redis failed: {exc}") from exc
+            raise ReadModelError(
+                f"reading session {session_id!r} from Redis failed: {exc}"
+            ) from exc
 
     async def aread(self, session_id: str, *, limit: int | None = None) -> SessionSnapshot:
         """Async :meth:`read`."""
@@ -115,7 +117,9 @@ class ReadModelReader:
         try:
             return _snapshot((await pipe.execute())[:2])
         except redis.RedisError as exc:
-            raise ReadModelError(f"reading session {session_id!r} from Redis failed: {exc}") from exc
+            raise ReadModelError(
+                f"reading session {session_id!r} from Redis failed: {exc}"
+            ) from exc
 
     def current_keys(self) -> ReadModelKeys:
         """The key builder of the namespace readers use now (following a rebuild's switch)."""

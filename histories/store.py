@@ -103,7 +103,9 @@ class ChatLog:
     def get_session_history(
         self, session_id: str, user_id: str | None = None
     ) -> ChatLogMessageHistory:
-        """Factory for ``RunnableWithMessageHistory(..., get_session_history=chatlog.get_session_history)``.
+        """The factory for ``RunnableWithMessageHistory``.
+
+        Pass it as ``get_session_history=chatlog.get_session_history``.
 
         ``RunnableWithMessageHistory`` matches its ``history_factory_config`` to
         these parameter names, so a config with ``session_id`` and ``user_id``
