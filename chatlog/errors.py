@@ -62,8 +62,10 @@ class PublishError(ChatLogError):
     """Raised when the broker did not acknowledge an append within the publish timeout.
 
     The append may or may not be in the log; it was not acknowledged, so it is
-    never reported as a success. Retrying is safe for readers because the
-    projector applies each event once.
+    never reported as a success. The projector applies each *log record* once,
+    but a retried append is a new record: if the unacknowledged one did reach
+    the log, a retry shows the message twice. Read the history before retrying
+    when a duplicate matters.
     """
 
 
