@@ -14,6 +14,7 @@ import warnings
 from dataclasses import dataclass
 
 from chatlog.benchmarks.append import conversation
+from chatlog.benchmarks.config import SUNSET_NOTICE
 from chatlog.errors import ChatLogError
 from chatlog.settings import Settings
 
@@ -36,7 +37,8 @@ def kafka_history_peer(
     except ImportError:
         return PeerResult([], [], "confluent-kafka is not installed (pip install 'chatlog[bench]')")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # langchain-community's sunset notice on import
+        # langchain-community warns on import that it is being sunset.
+        warnings.filterwarnings("ignore", SUNSET_NOTICE, DeprecationWarning)
         from langchain_community.chat_message_histories import KafkaChatMessageHistory
 
     # The class names its topic after the session id.

@@ -11,6 +11,7 @@ import warnings
 from dataclasses import dataclass
 
 from chatlog.benchmarks.append import conversation
+from chatlog.benchmarks.config import SUNSET_NOTICE
 from chatlog.errors import ChatLogError
 from chatlog.histories.store import ChatLog
 from chatlog.projector.replay import Replayer
@@ -33,7 +34,7 @@ def session_reads(chatlog: ChatLog, messages: int, samples: int, size: int) -> R
     with warnings.catch_warnings():
         # langchain-community warns on import that it is being sunset; the
         # benchmark compares against it precisely because users still pick it.
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", SUNSET_NOTICE, DeprecationWarning)
         from langchain_community.chat_message_histories import RedisChatMessageHistory
 
     settings = chatlog.settings

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
 from chatlog import ChatLog, Settings
+from chatlog.benchmarks.config import SUNSET_NOTICE
 from chatlog.cli import cli
 from chatlog.errors import SessionOwnershipError, UnsafeInputError
 from chatlog.histories.export import export_sessions, write_export
@@ -32,7 +33,7 @@ from tests.conftest import delete_namespace
 
 with warnings.catch_warnings():
     # langchain-community warns on import that it is being sunset.
-    warnings.simplefilter("ignore")
+    warnings.filterwarnings("ignore", SUNSET_NOTICE, DeprecationWarning)
     from langchain_community.chat_message_histories import (
         RedisChatMessageHistory,
         SQLChatMessageHistory,
