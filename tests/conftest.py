@@ -10,6 +10,7 @@ namespace, and only its own namespace is ever deleted.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -104,6 +105,35 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+def make_test_settings(kafka_bootstrap: str, redis_url: str, **overrides: Any) -> Settings:
+    """Settings on the session's services with a unique topic, group and namespace.
+
+    Consumer-group timings are the short ones the embedded broker joins
+    quickly with; timeouts are generous for a loaded CI machine.
+    """
+    unique = uuid.uuid4().hex[:10]
+    values: dict[str, Any] = {
+        "kafka_bootstrap_servers": kafka_bootstrap,
+        "redis_url": redis_url,
+        "topic": f"test-{unique}",
+        "namespace": f"test:{unique}",
+        "consumer_group": f"group-{unique}",
+        "consumer_session_timeout_ms": 6000,
+        "consumer_heartbeat_interval_ms": 1000,
+        "read_timeout_s": 20.0,
+        "publish_timeout_s": 20.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def delete_namespace_family(client: redis.Redis, namespace: str) -> None:
+    """Delete a test's namespace and the ones named after it (``<ns>-rebuilt``, ...)."""
+    keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.unlink(*keys[start : start + 1000])
+
+
 @pytest.fixture
 def settings_factory(
     kafka_bootstrap: str, redis_url: str, redis_client: redis.Redis
@@ -112,26 +142,57 @@ def settings_factory(
     namespaces: list[str] = []
 
     def make(**overrides: Any) -> Settings:
-        unique = uuid.uuid4().hex[:10]
-        values: dict[str, Any] = {
-            "kafka_bootstrap_servers": kafka_bootstrap,
-            "redis_url": redis_url,
-            "topic": f"test-{unique}",
-            "namespace": f"test:{unique}",
-            "consumer_group": f"group-{unique}",
-            "consumer_session_timeout_ms": 6000,
-            "consumer_heartbeat_interval_ms": 1000,
-            "read_timeout_s": 20.0,
-            "publish_timeout_s": 20.0,
-        }
-        values.update(overrides)
-        settings = Settings(**values)
+        settings = make_test_settings(kafka_bootstrap, redis_url, **overrides)
         namespaces.append(settings.namespace)
         return settings
 
     yield make
     for namespace in namespaces:
-        delete_namespace(redis_client, namespace)
+        delete_namespace_family(redis_client, namespace)
+
+
+@pytest.fixture(scope="module")
+def module_settings(
+    request: pytest.FixtureRequest, kafka_bootstrap: str, redis_url: str
+) -> Iterator[Settings]:
+    """One topic, group and namespace for a whole test module; its tests use their own ids.
+
+    A module may set ``SETTINGS_OVERRIDES = {...}`` (e.g. fewer partitions).
+    """
+    overrides = getattr(request.module, "SETTINGS_OVERRIDES", {})
+    settings = make_test_settings(kafka_bootstrap, redis_url, **overrides)
+    yield settings
+    client = redis.Redis.from_url(redis_url)
+    delete_namespace_family(client, settings.namespace)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def module_chatlog(module_settings: Settings) -> Iterator[ChatLog]:
+    """A ChatLog on the module's settings."""
+    with ChatLog(module_settings) as chatlog:
+        yield chatlog
+
+
+@pytest.fixture(scope="module")
+def module_projector(module_settings: Settings, module_chatlog: ChatLog) -> Iterator[Projector]:
+    """One projector running for the whole module (group joins cost seconds each)."""
+    module_chatlog.producer  # creates the topics before the group joins
+    with Projector(module_settings).running() as projector:
+        yield projector
+
+
+def eventually(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    """Wait until ``check()`` holds (eventual consistency), failing after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def unique(prefix: str) -> str:
+    """A name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture

@@ -35,50 +35,18 @@ from typing_extensions import TypedDict
 from chatlog import ChatLog, Settings
 from chatlog.errors import ProjectionLagError, UnsafeInputError
 from chatlog.histories.checkpointer import ChatLogCheckpointSaver
-from chatlog.keys import ReadModelKeys
 from chatlog.producers.producer import EncodedEvent
 from chatlog.projector import Projector
 from chatlog.projector.checkpoint_projection import CheckpointProjection, CheckpointRecord
 from chatlog.projector.checkpoint_replay import replay_checkpoints
 from chatlog.schemas.checkpoint_events import CheckpointEvent, ThreadDeleted, WritesPut
+from tests.conftest import delete_namespace
+
+SETTINGS_OVERRIDES = {"partitions": 2}
+
 
 #: LangGraph's error channel (private in langgraph; WRITES_IDX_MAP gives it index -1).
 ERROR = "__error__"
-
-
-def _delete_namespace(client: redis.Redis, namespace: str) -> None:
-    keys = list(client.scan_iter(match=ReadModelKeys(namespace).all_pattern(), count=1000))
-    for start in range(0, len(keys), 1000):
-        client.unlink(*keys[start : start + 1000])
-
-
-@pytest.fixture(scope="module")
-def module_settings(kafka_bootstrap: str, redis_url: str) -> Iterator[Settings]:
-    """Settings shared by the module: one topic family, group and namespace."""
-    unique = uuid.uuid4().hex[:10]
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        redis_url=redis_url,
-        topic=f"test-{unique}",
-        namespace=f"test:{unique}",
-        consumer_group=f"group-{unique}",
-        consumer_session_timeout_ms=6000,
-        consumer_heartbeat_interval_ms=1000,
-        read_timeout_s=20.0,
-        publish_timeout_s=20.0,
-        partitions=2,
-    )
-    yield settings
-    client = redis.Redis.from_url(redis_url)
-    _delete_namespace(client, settings.namespace)
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def module_projector(module_settings: Settings) -> Iterator[Projector]:
-    """One running projector for the whole module."""
-    with Projector(module_settings).running() as projector:
-        yield projector
 
 
 @pytest.fixture
@@ -290,7 +258,7 @@ def test_a_state_graph_keeps_its_conversation_across_restart_and_rebuild(
 
     client = redis.Redis.from_url(redis_url)
     try:
-        _delete_namespace(client, module_settings.namespace)
+        delete_namespace(client, module_settings.namespace)
         with ChatLogCheckpointSaver(module_settings) as wiped:
             assert wiped.get_tuple(config) is None
         progress = replay_checkpoints(module_settings, redis_client=client)
@@ -351,7 +319,7 @@ def test_redelivered_checkpoint_events_are_applied_once(
         assert (again.applied, again.skipped) == (0, 2)
         assert again.applied_by_type == {}
     finally:
-        _delete_namespace(client, namespace)
+        delete_namespace(client, namespace)
         client.close()
 
 

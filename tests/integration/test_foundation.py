@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -26,45 +24,7 @@ from chatlog.producers import end_offsets
 from chatlog.projector import LogRecord, Projector, RedisProjection
 from chatlog.schemas import EventCodec
 from chatlog.schemas.events import MessageAppended, SessionCleared
-from tests.conftest import delete_namespace
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(scope="module")
-def shared_settings(kafka_bootstrap: str, redis_url: str) -> Iterator[Settings]:
-    """One topic, group and namespace for the module; tests use their own session ids."""
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        redis_url=redis_url,
-        topic=f"foundation-{tag}",
-        namespace=f"test:foundation-{tag}",
-        consumer_group=f"foundation-{tag}",
-        consumer_session_timeout_ms=6000,
-        consumer_heartbeat_interval_ms=1000,
-        read_timeout_s=20.0,
-        publish_timeout_s=20.0,
-    )
-    yield settings
-    client = redis.Redis.from_url(redis_url)
-    delete_namespace(client, settings.namespace)
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def shared_chatlog(shared_settings: Settings) -> Iterator[ChatLog]:
-    with ChatLog(shared_settings) as chatlog:
-        yield chatlog
-
-
-@pytest.fixture(scope="module")
-def live_projector(shared_settings: Settings, shared_chatlog: ChatLog) -> Iterator[Projector]:
-    shared_chatlog.producer  # creates the topic before the group joins
-    with Projector(shared_settings).running() as projector:
-        yield projector
+from tests.conftest import delete_namespace, unique
 
 
 def read_log(settings: Settings) -> list[LogRecord]:
@@ -89,10 +49,10 @@ def read_log(settings: Settings) -> list[LogRecord]:
 
 
 def test_messages_round_trip_through_kafka_and_redis(
-    shared_chatlog: ChatLog, live_projector: Projector
+    module_chatlog: ChatLog, module_projector: Projector
 ) -> None:
     """What add_messages appends comes back equal through the projector and Redis."""
-    history = shared_chatlog.history(unique("roundtrip"), user_id="alice")
+    history = module_chatlog.history(unique("roundtrip"), user_id="alice")
     sent = [
         SystemMessage("be brief"),
         HumanMessage(content=["look", {"type": "image_url", "image_url": {"url": "data:x"}}]),
@@ -107,11 +67,11 @@ def test_messages_round_trip_through_kafka_and_redis(
     history.add_messages(sent)
     assert history.messages == sent
     assert history.last(2) == sent[-2:]
-    assert shared_chatlog.history(history.session_id, "alice", max_messages=1).messages == sent[-1:]
+    assert module_chatlog.history(history.session_id, "alice", max_messages=1).messages == sent[-1:]
 
 
 def test_per_session_order_is_log_order_across_partitions_with_concurrent_writers(
-    shared_settings: Settings, shared_chatlog: ChatLog, live_projector: Projector
+    module_settings: Settings, module_chatlog: ChatLog, module_projector: Projector
 ) -> None:
     """Concurrent writers on shared sessions: each session reads back in log order, complete."""
     sessions = [unique("order") for _ in range(48)]
@@ -120,7 +80,7 @@ def test_per_session_order_is_log_order_across_partitions_with_concurrent_writer
     def write(writer: int) -> None:
         for round_ in range(rounds):
             for session in sessions:
-                shared_chatlog.history(session).add_messages(
+                module_chatlog.history(session).add_messages(
                     [HumanMessage(f"w{writer}-r{round_}-a"), AIMessage(f"w{writer}-r{round_}-b")]
                 )
 
@@ -131,7 +91,7 @@ def test_per_session_order_is_log_order_across_partitions_with_concurrent_writer
         thread.join()
     expected: dict[str, list[str]] = defaultdict(list)
     partitions = set()
-    for record in read_log(shared_settings):
+    for record in read_log(module_settings):
         if record.event.session_id in sessions:
             payload = record.event.payload
             assert isinstance(payload, MessageAppended)
@@ -139,7 +99,7 @@ def test_per_session_order_is_log_order_across_partitions_with_concurrent_writer
             partitions.add(record.partition)
     assert len(partitions) > 6, "sessions should spread over the 12 partitions"
     for session in sessions:
-        got = [str(m.content) for m in shared_chatlog.history(session).messages]
+        got = [str(m.content) for m in module_chatlog.history(session).messages]
         assert got == expected[session]
         assert len(got) == writers * rounds * 2
         for writer in range(writers):
@@ -149,18 +109,18 @@ def test_per_session_order_is_log_order_across_partitions_with_concurrent_writer
 
 
 def test_reapplying_the_same_offsets_leaves_the_same_state(
-    shared_settings: Settings,
-    shared_chatlog: ChatLog,
-    live_projector: Projector,
+    module_settings: Settings,
+    module_chatlog: ChatLog,
+    module_projector: Projector,
     redis_client: redis.Redis,
 ) -> None:
     """Re-processing records already applied skips every one and changes nothing."""
     session = unique("again")
-    history = shared_chatlog.history(session)
+    history = module_chatlog.history(session)
     history.add_messages([HumanMessage(str(i)) for i in range(20)])
     before = history.messages
-    records = [r for r in read_log(shared_settings) if r.event.session_id == session]
-    projection = RedisProjection(redis_client, shared_settings.namespace)
+    records = [r for r in read_log(module_settings) if r.event.session_id == session]
+    projection = RedisProjection(redis_client, module_settings.namespace)
     for _ in range(2):
         result = projection.apply(records)
         assert (result.applied, result.skipped, result.failed) == (0, len(records), [])
@@ -168,15 +128,15 @@ def test_reapplying_the_same_offsets_leaves_the_same_state(
 
 
 def test_fresh_projection_applies_each_event_once_even_when_fed_twice(
-    shared_settings: Settings,
-    shared_chatlog: ChatLog,
-    live_projector: Projector,
+    module_settings: Settings,
+    module_chatlog: ChatLog,
+    module_projector: Projector,
     redis_client: redis.Redis,
 ) -> None:
     """Into an empty namespace, a batch fed twice (redelivery) yields each message once."""
     session = unique("twice")
-    shared_chatlog.history(session).add_messages([HumanMessage(str(i)) for i in range(10)])
-    records = [r for r in read_log(shared_settings) if r.event.session_id == session]
+    module_chatlog.history(session).add_messages([HumanMessage(str(i)) for i in range(10)])
+    records = [r for r in read_log(module_settings) if r.event.session_id == session]
     namespace = unique("test:fresh")
     projection = RedisProjection(redis_client, namespace)
     try:
@@ -190,10 +150,10 @@ def test_fresh_projection_applies_each_event_once_even_when_fed_twice(
 
 
 def test_clear_removes_earlier_messages_and_later_appends_stay(
-    shared_chatlog: ChatLog, live_projector: Projector
+    module_chatlog: ChatLog, module_projector: Projector
 ) -> None:
     """clear() empties the history; messages appended after it are kept."""
-    history = shared_chatlog.history(unique("clear"))
+    history = module_chatlog.history(unique("clear"))
     history.add_messages([HumanMessage("old"), AIMessage("older")])
     history.clear()
     assert history.messages == []
@@ -225,24 +185,24 @@ def test_clear_and_appends_in_one_batch_apply_in_log_order(
 
 
 def test_poison_record_goes_to_dead_letter_topic_and_next_event_is_applied(
-    shared_settings: Settings, shared_chatlog: ChatLog, live_projector: Projector
+    module_settings: Settings, module_chatlog: ChatLog, module_projector: Projector
 ) -> None:
     """An undecodable record is dead-lettered with its coordinates; the worker goes on."""
     session = unique("poison")
-    producer = KafkaProducer(**shared_settings.kafka_client_options())
-    poison = producer.send(shared_settings.topic, key=session.encode(), value=b"garbage").get(20)
+    producer = KafkaProducer(**module_settings.kafka_client_options())
+    poison = producer.send(module_settings.topic, key=session.encode(), value=b"garbage").get(20)
     producer.close()
-    history = shared_chatlog.history(session)
+    history = module_chatlog.history(session)
     history.add_messages([HumanMessage("after the poison")])
     assert history.messages == [HumanMessage("after the poison")]
 
     consumer = KafkaConsumer(
-        **shared_settings.kafka_client_options(),
+        **module_settings.kafka_client_options(),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         consumer_timeout_ms=20_000,
     )
-    consumer.subscribe([shared_settings.dlq_topic])
+    consumer.subscribe([module_settings.dlq_topic])
     letter = None
     for record in consumer:
         if record.key == session.encode():
@@ -252,7 +212,7 @@ def test_poison_record_goes_to_dead_letter_topic_and_next_event_is_applied(
     assert letter is not None, "the poison record never reached the dead-letter topic"
     headers = dict(letter.headers)
     assert letter.value == b"garbage"
-    assert headers["dlq-original-topic"] == shared_settings.topic.encode()
+    assert headers["dlq-original-topic"] == module_settings.topic.encode()
     assert int(headers["dlq-original-partition"]) == poison.partition
     assert int(headers["dlq-original-offset"]) == poison.offset
     assert b"undecodable" in headers["dlq-reason"]
@@ -264,23 +224,23 @@ def _topic_size(settings: Settings) -> int:
 
 @pytest.mark.parametrize("bad", ["", "x" * 300, "line\nbreak", "\x07bell", 7])
 def test_bad_session_ids_publish_nothing(
-    shared_settings: Settings, shared_chatlog: ChatLog, bad: object
+    module_settings: Settings, module_chatlog: ChatLog, bad: object
 ) -> None:
     """An invalid session id raises InvalidSessionIdError before anything is published."""
-    shared_chatlog.producer  # topic exists
-    before = _topic_size(shared_settings)
+    module_chatlog.producer  # topic exists
+    before = _topic_size(module_settings)
     with pytest.raises(InvalidSessionIdError):
-        shared_chatlog.history(bad).add_messages([HumanMessage("x")])  # type: ignore[arg-type]
-    assert _topic_size(shared_settings) == before
+        module_chatlog.history(bad).add_messages([HumanMessage("x")])  # type: ignore[arg-type]
+    assert _topic_size(module_settings) == before
 
 
 def test_a_bad_message_in_a_call_publishes_nothing_of_the_call(
-    shared_settings: Settings, shared_chatlog: ChatLog
+    module_settings: Settings, module_chatlog: ChatLog
 ) -> None:
     """Validation covers the whole call: one bad item means no event at all."""
-    history = shared_chatlog.history(unique("allornothing"))
+    history = module_chatlog.history(unique("allornothing"))
     history.producer  # topic exists
-    before = _topic_size(shared_settings)
+    before = _topic_size(module_settings)
     with pytest.raises(InvalidMessageError):
         history.add_messages([HumanMessage("fine"), "not a message"])  # type: ignore[list-item]
     with pytest.raises(MessageSerializationError):
@@ -289,7 +249,7 @@ def test_a_bad_message_in_a_call_publishes_nothing_of_the_call(
         )
     with pytest.raises(MessageTooLargeError):
         history.add_messages([HumanMessage("fine"), HumanMessage("x" * (1024 * 1024 + 1))])
-    assert _topic_size(shared_settings) == before
+    assert _topic_size(module_settings) == before
 
 
 def test_read_without_projector_raises_projection_lag_error(
@@ -305,21 +265,21 @@ def test_read_without_projector_raises_projection_lag_error(
 
 
 def test_another_process_sees_the_history_eventually(
-    shared_settings: Settings, shared_chatlog: ChatLog, live_projector: Projector
+    module_settings: Settings, module_chatlog: ChatLog, module_projector: Projector
 ) -> None:
     """A ChatLog that did not write reads what the projector applied."""
     session = unique("other")
-    shared_chatlog.history(session).add_messages([HumanMessage("hello")])
-    shared_chatlog.history(session).messages  # wait for the projection
-    with ChatLog(shared_settings) as other:
+    module_chatlog.history(session).add_messages([HumanMessage("hello")])
+    module_chatlog.history(session).messages  # wait for the projection
+    with ChatLog(module_settings) as other:
         assert other.history(session).messages == [HumanMessage("hello")]
 
 
 def test_async_twins_append_read_and_clear(
-    shared_chatlog: ChatLog, live_projector: Projector
+    module_chatlog: ChatLog, module_projector: Projector
 ) -> None:
     """aadd_messages, aget_messages and aclear behave like their sync twins."""
-    history = shared_chatlog.history(unique("async"))
+    history = module_chatlog.history(unique("async"))
 
     async def scenario() -> None:
         await history.aadd_messages([HumanMessage("one"), AIMessage("two")])
@@ -334,19 +294,19 @@ def test_async_twins_append_read_and_clear(
 
 
 def test_runnable_with_message_history_keeps_the_conversation(
-    shared_chatlog: ChatLog, live_projector: Projector
+    module_chatlog: ChatLog, module_projector: Projector
 ) -> None:
     """RunnableWithMessageHistory with a fake model sees earlier turns through chatlog."""
     from chatlog.demo import conversation_chain
 
-    chain = conversation_chain(shared_chatlog.get_session_history)
+    chain = conversation_chain(module_chatlog.get_session_history)
     session = unique("runnable")
     config = {"configurable": {"session_id": session, "user_id": "carol"}}
     first = chain.invoke({"question": "first"}, config=config)
     second = chain.invoke({"question": "second"}, config=config)
     assert first.content == "(turn 1) you said: first"
     assert second.content == "(turn 2) you said: second"
-    stored = shared_chatlog.history(session, "carol").messages
+    stored = module_chatlog.history(session, "carol").messages
     assert [m.content for m in stored] == [
         "first",
         "(turn 1) you said: first",

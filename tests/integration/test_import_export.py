@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import pickle
-import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,10 @@ from chatlog.histories.importers import (
     read_langchain_sql,
 )
 from chatlog.projector import Projector
-from tests.conftest import delete_namespace
+from tests.conftest import eventually, unique
+
+SETTINGS_OVERRIDES = {"partitions": 4}
+
 
 with warnings.catch_warnings():
     # langchain-community warns on import that it is being sunset.
@@ -42,10 +44,6 @@ with warnings.catch_warnings():
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
 def conversation(tag: str) -> list[BaseMessage]:
     return [
         HumanMessage(f"hello {tag}", id=f"{tag}-1"),
@@ -56,72 +54,38 @@ def conversation(tag: str) -> list[BaseMessage]:
     ]
 
 
-@pytest.fixture(scope="module")
-def io_settings(kafka_bootstrap: str, redis_url: str) -> Iterator[Settings]:
-    """One topic, group and namespace for the module; tests use their own ids."""
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        redis_url=redis_url,
-        topic=f"importexport-{tag}",
-        namespace=f"test:importexport-{tag}",
-        consumer_group=f"importexport-{tag}",
-        consumer_session_timeout_ms=6000,
-        consumer_heartbeat_interval_ms=1000,
-        read_timeout_s=20.0,
-        publish_timeout_s=20.0,
-        partitions=4,
-    )
-    yield settings
-    client = redis.Redis.from_url(redis_url)
-    delete_namespace(client, settings.namespace)
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def io_chatlog(io_settings: Settings) -> Iterator[ChatLog]:
-    with ChatLog(io_settings) as chatlog:
-        yield chatlog
-
-
-@pytest.fixture(scope="module")
-def io_projector(io_settings: Settings, io_chatlog: ChatLog) -> Iterator[Projector]:
-    io_chatlog.producer  # creates the topic before the group joins
-    with Projector(io_settings).running() as projector:
-        yield projector
-
-
-def eventually(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
-
-
 def cli_args(settings: Settings, *args: str) -> list[str]:
     return [
-        "--bootstrap-servers", settings.kafka_bootstrap_servers,
-        "--redis-url", settings.redis_url,
-        "--topic", settings.topic,
-        "--namespace", settings.namespace,
+        "--bootstrap-servers",
+        settings.kafka_bootstrap_servers,
+        "--redis-url",
+        settings.redis_url,
+        "--topic",
+        settings.topic,
+        "--namespace",
+        settings.namespace,
         *args,
     ]
 
 
 @pytest.mark.parametrize("fmt", ["json", "jsonl"])
 def test_cli_export_then_import_restores_deleted_sessions_idempotently(
-    io_settings: Settings, io_chatlog: ChatLog, io_projector: Projector, tmp_path: Path, fmt: str
+    module_settings: Settings,
+    module_chatlog: ChatLog,
+    module_projector: Projector,
+    tmp_path: Path,
+    fmt: str,
 ) -> None:
     """Export --user, delete the user, import twice: the sessions come back once, loss-free."""
     alice = unique("alice")
     sessions = {unique("s"): conversation(str(i)) for i in range(2)}
     for session, messages in sessions.items():
-        io_chatlog.history(session, alice).add_messages(messages)
-        assert io_chatlog.history(session, alice).messages == messages
+        module_chatlog.history(session, alice).add_messages(messages)
+        assert module_chatlog.history(session, alice).messages == messages
     path = tmp_path / f"export.{fmt}"
     runner = CliRunner()
     done = runner.invoke(
-        cli, cli_args(io_settings, "export", "--user", alice, "--format", fmt, "-o", str(path))
+        cli, cli_args(module_settings, "export", "--user", alice, "--format", fmt, "-o", str(path))
     )
     assert done.exit_code == 0, done.output
     exported = read_export(path)
@@ -129,35 +93,37 @@ def test_cli_export_then_import_restores_deleted_sessions_idempotently(
     assert all(s.user_id == alice for s in exported)
 
     listed = runner.invoke(
-        cli, cli_args(io_settings, "sessions", "list", "--user", alice, "--json")
+        cli, cli_args(module_settings, "sessions", "list", "--user", alice, "--json")
     )
     assert sorted(r["session_id"] for r in json.loads(listed.output)) == sorted(sessions)
     deleted = runner.invoke(
-        cli, cli_args(io_settings, "sessions", "delete", "--all", "--user", alice)
+        cli, cli_args(module_settings, "sessions", "delete", "--all", "--user", alice)
     )
     assert deleted.exit_code == 0, deleted.output
     for session in sessions:
-        eventually(lambda s=session: io_chatlog.history(s, alice).messages == [])
+        eventually(lambda s=session: module_chatlog.history(s, alice).messages == [])
 
-    first = runner.invoke(cli, cli_args(io_settings, "import", str(path)))
+    first = runner.invoke(cli, cli_args(module_settings, "import", str(path)))
     assert first.exit_code == 0, first.output
     assert "6 message(s) published" in first.output
-    again = runner.invoke(cli, cli_args(io_settings, "import", str(path)))
+    again = runner.invoke(cli, cli_args(module_settings, "import", str(path)))
     assert again.exit_code == 0, again.output
     assert "0 message(s) published, 6 already there" in again.output
     for session, messages in sessions.items():
-        assert io_chatlog.history(session, alice).messages == messages
+        assert module_chatlog.history(session, alice).messages == messages
 
 
 def test_cli_keeps_users_apart(
-    io_settings: Settings, io_chatlog: ChatLog, io_projector: Projector, tmp_path: Path
+    module_settings: Settings, module_chatlog: ChatLog, module_projector: Projector, tmp_path: Path
 ) -> None:
     """Another user can neither list, export, delete nor import over someone's session."""
     alice, bob, session = unique("alice"), unique("bob"), unique("s")
-    io_chatlog.history(session, alice).add_messages([HumanMessage("private")])
-    assert len(io_chatlog.history(session, alice).messages) == 1
+    module_chatlog.history(session, alice).add_messages([HumanMessage("private")])
+    assert len(module_chatlog.history(session, alice).messages) == 1
     runner = CliRunner()
-    listed = runner.invoke(cli, cli_args(io_settings, "sessions", "list", "--user", bob, "--json"))
+    listed = runner.invoke(
+        cli, cli_args(module_settings, "sessions", "list", "--user", bob, "--json")
+    )
     assert json.loads(listed.output) == []
     for args in (
         ["export", "--session", session, "--user", bob],
@@ -165,30 +131,37 @@ def test_cli_keeps_users_apart(
         ["sessions", "delete", session, "--user", bob],
         ["history", "show", session, "--user", bob],
     ):
-        result = runner.invoke(cli, cli_args(io_settings, *args))
+        result = runner.invoke(cli, cli_args(module_settings, *args))
         assert isinstance(result.exception, SessionOwnershipError), (args, result.output)
     path = tmp_path / "theirs.json"
     path.write_text(json.dumps({"session_id": session, "user_id": bob, "messages": []}))
-    result = runner.invoke(cli, cli_args(io_settings, "import", str(path)))
+    result = runner.invoke(cli, cli_args(module_settings, "import", str(path)))
     assert isinstance(result.exception, SessionOwnershipError)
-    assert io_chatlog.history(session, alice).messages == [HumanMessage("private")]
+    assert module_chatlog.history(session, alice).messages == [HumanMessage("private")]
 
 
 def test_import_reports_a_conflicting_session_and_appends_only_missing_tails(
-    io_chatlog: ChatLog, io_projector: Projector
+    module_chatlog: ChatLog, module_projector: Projector
 ) -> None:
     """A session with other messages is a conflict; one holding a prefix gets the rest."""
     user = unique("u")
     same, diverged = unique("same"), unique("diverged")
-    io_chatlog.history(same, user).add_messages([HumanMessage("1")])
-    io_chatlog.history(diverged, user).add_messages([HumanMessage("other")])
+    module_chatlog.history(same, user).add_messages([HumanMessage("1")])
+    module_chatlog.history(diverged, user).add_messages([HumanMessage("other")])
     exported = [
-        next(iter(read_export(
-            json.dumps({"session_id": s, "user_id": user, "messages": m}).encode()
-        )))
+        next(
+            iter(
+                read_export(json.dumps({"session_id": s, "user_id": user, "messages": m}).encode())
+            )
+        )
         for s, m in (
-            (same, [{"type": "human", "data": {"content": "1"}},
-                    {"type": "ai", "data": {"content": "2"}}]),
+            (
+                same,
+                [
+                    {"type": "human", "data": {"content": "1"}},
+                    {"type": "ai", "data": {"content": "2"}},
+                ],
+            ),
             (diverged, [{"type": "human", "data": {"content": "mine"}}]),
         )
     ]
@@ -197,9 +170,9 @@ def test_import_reports_a_conflicting_session_and_appends_only_missing_tails(
     def progress(p: ImportProgress) -> None:
         seen.append(p.sessions)
 
-    done = import_sessions(io_chatlog, exported, on_progress=progress)
+    done = import_sessions(module_chatlog, exported, on_progress=progress)
     assert (done.messages_published, done.conflicts, seen) == (1, [diverged], [1, 2])
-    assert io_chatlog.history(same, user).messages == [HumanMessage("1"), AIMessage("2")]
+    assert module_chatlog.history(same, user).messages == [HumanMessage("1"), AIMessage("2")]
 
 
 def test_pickles_are_refused_without_loading(tmp_path: Path, redis_client: redis.Redis) -> None:
@@ -222,7 +195,7 @@ def test_pickles_are_refused_without_loading(tmp_path: Path, redis_client: redis
 
 
 def test_import_from_langchain_redis_prefix_is_idempotent_and_resumes(
-    redis_url: str, redis_client: redis.Redis, io_chatlog: ChatLog, io_projector: Projector
+    redis_url: str, redis_client: redis.Redis, module_chatlog: ChatLog, module_projector: Projector
 ) -> None:
     """Every RedisChatMessageHistory session under a prefix is imported once; new tails later."""
     prefix = unique("lc") + ":"
@@ -232,20 +205,22 @@ def test_import_from_langchain_redis_prefix_is_idempotent_and_resumes(
         RedisChatMessageHistory(session, url=redis_url, key_prefix=prefix).add_messages(messages)
     redis_client.set(prefix + "not-a-list", "x")
     try:
-        done = import_sessions(io_chatlog, read_langchain_redis(redis_client, prefix, user_id=user))
+        done = import_sessions(
+            module_chatlog, read_langchain_redis(redis_client, prefix, user_id=user)
+        )
         assert (done.sessions, done.messages_published) == (3, 9)
         for session, messages in source.items():
-            assert io_chatlog.history(session, user).messages == messages
+            assert module_chatlog.history(session, user).messages == messages
         first = next(iter(source))
         RedisChatMessageHistory(first, url=redis_url, key_prefix=prefix).add_message(
             HumanMessage("later")
         )
         again = import_sessions(
-            io_chatlog, read_langchain_redis(redis_client, prefix, user_id=user)
+            module_chatlog, read_langchain_redis(redis_client, prefix, user_id=user)
         )
         assert (again.messages_published, again.messages_skipped, again.conflicts) == (1, 9, [])
-        assert io_chatlog.history(first, user).last(1) == [HumanMessage("later")]
-        assert sorted(s.session_id for s in io_chatlog.sessions(user)) == sorted(source)
+        assert module_chatlog.history(first, user).last(1) == [HumanMessage("later")]
+        assert sorted(s.session_id for s in module_chatlog.sessions(user)) == sorted(source)
     finally:
         redis_client.delete(*redis_client.keys(prefix + "*"))
 
@@ -263,7 +238,7 @@ def sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[
 
 
 def test_import_from_langchain_sql_table_is_idempotent(
-    sql_store: tuple[str, str], io_chatlog: ChatLog, io_projector: Projector
+    sql_store: tuple[str, str], module_chatlog: ChatLog, module_projector: Projector
 ) -> None:
     """Every SQLChatMessageHistory session of a table is imported once, in id order."""
     url, table = sql_store
@@ -275,18 +250,18 @@ def test_import_from_langchain_sql_table_is_idempotent(
             SQLChatMessageHistory(session, table_name=table, connection=engine).add_messages(
                 messages
             )
-        done = import_sessions(io_chatlog, read_langchain_sql(engine, table, user_id=user))
+        done = import_sessions(module_chatlog, read_langchain_sql(engine, table, user_id=user))
         assert (done.sessions, done.messages_published) == (2, 6)
         for session, messages in source.items():
-            assert io_chatlog.history(session, user).messages == messages
-        again = import_sessions(io_chatlog, read_langchain_sql(url, table, user_id=user))
+            assert module_chatlog.history(session, user).messages == messages
+        again = import_sessions(module_chatlog, read_langchain_sql(url, table, user_id=user))
         assert (again.messages_published, again.messages_skipped) == (0, 6)
     finally:
         engine.dispose()
 
 
 def test_export_api_writes_langchain_messages_to_dict(
-    io_chatlog: ChatLog, io_projector: Projector
+    module_chatlog: ChatLog, module_projector: Projector
 ) -> None:
     """The JSON export holds exactly messages_to_dict of the history."""
     import io
@@ -295,10 +270,10 @@ def test_export_api_writes_langchain_messages_to_dict(
 
     user, session = unique("u"), unique("s")
     messages = conversation("x")
-    io_chatlog.history(session, user).add_messages(messages)
-    assert io_chatlog.history(session, user).messages == messages
+    module_chatlog.history(session, user).add_messages(messages)
+    assert module_chatlog.history(session, user).messages == messages
     out = io.StringIO()
-    assert write_export(export_sessions(io_chatlog, user_id=user), out) == 1
+    assert write_export(export_sessions(module_chatlog, user_id=user), out) == 1
     document = json.loads(out.getvalue())
     assert document["sessions"] == [
         {"session_id": session, "user_id": user, "messages": messages_to_dict(messages)}
