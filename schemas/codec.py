@@ -23,6 +23,7 @@ import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 from chatlog.errors import EventDecodeError
+from chatlog.schemas import event_reader
 from chatlog.schemas.events import (
     ChatEvent,
     InvalidToolCall,
@@ -119,6 +120,11 @@ class EventCodec:
         self.registry = registry or SchemaRegistry()
         self._writer = self.registry.latest
         self._header = MAGIC + self._writer.fingerprint
+        # The writer schema the hand-written reader decodes without fastavro.
+        self._fast = next(
+            (v for v in self.registry.versions if (v.name, v.version) == event_reader.SCHEMA),
+            None,
+        )
 
     def encode(self, event: ChatEvent) -> bytes:
         """Serialize ``event`` with the newest schema."""
@@ -138,6 +144,8 @@ class EventCodec:
         if len(data) < HEADER_SIZE or data[:2] != MAGIC:
             raise EventDecodeError("not an Avro single-object encoded event (bad magic bytes)")
         writer = self.registry.writer_schema(bytes(data[2:HEADER_SIZE]))
+        if writer is self._fast and writer is self._writer:
+            return event_reader.read_event(bytes(data), HEADER_SIZE)
         if writer.name != self._writer.name:
             raise EventDecodeError(
                 f"a {writer.name} event is not a {self._writer.name}: it was published "

@@ -89,6 +89,26 @@ def stored_message(event: MessageAppended) -> str:
         EventDecodeError: the event is well-formed Avro but its content is not a
             storable message (unknown type, broken JSON fragment, clashing keys).
     """
+    # Most messages are plain text with nothing else set: the projector renders
+    # every one of them, so they get a template made by _render itself.
+    if (
+        type(event.content) is str
+        and event.additional_kwargs == "{}"
+        and event.response_metadata == "{}"
+        and event.extra == "{}"
+        and event.name is None
+        and event.id is None
+        and not event.tool_calls
+        and not event.invalid_tool_calls
+        and event.usage_metadata is None
+    ):
+        template = _PLAIN_TEMPLATES.get(event.type)
+        if template is not None:
+            return template[0] + _dumps(event.content) + template[1]
+    return _render(event)
+
+
+def _render(event: MessageAppended) -> str:
     kind = event.type
     if kind not in MESSAGE_TYPES:
         raise EventDecodeError(f"unknown message type {kind!r}")
@@ -176,3 +196,18 @@ def stored_message(event: MessageAppended) -> str:
             parts += [",", extra.strip()[1:-1]]
     parts.append("}")
     return '{"type":' + _dumps(kind) + ',"data":' + "".join(parts) + "}"
+
+
+def _plain_template(kind: str) -> tuple[str, str]:
+    """The rendering of a plain ``kind`` message, split around its (empty) content."""
+    text = _render(MessageAppended(kind, ""))
+    marker = '"content":""'
+    at = text.index(marker) + len('"content":')
+    return text[:at], text[at + 2 :]
+
+
+#: Message types whose plain messages render as prefix + content JSON + suffix
+#: (tool and chat messages carry fields of their own, so they are always rendered).
+_PLAIN_TEMPLATES = {
+    kind: _plain_template(kind) for kind in MESSAGE_TYPES - TOOL_TYPES - CHAT_TYPES
+}

@@ -1,0 +1,236 @@
+"""A hand-written Avro reader for the newest ``chatlog.ChatEvent`` schema (v2).
+
+The projector decodes every event of the log, and fastavro's generic reader
+(a file-object read per field, then the ``uuid``/``timestamp-millis``
+logical-type conversions, then the dataclasses built from its dicts) cost
+about 19 µs of an event's budget. This reader walks the bytes of the one
+schema the producer writes, straight into the event dataclasses, in about a
+third of that. Events written with any other schema version, which need
+schema resolution, still go through fastavro (:class:`EventCodec` picks).
+
+It returns exactly what the fastavro path returns for every valid encoding
+(``tests/unit/test_event_reader.py`` checks that against fastavro) and
+raises only :class:`EventDecodeError` on anything else.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from uuid import UUID
+
+from chatlog.errors import EventDecodeError
+from chatlog.schemas.events import (
+    ChatEvent,
+    InvalidToolCall,
+    MessageAppended,
+    Payload,
+    SessionCleared,
+    SessionDeleted,
+    SessionTtlSet,
+    ToolCall,
+    UsageMetadata,
+    UserDeleted,
+)
+
+#: The schema this reader is written for: ``(record name, version)``.
+SCHEMA = ("chatlog.ChatEvent", 2)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# What str(UUID(...)) returns: such ids are kept as they are, any other
+# spelling goes through UUID() like fastavro's uuid logical type does.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_canonical_uuid = _CANONICAL_UUID.fullmatch
+
+
+class _Reader:
+    """A cursor over one event's bytes; every read raises IndexError past the end."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes, pos: int) -> None:
+        self.data = data
+        self.pos = pos
+
+    def long(self) -> int:
+        data, pos = self.data, self.pos
+        byte = data[pos]
+        pos += 1
+        if byte < 0x80:
+            self.pos = pos
+            return (byte >> 1) ^ -(byte & 1)
+        value = byte & 0x7F
+        shift = 7
+        while True:
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+            if shift > 63:
+                raise EventDecodeError("corrupt event body: a varint longer than 10 bytes")
+        self.pos = pos
+        return (value >> 1) ^ -(value & 1)
+
+    def string(self) -> str:
+        data, pos = self.data, self.pos
+        size = data[pos]
+        if size < 0x80:  # the common one-byte length, read inline
+            start = pos + 1
+            size >>= 1  # never negative: the zig-zag sign bit of a one-byte length is 1 & size
+            if data[pos] & 1:
+                raise EventDecodeError("corrupt event body: a string of negative length")
+        else:
+            size = self.long()
+            start = self.pos
+        end = start + size
+        if size < 0 or end > len(data):
+            raise EventDecodeError(f"corrupt event body: a string of {size} bytes")
+        self.pos = end
+        return data[start:end].decode()
+
+    def optional_string(self) -> str | None:
+        byte = self.data[self.pos]
+        # Union branches 0 (null) and 1 (string) in their one-byte zig-zag form.
+        if byte == 0:
+            self.pos += 1
+            return None
+        if byte == 2:
+            self.pos += 1
+            return self.string()
+        branch = self.long()
+        if branch == 0:
+            return None
+        if branch == 1:
+            return self.string()
+        raise EventDecodeError(f"corrupt event body: union branch {branch} of [null, string]")
+
+    def optional_long(self) -> int | None:
+        branch = self.long()
+        if branch == 0:
+            return None
+        if branch == 1:
+            return self.long()
+        raise EventDecodeError(f"corrupt event body: union branch {branch} of [null, long]")
+
+    def block(self) -> int:
+        """The item count of the next array block (0 ends the array)."""
+        count = self.long()
+        if count < 0:
+            # A negative count is followed by the block's size in bytes.
+            count = -count
+            self.long()
+        return count
+
+
+def read_event(data: bytes, start: int) -> ChatEvent:
+    """Decode the v2 ``ChatEvent`` body that begins at ``data[start]`` and fills the rest.
+
+    Raises:
+        EventDecodeError: the bytes are not one complete, valid v2 body.
+    """
+    reader = _Reader(data, start)
+    try:
+        event_id = reader.string()
+        if _canonical_uuid(event_id) is None:
+            event_id = str(UUID(event_id))
+        session_id = reader.string()
+        user_id = reader.optional_string()
+        occurred_at = _EPOCH + timedelta(microseconds=reader.long() * 1000)
+        source = reader.optional_string()
+        payload = _payload(reader)
+    except EventDecodeError:
+        raise
+    except (IndexError, ValueError, OverflowError) as exc:  # UnicodeDecodeError is a ValueError
+        raise EventDecodeError(f"corrupt event body: {type(exc).__name__}: {exc}") from exc
+    if reader.pos != len(data):
+        raise EventDecodeError(
+            f"corrupt event body: {len(data) - reader.pos} trailing bytes after the record"
+        )
+    return ChatEvent(
+        session_id=session_id,
+        payload=payload,
+        user_id=user_id,
+        source=source,
+        event_id=event_id,
+        occurred_at=occurred_at,
+    )
+
+
+def _payload(reader: _Reader) -> Payload:
+    branch = reader.long()
+    if branch == 0:
+        return _message(reader)
+    if branch == 1:
+        return SessionCleared()
+    if branch == 2:
+        return SessionDeleted()
+    if branch == 3:
+        return UserDeleted()
+    if branch == 4:
+        return SessionTtlSet(ttl_ms=reader.optional_long())
+    raise EventDecodeError(f"corrupt event body: payload union branch {branch}")
+
+
+def _message(reader: _Reader) -> MessageAppended:
+    kind = reader.string()
+    branch = reader.long()
+    content: str | tuple[str, ...]
+    if branch == 0:
+        content = reader.string()
+    elif branch == 1:
+        parts: list[str] = []
+        count = reader.block()
+        while count:
+            parts.extend(reader.string() for _ in range(count))
+            count = reader.block()
+        content = tuple(parts)
+    else:
+        raise EventDecodeError(f"corrupt event body: content union branch {branch}")
+    name = reader.optional_string()
+    message_id = reader.optional_string()
+    role = reader.optional_string()
+    tool_calls: list[ToolCall] = []
+    count = reader.block()
+    while count:
+        for _ in range(count):
+            call_name = reader.string()
+            call_args = reader.string()
+            tool_calls.append(ToolCall(call_name, call_args, reader.optional_string()))
+        count = reader.block()
+    invalid: list[InvalidToolCall] = []
+    count = reader.block()
+    while count:
+        for _ in range(count):
+            invalid.append(
+                InvalidToolCall(
+                    reader.optional_string(),
+                    reader.optional_string(),
+                    reader.optional_string(),
+                    reader.optional_string(),
+                )
+            )
+        count = reader.block()
+    usage: UsageMetadata | None = None
+    branch = reader.long()
+    if branch == 1:
+        usage = UsageMetadata(reader.long(), reader.long(), reader.long(), reader.optional_string())
+    elif branch != 0:
+        raise EventDecodeError(f"corrupt event body: usage_metadata union branch {branch}")
+    return MessageAppended(
+        type=kind,
+        content=content,
+        name=name,
+        id=message_id,
+        role=role,
+        tool_calls=tuple(tool_calls),
+        invalid_tool_calls=tuple(invalid),
+        usage_metadata=usage,
+        tool_call_id=reader.optional_string(),
+        artifact=reader.optional_string(),
+        status=reader.optional_string(),
+        additional_kwargs=reader.string(),
+        response_metadata=reader.string(),
+        extra=reader.string(),
+    )

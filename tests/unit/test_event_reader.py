@@ -1,0 +1,110 @@
+"""The hand-written v2 reader returns exactly what fastavro's generic path returns."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timezone
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chatlog.schemas.codec import HEADER_SIZE, EventCodec, _event_from_avro
+from chatlog.schemas.event_reader import SCHEMA, read_event
+from chatlog.schemas.events import (
+    ChatEvent,
+    InvalidToolCall,
+    MessageAppended,
+    SessionCleared,
+    SessionDeleted,
+    SessionTtlSet,
+    ToolCall,
+    UsageMetadata,
+    UserDeleted,
+)
+
+codec = EventCodec()
+texts = st.text(max_size=80)
+optional = st.none() | texts
+messages = st.builds(
+    MessageAppended,
+    type=st.sampled_from(["human", "ai", "tool", "chat", "AIMessageChunk"]),
+    content=st.one_of(st.text(max_size=300), st.lists(texts, max_size=4).map(tuple)),
+    name=optional,
+    id=optional,
+    role=optional,
+    tool_calls=st.lists(st.builds(ToolCall, name=texts, args=texts, id=optional), max_size=3)
+    .map(tuple),
+    invalid_tool_calls=st.lists(
+        st.builds(InvalidToolCall, name=optional, args=optional, id=optional, error=optional),
+        max_size=2,
+    ).map(tuple),
+    usage_metadata=st.none()
+    | st.builds(
+        UsageMetadata,
+        input_tokens=st.integers(-(2**63), 2**63 - 1),
+        output_tokens=st.integers(0, 10**9),
+        total_tokens=st.integers(0, 10**12),
+        details=optional,
+    ),
+    tool_call_id=optional,
+    artifact=optional,
+    status=optional,
+    additional_kwargs=texts,
+    response_metadata=texts,
+    extra=texts,
+)
+payloads = st.one_of(
+    messages,
+    st.builds(SessionCleared),
+    st.builds(SessionDeleted),
+    st.builds(UserDeleted),
+    st.builds(SessionTtlSet, ttl_ms=st.none() | st.integers(-(2**63), 2**63 - 1)),
+)
+events = st.builds(
+    ChatEvent,
+    session_id=texts,
+    payload=payloads,
+    user_id=optional,
+    source=optional,
+    occurred_at=st.datetimes(
+        min_value=datetime(1900, 1, 1), max_value=datetime(2400, 1, 1),
+        timezones=st.just(timezone.utc),
+    ).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)),
+)
+
+
+def _fastavro_decode(data: bytes) -> ChatEvent:
+    """The generic path the codec takes for other schema versions."""
+    import fastavro
+
+    buffer = io.BytesIO(data)
+    buffer.seek(HEADER_SIZE)
+    record = fastavro.schemaless_reader(
+        buffer, codec.registry.latest.parsed, None,
+        return_record_name=True, return_record_name_override=True,
+    )
+    return _event_from_avro(record)
+
+
+def test_reader_is_written_for_the_schema_the_producer_writes() -> None:
+    """The newest ChatEvent schema is the one the fast reader handles (else it goes unused)."""
+    latest = codec.registry.latest
+    assert (latest.name, latest.version) == SCHEMA
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events)
+def test_reader_and_fastavro_agree_on_every_valid_encoding(event: ChatEvent) -> None:
+    """Field for field, including uuid and timestamp-millis conversions and unions."""
+    data = codec.encode(event)
+    fast = read_event(data, HEADER_SIZE)
+    assert fast == _fastavro_decode(data) == event
+    assert codec.decode(data) == event
+
+
+def test_non_canonical_uuid_spelling_is_normalized_like_fastavro() -> None:
+    """An upper-case event id comes back as str(UUID(...)), as fastavro's uuid type gives it."""
+    event = ChatEvent("s", SessionCleared(), event_id="A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11")
+    data = codec.encode(event)
+    assert read_event(data, HEADER_SIZE).event_id == "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+    assert read_event(data, HEADER_SIZE) == _fastavro_decode(data)
