@@ -8,6 +8,7 @@ deletes only those.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 import uuid
@@ -158,6 +159,20 @@ class _Run:
         seed_topic(settings, records)
         raw = throughput.raw_consumer_rate(settings, c.throughput_events)
         live = throughput.projector_rate(settings, c.throughput_events)
+        # The same projector on the optional confluent-kafka transport: the same
+        # topic, its own group and namespace, the same raw kafka-python baseline.
+        confluent_settings = settings.with_(
+            transport="confluent",
+            consumer_group=f"{settings.consumer_group}-confluent",
+            namespace=f"{settings.namespace}:confluent",
+        )
+        confluent: throughput.Rate | None = None
+        unavailable = ""
+        if importlib.util.find_spec("confluent_kafka") is None:
+            unavailable = "not measured: confluent-kafka is not installed (the confluent extra)"
+        else:
+            self.namespaces.append(confluent_settings.namespace)
+            confluent = throughput.projector_rate(confluent_settings, c.throughput_events)
         rebuilt_ns = f"{settings.namespace}:rebuilt"
         self.namespaces.append(rebuilt_ns)
         rebuild = throughput.rebuild_rate(settings, rebuilt_ns)
@@ -166,6 +181,12 @@ class _Run:
         self.report.add(Measure(
             "projector throughput", "events/s", live.per_second,
             "raw kafka-python consumer", raw.per_second, Target("ratio_min", 0.6), sizes,
+        ))
+        self.report.add(Measure(
+            "projector throughput, confluent transport", "events/s",
+            confluent.per_second if confluent else None,
+            "raw kafka-python consumer", raw.per_second, Target("ratio_min", 0.6),
+            unavailable or f"{sizes}; CHATLOG_TRANSPORT=confluent",
         ))
         self.report.add(Measure(
             "rebuild throughput", "events/s", rebuild.per_second,

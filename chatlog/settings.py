@@ -40,6 +40,10 @@ class Settings:
         consumer_session_timeout_ms: Group session timeout (``CHATLOG_SESSION_TIMEOUT_MS``).
         consumer_heartbeat_interval_ms: Group heartbeat (``CHATLOG_HEARTBEAT_INTERVAL_MS``).
         max_poll_records: Largest projector batch (``CHATLOG_MAX_POLL_RECORDS``).
+        transport: The projector's Kafka client (``CHATLOG_TRANSPORT``): ``kafka-python``
+            (the default) or ``confluent`` (confluent-kafka, the ``confluent`` extra;
+            several times the projector's throughput, the ``CHATLOG_KAFKA_*``
+            pass-through options do not apply to it).
         kafka_options: Extra keyword options passed to every kafka-python client
             (TLS, SASL, ...); set from ``CHATLOG_KAFKA_*`` variables.
         kafka_security_protocol: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``
@@ -89,6 +93,7 @@ class Settings:
     consumer_session_timeout_ms: int = 10_000
     consumer_heartbeat_interval_ms: int = 1_000
     max_poll_records: int = 2_000
+    transport: str = "kafka-python"
     kafka_options: Mapping[str, Any] = field(default_factory=dict)
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
@@ -124,6 +129,10 @@ class Settings:
         for name in ("partitions", "replication_factor", "max_event_bytes", "max_poll_records"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.transport not in TRANSPORTS:
+            raise ConfigurationError(
+                f"transport {self.transport!r} is not one of {', '.join(TRANSPORTS)}"
+            )
         for name in ("read_timeout_s", "publish_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
@@ -201,6 +210,9 @@ class Settings:
         return cls(**values)
 
 
+#: The projector's Kafka clients (``Settings.transport``).
+TRANSPORTS = ("kafka-python", "confluent")
+
 #: Setting name -> environment variable.
 ENVIRONMENT: dict[str, str] = {
     "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
@@ -218,6 +230,7 @@ ENVIRONMENT: dict[str, str] = {
     "consumer_session_timeout_ms": "CHATLOG_SESSION_TIMEOUT_MS",
     "consumer_heartbeat_interval_ms": "CHATLOG_HEARTBEAT_INTERVAL_MS",
     "max_poll_records": "CHATLOG_MAX_POLL_RECORDS",
+    "transport": "CHATLOG_TRANSPORT",
     "session_ttl_s": "CHATLOG_SESSION_TTL",
     "session_ttl_refresh_on_read": "CHATLOG_SESSION_TTL_ON_READ",
     "kafka_security_protocol": "CHATLOG_KAFKA_SECURITY_PROTOCOL",

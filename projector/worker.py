@@ -114,7 +114,8 @@ class Projector:
         self.metrics = metrics
         self._stop = threading.Event()
         self._assigned = threading.Event()
-        self._consumer: KafkaConsumer | None = None
+        # A KafkaConsumer, or a ConfluentConsumer with the same methods.
+        self._consumer: Any = None
         self._producer: EventProducer | None = None
         self._dlq: DeadLetterQueue | None = None
         self._thread: threading.Thread | None = None
@@ -181,7 +182,9 @@ class Projector:
             while not self._stop.is_set():
                 self.stats.last_poll_at = time.time()
                 try:
-                    batch = consumer.poll(timeout_ms=100, max_records=self.settings.max_poll_records)
+                    batch = consumer.poll(
+                        timeout_ms=100, max_records=self.settings.max_poll_records
+                    )
                 except KafkaError as exc:
                     log.warning("poll failed, retrying: %s", exc)
                     if self.metrics is not None:
@@ -217,13 +220,13 @@ class Projector:
                 return
         records: list[LogRecord] = []
         letters: list[DeadLetter] = []
-        raw_by_coordinates: dict[tuple[int, int], Any] = {}
         next_offsets: dict[TopicPartition, int] = {}
+        max_event_bytes = self.settings.max_event_bytes
+        decode = self.codec.decode
         for tp, raws in batch.items():
             for raw in raws:
-                raw_by_coordinates[(raw.partition, raw.offset)] = raw
                 size = len(raw.value) if raw.value is not None else 0
-                if size > self.settings.max_event_bytes:
+                if size > max_event_bytes:
                     # No chatlog producer writes these; one that slipped in (another
                     # client, a raised broker limit) must not bloat the read model.
                     letters.append(DeadLetter(raw, (
@@ -233,7 +236,7 @@ class Projector:
                     )))
                     continue
                 try:
-                    event = self.codec.decode(raw.value)
+                    event = decode(raw.value)
                 except ChatLogError as exc:
                     letters.append(DeadLetter(raw, f"undecodable: {exc}"))
                     continue
@@ -264,8 +267,10 @@ class Projector:
         apply_seconds = time.perf_counter() - apply_started
         if result is None:
             return  # stopping during an outage: nothing committed, the batch comes again
-        for record, reason in result.failed:
-            letters.append(DeadLetter(raw_by_coordinates[(record.partition, record.offset)], reason))
+        if result.failed:
+            raw_at = {(raw.partition, raw.offset): raw for raws in batch.values() for raw in raws}
+            for record, reason in result.failed:
+                letters.append(DeadLetter(raw_at[(record.partition, record.offset)], reason))
         if letters and self._retry(lambda: self._publish_letters(letters), "dead-letter") is None:
             return
         self.stats.batches += 1
@@ -405,8 +410,24 @@ class Projector:
                          settings=settings)
             ensure_topic(settings.checkpoint_topic, settings.partitions,
                          settings.replication_factor, settings=settings)
+        if settings.transport == "confluent":
+            # Imported here: confluent-kafka is an optional extra.
+            from chatlog.projector.confluent_consumer import ConfluentConsumer
+
+            self._consumer = ConfluentConsumer(settings)
+        else:
+            self._consumer = self._kafka_python_consumer()
+        self._consumer.subscribe(
+            [settings.topic, settings.checkpoint_topic],
+            listener=RebalanceListener(self.metrics.rebalanced if self.metrics else None),
+        )
+        self._producer = EventProducer(settings, codec=self.codec)
+        self._dlq = DeadLetterQueue(self._producer, settings.dlq_topic)
+
+    def _kafka_python_consumer(self) -> KafkaConsumer:
+        settings = self.settings
         try:
-            self._consumer = KafkaConsumer(
+            return KafkaConsumer(
                 **settings.kafka_client_options(),
                 group_id=settings.consumer_group,
                 enable_auto_commit=False,
@@ -424,12 +445,6 @@ class Projector:
             raise BrokerUnavailableError(
                 f"no Kafka broker answered at {settings.kafka_bootstrap_servers}"
             ) from exc
-        self._consumer.subscribe(
-            [settings.topic, settings.checkpoint_topic],
-            listener=RebalanceListener(self.metrics.rebalanced if self.metrics else None),
-        )
-        self._producer = EventProducer(settings, codec=self.codec)
-        self._dlq = DeadLetterQueue(self._producer, settings.dlq_topic)
 
     def _close(self) -> None:
         if self._consumer is not None:

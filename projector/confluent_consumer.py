@@ -1,0 +1,234 @@
+"""The projector's optional confluent-kafka transport (``CHATLOG_TRANSPORT=confluent``).
+
+kafka-python parses every fetched record in Python, about 12 µs per event on
+the benchmark machine: most of what a projector on it can spend per event.
+librdkafka fetches and parses in C on its own threads, so the projector's
+thread is left with decoding and applying. :class:`ConfluentConsumer`
+gives the :class:`~chatlog.projector.worker.Projector` the few
+``KafkaConsumer`` methods it uses (``poll``, ``commit``, ``assignment``,
+``position``, ``seek``, ``highwater``, ``close``), with kafka-python's
+``TopicPartition`` keys and its error types, so the worker's
+commit-after-apply loop and its dead-lettering are the same code on both
+transports. Needs the ``confluent`` extra (``pip install chatlog[confluent]``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kafka import TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from chatlog.errors import BrokerUnavailableError, ConfigurationError
+from chatlog.projector.rebalance import RebalanceListener
+from chatlog.settings import Settings
+
+try:
+    import confluent_kafka
+except ImportError:  # pragma: no cover - depends on the installed extras
+    confluent_kafka = None  # type: ignore[assignment]
+
+log = logging.getLogger("chatlog.projector")
+
+#: librdkafka error codes that mean "the group moved on": the commit is
+#: skipped and the next owner of the partition redelivers, as with kafka-python.
+_REBALANCE_CODES = frozenset(
+    getattr(confluent_kafka.KafkaError, name)
+    for name in ("REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID",
+                 "_ASSIGNMENT_LOST", "_STATE")
+    if confluent_kafka is not None
+)
+
+
+class ConfluentRecord:
+    """One fetched record, with the attributes of kafka-python's ``ConsumerRecord`` chatlog uses."""
+
+    __slots__ = ("headers", "key", "offset", "partition", "topic", "value")
+
+    def __init__(
+        self, topic: Any, partition: Any, offset: Any, key: Any, value: Any, headers: Any
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+        self.headers = headers or []
+
+
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    """The librdkafka configuration equivalent to the projector's kafka-python consumer options.
+
+    Raises:
+        ConfigurationError: ``CHATLOG_KAFKA_*`` pass-through options are set; they are
+            kafka-python option names and have no librdkafka meaning.
+    """
+    if settings.kafka_options:
+        raise ConfigurationError(
+            f"the confluent transport cannot use the kafka-python options "
+            f"{sorted(settings.kafka_options)} (CHATLOG_KAFKA_*); unset them or use "
+            "CHATLOG_TRANSPORT=kafka-python"
+        )
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "group.id": settings.consumer_group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": settings.consumer_session_timeout_ms,
+        "heartbeat.interval.ms": settings.consumer_heartbeat_interval_ms,
+        # As for kafka-python: brokers that hold a fetch for the whole wait
+        # (the embedded Tansu) would add it to append -> visible latency.
+        "fetch.wait.max.ms": 20,
+        "security.protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl.username"] = settings.kafka_sasl_username
+        config["sasl.password"] = settings.kafka_sasl_password
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        config["ssl.endpoint.identification.algorithm"] = (
+            "https" if settings.kafka_ssl_check_hostname else "none"
+        )
+        for name, key in (
+            ("cafile", "ssl.ca.location"),
+            ("certfile", "ssl.certificate.location"),
+            ("keyfile", "ssl.key.location"),
+            ("password", "ssl.key.password"),
+        ):
+            value = getattr(settings, f"kafka_ssl_{name}")
+            if value is not None:
+                config[key] = value
+    return config
+
+
+class ConfluentConsumer:
+    """A group consumer on confluent-kafka with the ``KafkaConsumer`` surface the projector uses.
+
+    Raises:
+        ConfigurationError: confluent-kafka is not installed, or the settings
+            cannot be expressed for it.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        if confluent_kafka is None:
+            raise ConfigurationError(
+                "CHATLOG_TRANSPORT=confluent needs confluent-kafka: "
+                "pip install 'chatlog[confluent]'"
+            )
+        self._consumer = confluent_kafka.Consumer(consumer_config(settings))
+        self._listener: RebalanceListener | None = None
+        self._assigned: set[TopicPartition] = set()
+
+    def subscribe(self, topics: list[str], listener: RebalanceListener | None = None) -> None:
+        """Join the group on ``topics``; ``listener`` hears assignments and revocations."""
+        self._listener = listener
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def _on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
+        assigned = {TopicPartition(p.topic, p.partition) for p in partitions}
+        self._assigned = assigned
+        if self._listener is not None:
+            self._listener.on_partitions_assigned(assigned)
+
+    def _on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
+        revoked = {TopicPartition(p.topic, p.partition) for p in partitions}
+        self._assigned -= revoked
+        if self._listener is not None:
+            self._listener.on_partitions_revoked(revoked)
+
+    def poll(self, timeout_ms: int = 0, max_records: int = 500) -> dict[TopicPartition, list[Any]]:
+        """Up to ``max_records`` records, grouped by partition in fetch order.
+
+        Raises:
+            KafkaError: librdkafka reported an error instead of a record.
+        """
+        try:
+            messages = self._consumer.consume(max_records, timeout_ms / 1000)
+        except confluent_kafka.KafkaException as exc:
+            raise KafkaError(f"confluent-kafka consume failed: {exc}") from exc
+        batch: dict[tuple[Any, Any], list[ConfluentRecord]] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == confluent_kafka.KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaError(f"confluent-kafka fetch failed: {error.str()}")
+            topic, partition = message.topic(), message.partition()
+            record = ConfluentRecord(
+                topic, partition, message.offset(), message.key(), message.value(),
+                message.headers(),
+            )
+            records = batch.get((topic, partition))
+            if records is None:
+                batch[(topic, partition)] = [record]
+            else:
+                records.append(record)
+        return {TopicPartition(t, p): records for (t, p), records in batch.items()}
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions the group currently gives this consumer."""
+        return set(self._assigned)
+
+    def position(self, tp: TopicPartition, timeout_ms: int | None = None) -> int:
+        """The offset of the next record this consumer reads from ``tp``."""
+        target = confluent_kafka.TopicPartition(tp.topic, tp.partition)
+        try:
+            offset = self._consumer.position([target])[0].offset
+            if offset < 0:  # nothing fetched yet: the committed offset, else the start
+                timeout = 10.0 if timeout_ms is None else max(timeout_ms / 1000, 0.001)
+                offset = self._consumer.committed([target], timeout=timeout)[0].offset
+            if offset < 0:
+                offset = self._consumer.get_watermark_offsets(target, cached=True)[0]
+        except confluent_kafka.KafkaException as exc:
+            raise KafkaError(f"confluent-kafka position of {tp} failed: {exc}") from exc
+        return int(max(offset, 0))
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        """The partition's end as of the last fetch, ``None`` before one."""
+        target = confluent_kafka.TopicPartition(tp.topic, tp.partition)
+        try:
+            high = self._consumer.get_watermark_offsets(target, cached=True)[1]
+        except confluent_kafka.KafkaException:
+            return None
+        return int(high) if high is not None and high >= 0 else None
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Read ``tp`` from ``offset`` on.
+
+        Raises:
+            BrokerUnavailableError: the partition is not being fetched yet (just
+                assigned); the worker retries its plan, and the seek with it.
+        """
+        try:
+            self._consumer.seek(confluent_kafka.TopicPartition(tp.topic, tp.partition, offset))
+        except confluent_kafka.KafkaException as exc:
+            raise BrokerUnavailableError(
+                f"cannot seek {tp.topic}-{tp.partition} to {offset} yet: {exc}"
+            ) from exc
+
+    def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Commit ``offsets`` synchronously.
+
+        Raises:
+            CommitFailedError: the group rebalanced; the next owner redelivers.
+            KafkaError: any other commit failure.
+        """
+        targets = [
+            confluent_kafka.TopicPartition(tp.topic, tp.partition, meta.offset)
+            for tp, meta in offsets.items()
+        ]
+        try:
+            self._consumer.commit(offsets=targets, asynchronous=False)
+        except confluent_kafka.KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if error is not None and error.code() in _REBALANCE_CODES:
+                raise CommitFailedError(f"confluent-kafka commit: {error.str()}") from exc
+            raise KafkaError(f"confluent-kafka commit failed: {exc}") from exc
+
+    def close(self, autocommit: bool = False) -> None:
+        """Leave the group (never commits: the worker commits after each apply)."""
+        del autocommit
+        self._consumer.close()

@@ -1,0 +1,42 @@
+"""Choosing the projector's Kafka client: CHATLOG_TRANSPORT and the confluent-kafka config."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatlog.errors import ConfigurationError
+from chatlog.projector.confluent_consumer import consumer_config
+from chatlog.settings import Settings
+
+
+def test_kafka_python_is_the_default_and_confluent_is_chosen_by_environment() -> None:
+    """No variable: kafka-python; CHATLOG_TRANSPORT=confluent: the confluent transport."""
+    assert Settings().transport == "kafka-python"
+    assert Settings.from_env({"CHATLOG_TRANSPORT": "confluent"}).transport == "confluent"
+
+
+def test_an_unknown_transport_is_refused() -> None:
+    """A typo fails at configuration time, naming the choices."""
+    with pytest.raises(ConfigurationError, match="kafka-python, confluent"):
+        Settings(transport="librdkafka")
+
+
+def test_confluent_config_carries_the_group_commit_and_tls_settings() -> None:
+    """Manual commits, earliest reset, the group timings and the TLS files map to librdkafka."""
+    settings = Settings(
+        consumer_group="g", consumer_session_timeout_ms=6000, kafka_security_protocol="SSL",
+        kafka_ssl_cafile="/ca.pem", kafka_ssl_check_hostname=False,
+    )
+    config = consumer_config(settings)
+    assert config["group.id"] == "g"
+    assert config["enable.auto.commit"] is False
+    assert config["auto.offset.reset"] == "earliest"
+    assert config["session.timeout.ms"] == 6000
+    assert config["ssl.ca.location"] == "/ca.pem"
+    assert config["ssl.endpoint.identification.algorithm"] == "none"
+
+
+def test_confluent_config_refuses_kafka_python_pass_through_options() -> None:
+    """CHATLOG_KAFKA_* options are kafka-python names: refused rather than silently dropped."""
+    with pytest.raises(ConfigurationError, match="CHATLOG_TRANSPORT=kafka-python"):
+        consumer_config(Settings(kafka_options={"request_timeout_ms": 1000}))
