@@ -45,17 +45,21 @@ _REBALANCE_CODES = frozenset(
 class ConfluentRecord:
     """One fetched record, with the attributes of kafka-python's ``ConsumerRecord`` chatlog uses."""
 
-    __slots__ = ("headers", "key", "offset", "partition", "topic", "value")
+    __slots__ = ("_message", "key", "offset", "partition", "topic", "value")
 
-    def __init__(
-        self, topic: Any, partition: Any, offset: Any, key: Any, value: Any, headers: Any
-    ) -> None:
+    def __init__(self, message: Any, topic: Any, partition: Any) -> None:
+        self._message = message
         self.topic = topic
         self.partition = partition
-        self.offset = offset
-        self.key = key
-        self.value = value
-        self.headers = headers or []
+        self.offset = message.offset()
+        self.key = message.key()
+        self.value = message.value()
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        """The record's headers (read only for dead letters, so not copied for every record)."""
+        headers: list[tuple[str, bytes]] | None = self._message.headers()
+        return headers or []
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
@@ -157,10 +161,7 @@ class ConfluentConsumer:
                     continue
                 raise KafkaError(f"confluent-kafka fetch failed: {error.str()}")
             topic, partition = message.topic(), message.partition()
-            record = ConfluentRecord(
-                topic, partition, message.offset(), message.key(), message.value(),
-                message.headers(),
-            )
+            record = ConfluentRecord(message, topic, partition)
             records = batch.get((topic, partition))
             if records is None:
                 batch[(topic, partition)] = [record]
