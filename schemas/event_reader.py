@@ -37,6 +37,10 @@ from chatlog.schemas.events import (
 SCHEMA = ("chatlog.ChatEvent", 2)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# What follows the content of a message with nothing else set, to the end of
+# the event: nine nulls and empty arrays, then three "{}" strings. Most
+# messages are like that; they skip a dozen field reads.
+_PLAIN_TAIL = b"\x00" * 9 + b"\x04{}" * 3
 # What str(UUID(...)) returns: such ids are kept as they are, any other
 # spelling goes through UUID() like fastavro's uuid logical type does.
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -188,6 +192,9 @@ def _message(reader: _Reader) -> MessageAppended:
         content = tuple(parts)
     else:
         raise EventDecodeError(f"corrupt event body: content union branch {branch}")
+    if reader.data[reader.pos :] == _PLAIN_TAIL:
+        reader.pos = len(reader.data)
+        return MessageAppended(kind, content)
     name = reader.optional_string()
     message_id = reader.optional_string()
     role = reader.optional_string()

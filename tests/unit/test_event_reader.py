@@ -108,3 +108,12 @@ def test_non_canonical_uuid_spelling_is_normalized_like_fastavro() -> None:
     data = codec.encode(event)
     assert read_event(data, HEADER_SIZE).event_id == "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
     assert read_event(data, HEADER_SIZE) == _fastavro_decode(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["human", "ai", "system", "tool", "chat"]), st.text(max_size=600), optional)
+def test_plain_messages_agree_with_fastavro(kind: str, content: str, user: str | None) -> None:
+    """Messages with nothing but a type and text (the reader's shortcut) decode the same."""
+    event = ChatEvent("s", MessageAppended(kind, content), user_id=user, source="app")
+    data = codec.encode(event)
+    assert read_event(data, HEADER_SIZE) == _fastavro_decode(data) == event
