@@ -142,7 +142,9 @@ def settings_factory(
     namespaces: list[str] = []
 
     def make(**overrides: Any) -> Settings:
-        settings = make_test_settings(kafka_bootstrap, redis_url, **overrides)
+        # A test may point at a Redis of its own (redis_url=...).
+        url = overrides.pop("redis_url", redis_url)
+        settings = make_test_settings(kafka_bootstrap, url, **overrides)
         namespaces.append(settings.namespace)
         return settings
 
