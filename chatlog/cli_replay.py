@@ -163,6 +163,33 @@ def replay_session(ctx: click.Context, session_id: str, target: str | None, as_j
     )
 
 
+@replay.command("checkpoints")
+@click.option(
+    "--namespace",
+    "target",
+    default=None,
+    help="Namespace to rebuild LangGraph checkpoints into (default: the configured one, "
+    "where ChatLogCheckpointSaver reads).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, no progress bar.")
+@click.pass_context
+def replay_checkpoints_command(ctx: click.Context, target: str | None, as_json: bool) -> None:
+    """Rebuild the LangGraph checkpoints and pending writes from ``<topic>.checkpoints``."""
+    from chatlog.projector.checkpoint_replay import replay_checkpoints
+
+    with _progress_bar("checkpoints", quiet=as_json) as update:
+        progress = replay_checkpoints(_settings(ctx), namespace=target, on_progress=update)
+    _emit(
+        progress.as_dict(),
+        as_json=as_json,
+        lines=[
+            f"Rebuilt checkpoints into [bold]{progress.namespace}[/]: {progress.done} events "
+            f"read, {progress.applied} applied, {progress.skipped} already there, "
+            f"{progress.undecodable} undecodable ({progress.rate:,.0f} events/s)."
+        ],
+    )
+
+
 @replay.command("verify")
 @click.option("--namespace", "target", default=None, help="Namespace (default: the active one).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, no progress bar.")

@@ -10,19 +10,20 @@ projector uses. Replaying never resurrects a deleted thread: its
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
-from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
 
-from chatlog.errors import ChatLogError, TopicError
+from chatlog.errors import ChatLogError
 from chatlog.producers.admin import end_offsets
 from chatlog.projector.checkpoint_projection import (
     CheckpointProjection,
     CheckpointRecord,
     decode_record,
 )
+from chatlog.projector.log_reader import beginning_offsets, read_range
 from chatlog.projector.replay import ReplayProgress
 from chatlog.schemas.checkpoint_codec import CheckpointCodec
 from chatlog.settings import Settings
@@ -51,51 +52,26 @@ def replay_checkpoints(
     client = redis_client or redis.Redis.from_url(settings.redis_url)
     projection = CheckpointProjection(client, namespace or settings.namespace)
     codec = CheckpointCodec()
-    ends = end_offsets(settings, topic)
-    consumer = KafkaConsumer(
-        **settings.kafka_client_options(),
-        enable_auto_commit=False,
-        max_poll_records=settings.max_poll_records,
-    )
+
+    def decode(raw: Any) -> CheckpointRecord | None:
+        try:
+            return decode_record(codec, raw)
+        except ChatLogError:
+            return None  # the live projector dead-letters it; a replay skips it
+
+    progress = ReplayProgress(namespace=projection.keys.namespace)
     try:
-        tps = [TopicPartition(topic, p) for p in ends if ends[p] > 0]
-        starts = consumer.beginning_offsets(tps) if tps else {}
-        progress = ReplayProgress(
-            total=sum(ends[tp.partition] - starts[tp] for tp in tps),
-            partitions_total=len(ends),
-            partitions_done=len(ends) - len(tps),
-        )
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, starts[tp])
-        pending = {tp for tp in tps if starts[tp] < ends[tp.partition]}
-        progress.partitions_done += len(tps) - len(pending)
-        while pending:
-            batch = consumer.poll(timeout_ms=500)
-            records: list[CheckpointRecord] = []
-            for tp, raws in batch.items():
-                end = ends[tp.partition]
-                for raw in raws:
-                    if raw.offset >= end:
-                        break
-                    progress.done += 1
-                    try:
-                        records.append(decode_record(codec, raw))
-                    except ChatLogError:
-                        progress.undecodable += 1
-                if tp in pending and consumer.position(tp) >= end:
-                    pending.discard(tp)
-                    consumer.pause(tp)
-                    progress.partitions_done += 1
+        ends = end_offsets(settings, topic)
+        starts = beginning_offsets(settings, topic, list(ends))
+        for records, _ in read_range(settings, topic, starts, ends, progress, decode):
             result = projection.apply(records)
             progress.applied += result.applied
             progress.skipped += result.skipped
+            progress.failed += len(result.failed)
             if on_progress is not None:
                 on_progress(progress)
+        progress.finished_at = time.monotonic()
         return progress
-    except KafkaError as exc:
-        raise TopicError(f"replaying {topic!r} failed: {exc}") from exc
     finally:
-        consumer.close(autocommit=False)
         if redis_client is None:
             client.close()

@@ -26,11 +26,10 @@ from typing import Any
 
 import redis
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
 from chatlog.errors import (
-    BrokerUnavailableError,
     ChatLogError,
     NamespaceInUseError,
     ReadModelError,
@@ -41,6 +40,7 @@ from chatlog.identifiers import validate_session_id
 from chatlog.keys import META_OFFSET, ReadModelKeys, active_namespace_key
 from chatlog.namespaces import POINTER_TTL_S, ActiveNamespace
 from chatlog.producers.admin import end_offsets, partition_count
+from chatlog.projector.log_reader import beginning_offsets, read_range
 from chatlog.projector.positions import AppliedPositions
 from chatlog.projector.redis_projection import ApplyResult, LogRecord, RedisProjection
 from chatlog.projector.verify import ExpectedState, SessionDifference, compare
@@ -52,8 +52,6 @@ CATCH_UP_ROUNDS = 5
 #: After a switch, the rebuild keeps applying new appends for this long, so the
 #: new namespace stays current while readers and the projector move over.
 HANDOFF_S = 4 * POINTER_TTL_S
-#: A partition that yields nothing for this long while short of its end is an error.
-STALL_S = 30.0
 #: How long verify waits for a moving read model to settle before reporting.
 SETTLE_S = 5.0
 
@@ -576,79 +574,17 @@ class Replayer:
         as_of_ms: int | None = None,
         key: bytes | None = None,
     ) -> Iterator[tuple[list[LogRecord], dict[int, int]]]:
-        """Yield each polled batch's records and the partitions' next offsets.
-
-        Reads ``[starts[p], ends[p])`` of every partition (stopping a partition
-        early at its first record at or after ``as_of_ms``); with ``key``, only
-        that key's records are decoded and yielded.
-        """
-        topic = self.settings.topic
-        pending = {p: TopicPartition(topic, p) for p in ends if starts.get(p, 0) < ends[p]}
-        progress.total += sum(max(ends[p] - starts.get(p, 0), 0) for p in ends)
-        progress.partitions_total = len(ends)
-        progress.partitions_done = len(ends) - len(pending)
-        if not pending:
-            return
-        try:
-            consumer = KafkaConsumer(
-                **self.settings.kafka_client_options(),
-                enable_auto_commit=False,
-                max_poll_records=self.settings.max_poll_records,
-                fetch_max_wait_ms=100,
-            )
-        except KafkaTimeoutError as exc:
-            raise BrokerUnavailableError(
-                f"no Kafka broker answered at {self.settings.kafka_bootstrap_servers}"
-            ) from exc
-        try:
-            consumer.assign(list(pending.values()))
-            for p, tp in pending.items():
-                consumer.seek(tp, starts[p])
-            last_progress = time.monotonic()
-            while pending:
-                batch = consumer.poll(timeout_ms=500)
-                records: list[LogRecord] = []
-                next_offsets: dict[int, int] = {}
-                for tp, raws in batch.items():
-                    p = tp.partition
-                    if p not in pending:
-                        continue
-                    finished = False
-                    for raw in raws:
-                        if raw.offset >= ends[p] or (
-                            as_of_ms is not None and raw.timestamp >= as_of_ms
-                        ):
-                            finished = True
-                            break
-                        progress.done += 1
-                        next_offsets[p] = raw.offset + 1
-                        if key is not None and raw.key != key:
-                            continue
-                        record = self._decode(raw)
-                        if record is None:
-                            progress.undecodable += 1
-                        else:
-                            records.append(record)
-                    if finished or consumer.position(tp) >= ends[p]:
-                        next_offsets[p] = ends[p] if not finished else next_offsets.get(
-                            p, starts[p]
-                        )
-                        consumer.pause(tp)
-                        del pending[p]
-                        progress.partitions_done += 1
-                if next_offsets:
-                    last_progress = time.monotonic()
-                    yield records, next_offsets
-                elif time.monotonic() - last_progress > STALL_S:
-                    stuck = {p: consumer.position(tp) for p, tp in pending.items()}
-                    raise ReplayError(
-                        f"partitions {stuck} of {topic!r} yielded nothing for {STALL_S:g}s short "
-                        f"of their captured ends {ends}; check the broker"
-                    )
-        except KafkaError as exc:
-            raise TopicError(f"replaying {topic!r} failed: {exc}") from exc
-        finally:
-            consumer.close(autocommit=False)
+        """Each polled batch's records of ``[starts, ends)`` and the partitions' next offsets."""
+        return read_range(
+            self.settings,
+            self.settings.topic,
+            starts,
+            ends,
+            progress,
+            self._decode,
+            as_of_ms=as_of_ms,
+            key=key,
+        )
 
     def _decode(self, raw: Any) -> LogRecord | None:
         """The record as the live projector would see it, or ``None`` if it dead-letters it."""
@@ -684,15 +620,7 @@ class Replayer:
         return ends
 
     def _beginnings(self, ends: dict[int, int]) -> dict[int, int]:
-        consumer = KafkaConsumer(**self.settings.kafka_client_options(), enable_auto_commit=False)
-        try:
-            tps = [TopicPartition(self.settings.topic, p) for p in ends]
-            found = consumer.beginning_offsets(tps)
-        except KafkaError as exc:
-            raise TopicError(f"cannot read where {self.settings.topic!r} begins: {exc}") from exc
-        finally:
-            consumer.close()
-        return {tp.partition: offset for tp, offset in found.items()}
+        return beginning_offsets(self.settings, self.settings.topic, list(ends))
 
     # -- Redis ---------------------------------------------------------------------------
 

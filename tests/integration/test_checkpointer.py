@@ -8,6 +8,7 @@ each test uses its own thread ids.
 from __future__ import annotations
 
 import asyncio
+import json
 import operator
 import time
 import uuid
@@ -16,6 +17,7 @@ from typing import Annotated, Any
 
 import pytest
 import redis
+from click.testing import CliRunner
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -33,12 +35,12 @@ from langgraph.types import Command, interrupt
 from typing_extensions import TypedDict
 
 from chatlog import ChatLog, Settings
+from chatlog.cli import cli
 from chatlog.errors import ProjectionLagError, UnsafeInputError
 from chatlog.histories.checkpointer import ChatLogCheckpointSaver
 from chatlog.producers.producer import EncodedEvent
 from chatlog.projector import Projector
 from chatlog.projector.checkpoint_projection import CheckpointProjection, CheckpointRecord
-from chatlog.projector.checkpoint_replay import replay_checkpoints
 from chatlog.schemas.checkpoint_events import CheckpointEvent, ThreadDeleted, WritesPut
 from tests.conftest import delete_namespace
 
@@ -261,8 +263,20 @@ def test_a_state_graph_keeps_its_conversation_across_restart_and_rebuild(
         delete_namespace(client, module_settings.namespace)
         with ChatLogCheckpointSaver(module_settings) as wiped:
             assert wiped.get_tuple(config) is None
-        progress = replay_checkpoints(module_settings, redis_client=client)
-        assert progress.applied > 0 and progress.undecodable == 0
+        # The operator's path: `chatlog replay checkpoints` over replay_checkpoints().
+        replayed = CliRunner().invoke(
+            cli,
+            ["replay", "checkpoints", "--json"],
+            env={
+                "KAFKA_BOOTSTRAP_SERVERS": module_settings.kafka_bootstrap_servers,
+                "REDIS_URL": module_settings.redis_url,
+                "CHATLOG_TOPIC": module_settings.topic,
+                "CHATLOG_NAMESPACE": module_settings.namespace,
+            },
+        )
+        assert replayed.exit_code == 0, replayed.output
+        progress = json.loads(replayed.output)
+        assert progress["applied"] > 0 and progress["undecodable"] == 0
     finally:
         client.close()
     state = turn("three")

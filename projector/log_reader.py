@@ -1,0 +1,136 @@
+"""Reading a bounded range of a topic, for replays: ``[starts[p], ends[p])`` of each partition.
+
+Replays read with manual assignment (no consumer group, so the live
+projector is never disturbed) up to end offsets captured when they start.
+The chat replay and the checkpoint replay read the same way and differ only
+in how a raw record is decoded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError, KafkaTimeoutError
+
+from chatlog.errors import BrokerUnavailableError, ReplayError, TopicError
+from chatlog.settings import Settings
+
+#: A partition that yields nothing for this long while short of its end is an error.
+STALL_S = 30.0
+
+Record = TypeVar("Record")
+
+
+class RangeProgress(Protocol):
+    """The counters a range read keeps up to date (``ReplayProgress`` has them)."""
+
+    total: int
+    done: int
+    undecodable: int
+    partitions_total: int
+    partitions_done: int
+
+
+def beginning_offsets(settings: Settings, topic: str, partitions: list[int]) -> dict[int, int]:
+    """The first offset still in the log of each of ``partitions``."""
+    consumer = KafkaConsumer(**settings.kafka_client_options(), enable_auto_commit=False)
+    try:
+        found = consumer.beginning_offsets([TopicPartition(topic, p) for p in partitions])
+    except KafkaError as exc:
+        raise TopicError(f"cannot read where {topic!r} begins: {exc}") from exc
+    finally:
+        consumer.close()
+    return {tp.partition: offset for tp, offset in found.items()}
+
+
+def read_range(
+    settings: Settings,
+    topic: str,
+    starts: dict[int, int],
+    ends: dict[int, int],
+    progress: RangeProgress,
+    decode: Callable[[Any], Record | None],
+    *,
+    as_of_ms: int | None = None,
+    key: bytes | None = None,
+) -> Iterator[tuple[list[Record], dict[int, int]]]:
+    """Yield each polled batch's decoded records and the partitions' next offsets.
+
+    Reads ``[starts[p], ends[p])`` of every partition of ``ends`` (stopping a
+    partition early at its first record at or after ``as_of_ms``). ``decode``
+    turns a raw record into a record, or ``None`` for one the live projector
+    would dead-letter (counted as undecodable); with ``key``, only that key's
+    records are decoded.
+
+    Raises:
+        BrokerUnavailableError: no broker answered.
+        ReplayError: a partition stalled short of its captured end.
+        TopicError: the broker failed the read.
+    """
+    pending = {p: TopicPartition(topic, p) for p in ends if starts.get(p, 0) < ends[p]}
+    progress.total += sum(max(ends[p] - starts.get(p, 0), 0) for p in ends)
+    progress.partitions_total = len(ends)
+    progress.partitions_done = len(ends) - len(pending)
+    if not pending:
+        return
+    try:
+        consumer = KafkaConsumer(
+            **settings.kafka_client_options(),
+            enable_auto_commit=False,
+            max_poll_records=settings.max_poll_records,
+            fetch_max_wait_ms=100,
+        )
+    except KafkaTimeoutError as exc:
+        raise BrokerUnavailableError(
+            f"no Kafka broker answered at {settings.kafka_bootstrap_servers}"
+        ) from exc
+    try:
+        consumer.assign(list(pending.values()))
+        for p, tp in pending.items():
+            consumer.seek(tp, starts[p])
+        last_progress = time.monotonic()
+        while pending:
+            batch = consumer.poll(timeout_ms=500)
+            records: list[Record] = []
+            next_offsets: dict[int, int] = {}
+            for tp, raws in batch.items():
+                p = tp.partition
+                if p not in pending:
+                    continue
+                finished = False
+                for raw in raws:
+                    if raw.offset >= ends[p] or (
+                        as_of_ms is not None and raw.timestamp >= as_of_ms
+                    ):
+                        finished = True
+                        break
+                    progress.done += 1
+                    next_offsets[p] = raw.offset + 1
+                    if key is not None and raw.key != key:
+                        continue
+                    record = decode(raw)
+                    if record is None:
+                        progress.undecodable += 1
+                    else:
+                        records.append(record)
+                if finished or consumer.position(tp) >= ends[p]:
+                    next_offsets[p] = ends[p] if not finished else next_offsets.get(p, starts[p])
+                    consumer.pause(tp)
+                    del pending[p]
+                    progress.partitions_done += 1
+            if next_offsets:
+                last_progress = time.monotonic()
+                yield records, next_offsets
+            elif time.monotonic() - last_progress > STALL_S:
+                stuck = {p: consumer.position(tp) for p, tp in pending.items()}
+                raise ReplayError(
+                    f"partitions {stuck} of {topic!r} yielded nothing for {STALL_S:g}s short "
+                    f"of their captured ends {ends}; check the broker"
+                )
+    except KafkaError as exc:
+        raise TopicError(f"replaying {topic!r} failed: {exc}") from exc
+    finally:
+        consumer.close(autocommit=False)
