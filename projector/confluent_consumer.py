@@ -5,7 +5,7 @@ the benchmark machine: most of what a projector on it can spend per event.
 librdkafka fetches and parses in C on its own threads, so the projector's
 thread is left with decoding and applying. :class:`ConfluentConsumer`
 gives the :class:`~chatlog.projector.worker.Projector` the few
-``KafkaConsumer`` methods it uses (``poll``, ``commit``, ``assignment``,
+``KafkaConsumer`` methods it uses (``poll``, ``commit``, ``commit_async``, ``assignment``,
 ``position``, ``seek``, ``highwater``, ``close``), with kafka-python's
 ``TopicPartition`` keys and its error types, so the worker's
 commit-after-apply loop and its dead-lettering are the same code on both
@@ -15,6 +15,7 @@ transports. Needs the ``confluent`` extra (``pip install chatlog[confluent]``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from kafka import TopicPartition
@@ -122,9 +123,15 @@ class ConfluentConsumer:
                 "CHATLOG_TRANSPORT=confluent needs confluent-kafka: "
                 "pip install 'chatlog[confluent]'"
             )
-        self._consumer = confluent_kafka.Consumer(consumer_config(settings))
+        self._consumer = confluent_kafka.Consumer(
+            {**consumer_config(settings), "on_commit": self._on_commit}
+        )
         self._listener: RebalanceListener | None = None
         self._assigned: set[TopicPartition] = set()
+        # librdkafka answers asynchronous commits through one callback, served in
+        # consume(); the worker passes the same callback with every commit.
+        self._commit_callback: Callable[[Any, Exception], None] | None = None
+        self._async_commits = 0
 
     def subscribe(self, topics: list[str], listener: RebalanceListener | None = None) -> None:
         """Join the group on ``topics``; ``listener`` hears assignments and revocations."""
@@ -224,12 +231,53 @@ class ConfluentConsumer:
         try:
             self._consumer.commit(offsets=targets, asynchronous=False)
         except confluent_kafka.KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            if error is not None and error.code() in _REBALANCE_CODES:
-                raise CommitFailedError(f"confluent-kafka commit: {error.str()}") from exc
-            raise KafkaError(f"confluent-kafka commit failed: {exc}") from exc
+            raise _commit_error(exc) from exc
+
+    def commit_async(
+        self,
+        offsets: dict[TopicPartition, OffsetAndMetadata],
+        callback: Callable[[Any, Exception], None] | None = None,
+    ) -> None:
+        """Send a commit of ``offsets``; ``callback(offsets, error)`` hears of a failure.
+
+        Raises:
+            KafkaError: librdkafka refused to queue the commit.
+        """
+        targets = [
+            confluent_kafka.TopicPartition(tp.topic, tp.partition, meta.offset)
+            for tp, meta in offsets.items()
+        ]
+        self._commit_callback = callback
+        try:
+            self._consumer.commit(offsets=targets, asynchronous=True)
+        except confluent_kafka.KafkaException as exc:
+            raise _commit_error(exc) from exc
+        self._async_commits += 1
+
+    def _on_commit(self, error: Any, partitions: list[Any]) -> None:
+        if self._async_commits == 0:
+            return  # the answer to a synchronous commit, which raised instead
+        self._async_commits -= 1
+        if error is None:
+            error = next((p.error for p in partitions if p.error is not None), None)
+        if error is None or self._commit_callback is None:
+            return
+        offsets = {TopicPartition(p.topic, p.partition): p.offset for p in partitions}
+        if error.code() in _REBALANCE_CODES:
+            failure: Exception = CommitFailedError(f"confluent-kafka commit: {error.str()}")
+        else:
+            failure = KafkaError(f"confluent-kafka commit failed: {error.str()}")
+        self._commit_callback(offsets, failure)
 
     def close(self, autocommit: bool = False) -> None:
         """Leave the group (never commits: the worker commits after each apply)."""
         del autocommit
         self._consumer.close()
+
+
+def _commit_error(exc: Exception) -> KafkaError:
+    """kafka-python's error for a failed librdkafka commit (a rebalance or anything else)."""
+    error: Any = exc.args[0] if exc.args else None
+    if error is not None and error.code() in _REBALANCE_CODES:
+        return CommitFailedError(f"confluent-kafka commit: {error.str()}")
+    return KafkaError(f"confluent-kafka commit failed: {exc}")

@@ -1,10 +1,10 @@
 """What the projector does when the consumer group moves partitions.
 
-Nothing is left to commit at a revoke: the worker applies and commits each
-polled batch before it polls again, and kafka-python calls the listener
-from inside ``poll``, so by then every applied batch is committed. The
-listener records the change (logs, rebalance counter, per-partition gauges)
-so operators can see it.
+The worker applies each polled batch and sends its commit (without waiting
+for the answer) before it polls again; at a revoke, ``before_revoke`` gets
+the chance to commit the revoked partitions' applied offsets synchronously
+before another worker takes them. The listener records the change (logs,
+rebalance counter, per-partition gauges) so operators can see it.
 """
 
 from __future__ import annotations
@@ -23,12 +23,20 @@ RebalanceCallback = Callable[[str, set[TopicPartition]], None]
 class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
     """Logs partition assignments and revocations and reports them to ``on_change``."""
 
-    def __init__(self, on_change: RebalanceCallback | None = None) -> None:
+    def __init__(
+        self,
+        on_change: RebalanceCallback | None = None,
+        *,
+        before_revoke: Callable[[set[TopicPartition]], None] | None = None,
+    ) -> None:
         self.on_change = on_change
+        self.before_revoke = before_revoke
         self.rebalances = 0
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Record the partitions this worker gave up (their offsets are already committed)."""
+        """Commit what was applied on the partitions this worker gives up, and record it."""
+        if self.before_revoke is not None:
+            self.before_revoke(set(revoked))
         self._changed("revoked", revoked)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:

@@ -3,7 +3,11 @@
 Delivery is at least once and application exactly once: offsets are
 committed only after the batch is in Redis (and its poison records are in
 the dead-letter topic), and the apply step skips anything at or below a
-session's last applied offset, so a redelivered batch is harmless.
+session's last applied offset, so a redelivered batch is harmless. That
+commit is sent without waiting for the broker's answer (a synchronous one
+cost about as much as decoding and applying the batch); the last applied
+offsets are committed synchronously when partitions are revoked and when
+the worker stops.
 """
 
 from __future__ import annotations
@@ -120,6 +124,9 @@ class Projector:
         self._dlq: DeadLetterQueue | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        # Next offset per partition whose records are applied (and dead-lettered);
+        # committed asynchronously after each batch, synchronously at a revoke or stop.
+        self._applied: dict[TopicPartition, int] = {}
 
     # -- lifecycle -------------------------------------------------------
 
@@ -382,20 +389,57 @@ class Projector:
             delay = min(delay * 2, RETRY_MAX_S)
 
     def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit the offsets of an applied batch without waiting for the broker."""
         consumer = self._consumer
         assert consumer is not None
+        self._applied.update(offsets)
+        try:
+            consumer.commit_async(
+                {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()},
+                callback=self._committed,
+            )
+        except KafkaError as exc:
+            self._commit_failed(exc)
+
+    def _committed(self, _offsets: Any, response: Any) -> None:
+        # Called by the consumer once the broker answered an asynchronous commit.
+        if isinstance(response, Exception):
+            self._commit_failed(response)
+
+    def commit_applied(self, partitions: set[TopicPartition] | None = None) -> None:
+        """Synchronously commit what was applied (on ``partitions``, default all) and forget it."""
+        consumer = self._consumer
+        chosen = [tp for tp in self._applied if partitions is None or tp in partitions]
+        offsets = {tp: self._applied.pop(tp) for tp in chosen}
+        if consumer is None or not offsets:
+            return
         try:
             consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
-        except (CommitFailedError, RebalanceInProgressError, IllegalStateError) as exc:
+        except KafkaError as exc:
+            self._commit_failed(exc)
+
+    def _revoked(self, revoked: set[TopicPartition]) -> None:
+        """Commit the revoked partitions' applied offsets before another worker takes them."""
+        if self.settings.transport == "confluent":
+            self.commit_applied(revoked)
+            return
+        # kafka-python runs the listener on its IO thread, where a blocking commit
+        # is refused; the batches' asynchronous commits were queued on the
+        # coordinator connection before the poll that began this rebalance.
+        for tp in revoked:
+            self._applied.pop(tp, None)
+
+    def _commit_failed(self, exc: Exception) -> None:
+        if isinstance(exc, (CommitFailedError, RebalanceInProgressError, IllegalStateError)):
             # The group is rebalancing; whoever owns the partition next gets
             # these records again and the idempotent apply skips them.
             self.stats.commits_failed += 1
             log.info("commit skipped during a rebalance: %s", exc)
-        except KafkaError as exc:
-            self.stats.commits_failed += 1
-            if self.metrics is not None:
-                self.metrics.error("kafka", "commit")
-            log.warning("commit failed, the batch will be redelivered: %s", exc)
+            return
+        self.stats.commits_failed += 1
+        if self.metrics is not None:
+            self.metrics.error("kafka", "commit")
+        log.warning("commit failed, the batch will be redelivered: %s", exc)
 
     def _sleep(self, seconds: float) -> bool:
         """Sleep unless stopped; return whether the projector is stopping."""
@@ -419,7 +463,9 @@ class Projector:
             self._consumer = self._kafka_python_consumer()
         self._consumer.subscribe(
             [settings.topic, settings.checkpoint_topic],
-            listener=RebalanceListener(self.metrics.rebalanced if self.metrics else None),
+            listener=RebalanceListener(
+                self.metrics.rebalanced if self.metrics else None, before_revoke=self._revoked
+            ),
         )
         self._producer = EventProducer(settings, codec=self.codec)
         self._dlq = DeadLetterQueue(self._producer, settings.dlq_topic)
@@ -448,6 +494,7 @@ class Projector:
 
     def _close(self) -> None:
         if self._consumer is not None:
+            self.commit_applied()
             self._consumer.close(autocommit=False)
             self._consumer = None
         if self._producer is not None:
