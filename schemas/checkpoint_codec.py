@@ -7,10 +7,7 @@ the writer schema's CRC-64-AVRO fingerprint, the Avro body; old versions of
 
 from __future__ import annotations
 
-import io
 from typing import Any
-
-import fastavro
 
 from chatlog.errors import EventDecodeError
 from chatlog.schemas.checkpoint_events import (
@@ -24,65 +21,23 @@ from chatlog.schemas.checkpoint_events import (
     TypedValue,
     WritesPut,
 )
-from chatlog.schemas.codec import HEADER_SIZE, MAGIC, SchemaRegistry
+from chatlog.schemas.codec import SingleObjectCodec
 
 #: Record family of the checkpoint log.
 CHECKPOINT_EVENT = "chatlog.CheckpointEvent"
 CONTENT_TYPE = "application/vnd.chatlog.checkpoint+avro"
 
 
-class CheckpointCodec:
+class CheckpointCodec(SingleObjectCodec[CheckpointEvent]):
     """Encode and decode checkpoint events in Avro single-object encoding."""
 
-    def __init__(self, registry: SchemaRegistry | None = None) -> None:
-        self.registry = registry or SchemaRegistry()
-        self._writer = self.registry.latest_of(CHECKPOINT_EVENT)
-        self._header = MAGIC + self._writer.fingerprint
+    family = CHECKPOINT_EVENT
 
-    def encode(self, event: CheckpointEvent) -> bytes:
-        """Serialize ``event`` with the newest ``CheckpointEvent`` schema."""
-        buffer = io.BytesIO()
-        buffer.write(self._header)
-        fastavro.schemaless_writer(buffer, self._writer.parsed, _event_to_avro(event))
-        return buffer.getvalue()
+    def _to_avro(self, event: CheckpointEvent) -> dict[str, Any]:
+        return _event_to_avro(event)
 
-    def decode(self, data: bytes) -> CheckpointEvent:
-        """Deserialize one event, resolving its writer schema by fingerprint.
-
-        Raises:
-            EventDecodeError: ``data`` is not a complete, valid checkpoint event.
-        """
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise EventDecodeError(f"expected bytes, got {type(data).__name__}")
-        if len(data) < HEADER_SIZE or data[:2] != MAGIC:
-            raise EventDecodeError("not an Avro single-object encoded event (bad magic bytes)")
-        writer = self.registry.writer_schema(bytes(data[2:HEADER_SIZE]))
-        if writer.name != CHECKPOINT_EVENT:
-            raise EventDecodeError(
-                f"a {writer.name} event is not a {CHECKPOINT_EVENT}: it was published "
-                "to the wrong topic"
-            )
-        reader = None if writer is self._writer else self._writer.parsed
-        buffer = io.BytesIO(data)
-        buffer.seek(HEADER_SIZE)
-        try:
-            record = fastavro.schemaless_reader(
-                buffer,
-                writer.parsed,
-                reader,
-                return_record_name=True,
-                return_record_name_override=True,
-            )
-            event = _event_from_avro(record)
-        except EventDecodeError:
-            raise
-        except Exception as exc:  # fastavro raises many types on corrupt input
-            raise EventDecodeError(f"corrupt event body: {type(exc).__name__}: {exc}") from exc
-        if buffer.tell() != len(data):
-            raise EventDecodeError(
-                f"corrupt event body: {len(data) - buffer.tell()} trailing bytes after the record"
-            )
-        return event
+    def _from_avro(self, record: Any) -> CheckpointEvent:
+        return _event_from_avro(record)
 
 
 def _typed(value: TypedValue) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import json
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
@@ -78,6 +78,9 @@ def _load_versions() -> list[SchemaVersion]:
 #: ``chatlog.CheckpointEvent``) live in the same registry under their own name.
 CHAT_EVENT = "chatlog.ChatEvent"
 
+#: The event type a codec reads and writes.
+E = TypeVar("E")
+
 
 class SchemaRegistry:
     """Every released schema of every record family, addressable by single-object fingerprint."""
@@ -113,39 +116,43 @@ class SchemaRegistry:
             ) from None
 
 
-class EventCodec:
-    """Encode and decode chat events in Avro single-object encoding."""
+class SingleObjectCodec(Generic[E]):
+    """Avro single-object encoding of one record family, resolved by fingerprint.
+
+    Subclasses name the family and convert between their event dataclasses
+    and fastavro's dicts; the framing, the schema lookup, the family check and
+    the corrupt-input handling are here once.
+    """
+
+    #: Full name of the record family this codec reads and writes.
+    family: str = CHAT_EVENT
 
     def __init__(self, registry: SchemaRegistry | None = None) -> None:
         self.registry = registry or SchemaRegistry()
-        self._writer = self.registry.latest
+        self._writer = self.registry.latest_of(self.family)
         self._header = MAGIC + self._writer.fingerprint
-        # The writer schema the hand-written reader decodes without fastavro.
-        self._fast = next(
-            (v for v in self.registry.versions if (v.name, v.version) == event_reader.SCHEMA),
-            None,
-        )
 
-    def encode(self, event: ChatEvent) -> bytes:
-        """Serialize ``event`` with the newest schema."""
+    def encode(self, event: E) -> bytes:
+        """Serialize ``event`` with the newest schema of the family."""
         buffer = io.BytesIO()
         buffer.write(self._header)
-        fastavro.schemaless_writer(buffer, self._writer.parsed, _event_to_avro(event))
+        fastavro.schemaless_writer(buffer, self._writer.parsed, self._to_avro(event))
         return buffer.getvalue()
 
-    def decode(self, data: bytes) -> ChatEvent:
+    def decode(self, data: bytes) -> E:
         """Deserialize one event, resolving its writer schema by fingerprint.
 
         Raises:
-            EventDecodeError: ``data`` is not a complete, valid chatlog event.
+            EventDecodeError: ``data`` is not a complete, valid event of the family.
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise EventDecodeError(f"expected bytes, got {type(data).__name__}")
         if len(data) < HEADER_SIZE or data[:2] != MAGIC:
             raise EventDecodeError("not an Avro single-object encoded event (bad magic bytes)")
         writer = self.registry.writer_schema(bytes(data[2:HEADER_SIZE]))
-        if writer is self._fast and writer is self._writer:
-            return event_reader.read_event(bytes(data), HEADER_SIZE)
+        fast = self._read_fast(data, writer)
+        if fast is not None:
+            return fast
         if writer.name != self._writer.name:
             raise EventDecodeError(
                 f"a {writer.name} event is not a {self._writer.name}: it was published "
@@ -162,7 +169,7 @@ class EventCodec:
                 return_record_name=True,
                 return_record_name_override=True,
             )
-            event = _event_from_avro(record)
+            event = self._from_avro(record)
         except EventDecodeError:
             raise
         except Exception as exc:  # fastavro raises many types on corrupt input
@@ -172,6 +179,41 @@ class EventCodec:
                 f"corrupt event body: {len(data) - buffer.tell()} trailing bytes after the record"
             )
         return event
+
+    def _read_fast(self, data: bytes, writer: SchemaVersion) -> E | None:
+        """A decoder faster than fastavro for some writer schema, or ``None`` to use fastavro."""
+        return None
+
+    def _to_avro(self, event: E) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _from_avro(self, record: Any) -> E:
+        raise NotImplementedError
+
+
+class EventCodec(SingleObjectCodec[ChatEvent]):
+    """Encode and decode chat events in Avro single-object encoding."""
+
+    family = CHAT_EVENT
+
+    def __init__(self, registry: SchemaRegistry | None = None) -> None:
+        super().__init__(registry)
+        # The writer schema the hand-written reader decodes without fastavro.
+        self._fast = next(
+            (v for v in self.registry.versions if (v.name, v.version) == event_reader.SCHEMA),
+            None,
+        )
+
+    def _read_fast(self, data: bytes, writer: SchemaVersion) -> ChatEvent | None:
+        if writer is self._fast and writer is self._writer:
+            return event_reader.read_event(bytes(data), HEADER_SIZE)
+        return None
+
+    def _to_avro(self, event: ChatEvent) -> dict[str, Any]:
+        return _event_to_avro(event)
+
+    def _from_avro(self, record: Any) -> ChatEvent:
+        return _event_from_avro(record)
 
 
 def _event_to_avro(event: ChatEvent) -> dict[str, Any]:
