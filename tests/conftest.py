@@ -18,10 +18,12 @@ from typing import Any
 
 import pytest
 import redis
+from kafka import KafkaConsumer, TopicPartition
 
 from chatlog import ChatLog, Settings
 from chatlog.devstack import EmbeddedBroker, EmbeddedRedis
 from chatlog.keys import ReadModelKeys
+from chatlog.producers import end_offsets
 from chatlog.projector import Projector
 
 
@@ -190,6 +192,26 @@ def eventually(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.05)
+
+
+def read_topic(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[Any]:
+    """Every raw record of ``topic`` up to its end offsets now, read by manual assignment."""
+    ends = end_offsets(settings, topic)
+    consumer = KafkaConsumer(
+        **settings.kafka_client_options(), enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    try:
+        tps = [TopicPartition(topic, p) for p, end in ends.items() if end > 0]
+        consumer.assign(tps)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp.partition] for tp in tps):
+            assert time.monotonic() < deadline, f"{topic} could not be read to its end"
+            for raws in consumer.poll(timeout_ms=200).values():
+                records.extend(r for r in raws if r.offset < ends[r.partition])
+        return records
+    finally:
+        consumer.close()
 
 
 def unique(prefix: str) -> str:

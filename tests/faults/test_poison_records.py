@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from kafka import KafkaConsumer, TopicPartition
 
 from chatlog.producers.admin import end_offsets, ensure_topic
 from chatlog.producers.producer import EncodedEvent, EventProducer
@@ -23,6 +22,7 @@ from chatlog.projector.dead_letter import (
 from chatlog.schemas.codec import CONTENT_TYPE, MAGIC, EventCodec
 from chatlog.schemas.events import ChatEvent, MessageAppended
 from chatlog.settings import Settings
+from tests.conftest import read_topic
 from tests.faults.ledger import Ledger, message_event, reconcile, wait_caught_up
 
 MAX_EVENT_BYTES = 64 * 1024
@@ -43,46 +43,36 @@ def _poison(session_id: str) -> dict[str, tuple[bytes | None, bytes | None, str]
         "random-bytes": (key, os.urandom(200), "undecodable"),
         "empty-value": (key, None, "undecodable"),
         "unknown-fingerprint": (key, MAGIC + b"\x01" * 8 + os.urandom(40), "unknown schema"),
-        "truncated-avro": (key, avro(MessageAppended(type="human", content="cut"))[:-3],
-                           "undecodable"),
+        "truncated-avro": (
+            key,
+            avro(MessageAppended(type="human", content="cut"))[:-3],
+            "undecodable",
+        ),
         "bad-additional-kwargs": (
-            key, avro(MessageAppended(type="human", content="c", additional_kwargs="{oops")),
+            key,
+            avro(MessageAppended(type="human", content="c", additional_kwargs="{oops")),
             "additional_kwargs",
         ),
-        "unknown-message-type": (key, avro(MessageAppended(type="bogus", content="c")),
-                                 "unknown message type"),
-        "key-not-session": (b"someone-else", avro(MessageAppended(type="human", content="c")),
-                            "is not the session id"),
+        "unknown-message-type": (
+            key,
+            avro(MessageAppended(type="bogus", content="c")),
+            "unknown message type",
+        ),
+        "key-not-session": (
+            b"someone-else",
+            avro(MessageAppended(type="human", content="c")),
+            "is not the session id",
+        ),
         "over-size": (key, big, "over-size"),
         "over-size-beyond-dlq-limit": (key, huge, "over-size"),
     }
-
-
-def _read_topic(settings: Settings, topic: str) -> list[Any]:
-    """Every record of ``topic`` (manual assignment, up to the end offsets read now)."""
-    ends = end_offsets(settings, topic)
-    consumer = KafkaConsumer(
-        **settings.kafka_client_options(), enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    try:
-        tps = [TopicPartition(topic, p) for p, end in ends.items() if end > 0]
-        consumer.assign(tps)
-        records: list[Any] = []
-        deadline = time.monotonic() + 30
-        while any(consumer.position(tp) < ends[tp.partition] for tp in tps):
-            assert time.monotonic() < deadline, "the topic could not be read to its end"
-            for raws in consumer.poll(timeout_ms=200).values():
-                records.extend(raws)
-        return records
-    finally:
-        consumer.close()
 
 
 def _wait_dead_letters(settings: Settings, count: int) -> list[Any]:
     deadline = time.monotonic() + 60
     while True:
         if sum(end_offsets(settings, settings.dlq_topic).values()) >= count:
-            return _read_topic(settings, settings.dlq_topic)
+            return read_topic(settings, settings.dlq_topic)
         assert time.monotonic() < deadline, "the dead letters never arrived"
         time.sleep(0.2)
 

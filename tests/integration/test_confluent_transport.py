@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
 from langchain_core.messages import AIMessage, HumanMessage
 
 from chatlog import ChatLog, Settings
-from chatlog.producers.admin import end_offsets
 from chatlog.producers.producer import EncodedEvent
 from chatlog.projector import Projector
 from chatlog.projector.confluent_consumer import ConfluentConsumer
 from chatlog.projector.dead_letter import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON
 from chatlog.projector.lag import consumer_lag
-from tests.conftest import eventually, unique
+from tests.conftest import eventually, read_topic, unique
 
 SETTINGS_OVERRIDES = {"partitions": 3, "transport": "confluent"}
-
-
-def _dead_letters(settings: Settings) -> list[Any]:
-    ends = end_offsets(settings, settings.dlq_topic)
-    consumer = KafkaConsumer(
-        **settings.kafka_client_options(), enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    try:
-        tps = [TopicPartition(settings.dlq_topic, p) for p, end in ends.items() if end > 0]
-        consumer.assign(tps)
-        records: list[Any] = []
-        deadline = time.monotonic() + 30
-        while any(consumer.position(tp) < ends[tp.partition] for tp in tps):
-            assert time.monotonic() < deadline, "the dead-letter topic could not be read"
-            for raws in consumer.poll(timeout_ms=200).values():
-                records.extend(raws)
-        return records
-    finally:
-        consumer.close()
 
 
 def test_confluent_projector_is_the_one_the_settings_choose(module_projector: Projector) -> None:
@@ -70,7 +47,7 @@ def test_confluent_projector_dead_letters_a_poison_record_and_applies_its_neighb
     assert history.messages == [HumanMessage("before"), HumanMessage("after")]
 
     def letter() -> dict[str, bytes] | None:
-        for record in _dead_letters(module_settings):
+        for record in read_topic(module_settings, module_settings.dlq_topic):
             head = {k: bytes(v) for k, v in record.headers}
             coordinates = (int(head[HEADER_PARTITION]), int(head[HEADER_OFFSET]))
             if coordinates == (poison.partition, poison.offset):

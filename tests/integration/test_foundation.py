@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 import redis
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 from chatlog import ChatLog, Settings
@@ -24,28 +24,16 @@ from chatlog.producers import end_offsets
 from chatlog.projector import LogRecord, Projector, RedisProjection
 from chatlog.schemas import EventCodec
 from chatlog.schemas.events import MessageAppended, SessionCleared
-from tests.conftest import delete_namespace, unique
+from tests.conftest import delete_namespace, read_topic, unique
 
 
 def read_log(settings: Settings) -> list[LogRecord]:
-    """Every decodable record of the topic, in partition then offset order."""
+    """Every record of the topic, decoded, with its coordinates."""
     codec = EventCodec()
-    ends = end_offsets(settings, settings.topic)
-    consumer = KafkaConsumer(**settings.kafka_client_options(), enable_auto_commit=False)
-    tps = [TopicPartition(settings.topic, p) for p, end in ends.items() if end > 0]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    records: list[LogRecord] = []
-    remaining = {tp for tp in tps}
-    while remaining:
-        for tp, raws in consumer.poll(timeout_ms=500).items():
-            for raw in raws:
-                if raw.offset < ends[tp.partition]:
-                    records.append(LogRecord(raw.partition, raw.offset, codec.decode(raw.value)))
-            if consumer.position(tp) >= ends[tp.partition]:
-                remaining.discard(tp)
-    consumer.close()
-    return records
+    return [
+        LogRecord(raw.partition, raw.offset, codec.decode(raw.value))
+        for raw in read_topic(settings, settings.topic)
+    ]
 
 
 def test_messages_round_trip_through_kafka_and_redis(

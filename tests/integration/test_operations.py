@@ -15,18 +15,18 @@ from typing import Any
 
 import redis
 from click.testing import CliRunner
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from langchain_core.messages import AIMessage, HumanMessage
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatlog import ChatLog, Settings
 from chatlog.cli import cli
 from chatlog.devstack import free_port
-from chatlog.producers import end_offsets
 from chatlog.projector import LogRecord, Projector, RedisProjection
 from chatlog.projector.lag import consumer_lag, group_status
 from chatlog.projector.metrics import MetricsServer, ProjectorMetrics
 from chatlog.schemas import EventCodec
+from tests.conftest import read_topic
 
 #: Upper bound on waiting for a condition on real services (not a performance threshold).
 WAIT_S = 60.0
@@ -59,26 +59,13 @@ def samples(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], floa
 
 
 def read_log(settings: Settings) -> list[LogRecord]:
-    """Every event of the topic, with its coordinates, read by manual assignment."""
-    ends = end_offsets(settings, settings.topic)
-    consumer = KafkaConsumer(**settings.kafka_client_options(), enable_auto_commit=False)
-    tps = [TopicPartition(settings.topic, p) for p in ends]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
+    """Every event of the topic (the test's "not an event" poison left out), decoded."""
     codec = EventCodec()
-    records: list[LogRecord] = []
-    try:
-        deadline = time.monotonic() + WAIT_S
-        while any(consumer.position(tp) < ends[tp.partition] for tp in tps):
-            assert time.monotonic() < deadline, "the log could not be read to its end"
-            for raws in consumer.poll(timeout_ms=200).values():
-                for raw in raws:
-                    if raw.value.startswith(b"not an event"):
-                        continue
-                    records.append(LogRecord(raw.partition, raw.offset, codec.decode(raw.value)))
-    finally:
-        consumer.close()
-    return records
+    return [
+        LogRecord(raw.partition, raw.offset, codec.decode(raw.value))
+        for raw in read_topic(settings, settings.topic, timeout_s=WAIT_S)
+        if not raw.value.startswith(b"not an event")
+    ]
 
 
 def test_metrics_lag_status_and_readiness_follow_the_projector(
@@ -95,7 +82,9 @@ def test_metrics_lag_status_and_readiness_follow_the_projector(
         )
     producer = KafkaProducer(**settings.kafka_client_options())
     producer.send(
-        settings.topic, key=b"ops-0", value=b"not an event",
+        settings.topic,
+        key=b"ops-0",
+        value=b"not an event",
         headers=[("event-type", b"MessageAppended")],
     ).get(timeout=WAIT_S)
     producer.close()
@@ -153,12 +142,18 @@ def test_worker_process_serves_health_logs_json_and_drains_on_sigterm(
         [HumanMessage(SECRET_CONTENT), AIMessage("ok")]
     )
     flags = [
-        "--bootstrap-servers", settings.kafka_bootstrap_servers,
-        "--redis-url", settings.redis_url,
-        "--topic", settings.topic,
-        "--namespace", settings.namespace,
-        "--consumer-group", settings.consumer_group,
-        "--consumer-session-timeout-ms", "6000",
+        "--bootstrap-servers",
+        settings.kafka_bootstrap_servers,
+        "--redis-url",
+        settings.redis_url,
+        "--topic",
+        settings.topic,
+        "--namespace",
+        settings.namespace,
+        "--consumer-group",
+        settings.consumer_group,
+        "--consumer-session-timeout-ms",
+        "6000",
     ]
     lag = CliRunner().invoke(cli, [*flags, "projector", "lag", "--json"])
     assert lag.exit_code == 0, lag.output
@@ -167,12 +162,28 @@ def test_worker_process_serves_health_logs_json_and_drains_on_sigterm(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATLOG_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "chatlog.cli", *flags, "projector", "run",
-         "--metrics-port", str(port), "--metrics-host", "127.0.0.1",
-         "--log-format", "json", "--ready-max-lag", "0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+        [
+            sys.executable,
+            "-m",
+            "chatlog.cli",
+            *flags,
+            "projector",
+            "run",
+            "--metrics-port",
+            str(port),
+            "--metrics-host",
+            "127.0.0.1",
+            "--log-format",
+            "json",
+            "--ready-max-lag",
+            "0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
     )
     try:
+
         def ready() -> bool:
             assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
             try:
