@@ -11,16 +11,15 @@ serialized ``(type, bytes)`` pairs as they came; it never imports LangGraph.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import redis
-from redis.exceptions import NoScriptError
 
 from chatlog.errors import ChatLogError, EventDecodeError, ReadModelError
 from chatlog.keys import ReadModelKeys
+from chatlog.projector.raw_pipeline import Command, ScriptBatch
 from chatlog.schemas.checkpoint_codec import CheckpointCodec
 from chatlog.schemas.checkpoint_events import (
     CheckpointEvent,
@@ -163,7 +162,7 @@ class CheckpointProjection:
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self.client = client
         self.keys = ReadModelKeys(namespace)
-        self._sha = hashlib.sha1(_APPLY.encode()).hexdigest()
+        self._script = ScriptBatch(client, _APPLY, "applying checkpoints to Redis")
 
     def apply(self, records: Sequence[CheckpointRecord]) -> CheckpointApplyResult:
         """Apply ``records`` (in log order) idempotently; one Redis round trip."""
@@ -194,27 +193,12 @@ class CheckpointProjection:
         return result
 
     def _execute(self, threads: dict[str, list[tuple[CheckpointRecord, list[Any]]]]) -> list[Any]:
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
+        def commands(sha: str) -> Iterator[Command]:
             for thread_id, items in threads.items():
                 argv: list[Any] = [items[0][0].partition]
                 for _, args in items:
                     argv.extend(args)
                 keys = self.keys.thread(thread_id).all()
-                pipe.evalsha(self._sha, len(keys), *keys, *argv)
-            try:
-                replies = pipe.execute(raise_on_error=False)
-            except (redis.ConnectionError, redis.TimeoutError):
-                raise
-            except redis.RedisError as exc:
-                raise ReadModelError(f"applying checkpoints to Redis failed: {exc}") from exc
-            for reply in replies:
-                if isinstance(reply, (redis.ConnectionError, redis.TimeoutError)):
-                    raise reply
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
-                # The server lost its script cache (restart, SCRIPT FLUSH, failover);
-                # re-running the batch is safe because applying is idempotent.
-                self._sha = self.client.script_load(_APPLY)
-                continue
-            return list(replies)
-        raise ReadModelError("the Redis script cache keeps losing the checkpoint script")
+                yield ("EVALSHA", sha, len(keys), *keys, *argv)
+
+        return self._script.run(commands)

@@ -13,12 +13,15 @@ then raised.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
 import redis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
+
+from chatlog.errors import ReadModelError
 
 try:
     from hiredis import pack_command as _hiredis_pack
@@ -101,3 +104,41 @@ def _round_trip(connection: Any, chunks: Iterator[tuple[Any, int]]) -> list[Any]
         except ResponseError as exc:
             append(exc)
     return replies
+
+
+class ScriptBatch:
+    """A Lua script called many times in one round trip, reloaded if Redis lost it.
+
+    Both projections send a batch of ``EVALSHA`` calls of their apply script.
+    A server that lost its script cache (restart, ``SCRIPT FLUSH``, failover)
+    answers ``NOSCRIPT``; the script is then loaded and the whole batch sent
+    again, which is safe because applying is idempotent.
+    """
+
+    def __init__(self, client: redis.Redis, source: str, what: str) -> None:
+        self.client = client
+        self.source = source
+        self.what = what
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def run(self, commands: Callable[[str], Iterable[Command]]) -> list[Any]:
+        """Send ``commands(sha)`` in one round trip; return the raw replies in order.
+
+        Raises:
+            redis.ConnectionError: the connection failed (after the client's retries).
+            redis.TimeoutError: a reply did not come in time.
+            ReadModelError: any other Redis failure, or a script cache that keeps
+                losing the script.
+        """
+        for attempt in (1, 2):
+            try:
+                replies = execute_raw(self.client, commands(self.sha))
+            except (redis.ConnectionError, redis.TimeoutError):
+                raise
+            except redis.RedisError as exc:
+                raise ReadModelError(f"{self.what} failed: {exc}") from exc
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                self.sha = self.client.script_load(self.source)
+                continue
+            return replies
+        raise ReadModelError(f"{self.what}: the Redis script cache keeps losing the script")

@@ -30,18 +30,16 @@ Lifecycle rules the script enforces (live projection and replay alike):
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import redis
-from redis.exceptions import NoScriptError
 
 from chatlog.errors import ChatLogError, ReadModelError
 from chatlog.keys import ReadModelKeys
-from chatlog.projector.raw_pipeline import Command, execute_raw
+from chatlog.projector.raw_pipeline import Command, ScriptBatch
 from chatlog.schemas.events import (
     ChatEvent,
     MessageAppended,
@@ -231,7 +229,7 @@ class RedisProjection:
         self.keys = ReadModelKeys(namespace)
         #: The deployment's idle TTL in milliseconds (0: sessions never expire).
         self.session_ttl_ms = int(session_ttl_s * 1000) if session_ttl_s else 0
-        self._sha = hashlib.sha1(_APPLY.encode()).hexdigest()
+        self._script = ScriptBatch(client, _APPLY, "applying a batch to Redis")
 
     def apply(self, records: Sequence[LogRecord]) -> ApplyResult:
         """Apply ``records`` (in log order) idempotently; one Redis round trip.
@@ -340,34 +338,23 @@ class RedisProjection:
     ) -> list[Any]:
         """Run every session's script in one round trip; return the script replies in order."""
         now_ms = int(time.time() * 1000)
-        for attempt in (1, 2):
-            try:
-                replies = execute_raw(
-                    self.client, self._commands(sessions, user_deletions, now_ms)
-                )
-            except (redis.ConnectionError, redis.TimeoutError):
-                raise
-            except redis.RedisError as exc:
-                raise ReadModelError(f"applying a batch to Redis failed: {exc}") from exc
-            for reply in replies:
-                if isinstance(reply, (redis.ConnectionError, redis.TimeoutError)):
-                    raise reply
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
-                # The server lost its script cache (restart, SCRIPT FLUSH, failover).
-                # Re-running the batch is safe: applying is idempotent.
-                self._sha = self.client.script_load(_APPLY)
-                continue
-            for reply in replies[len(sessions) :]:
-                if isinstance(reply, Exception):
-                    raise ReadModelError(f"updating a user's session index failed: {reply}")
-            return replies[: len(sessions)]
-        raise ReadModelError("the Redis script cache keeps losing the projection script")
+        replies = self._script.run(
+            lambda sha: self._commands(sessions, user_deletions, now_ms, sha)
+        )
+        for reply in replies[len(sessions) :]:
+            if isinstance(reply, Exception):
+                raise ReadModelError(f"updating a user's session index failed: {reply}")
+        return replies[: len(sessions)]
 
     def _commands(
-        self, sessions: dict[str, _SessionBatch], user_deletions: Sequence[LogRecord], now_ms: int
+        self,
+        sessions: dict[str, _SessionBatch],
+        user_deletions: Sequence[LogRecord],
+        now_ms: int,
+        sha: str,
     ) -> Iterator[Command]:
         """The batch's commands: each session's script call, then the user index updates."""
-        keys, sha, ttl_ms = self.keys, self._sha, self.session_ttl_ms
+        keys, ttl_ms = self.keys, self.session_ttl_ms
         for session_id, session in sessions.items():
             # A session's events all come from one partition unless the topic
             # was repartitioned; the script refuses the mismatch.
