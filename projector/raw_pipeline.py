@@ -14,7 +14,7 @@ then raised.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from itertools import islice
 from typing import Any
 
@@ -32,15 +32,15 @@ except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
 Command = tuple[Any, ...]
 
 #: Commands per write. While Redis runs one chunk the client builds and packs
-#: the next and reads the replies of the previous one, so a batch costs about
-#: the larger of the two sides instead of their sum.
+#: the next, so a batch costs about the larger of the two sides instead of
+#: their sum.
 CHUNK = 256
 
 
 def execute_raw(
     client: redis.Redis, commands: Iterable[Command], *, chunk: int = CHUNK
 ) -> list[Any]:
-    """Send ``commands`` (built lazily, in chunks) in one pipeline; return their raw replies.
+    """Send ``commands`` in one pipeline; return their raw replies.
 
     A reply that is a Redis error is returned as its
     :class:`~redis.exceptions.ResponseError` (``NoScriptError``, ...), not
@@ -51,32 +51,84 @@ def execute_raw(
         redis.ConnectionError: the connection failed (after the client's retries).
         redis.TimeoutError: a reply did not come in time (after the client's retries).
     """
-    source = iter(commands)
-    # Chunks packed so far, kept so that a retry after a dropped connection
-    # resends them (``commands`` may be a generator that cannot be replayed).
-    packed: list[tuple[Any, int]] = []
-    pool = client.connection_pool
-    connection: Any = pool.get_connection()
+    return InFlight(client, commands, chunk=chunk).replies()
 
-    def chunks() -> Iterator[tuple[Any, int]]:
-        index = 0
-        while True:
-            if index == len(packed):
-                part = list(islice(source, chunk))
-                if not part:
-                    return
-                packed.append((_pack(connection, part), len(part)))
-            yield packed[index]
-            index += 1
 
-    try:
-        do: Callable[[], list[Any]] = lambda: _round_trip(connection, chunks())  # noqa: E731
-        replies: list[Any] = connection.retry.call_with_retry(
-            do, lambda _error: connection.disconnect()
-        )
-        return replies
-    finally:
-        pool.release(connection)
+class InFlight:
+    """Commands written to Redis whose replies are read later, with :meth:`replies`.
+
+    The projector writes a batch, then reads and decodes the next one from
+    Kafka while Redis runs it, and only then reads the verdicts. The
+    commands are packed once (kept for a resend); the connection stays out of
+    the pool until :meth:`replies` returns, so other calls on the client use
+    other connections meanwhile. A failed write is not raised here: it is
+    retried, with the client's ``Retry`` policy, by :meth:`replies`.
+    """
+
+    def __init__(
+        self, client: redis.Redis, commands: Iterable[Command], *, chunk: int = CHUNK
+    ) -> None:
+        self._pool = client.connection_pool
+        self._connection: Any = self._pool.get_connection()
+        self._packed: list[tuple[Any, int]] = []
+        self._failed = False
+        source = iter(commands)
+        try:
+            # Packed and written a chunk at a time: Redis runs the first chunk
+            # while the client packs the next.
+            while part := list(islice(source, chunk)):
+                packed = (_pack(self._connection, part), len(part))
+                self._packed.append(packed)
+                if not self._failed:
+                    self._write(packed[0])
+        except BaseException:
+            self._release()
+            raise
+
+    def _write(self, data: Any) -> None:
+        try:
+            self._connection.send_packed_command(data)
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._failed = True
+
+    def replies(self) -> list[Any]:
+        """Read every command's reply, in order; resend everything after a dropped connection.
+
+        Raises:
+            redis.ConnectionError: the connection failed (after the client's retries).
+            redis.TimeoutError: a reply did not come in time (after the client's retries).
+        """
+        connection = self._connection
+        if connection is None:
+            raise RuntimeError("the replies of this batch were read already")
+        total = sum(count for _, count in self._packed)
+
+        def attempt() -> list[Any]:
+            if self._failed:
+                # Everything again on a fresh connection: the commands are
+                # idempotent, and a partial read cannot tell which ran.
+                connection.disconnect()
+                self._failed = False
+                for data, _count in self._packed:
+                    connection.send_packed_command(data)
+            try:
+                return _read(connection, total)
+            except BaseException:
+                self._failed = True
+                raise
+
+        try:
+            replies: list[Any] = connection.retry.call_with_retry(
+                attempt, lambda _error: connection.disconnect()
+            )
+            return replies
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._connection is not None:
+            self._pool.release(self._connection)
+            self._connection = None
 
 
 def _pack(connection: Any, commands: list[Command]) -> Any:
@@ -85,20 +137,11 @@ def _pack(connection: Any, commands: list[Command]) -> Any:
     return connection.pack_commands(commands)  # pragma: no cover
 
 
-def _round_trip(connection: Any, chunks: Iterator[tuple[Any, int]]) -> list[Any]:
+def _read(connection: Any, count: int) -> list[Any]:
     read = connection.read_response
     replies: list[Any] = []
     append = replies.append
-    pending = 0
-    for data, count in chunks:
-        connection.send_packed_command(data)
-        for _ in range(pending):
-            try:
-                append(read())
-            except ResponseError as exc:
-                append(exc)
-        pending = count
-    for _ in range(pending):
+    for _ in range(count):
         try:
             append(read())
         except ResponseError as exc:
@@ -130,15 +173,42 @@ class ScriptBatch:
             ReadModelError: any other Redis failure, or a script cache that keeps
                 losing the script.
         """
+        return self.send(commands).replies()
+
+    def send(self, commands: Callable[[str], Iterable[Command]]) -> PendingScripts:
+        """Write ``commands(sha)`` now; read the replies with :meth:`PendingScripts.replies`."""
+        return PendingScripts(self, commands)
+
+
+class PendingScripts:
+    """A :class:`ScriptBatch` written to Redis, its replies not read yet."""
+
+    def __init__(self, batch: ScriptBatch, commands: Callable[[str], Iterable[Command]]) -> None:
+        self.batch = batch
+        self.commands = commands
+        self._in_flight = self._send()
+
+    def _send(self) -> InFlight:
+        try:
+            return InFlight(self.batch.client, self.commands(self.batch.sha))
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
+        except redis.RedisError as exc:
+            raise ReadModelError(f"{self.batch.what} failed: {exc}") from exc
+
+    def replies(self) -> list[Any]:
+        """The raw replies in order (see :meth:`ScriptBatch.run` for what it raises)."""
+        batch = self.batch
         for attempt in (1, 2):
             try:
-                replies = execute_raw(self.client, commands(self.sha))
+                replies = self._in_flight.replies()
             except (redis.ConnectionError, redis.TimeoutError):
                 raise
             except redis.RedisError as exc:
-                raise ReadModelError(f"{self.what} failed: {exc}") from exc
+                raise ReadModelError(f"{batch.what} failed: {exc}") from exc
             if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
-                self.sha = self.client.script_load(self.source)
+                batch.sha = batch.client.script_load(batch.source)
+                self._in_flight = self._send()
                 continue
             return replies
-        raise ReadModelError(f"{self.what}: the Redis script cache keeps losing the script")
+        raise ReadModelError(f"{batch.what}: the Redis script cache keeps losing the script")
