@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -39,15 +38,15 @@ class _TimedProjector(Projector):
     """The real projector, timing its batches until ``expected`` events are handled."""
 
     def __init__(self, settings: Settings, expected: int) -> None:
-        super().__init__(settings)
+        super().__init__(settings, on_batch=_batch_done)
         self.expected = expected
         self.done = threading.Event()
         self.first_done_at: float | None = None
         self.first_events = 0
         self.last_done_at = 0.0
 
-    def process(self, batch: dict[Any, list[Any]]) -> None:
-        super().process(batch)
+    def batch_done(self) -> None:
+        """Note the time after each committed batch."""
         now = time.perf_counter()
         handled = self.stats.applied + self.stats.skipped + self.stats.dead_lettered
         if self.first_done_at is None:
@@ -55,6 +54,11 @@ class _TimedProjector(Projector):
         if handled >= self.expected and not self.done.is_set():
             self.last_done_at = now
             self.done.set()
+
+
+def _batch_done(projector: Projector, _applied: int) -> None:
+    assert isinstance(projector, _TimedProjector)
+    projector.batch_done()
 
 
 def projector_rate(settings: Settings, expected: int, timeout_s: float = 300.0) -> Rate:

@@ -129,6 +129,8 @@ META_UPDATED = "updated_at"
 META_DELETED = "deleted"
 #: The session's own idle TTL in milliseconds (``SessionTtlSet``); absent: the default.
 META_TTL = "ttl_ms"
+#: When the session's keys expire (epoch milliseconds), ``0`` when they never do.
+META_EXPIRY = "expiry"
 
 
 def active_namespace_key(topic: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -149,8 +149,8 @@ class ProjectorMetrics:
             self.dead_lettered.labels(name).inc()
         now = time.time()
         observe = self.end_to_end_seconds.observe
-        for record in result.applied_records:
-            observe(max(now - record.event.occurred_at.timestamp(), 0.0))
+        for change in result.applied_records:
+            observe(max(now - change.event_ms / 1000, 0.0))
 
     def error(self, service: str, operation: str) -> None:
         """Count a failed call to ``service`` (``kafka`` or ``redis``)."""
@@ -171,11 +171,16 @@ class ProjectorMetrics:
         self.rebalances.labels(kind).inc()
         self._last_refresh = 0.0  # refresh lag and readiness at the next iteration
 
-    def loop_iterated(self, consumer: KafkaConsumer) -> None:
+    def loop_iterated(
+        self, consumer: KafkaConsumer, unapplied: Mapping[tuple[str, int], int] | None = None
+    ) -> None:
         """Mark the loop alive; now and then refresh lag and readiness from ``consumer``.
 
-        Called from the worker's thread only: kafka-python consumers are not
-        thread-safe, so the HTTP thread reads the snapshot taken here.
+        ``unapplied`` counts, per (topic, partition), records the consumer
+        has polled but the worker has not applied yet (a batch still in
+        Redis); they are lag too. Called from the worker's thread only:
+        kafka-python consumers are not thread-safe, so the HTTP thread reads
+        the snapshot taken here.
         """
         now = time.monotonic()
         self._last_iteration = now
@@ -186,6 +191,8 @@ class ProjectorMetrics:
         for tp in consumer.assignment() or ():
             high = consumer.highwater(tp)
             position = consumer.position(tp, timeout_ms=0) if high is not None else None
+            if position is not None and unapplied:
+                position -= unapplied.get((tp.topic, tp.partition), 0)
             lags[(tp.topic, tp.partition)] = None if position is None else max(high - position, 0)
         for topic, partition in self._lags.keys() - lags.keys():
             self.lag.remove(topic, str(partition))  # revoked: another worker reports it now

@@ -30,7 +30,6 @@ from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
 from chatlog.errors import (
-    ChatLogError,
     NamespaceInUseError,
     ReadModelError,
     ReplayError,
@@ -40,9 +39,10 @@ from chatlog.identifiers import validate_session_id
 from chatlog.keys import META_OFFSET, ReadModelKeys, active_namespace_key
 from chatlog.namespaces import POINTER_TTL_S, ActiveNamespace
 from chatlog.producers.admin import end_offsets, partition_count
+from chatlog.projector.changes import Change, ChangeReader
 from chatlog.projector.log_reader import beginning_offsets, read_range
 from chatlog.projector.positions import AppliedPositions
-from chatlog.projector.redis_projection import ApplyResult, LogRecord, RedisProjection
+from chatlog.projector.redis_projection import ApplyResult, RedisProjection
 from chatlog.projector.verify import ExpectedState, SessionDifference, compare
 from chatlog.schemas.codec import EventCodec
 from chatlog.settings import Settings
@@ -239,6 +239,7 @@ class Replayer:
         self.settings = settings
         self.redis = redis_client or redis.Redis.from_url(settings.redis_url)
         self.codec = EventCodec()
+        self.reader = ChangeReader(self.codec, settings.max_event_bytes)
         self.active = ActiveNamespace.of(settings)
 
     # -- namespaces --------------------------------------------------------
@@ -573,7 +574,7 @@ class Replayer:
         *,
         as_of_ms: int | None = None,
         key: bytes | None = None,
-    ) -> Iterator[tuple[list[LogRecord], dict[int, int]]]:
+    ) -> Iterator[tuple[list[Change], dict[int, int]]]:
         """Each polled batch's records of ``[starts, ends)`` and the partitions' next offsets."""
         return read_range(
             self.settings,
@@ -586,16 +587,10 @@ class Replayer:
             key=key,
         )
 
-    def _decode(self, raw: Any) -> LogRecord | None:
-        """The record as the live projector would see it, or ``None`` if it dead-letters it."""
-        try:
-            event = self.codec.decode(raw.value)
-        except ChatLogError:
-            return None
-        key = raw.key.decode("utf-8", "replace") if raw.key is not None else None
-        if key != event.session_id:
-            return None
-        return LogRecord(raw.partition, raw.offset, event)
+    def _decode(self, raw: Any) -> Change | None:
+        """The record's change as the live projector sees it, or ``None`` if it dead-letters it."""
+        change = self.reader.read(raw)
+        return None if isinstance(change, str) else change
 
     def _ends(self, as_of_ms: int | None) -> dict[int, int]:
         """Every partition's end offset now, or its first offset at or after ``as_of_ms``."""
@@ -624,7 +619,7 @@ class Replayer:
 
     # -- Redis ---------------------------------------------------------------------------
 
-    def _apply(self, projection: RedisProjection, records: list[LogRecord]) -> ApplyResult:
+    def _apply(self, projection: RedisProjection, records: list[Change]) -> ApplyResult:
         try:
             return projection.apply(records)
         except redis.RedisError as exc:

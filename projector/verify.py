@@ -1,7 +1,8 @@
 """Verify: what the read model should hold according to the log, and how it differs.
 
 :class:`ExpectedState` folds log records into each session's expected message
-list in plain Python. It is deliberately written apart from the Lua apply
+list in plain Python, from the same :class:`~chatlog.projector.changes.Change`
+records the projection gets. It is deliberately written apart from the Lua apply
 step in :mod:`chatlog.projector.redis_projection`: an oracle that shared the
 code it checks would agree with every bug in it. It follows the same
 documented rules: ownership (an event from another writer than the owner is
@@ -18,14 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatlog.errors import ChatLogError
+from chatlog.projector.changes import Change, change_of
 from chatlog.projector.redis_projection import LogRecord
-from chatlog.schemas.events import (
-    MessageAppended,
-    SessionCleared,
-    SessionDeleted,
-    SessionTtlSet,
-)
-from chatlog.schemas.stored import stored_message
 
 
 @dataclass(slots=True)
@@ -57,40 +52,37 @@ class ExpectedState:
         self.default_ttl_ms = int(session_ttl_s * 1000) if session_ttl_s else 0
         self.events = 0
 
-    def add(self, record: LogRecord) -> None:
+    def add(self, record: Change | LogRecord) -> None:
         """Fold one record (records of one session must come in log order)."""
         self.events += 1
-        event, payload = record.event, record.event.payload
-        if isinstance(payload, MessageAppended):
+        if isinstance(record, LogRecord):
             try:
-                message: str | None = stored_message(payload)
+                record = change_of(*record)
             except ChatLogError:
                 return  # the projector dead-letters it: it never reaches the read model
-        elif isinstance(payload, (SessionCleared, SessionDeleted, SessionTtlSet)):
-            message = None
-        else:
-            return  # UserDeleted and friends touch no session's messages
-        event_ms = int(event.occurred_at.timestamp() * 1000)
-        session = self.sessions.get(event.session_id)
-        if session is None or session.expired(self.default_ttl_ms, event_ms):
+        op = record.op
+        if op == "U":
+            return  # a user deletion touches no session's messages
+        session = self.sessions.get(record.session_id)
+        if session is None or session.expired(self.default_ttl_ms, record.event_ms):
             # New, or idle-expired before this event: its keys are gone, it starts afresh.
-            session = self.sessions[event.session_id] = ExpectedSession(record.partition)
-        user = event.user_id or ""
+            session = self.sessions[record.session_id] = ExpectedSession(record.partition)
+        user = record.user_id
         if session.owner and user != session.owner:
             return  # rejected by ownership; the projector dead-letters it
         session.offset = record.offset
-        session.last_event_ms = max(session.last_event_ms, event_ms)
-        if isinstance(payload, SessionDeleted):
+        session.last_event_ms = max(session.last_event_ms, record.event_ms)
+        if op == "D":
             session.messages, session.owner, session.ttl_ms = [], "", None
             return
         if not session.owner:
             session.owner = user
-        if message is not None:
-            session.messages.append(message)
-        elif isinstance(payload, SessionCleared):
+        if op == "A":
+            session.messages.append(record.arg.decode("utf-8"))
+        elif op == "C":
             session.messages = []
-        elif isinstance(payload, SessionTtlSet):
-            session.ttl_ms = None if payload.ttl_ms is None else max(payload.ttl_ms, 0)
+        elif op == "T":
+            session.ttl_ms = int(record.arg) if record.arg else None
 
     def messages(self, session_id: str, *, now_ms: int | None = None) -> list[str]:
         """The stored messages a reader should see for ``session_id`` now."""

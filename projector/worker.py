@@ -35,11 +35,12 @@ from chatlog.errors import BrokerUnavailableError, ChatLogError, ReadModelError
 from chatlog.namespaces import ActiveNamespace
 from chatlog.producers.admin import ensure_topic
 from chatlog.producers.producer import EventProducer
+from chatlog.projector.changes import Change, ChangeReader
 from chatlog.projector.checkpoint_projection import CheckpointProjection, decode_record
 from chatlog.projector.dead_letter import DeadLetter, DeadLetterQueue
 from chatlog.projector.positions import BatchTarget, ProjectionTarget
 from chatlog.projector.rebalance import RebalanceListener
-from chatlog.projector.redis_projection import ApplyResult, LogRecord, RedisProjection
+from chatlog.projector.redis_projection import ApplyResult, PendingApply, RedisProjection
 from chatlog.schemas.checkpoint_codec import CheckpointCodec
 from chatlog.schemas.codec import EventCodec
 from chatlog.settings import Settings
@@ -67,6 +68,37 @@ class ProjectorStats:
     applied_by_type: dict[str, int] = field(default_factory=dict)
     dead_lettered_by_type: dict[str, int] = field(default_factory=dict)
     last_poll_at: float = 0.0
+
+
+@dataclass(slots=True, eq=False)
+class _Batch:
+    """One polled batch on its way through the worker: read, sent to Redis, finished."""
+
+    raws: dict[Any, list[Any]]
+    changes: list[Change]
+    letters: list[DeadLetter]
+    next_offsets: dict[TopicPartition, int]
+    #: The namespace's projection when the batch was read (a retry goes there too).
+    projection: RedisProjection
+    pending: PendingApply | None = None
+    started: float = 0.0
+
+    def send(self) -> PendingApply:
+        """Write the changes, and the partitions' applied positions after them."""
+        self.pending = self.projection.send(
+            self.changes, advance={tp.partition: o for tp, o in self.next_offsets.items()}
+        )
+        return self.pending
+
+    def unapplied(self) -> dict[tuple[str, int], int]:
+        """Records polled per (topic, partition) and not applied until the batch finishes."""
+        return {(tp.topic, tp.partition): len(raws) for tp, raws in self.raws.items()}
+
+    def result(self) -> ApplyResult:
+        """Redis's verdicts; after a failed read the batch is sent again (it is idempotent)."""
+        pending = self.pending or self.send()
+        self.pending = None
+        return pending.result()
 
 
 class Projector:
@@ -108,6 +140,7 @@ class Projector:
             self.redis, self.namespace, active=None if namespace else ActiveNamespace.of(settings)
         )
         self.codec = EventCodec()
+        self.reader = ChangeReader(self.codec, settings.max_event_bytes)
         # Checkpoints stay in the configured namespace, where ChatLogCheckpointSaver
         # reads them: a rebuild's namespace switch moves chat sessions only (the
         # checkpoint log is rebuilt by chatlog.projector.checkpoint_replay).
@@ -127,6 +160,9 @@ class Projector:
         # Next offset per partition whose records are applied (and dead-lettered);
         # committed asynchronously after each batch, synchronously at a revoke or stop.
         self._applied: dict[TopicPartition, int] = {}
+        # Next offset per partition this worker sent to the current namespace:
+        # a batch starting at or below it cannot leave a gap there.
+        self._known: dict[int, int] = {}
 
     # -- lifecycle -------------------------------------------------------
 
@@ -181,39 +217,67 @@ class Projector:
     # -- the loop ---------------------------------------------------------
 
     def run(self) -> None:
-        """Consume and apply until :meth:`stop`; then finish the batch, commit, close."""
+        """Consume and apply until :meth:`stop`; then finish the batch, commit, close.
+
+        Batches overlap: while Redis runs batch N, the worker polls and
+        decodes batch N+1, and only then reads N's verdicts, dead-letters and
+        commits it. Redis runs what one connection sends in order, so N+1
+        always sees everything N did.
+        """
         self._open()
         consumer = self._consumer
         assert consumer is not None
+        in_flight: _Batch | None = None
         try:
             while not self._stop.is_set():
                 self.stats.last_poll_at = time.time()
                 try:
                     batch = consumer.poll(
-                        timeout_ms=100, max_records=self.settings.max_poll_records
+                        # Do not wait for records while a batch is in Redis.
+                        timeout_ms=0 if in_flight else 100,
+                        max_records=self.settings.max_poll_records,
                     )
                 except KafkaError as exc:
                     log.warning("poll failed, retrying: %s", exc)
                     if self.metrics is not None:
                         self.metrics.error("kafka", "poll")
-                    self._sleep(RETRY_MIN_S * 10)
-                    continue
+                    batch = {}
+                    if in_flight is None:
+                        self._sleep(RETRY_MIN_S * 10)
+                        continue
                 if consumer.assignment():
                     self._assigned.set()
-                if batch:
-                    self.process(batch)
-                elif consumer.assignment():
+                prepared = self._prepare(batch) if batch else None
+                if in_flight is not None:
+                    self._finish(in_flight)
+                    in_flight = None
+                if prepared is not None:
+                    in_flight = self._send(prepared)
+                elif not batch and consumer.assignment():
                     self._retry(lambda: self._plan({}), "follow the active namespace")
                 if self.metrics is not None:
-                    # After the batch: readiness must not count polled-but-unapplied events.
-                    self.metrics.loop_iterated(consumer)
+                    # Readiness must not count polled-but-unapplied events as applied.
+                    unapplied = in_flight.unapplied() if in_flight else None
+                    self.metrics.loop_iterated(consumer, unapplied)
         finally:
+            if in_flight is not None:
+                self._finish(in_flight)
             if self.metrics is not None:
                 self.metrics.stopped()
             self._close()
 
     def process(self, batch: dict[Any, list[Any]]) -> None:
         """Decode, apply and dead-letter one polled batch, then commit its offsets."""
+        prepared = self._prepare(batch)
+        if prepared is not None:
+            self._finish(self._send(prepared))
+
+    def _prepare(self, batch: dict[Any, list[Any]]) -> _Batch | None:
+        """Read a polled batch into changes and dead letters, and choose its namespace.
+
+        ``None`` when nothing of it is left to apply (checkpoint records only,
+        partitions rewound, or stopping).
+        """
         checkpoint_topic = self.settings.checkpoint_topic
         if any(tp.topic == checkpoint_topic for tp in batch):
             self._process_checkpoints(
@@ -224,58 +288,55 @@ class Projector:
                 # Checkpoint traffic alone must not keep the chat side from
                 # following a namespace switch, as it does when idle.
                 self._retry(lambda: self._plan({}), "follow the active namespace")
-                return
-        records: list[LogRecord] = []
+                return None
+        changes: list[Change] = []
         letters: list[DeadLetter] = []
         next_offsets: dict[TopicPartition, int] = {}
-        max_event_bytes = self.settings.max_event_bytes
-        decode = self.codec.decode
+        read = self.reader.read
         for tp, raws in batch.items():
             for raw in raws:
-                size = len(raw.value) if raw.value is not None else 0
-                if size > max_event_bytes:
-                    # No chatlog producer writes these; one that slipped in (another
-                    # client, a raised broker limit) must not bloat the read model.
-                    letters.append(DeadLetter(raw, (
-                        f"over-size: {size} bytes, over the limit of "
-                        f"{self.settings.max_event_bytes} (CHATLOG_MAX_EVENT_BYTES); raise "
-                        "the limit and re-publish it from the dead-letter topic if it is wanted"
-                    )))
-                    continue
-                try:
-                    event = decode(raw.value)
-                except ChatLogError as exc:
-                    letters.append(DeadLetter(raw, f"undecodable: {exc}"))
-                    continue
-                key = raw.key.decode("utf-8", "replace") if raw.key is not None else None
-                if key != event.session_id:
-                    letters.append(
-                        DeadLetter(raw, f"key {key!r} is not the session id {event.session_id!r}")
-                    )
-                    continue
-                records.append(LogRecord(raw.partition, raw.offset, event))
+                change = read(raw)
+                if type(change) is str:
+                    letters.append(DeadLetter(raw, change))
+                else:
+                    changes.append(change)  # type: ignore[arg-type]
             if raws:
                 next_offsets[tp] = raws[-1].offset + 1
-        plan = self._retry(lambda: self._plan(batch), "read the active namespace")
+        first = {tp.partition: raws[0].offset for tp, raws in batch.items() if raws}
+        plan = self._retry(lambda: self._plan(first), "read the active namespace")
         if plan is None:
-            return
+            return None
         if plan.rewind:
             # The namespace lacks records before these partitions' batches: they are
             # read again from its position instead of leaving a gap.
-            records = [r for r in records if r.partition not in plan.rewind]
+            changes = [c for c in changes if c.partition not in plan.rewind]
             letters = [x for x in letters if x.record.partition not in plan.rewind]
             next_offsets = {
                 tp: o for tp, o in next_offsets.items() if tp.partition not in plan.rewind
             }
             if not next_offsets:
-                return
-        apply_started = time.perf_counter()
-        result = self._retry(lambda: self._apply(records, next_offsets), "apply to Redis")
-        apply_seconds = time.perf_counter() - apply_started
+                return None
+        return _Batch(batch, changes, letters, next_offsets, self.projection)
+
+    def _send(self, batch: _Batch) -> _Batch:
+        """Write the batch to Redis (its verdicts are read by :meth:`_finish`)."""
+        batch.started = time.perf_counter()
+        batch.pending = self._retry(batch.send, "apply to Redis")
+        # Everything below these offsets is in Redis once the batch has run,
+        # and Redis runs the next batch after it: no gap check needed there.
+        for tp, offset in batch.next_offsets.items():
+            self._known[tp.partition] = offset
+        return batch
+
+    def _finish(self, batch: _Batch) -> None:
+        """Read the batch's verdicts, dead-letter what failed, commit its offsets."""
+        result = self._retry(batch.result, "apply to Redis")
+        apply_seconds = time.perf_counter() - batch.started
         if result is None:
             return  # stopping during an outage: nothing committed, the batch comes again
+        letters = batch.letters
         if result.failed:
-            raw_at = {(raw.partition, raw.offset): raw for raws in batch.values() for raw in raws}
+            raw_at = {(r.partition, r.offset): r for raws in batch.raws.values() for r in raws}
             for record, reason in result.failed:
                 letters.append(DeadLetter(raw_at[(record.partition, record.offset)], reason))
         if letters and self._retry(lambda: self._publish_letters(letters), "dead-letter") is None:
@@ -291,7 +352,7 @@ class Projector:
             self.stats.dead_lettered_by_type[name] = (
                 self.stats.dead_lettered_by_type.get(name, 0) + 1
             )
-        self._commit(next_offsets)
+        self._commit(batch.next_offsets)
         if self.metrics is not None:
             self.metrics.batch_applied(
                 result,
@@ -301,19 +362,27 @@ class Projector:
         if self.on_batch is not None:
             self.on_batch(self, result.applied)
 
-    def _plan(self, batch: dict[Any, list[Any]]) -> BatchTarget:
-        """Follow a namespace switch, and seek back partitions the namespace has gaps in."""
+    def _plan(self, first: dict[int, int]) -> BatchTarget:
+        """Follow a namespace switch, and seek back partitions the namespace has gaps in.
+
+        ``first`` is the batch's first offset per partition. Only partitions
+        this worker has not applied up to there itself are checked in Redis.
+        """
         consumer = self._consumer
         assert consumer is not None
-        first = {tp.partition: r[0].offset for tp, r in batch.items() if r}
         if self.target.follow():
+            self._known.clear()
             # Just switched: every assigned partition, idle ones too, may be
             # ahead of the new namespace; a reader waiting for its own write
             # there would otherwise wait for the next append to that partition.
+            first = dict(first)
             for tp in consumer.assignment():
                 if tp.topic == self.settings.topic:
                     first.setdefault(tp.partition, consumer.position(tp))
-        plan = self.target.plan(first)
+        known = self._known
+        plan = self.target.plan(
+            {p: offset for p, offset in first.items() if offset > known.get(p, -1)}
+        )
         if plan.namespace != self.projection.keys.namespace:
             self.namespace = plan.namespace
             self.projection = RedisProjection(
@@ -323,11 +392,6 @@ class Projector:
             if tp.topic == self.settings.topic and tp.partition in plan.rewind:
                 consumer.seek(tp, plan.rewind[tp.partition])
         return plan
-
-    def _apply(self, records: list[LogRecord], next_offsets: dict[Any, int]) -> ApplyResult:
-        result = self.projection.apply(records)
-        self.target.applied({tp.partition: o for tp, o in next_offsets.items()})
-        return result
 
     def _process_checkpoints(self, batch: dict[Any, list[Any]]) -> None:
         """The checkpoint topic's share of a batch: decode, apply, dead-letter, commit."""

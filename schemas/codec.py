@@ -204,6 +204,15 @@ class EventCodec(SingleObjectCodec[ChatEvent]):
             None,
         )
 
+    @property
+    def fast_header(self) -> bytes | None:
+        """The single-object header of events the hand-written reader decodes, if any.
+
+        Events that start with it are written with the newest schema, the one
+        :mod:`chatlog.schemas.event_reader` reads without fastavro.
+        """
+        return self._header if self._fast is self._writer else None
+
     def _read_fast(self, data: bytes, writer: SchemaVersion) -> ChatEvent | None:
         if writer is self._fast and writer is self._writer:
             return event_reader.read_event(bytes(data), HEADER_SIZE)
