@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from kafka import TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
@@ -43,24 +43,26 @@ _REBALANCE_CODES = frozenset(
 )
 
 
-class ConfluentRecord:
+class ConfluentRecord(NamedTuple):
     """One fetched record, with the attributes of kafka-python's ``ConsumerRecord`` chatlog uses."""
 
-    __slots__ = ("_message", "key", "offset", "partition", "topic", "value")
-
-    def __init__(self, message: Any, topic: Any, partition: Any) -> None:
-        self._message = message
-        self.topic = topic
-        self.partition = partition
-        self.offset = message.offset()
-        self.key = message.key()
-        self.value = message.value()
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    message: Any
 
     @property
     def headers(self) -> list[tuple[str, bytes]]:
         """The record's headers (read only for dead letters, so not copied for every record)."""
-        headers: list[tuple[str, bytes]] | None = self._message.headers()
+        headers: list[tuple[str, bytes]] | None = self.message.headers()
         return headers or []
+
+
+# NamedTuple's generated __new__ is Python code; this is the C constructor it
+# calls, a microsecond less for each of the projector's records.
+_new_record = tuple.__new__
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
@@ -168,7 +170,10 @@ class ConfluentConsumer:
                     continue
                 raise KafkaError(f"confluent-kafka fetch failed: {error.str()}")
             topic, partition = message.topic(), message.partition()
-            record = ConfluentRecord(message, topic, partition)
+            record = _new_record(
+                ConfluentRecord,
+                (topic, partition, message.offset(), message.key(), message.value(), message),
+            )
             records = batch.get((topic, partition))
             if records is None:
                 batch[(topic, partition)] = [record]
