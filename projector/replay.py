@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
@@ -30,6 +31,7 @@ from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
 from chatlog.errors import (
+    ChatLogError,
     NamespaceInUseError,
     ReadModelError,
     ReplayError,
@@ -42,7 +44,7 @@ from chatlog.producers.admin import end_offsets, partition_count
 from chatlog.projector.changes import Change, ChangeReader
 from chatlog.projector.log_reader import beginning_offsets, read_range
 from chatlog.projector.positions import AppliedPositions
-from chatlog.projector.redis_projection import ApplyResult, RedisProjection
+from chatlog.projector.redis_projection import ApplyResult, PendingApply, RedisProjection
 from chatlog.projector.verify import ExpectedState, SessionDifference, compare
 from chatlog.schemas.codec import EventCodec
 from chatlog.settings import Settings
@@ -388,17 +390,37 @@ class Replayer:
         projection = RedisProjection(
             self.redis, namespace, session_ttl_s=self.settings.session_ttl_s
         )
-        positions = AppliedPositions(self.redis, namespace)
         reached = dict(starts)
-        for records, next_offsets in self._read(starts, ends, progress, as_of_ms=as_of_ms):
-            result = self._apply(projection, records)
+
+        def finish(batch: PendingApply, next_offsets: dict[int, int]) -> None:
+            result = self._redis_call(batch.result)
             progress.applied += result.applied
             progress.skipped += result.skipped
             progress.failed += len(result.failed)
-            positions.advance(next_offsets)
             reached.update(next_offsets)
             if on_progress is not None:
                 on_progress(progress)
+
+        # As in the live projector: the next batch is polled and read while
+        # Redis runs this one (its positions recorded by its last call); only
+        # one batch is ever in Redis, so batches apply in log order.
+        in_flight: tuple[PendingApply, dict[int, int]] | None = None
+        try:
+            for records, next_offsets in self._read(starts, ends, progress, as_of_ms=as_of_ms):
+                if in_flight is not None:
+                    done, in_flight = in_flight, None
+                    finish(*done)
+                sent = self._redis_call(partial(projection.send, records, advance=next_offsets))
+                in_flight = (sent, next_offsets)
+        except BaseException:
+            if in_flight is not None:
+                # Its verdicts (and its connection) are still owed; the error
+                # that stopped the replay is the one to report.
+                with suppress(ChatLogError, redis.RedisError):
+                    finish(*in_flight)
+            raise
+        if in_flight is not None:
+            finish(*in_flight)
         return reached
 
     # -- one session -----------------------------------------------------------
