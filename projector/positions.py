@@ -1,8 +1,9 @@
 """Applied positions: how far each partition of the log is applied to one namespace.
 
-Every writer of a namespace (the live projector and a rebuild) records, after
-each applied batch, the next offset of every partition it applied, in the
-``<ns>:positions`` hash (only ever moving forward). Because writers apply each
+Every writer of a namespace (the live projector and a rebuild) records, with
+each applied batch (in the batch's last script call, after its sessions), the
+next offset of every partition it applied, in the ``<ns>:positions`` hash
+(only ever moving forward). Because writers apply each
 partition contiguously, everything below a recorded position is applied. Two
 rules follow, and they are what make rebuilds and switches lose nothing:
 
@@ -159,8 +160,4 @@ class ProjectionTarget:
         if rewind:
             log.info("%s lacks earlier records; re-reading from %s", self.namespace, rewind)
         return BatchTarget(self.namespace, rewind)
-
-    def applied(self, next_offsets: Mapping[int, int]) -> None:
-        """Record a batch as applied up to ``next_offsets`` (after it is in Redis)."""
-        self.positions.advance(next_offsets)
 
