@@ -12,6 +12,7 @@ import sys
 import time
 
 from chatlog.benchmarks.timing import rss_bytes
+from chatlog.projector.gc_threshold import SERVICE_GC_THRESHOLD
 from chatlog.projector.worker import Projector
 from chatlog.settings import Settings
 
@@ -20,7 +21,8 @@ _WAIT_S = 120.0
 
 def main() -> None:
     """Run the child side of the protocol."""
-    projector = Projector(Settings.from_env())
+    # As `chatlog projector run` runs it.
+    projector = Projector(Settings.from_env(), gc_threshold=SERVICE_GC_THRESHOLD)
     with projector.running():
         print("ready", flush=True)
         for line in sys.stdin:

@@ -16,6 +16,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from chatlog.errors import ChatLogError
 from chatlog.producers.admin import end_offsets
+from chatlog.projector.gc_threshold import SERVICE_GC_THRESHOLD
 from chatlog.projector.replay import Replayer, ReplayProgress
 from chatlog.projector.worker import Projector
 from chatlog.settings import Settings
@@ -38,7 +39,8 @@ class _TimedProjector(Projector):
     """The real projector, timing its batches until ``expected`` events are handled."""
 
     def __init__(self, settings: Settings, expected: int) -> None:
-        super().__init__(settings, on_batch=_batch_done)
+        # Tuned as `chatlog projector run` runs it.
+        super().__init__(settings, on_batch=_batch_done, gc_threshold=SERVICE_GC_THRESHOLD)
         self.expected = expected
         self.done = threading.Event()
         self.first_done_at: float | None = None
@@ -120,7 +122,7 @@ def rebuild_rate(settings: Settings, namespace: str) -> Rate:
         if not first:
             first.append((time.perf_counter(), progress.done))
 
-    replayer = Replayer(settings)
+    replayer = Replayer(settings, gc_threshold=SERVICE_GC_THRESHOLD)  # as `chatlog replay` runs
     try:
         progress = replayer.rebuild(namespace, on_progress=on_progress)
         finished = time.perf_counter()

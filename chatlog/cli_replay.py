@@ -97,11 +97,12 @@ def replay_rebuild(
 
     Resumes an unfinished rebuild of the same namespace from its checkpoint.
     """
+    from chatlog.projector.gc_threshold import SERVICE_GC_THRESHOLD
     from chatlog.projector.replay import Replayer, parse_timestamp
 
     settings = _settings(ctx)
     client = redis.Redis.from_url(target_redis_url) if target_redis_url else None
-    replayer = Replayer(settings, redis_client=client)
+    replayer = Replayer(settings, redis_client=client, gc_threshold=SERVICE_GC_THRESHOLD)
     if (
         not in_place
         and target_redis_url is None

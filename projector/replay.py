@@ -42,6 +42,7 @@ from chatlog.keys import META_OFFSET, ReadModelKeys, active_namespace_key
 from chatlog.namespaces import POINTER_TTL_S, ActiveNamespace
 from chatlog.producers.admin import end_offsets, partition_count
 from chatlog.projector.changes import Change, ChangeReader
+from chatlog.projector.gc_threshold import young_gc_threshold
 from chatlog.projector.log_reader import beginning_offsets, read_range
 from chatlog.projector.positions import AppliedPositions
 from chatlog.projector.redis_projection import ApplyResult, PendingApply, RedisProjection
@@ -235,10 +236,20 @@ class Replayer:
             settings' Redis). Give another deployment's client to rebuild there;
             switching is then refused, since readers must be re-pointed by
             configuration.
+        gc_threshold: Python's generation-0 GC threshold while log ranges are
+            applied (see :mod:`chatlog.projector.gc_threshold`); ``None`` leaves
+            the interpreter's. ``chatlog replay`` sets it.
     """
 
-    def __init__(self, settings: Settings, *, redis_client: redis.Redis | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis_client: redis.Redis | None = None,
+        gc_threshold: int | None = None,
+    ) -> None:
         self.settings = settings
+        self.gc_threshold = gc_threshold
         self.redis = redis_client or redis.Redis.from_url(settings.redis_url)
         self.codec = EventCodec()
         self.reader = ChangeReader(self.codec, settings.max_event_bytes)
@@ -405,22 +416,27 @@ class Replayer:
         # Redis runs this one (its positions recorded by its last call); only
         # one batch is ever in Redis, so batches apply in log order.
         in_flight: tuple[PendingApply, dict[int, int]] | None = None
-        try:
-            for records, next_offsets in self._read(starts, ends, progress, as_of_ms=as_of_ms):
+        with young_gc_threshold(self.gc_threshold):
+            try:
+                for records, next_offsets in self._read(
+                    starts, ends, progress, as_of_ms=as_of_ms
+                ):
+                    if in_flight is not None:
+                        done, in_flight = in_flight, None
+                        finish(*done)
+                    sent = self._redis_call(
+                        partial(projection.send, records, advance=next_offsets)
+                    )
+                    in_flight = (sent, next_offsets)
+            except BaseException:
                 if in_flight is not None:
-                    done, in_flight = in_flight, None
-                    finish(*done)
-                sent = self._redis_call(partial(projection.send, records, advance=next_offsets))
-                in_flight = (sent, next_offsets)
-        except BaseException:
+                    # Its verdicts (and its connection) are still owed; the error
+                    # that stopped the replay is the one to report.
+                    with suppress(ChatLogError, redis.RedisError):
+                        finish(*in_flight)
+                raise
             if in_flight is not None:
-                # Its verdicts (and its connection) are still owed; the error
-                # that stopped the replay is the one to report.
-                with suppress(ChatLogError, redis.RedisError):
-                    finish(*in_flight)
-            raise
-        if in_flight is not None:
-            finish(*in_flight)
+                finish(*in_flight)
         return reached
 
     # -- one session -----------------------------------------------------------

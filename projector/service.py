@@ -15,6 +15,7 @@ import signal
 import threading
 from collections.abc import Callable
 
+from chatlog.projector.gc_threshold import SERVICE_GC_THRESHOLD
 from chatlog.projector.worker import Projector, ProjectorStats
 from chatlog.settings import Settings
 
@@ -47,7 +48,7 @@ def run_service(
 
         metrics = ProjectorMetrics(ready_max_lag=settings.ready_max_lag)
         server = MetricsServer(metrics, port=settings.metrics_port, host=settings.metrics_host)
-    worker = Projector(settings, metrics=metrics)
+    worker = Projector(settings, metrics=metrics, gc_threshold=SERVICE_GC_THRESHOLD)
     if handle_signals and threading.current_thread() is threading.main_thread():
 
         def _stop(signum: int, frame: object) -> None:

@@ -38,6 +38,7 @@ from chatlog.producers.producer import EventProducer
 from chatlog.projector.changes import Change, ChangeReader
 from chatlog.projector.checkpoint_projection import CheckpointProjection, decode_record
 from chatlog.projector.dead_letter import DeadLetter, DeadLetterQueue
+from chatlog.projector.gc_threshold import young_gc_threshold
 from chatlog.projector.positions import BatchTarget, ProjectionTarget
 from chatlog.projector.rebalance import RebalanceListener
 from chatlog.projector.redis_projection import ApplyResult, PendingApply, RedisProjection
@@ -126,6 +127,11 @@ class Projector:
         on_batch: Called after each committed batch with its :class:`ApplyResult`
             totals; used by metrics.
         metrics: Prometheus metrics to report to (``chatlog projector run --metrics-port``).
+        gc_threshold: Python's generation-0 GC threshold while :meth:`run` runs
+            (restored after); ``None`` leaves the interpreter's. It is
+            process-wide, so only a process of the projector's own should set
+            it (``chatlog projector run`` uses
+            :data:`~chatlog.projector.gc_threshold.SERVICE_GC_THRESHOLD`).
     """
 
     def __init__(
@@ -136,8 +142,10 @@ class Projector:
         redis_client: redis.Redis | None = None,
         on_batch: Callable[[Projector, int], None] | None = None,
         metrics: ProjectorMetrics | None = None,
+        gc_threshold: int | None = None,
     ) -> None:
         self.settings = settings
+        self.gc_threshold = gc_threshold
         self.namespace = namespace or settings.namespace
         self.redis = redis_client or redis.Redis.from_url(settings.redis_url)
         self.projection = RedisProjection(
@@ -234,6 +242,10 @@ class Projector:
         self._open()
         consumer = self._consumer
         assert consumer is not None
+        with young_gc_threshold(self.gc_threshold):
+            self._loop(consumer)
+
+    def _loop(self, consumer: Any) -> None:
         in_flight: _Batch | None = None
         try:
             while not self._stop.is_set():
