@@ -22,7 +22,8 @@ class BenchConfig:
         read_messages: Messages in the session that is read.
         visible_rate: Messages per second the steady writer appends.
         visible_seconds: How long the steady writer runs.
-        memory_sessions: Session counts at which the projector's RSS is taken.
+        memory_sessions: Session counts at which the projector's RSS is taken,
+            each after as many events as the larger count.
         peer_appends: Appends timed on ``KafkaChatMessageHistory``.
         peer_reads: Reads timed on ``KafkaChatMessageHistory``.
     """
