@@ -95,7 +95,9 @@ class ProjectorMetrics:
             "chatlog_batches", "Batches applied and committed.", registry=r
         )
         self.apply_seconds = prom.Histogram(
-            "chatlog_batch_apply_seconds", "Time to apply one batch to Redis.",
+            "chatlog_batch_apply_seconds",
+            "Time from writing one batch to Redis to reading its verdicts (the worker "
+            "reads the next batch from Kafka meanwhile).",
             buckets=APPLY_BUCKETS, registry=r,
         )
         self.end_to_end_seconds = prom.Histogram(
