@@ -25,19 +25,9 @@ import redis
 from chatlog.errors import ReadModelError
 from chatlog.keys import ReadModelKeys
 from chatlog.namespaces import ActiveNamespace
+from chatlog.projector.redis_projection import RedisProjection
 
 log = logging.getLogger("chatlog.projector")
-
-# KEYS[1] positions hash; ARGV partition, next offset pairs. Positions never go back.
-_ADVANCE = """
-for i = 1, #ARGV, 2 do
-  local current = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
-  if tonumber(ARGV[i + 1]) > current then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  end
-end
-return 1
-"""
 
 
 class AppliedPositions:
@@ -47,7 +37,6 @@ class AppliedPositions:
         self.client = client
         self.namespace = namespace
         self.key = ReadModelKeys(namespace).positions()
-        self._advance = client.register_script(_ADVANCE)
 
     def read(self) -> dict[int, int]:
         """Return every recorded partition's next offset.
@@ -71,12 +60,11 @@ class AppliedPositions:
         """
         if not offsets:
             return
-        argv: list[int] = []
-        for partition, offset in offsets.items():
-            argv += [partition, offset]
         try:
-            self._advance(keys=[self.key], args=argv)
-        except redis.RedisError as exc:
+            # A batch of no changes: the apply script's last step is this one
+            # (positions only move forward), kept in one place.
+            RedisProjection(self.client, self.namespace).apply([], advance=offsets)
+        except (redis.RedisError, ReadModelError) as exc:
             raise ReadModelError(f"recording positions in {self.key} failed: {exc}") from exc
 
     def gaps(self, first_offsets: Mapping[int, int]) -> dict[int, int]:
