@@ -139,15 +139,14 @@ class ChangeReader:
             except ChatLogError as exc:
                 return f"undecodable: {exc}"
             if fields is not None:
-                key = raw.key
-                if key is None or key != fields[0].encode():
-                    return _wrong_key(key, fields[0])
+                if raw.key != fields[0].encode():
+                    return _wrong_key(raw.key, fields[0])
                 return _new_change(Change, (raw.partition, raw.offset, *fields))
         try:
             event = self.codec.decode(value)
         except ChatLogError as exc:
             return f"undecodable: {exc}"
-        if raw.key is None or raw.key != event.session_id.encode():
+        if raw.key != event.session_id.encode():
             return _wrong_key(raw.key, event.session_id)
         try:
             return change_of(raw.partition, raw.offset, event)

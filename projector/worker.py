@@ -93,10 +93,9 @@ class _Batch:
 
     def send(self) -> PendingApply:
         """Write the changes, and the partitions' applied positions after them."""
-        self.pending = self.projection.send(
+        return self.projection.send(
             self.changes, advance={tp.partition: o for tp, o in self.next_offsets.items()}
         )
-        return self.pending
 
     def unapplied(self) -> dict[tuple[str, int], int]:
         """Records polled per (topic, partition) and not applied until the batch finishes."""
