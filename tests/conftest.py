@@ -219,6 +219,21 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+def cli_args(settings: Settings, *args: str) -> list[str]:
+    """``chatlog`` command-line arguments reaching the services and names of ``settings``."""
+    return [
+        "--bootstrap-servers",
+        settings.kafka_bootstrap_servers,
+        "--redis-url",
+        settings.redis_url,
+        "--topic",
+        settings.topic,
+        "--namespace",
+        settings.namespace,
+        *args,
+    ]
+
+
 @pytest.fixture
 def settings(settings_factory: Callable[..., Settings]) -> Settings:
     """Settings of this test (unique topic, group and namespace)."""

@@ -28,7 +28,7 @@ from chatlog.histories.importers import (
     read_langchain_sql,
 )
 from chatlog.projector import Projector
-from tests.conftest import eventually, unique
+from tests.conftest import cli_args, eventually, unique
 
 SETTINGS_OVERRIDES = {"partitions": 4}
 
@@ -51,20 +51,6 @@ def conversation(tag: str) -> list[BaseMessage]:
             "calling", tool_calls=[{"name": "f", "args": {"q": tag}, "id": "c1"}], id=f"{tag}-2"
         ),
         ToolMessage("42", tool_call_id="c1", artifact={"rows": [1]}, id=f"{tag}-3"),
-    ]
-
-
-def cli_args(settings: Settings, *args: str) -> list[str]:
-    return [
-        "--bootstrap-servers",
-        settings.kafka_bootstrap_servers,
-        "--redis-url",
-        settings.redis_url,
-        "--topic",
-        settings.topic,
-        "--namespace",
-        settings.namespace,
-        *args,
     ]
 
 

@@ -26,7 +26,7 @@ from chatlog.projector import LogRecord, Projector, RedisProjection
 from chatlog.projector.lag import consumer_lag, group_status
 from chatlog.projector.metrics import MetricsServer, ProjectorMetrics
 from chatlog.schemas import EventCodec
-from tests.conftest import read_topic
+from tests.conftest import cli_args, read_topic
 
 #: Upper bound on waiting for a condition on real services (not a performance threshold).
 WAIT_S = 60.0
@@ -141,20 +141,13 @@ def test_worker_process_serves_health_logs_json_and_drains_on_sigterm(
     chatlog.history("proc-1", user_id="u").add_messages(
         [HumanMessage(SECRET_CONTENT), AIMessage("ok")]
     )
-    flags = [
-        "--bootstrap-servers",
-        settings.kafka_bootstrap_servers,
-        "--redis-url",
-        settings.redis_url,
-        "--topic",
-        settings.topic,
-        "--namespace",
-        settings.namespace,
+    flags = cli_args(
+        settings,
         "--consumer-group",
         settings.consumer_group,
         "--consumer-session-timeout-ms",
         "6000",
-    ]
+    )
     lag = CliRunner().invoke(cli, [*flags, "projector", "lag", "--json"])
     assert lag.exit_code == 0, lag.output
     assert json.loads(lag.output)["total"] == 2

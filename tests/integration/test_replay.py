@@ -33,7 +33,7 @@ from chatlog.schemas.events import (
     SessionCleared,
     SessionDeleted,
 )
-from tests.conftest import delete_namespace
+from tests.conftest import cli_args, delete_namespace
 
 SESSIONS = 300
 USERS = 30
@@ -110,13 +110,7 @@ class Deployment:
         runner = CliRunner()
         result = runner.invoke(
             cli,
-            [
-                "--bootstrap-servers", self.settings.kafka_bootstrap_servers,
-                "--redis-url", self.settings.redis_url,
-                "--topic", self.settings.topic,
-                "--namespace", self.settings.namespace,
-                *args,
-            ],
+            cli_args(self.settings, *args),
         )
         if isinstance(result.exception, ChatLogError):
             return 1, str(result.exception)  # what ``chatlog`` (main) prints and exits with
