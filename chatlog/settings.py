@@ -40,10 +40,11 @@ class Settings:
         consumer_session_timeout_ms: Group session timeout (``CHATLOG_SESSION_TIMEOUT_MS``).
         consumer_heartbeat_interval_ms: Group heartbeat (``CHATLOG_HEARTBEAT_INTERVAL_MS``).
         max_poll_records: Largest projector batch (``CHATLOG_MAX_POLL_RECORDS``).
-        transport: The projector's Kafka client (``CHATLOG_TRANSPORT``): ``kafka-python``
-            (the default) or ``confluent`` (confluent-kafka, the ``confluent`` extra;
-            several times the projector's throughput, the ``CHATLOG_KAFKA_*``
-            pass-through options do not apply to it).
+        transport: The Kafka client of the producer and the projector
+            (``CHATLOG_TRANSPORT``): ``kafka-python`` (the default) or ``confluent``
+            (confluent-kafka, the ``confluent`` extra: librdkafka does the protocol
+            work in C, a fraction of the CPU per append and per projected event;
+            the ``CHATLOG_KAFKA_*`` pass-through options do not apply to it).
         kafka_options: Extra keyword options passed to every kafka-python client
             (TLS, SASL, ...); set from ``CHATLOG_KAFKA_*`` variables.
         kafka_security_protocol: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``
@@ -210,7 +211,7 @@ class Settings:
         return cls(**values)
 
 
-#: The projector's Kafka clients (``Settings.transport``).
+#: The Kafka clients chatlog can produce and project with (``Settings.transport``).
 TRANSPORTS = ("kafka-python", "confluent")
 
 #: Setting name -> environment variable.

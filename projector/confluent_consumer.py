@@ -23,6 +23,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from chatlog.errors import BrokerUnavailableError, ConfigurationError
+from chatlog.producers.librdkafka import client_config
 from chatlog.projector.rebalance import RebalanceListener
 from chatlog.settings import Settings
 
@@ -72,14 +73,8 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         ConfigurationError: ``CHATLOG_KAFKA_*`` pass-through options are set; they are
             kafka-python option names and have no librdkafka meaning.
     """
-    if settings.kafka_options:
-        raise ConfigurationError(
-            f"the confluent transport cannot use the kafka-python options "
-            f"{sorted(settings.kafka_options)} (CHATLOG_KAFKA_*); unset them or use "
-            "CHATLOG_TRANSPORT=kafka-python"
-        )
-    config: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+    return {
+        **client_config(settings),
         "group.id": settings.consumer_group,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -89,26 +84,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         # As for kafka-python: brokers that hold a fetch for the whole wait
         # (the embedded Tansu) would add it to append -> visible latency.
         "fetch.wait.max.ms": 20,
-        "security.protocol": settings.kafka_security_protocol,
     }
-    if settings.kafka_security_protocol.startswith("SASL_"):
-        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
-        config["sasl.username"] = settings.kafka_sasl_username
-        config["sasl.password"] = settings.kafka_sasl_password
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        config["ssl.endpoint.identification.algorithm"] = (
-            "https" if settings.kafka_ssl_check_hostname else "none"
-        )
-        for name, key in (
-            ("cafile", "ssl.ca.location"),
-            ("certfile", "ssl.certificate.location"),
-            ("keyfile", "ssl.key.location"),
-            ("password", "ssl.key.password"),
-        ):
-            value = getattr(settings, f"kafka_ssl_{name}")
-            if value is not None:
-                config[key] = value
-    return config
 
 
 class ConfluentConsumer:

@@ -42,15 +42,22 @@ def _append(chatlog: ChatLog, ledger: Ledger, session_id: str, text: str) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("transport", ["kafka-python", "confluent"])
 def test_appends_fail_typed_and_bounded_while_the_broker_is_frozen_then_succeed(
+    transport: str,
     settings_factory: Callable[..., Settings],
     chatlog_factory: Callable[[Settings], ChatLog],
     own_broker: EmbeddedBroker,
     redis_client: redis.Redis,
 ) -> None:
-    """SIGSTOPped broker: PublishError within the publish timeout; after SIGCONT appends work."""
+    """SIGSTOPped broker: PublishError within the publish timeout; after SIGCONT appends work.
+
+    On both producer transports: the kafka-python default and confluent-kafka.
+    """
     settings = settings_factory(
-        kafka_bootstrap_servers=own_broker.bootstrap_servers, publish_timeout_s=PUBLISH_TIMEOUT_S
+        kafka_bootstrap_servers=own_broker.bootstrap_servers,
+        publish_timeout_s=PUBLISH_TIMEOUT_S,
+        transport=transport,
     )
     chatlog = chatlog_factory(settings)
     ledger = Ledger()
@@ -103,7 +110,7 @@ def test_appends_fail_typed_and_bounded_while_the_broker_is_frozen_then_succeed(
     with Projector(settings).running():
         wait_caught_up(redis_client, settings.namespace, ledger)
     figures = reconcile(
-        "broker-frozen-during-appends",
+        f"broker-frozen-during-appends ({transport})",
         redis_client,
         settings.namespace,
         ledger,

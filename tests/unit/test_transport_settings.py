@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chatlog.errors import ConfigurationError
+from chatlog.producers.confluent_transport import producer_config
 from chatlog.projector.confluent_consumer import consumer_config
 from chatlog.settings import Settings
 
@@ -40,3 +41,20 @@ def test_confluent_config_refuses_kafka_python_pass_through_options() -> None:
     """CHATLOG_KAFKA_* options are kafka-python names: refused rather than silently dropped."""
     with pytest.raises(ConfigurationError, match="CHATLOG_TRANSPORT=kafka-python"):
         consumer_config(Settings(kafka_options={"request_timeout_ms": 1000}))
+
+
+def test_confluent_producer_config_keeps_the_default_producers_guarantees() -> None:
+    """Idempotent acks=all, murmur2 partitions, no linger, and the publish timeout on records."""
+    config = producer_config(Settings(publish_timeout_s=7.5, max_event_bytes=100_000))
+    assert config["enable.idempotence"] is True
+    assert config["acks"] == "all"
+    assert config["partitioner"] == "murmur2_random"
+    assert config["linger.ms"] == 0
+    assert config["message.timeout.ms"] == 7500
+    assert config["message.max.bytes"] > 100_000
+
+
+def test_confluent_producer_config_refuses_kafka_python_pass_through_options() -> None:
+    """The producer side refuses CHATLOG_KAFKA_* the same way the consumer side does."""
+    with pytest.raises(ConfigurationError, match="CHATLOG_TRANSPORT=kafka-python"):
+        producer_config(Settings(kafka_options={"request_timeout_ms": 1000}))

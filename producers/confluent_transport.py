@@ -1,0 +1,351 @@
+"""The producer's optional Kafka client: :class:`ConfluentTransport` on confluent-kafka.
+
+kafka-python spends about 2 ms of Python CPU on one acknowledged send (its
+sender thread builds and parses every request in Python); librdkafka does
+that in C on its own threads, about a quarter of it on the benchmark machine.
+Under many concurrent appends the kafka-python producer becomes the
+bottleneck of the application process long before the broker is.
+
+Same guarantees as the default transport: an idempotent producer with
+``acks=all``, so retries never duplicate or reorder; the ``murmur2_random``
+partitioner, which puts a keyed record on the partition Java clients and
+kafka-python pick (so both transports can write the same topic without
+splitting a session across partitions); a publish returns only once every
+record is acknowledged, or fails typed within the publish timeout. Needs the
+``confluent`` extra (``pip install 'chatlog[confluent]'``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from chatlog.errors import BrokerUnavailableError, ConfigurationError, PublishError
+from chatlog.producers.librdkafka import client_config
+from chatlog.producers.records import (
+    RECORD_OVERHEAD,
+    EncodedEvent,
+    LogPosition,
+    reject_soon,
+    resolve_soon,
+)
+from chatlog.settings import Settings
+
+try:
+    import confluent_kafka
+except ImportError:  # pragma: no cover - depends on the installed extras
+    confluent_kafka = None  # type: ignore[assignment]
+
+log = logging.getLogger("chatlog.producer")
+
+#: How long the delivery thread blocks in one poll: the longest a close waits for it.
+_POLL_S = 0.1
+
+#: Broker refusals for producer-state reasons (after an outage the idempotent
+#: producer's epoch bump can be fenced): the refused records were not written.
+_REFUSED_UNWRITTEN = frozenset(
+    getattr(confluent_kafka.KafkaError, name)
+    for name in ("PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH", "OUT_OF_ORDER_SEQUENCE_NUMBER",
+                 "UNKNOWN_PRODUCER_ID", "_FENCED")
+    if confluent_kafka is not None
+)
+
+#: Delivery errors that mean "no acknowledgement in time".
+_TIMEOUTS = frozenset(
+    getattr(confluent_kafka.KafkaError, name)
+    for name in ("_MSG_TIMED_OUT", "_TIMED_OUT")
+    if confluent_kafka is not None
+)
+
+#: Extra time a publish waits beyond the publish timeout, so that librdkafka's own
+#: verdict on a record (it times records out at the publish timeout) is the one reported.
+_GRACE_S = 1.0
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """The librdkafka configuration equivalent to the kafka-python producer's options.
+
+    Raises:
+        ConfigurationError: ``CHATLOG_KAFKA_*`` pass-through options are set.
+    """
+    timeout_ms = int(settings.publish_timeout_s * 1000)
+    largest = settings.max_event_bytes + RECORD_OVERHEAD
+    return {
+        **client_config(settings),
+        "enable.idempotence": True,
+        "acks": "all",
+        # A lone append is sent at once, as with kafka-python's linger 0;
+        # librdkafka's default (5 ms) would add to every synchronous append.
+        "linger.ms": 0,
+        "partitioner": "murmur2_random",
+        "message.max.bytes": largest,
+        "batch.size": min(1_000_000, largest),
+        "message.timeout.ms": timeout_ms,
+        "request.timeout.ms": min(timeout_ms, 30_000),
+        "logger": logging.getLogger("chatlog.producer.librdkafka"),
+    }
+
+
+class _Delivery:
+    """The acknowledgements of one synchronous send, filled in by the delivery thread."""
+
+    __slots__ = ("done", "errors", "lock", "positions", "waiting")
+
+    def __init__(self, count: int) -> None:
+        self.positions: list[LogPosition | None] = [None] * count
+        self.errors: list[Any] = [None] * count
+        self.waiting = count
+        self.done = threading.Event()
+        # Reports come from the delivery thread, and from the thread that
+        # discards a broken producer (its purged records), possibly at once.
+        self.lock = threading.Lock()
+
+    def report(self, index: int, error: Any, message: Any) -> None:
+        with self.lock:
+            if error is not None:
+                self.errors[index] = error
+            else:
+                self.positions[index] = LogPosition(message.partition(), message.offset())
+            self.waiting -= 1
+            if self.waiting == 0:
+                self.done.set()
+
+
+class ConfluentTransport:
+    """Sends encoded events with confluent-kafka's idempotent producer and waits for the acks.
+
+    One daemon thread serves librdkafka's delivery reports (``poll``) and hands
+    each to the publish waiting for it, so any number of threads can publish
+    at once without polling for each other. Thread-safe.
+
+    Raises:
+        ConfigurationError: confluent-kafka is not installed, or the settings
+            cannot be expressed for it.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        if confluent_kafka is None:
+            raise ConfigurationError(
+                "CHATLOG_TRANSPORT=confluent needs confluent-kafka: "
+                "pip install 'chatlog[confluent]'"
+            )
+        self.settings = settings
+        self._config = producer_config(settings)
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._broken = False
+        self._producer = self._create()
+        self._poller = threading.Thread(
+            target=self._serve_deliveries, name="chatlog-confluent-deliveries", daemon=True
+        )
+        self._poller.start()
+
+    def _create(self) -> Any:
+        try:
+            return confluent_kafka.Producer(self._config)
+        except confluent_kafka.KafkaException as exc:
+            raise ConfigurationError(f"cannot create the confluent-kafka producer: {exc}") from exc
+
+    def _serve_deliveries(self) -> None:
+        while not self._closed.is_set():
+            try:
+                self._producer.poll(_POLL_S)
+            except Exception:  # a callback bug must not end delivery for everyone
+                log.exception("serving confluent-kafka delivery reports failed")
+
+    def _client(self) -> Any:
+        """The producer, replaced first if a failed send left it broken.
+
+        After a broker outage librdkafka bumps the idempotent producer's epoch,
+        and a broker can answer that with a fencing error that is fatal to the
+        producer; a fresh producer, with a fresh producer id, is not fenced.
+        """
+        with self._lock:
+            if not self._broken:
+                return self._producer
+            broken, self._producer = self._producer, self._create()
+            self._broken = False
+        _discard(broken)
+        return self._producer
+
+    def _failed(self, producer: Any) -> None:
+        """Mark ``producer`` for replacement after a send on it timed out or was refused."""
+        with self._lock:
+            if self._producer is producer:
+                self._broken = True
+
+    def send(self, topic: str, records: Sequence[EncodedEvent]) -> list[LogPosition]:
+        """Send pre-encoded records to ``topic`` in order and wait for every acknowledgement.
+
+        Records the broker refused for producer-state reasons (a fenced or
+        out-of-sequence idempotent producer, typically the first send after an
+        outage) were not written: they are sent once more on a fresh producer
+        within the same publish timeout, unless that could reorder a session
+        (a later record of its session was already acknowledged).
+
+        Raises:
+            BrokerUnavailableError: not every record was acknowledged within the
+                publish timeout (the unacknowledged ones may still have been written).
+            PublishError: the broker refused a record, or the producer is closed.
+        """
+        timeout = self.settings.publish_timeout_s
+        deadline = time.monotonic() + timeout
+        positions: list[LogPosition | None] = [None] * len(records)
+        pending = list(range(len(records)))
+        for attempt in (1, 2):
+            producer = self._client()
+            delivery = _Delivery(len(pending))
+            self._produce(producer, topic, [records[i] for i in pending], deadline,
+                          delivery.report)
+            if not delivery.done.wait(max(deadline - time.monotonic(), 0) + _GRACE_S):
+                self._failed(producer)
+                raise BrokerUnavailableError(
+                    f"the broker did not acknowledge {len(records)} event(s) within "
+                    f"{timeout:g}s (CHATLOG_PUBLISH_TIMEOUT); nothing was confirmed"
+                )
+            refused: list[int] = []
+            for index, position, error in zip(
+                pending, delivery.positions, delivery.errors, strict=True
+            ):
+                if error is None:
+                    positions[index] = position
+                elif error.code() in _REFUSED_UNWRITTEN and attempt == 1:
+                    refused.append(index)
+                else:
+                    raise self._failure(producer, topic, len(records), error)
+            if not refused:
+                break
+            self._failed(producer)
+            first_refused = {records[i].key: i for i in reversed(refused)}
+            if any(
+                positions[i] is not None and records[i].key in first_refused
+                and i > first_refused[records[i].key]
+                for i in pending
+            ):
+                error = delivery.errors[pending.index(refused[0])]
+                raise self._failure(producer, topic, len(records), error)
+            pending = refused
+        return [p for p in positions if p is not None]
+
+    async def asend(self, topic: str, records: Sequence[EncodedEvent]) -> list[LogPosition]:
+        """Async :meth:`send`: awaits the acknowledgements without blocking the loop."""
+        loop = asyncio.get_running_loop()
+        timeout = self.settings.publish_timeout_s
+        waiters: list[asyncio.Future[Any]] = [loop.create_future() for _ in records]
+
+        def report(index: int, error: Any, message: Any) -> None:
+            if error is not None:
+                reject_soon(loop, waiters[index], _Refusal(error))
+            else:
+                resolve_soon(loop, waiters[index],
+                             LogPosition(message.partition(), message.offset()))
+
+        producer = self._client()
+        self._produce(producer, topic, records, time.monotonic() + timeout, report)
+        try:
+            done = await asyncio.wait_for(asyncio.gather(*waiters), timeout=timeout + _GRACE_S)
+        except asyncio.TimeoutError as exc:
+            self._failed(producer)
+            raise BrokerUnavailableError(
+                f"the broker did not acknowledge {len(records)} event(s) within {timeout:g}s "
+                f"(CHATLOG_PUBLISH_TIMEOUT)"
+            ) from exc
+        except _Refusal as refusal:
+            raise self._failure(producer, topic, len(records), refusal.error) from None
+        return list(done)
+
+    def _produce(
+        self,
+        producer: Any,
+        topic: str,
+        records: Sequence[EncodedEvent],
+        deadline: float,
+        report: Any,
+    ) -> None:
+        """Hand ``records`` to ``producer`` in order; ``report(i, error, message)`` hears each."""
+        if self._closed.is_set():
+            raise PublishError("the producer is closed")
+        for index, record in enumerate(records):
+            while True:
+                try:
+                    producer.produce(
+                        topic, value=record.value, key=record.key, headers=record.headers,
+                        on_delivery=_Callback(report, index),
+                    )
+                    break
+                except BufferError:
+                    # librdkafka's local queue is full: wait for deliveries to drain it.
+                    if time.monotonic() >= deadline:
+                        self._failed(producer)
+                        raise BrokerUnavailableError(
+                            f"the producer's queue stayed full for "
+                            f"{self.settings.publish_timeout_s:g}s (CHATLOG_PUBLISH_TIMEOUT): "
+                            "the broker is not taking records"
+                        ) from None
+                    time.sleep(0.005)
+                except confluent_kafka.KafkaException as exc:
+                    self._failed(producer)
+                    raise PublishError(f"publishing to {topic!r} failed: {exc}") from exc
+
+    def _failure(self, producer: Any, topic: str, count: int, error: Any) -> PublishError:
+        """The typed error for a delivery report's ``error``; a producer it broke is replaced."""
+        code = error.code()
+        if error.fatal() or code in _REFUSED_UNWRITTEN or code in _TIMEOUTS:
+            self._failed(producer)
+        if code in _TIMEOUTS:
+            return BrokerUnavailableError(
+                f"the broker did not acknowledge {count} event(s) within "
+                f"{self.settings.publish_timeout_s:g}s (CHATLOG_PUBLISH_TIMEOUT); "
+                f"nothing was confirmed ({error.str()})"
+            )
+        if code in (confluent_kafka.KafkaError._UNKNOWN_TOPIC,
+                    confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART):
+            return PublishError(f"publishing to {topic!r} failed: the topic does not exist")
+        return PublishError(f"publishing to {topic!r} failed: {error.str()}")
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Wait up to ``timeout_s`` for what is pending, fail the rest, and stop."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._poller.join()
+        remaining = self._producer.flush(timeout_s)
+        if remaining:
+            # Records the broker never took within the timeout: their
+            # publishes fail, so they are dropped, not kept.
+            log.warning("closing the producer dropped %d unacknowledged record(s)", remaining)
+        _discard(self._producer)
+
+
+class _Callback:
+    """A delivery callback bound to one record's index (cheaper than a closure per record)."""
+
+    __slots__ = ("index", "report")
+
+    def __init__(self, report: Any, index: int) -> None:
+        self.report = report
+        self.index = index
+
+    def __call__(self, error: Any, message: Any) -> None:
+        self.report(self.index, error, message)
+
+
+class _Refusal(Exception):
+    """Carries a librdkafka delivery error through an asyncio future."""
+
+    def __init__(self, error: Any) -> None:
+        super().__init__(error.str())
+        self.error = error
+
+
+def _discard(producer: Any) -> None:
+    """Fail whatever ``producer`` still holds and release it."""
+    producer.purge()
+    producer.poll(0)  # serves the purged records' delivery reports: their publishes fail
+    close = getattr(producer, "close", None)  # confluent-kafka >= 2.6
+    if close is not None:
+        close()
