@@ -167,10 +167,8 @@ class _Run:
             namespace=f"{settings.namespace}:confluent",
         )
         confluent: throughput.Rate | None = None
-        unavailable = ""
-        if importlib.util.find_spec("confluent_kafka") is None:
-            unavailable = "not measured: confluent-kafka is not installed (the confluent extra)"
-        else:
+        unavailable = _confluent_unavailable()
+        if not unavailable:
             self.namespaces.append(confluent_settings.namespace)
             confluent = throughput.projector_rate(confluent_settings, c.throughput_events)
         rebuilt_ns = f"{settings.namespace}:rebuilt"
@@ -203,11 +201,11 @@ class _Run:
             )
             single = append.single_append(chatlog, c.sync_samples, c.message_bytes)
         self.single_p50 = percentile(single.chatlog, 50)
+        batch_note = (f"add_messages of {c.append_batch} messages, {c.append_events:,} in all; "
+                      "raw: kafka-python defaults with acks=all, a flush per batch")
         self.report.add(Measure(
             "batched append throughput", "msgs/s", batched.chatlog,
-            "raw KafkaProducer, same records", batched.raw, Target("ratio_min", 0.8),
-            f"add_messages of {c.append_batch} messages, {c.append_events:,} in all; raw: "
-            "kafka-python defaults with acks=all, a flush per batch",
+            "raw KafkaProducer, same records", batched.raw, Target("ratio_min", 0.8), batch_note,
         ))
         for pct, target in ((50, Target("ratio_max", 1.5)), (99, Target("reported"))):
             self.report.add(Measure(
@@ -215,6 +213,35 @@ class _Run:
                 percentile(single.chatlog, pct) * 1000,
                 "raw send().get()", percentile(single.raw, pct) * 1000, target,
                 f"{c.sync_samples} samples each, interleaved",
+            ))
+        # The same appends with the producer on the optional confluent-kafka
+        # transport, next to the same raw kafka-python baselines (measured again,
+        # interleaved with these samples).
+        unavailable = _confluent_unavailable()
+        confluent_batched: append.AppendThroughput | None = None
+        confluent_single: append.AppendLatency | None = None
+        if not unavailable:
+            confluent = self.settings("append-confluent").with_(transport="confluent")
+            with ChatLog(confluent) as chatlog:
+                confluent_batched = append.batched_append(
+                    chatlog, c.append_events, c.append_batch, c.message_bytes
+                )
+                confluent_single = append.single_append(chatlog, c.sync_samples, c.message_bytes)
+        self.report.add(Measure(
+            "batched append throughput, confluent transport", "msgs/s",
+            confluent_batched.chatlog if confluent_batched else None,
+            "raw KafkaProducer, same records",
+            confluent_batched.raw if confluent_batched else batched.raw,
+            Target("ratio_min", 0.8), unavailable or f"{batch_note}; CHATLOG_TRANSPORT=confluent",
+        ))
+        for pct, target in ((50, Target("ratio_max", 1.5)), (99, Target("reported"))):
+            self.report.add(Measure(
+                f"sync add_messages(1 message) p{pct}, confluent transport", "ms",
+                percentile(confluent_single.chatlog, pct) * 1000 if confluent_single else None,
+                "raw send().get()",
+                percentile((confluent_single or single).raw, pct) * 1000, target,
+                unavailable or f"{c.sync_samples} samples each, interleaved; "
+                "CHATLOG_TRANSPORT=confluent",
             ))
 
     def reads(self) -> None:
@@ -252,33 +279,51 @@ class _Run:
                 producer,
             ))
             rss_large = child.wait_applied(2 * large)
-        # On a topic and projector of its own: the embedded broker's fetches
-        # slow down as a topic grows (a real Kafka indexes offsets), so the
-        # 100k events above would put the broker, not chatlog, in the figure.
-        visible = self.settings("visible")
-        for topic in (visible.topic, visible.dlq_topic):
-            ensure_topic(topic, visible.partitions, visible.replication_factor, settings=visible)
-        with ProjectorProcess(visible):
-            seen = visibility.append_to_visible(
-                visible, c.visible_rate, c.visible_seconds, c.message_bytes
-            )
+        visible = self.visible(self.settings("visible"))
+        unavailable = _confluent_unavailable()
+        confluent = None if unavailable else self.visible(
+            self.settings("visible-confluent").with_(transport="confluent")
+        )
         self.report.add(Measure(
             f"projector RSS at {large:,} sessions", "MB", rss_large / _MB,
             f"at {small:,} sessions", rss_small / _MB, Target("ratio_max", 1.1),
             f"projector in its own process, {large:,} events over each set of sessions; "
             "flat = within 10%",
         ))
-        note = (f"target rate {c.visible_rate:,}/s for {c.visible_seconds:g}s, "
-                f"achieved {seen.rate:,.0f}/s; {visibility.WRITERS} writer threads sharing one "
-                "producer; projector and reader each in a process of their own; a fresh topic")
-        self.report.add(Measure(
-            "append -> visible p50", "ms", percentile(seen.latencies, 50) * 1000,
-            None, None, Target("reported"), note,
-        ))
-        self.report.add(Measure(
-            "append -> visible p99", "ms", percentile(seen.latencies, 99) * 1000,
-            None, None, Target("value_max", 20), note,
-        ))
+        for label, seen in (("", visible), (", confluent transport", confluent)):
+            if seen is None:
+                note = unavailable
+            else:
+                note = (f"target rate {c.visible_rate:,}/s for {c.visible_seconds:g}s, "
+                        f"achieved {seen.rate:,.0f}/s; {visibility.WRITERS} writer threads "
+                        "sharing one producer; projector and reader each in a process of their "
+                        f"own; a fresh topic; the writer's own acks p50 "
+                        f"{percentile(seen.acks, 50) * 1000:.1f} ms, "
+                        f"p99 {percentile(seen.acks, 99) * 1000:.1f} ms")
+                if label:
+                    note += "; CHATLOG_TRANSPORT=confluent (producer and projector)"
+            for pct, target in ((50, Target("reported")), (99, Target("value_max", 20))):
+                self.report.add(Measure(
+                    f"append -> visible p{pct}{label}", "ms",
+                    percentile(seen.latencies, pct) * 1000 if seen else None,
+                    None, None, target, note,
+                ))
+
+    def visible(self, settings: Settings) -> visibility.Visibility:
+        """Append -> visible on a fresh topic with a projector process of its own.
+
+        The embedded broker's fetches slow down as a topic grows (a real Kafka
+        indexes offsets), so a topic that already holds the memory benchmark's
+        events would put the broker, not chatlog, in the figure.
+        """
+        c = self.config
+        for topic in (settings.topic, settings.dlq_topic):
+            ensure_topic(topic, settings.partitions, settings.replication_factor,
+                         settings=settings)
+        with ProjectorProcess(settings):
+            return visibility.append_to_visible(
+                settings, c.visible_rate, c.visible_seconds, c.message_bytes
+            )
 
     def peer(self) -> None:
         c = self.config
@@ -329,3 +374,10 @@ class _Run:
             raise TopicError(f"cannot delete the benchmark topics {self.topics}: {exc}") from exc
         finally:
             admin.close()
+
+
+def _confluent_unavailable() -> str:
+    """Why the confluent-transport figures are not measured, or "" when they can be."""
+    if importlib.util.find_spec("confluent_kafka") is None:
+        return "not measured: confluent-kafka is not installed (the confluent extra)"
+    return ""

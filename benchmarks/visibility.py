@@ -38,9 +38,11 @@ WRITERS = 16
 
 @dataclass(frozen=True, slots=True)
 class Visibility:
-    """Append-to-visible latencies in seconds, and the rate the writer achieved."""
+    """Append-to-visible latencies in seconds, the writer's own acks, and the rate it achieved."""
 
     latencies: list[float]
+    #: How long each tick's synchronous publish took (encode, send, acks=all).
+    acks: list[float]
     rate: float
 
 
@@ -60,6 +62,7 @@ def append_to_visible(settings: Settings, rate: int, seconds: float, size: int) 
     lock = threading.Lock()
     next_tick = 0
     sent = 0
+    acks: list[float] = []
     errors: list[BaseException] = []
     try:
         with EventProducer(settings) as producer:
@@ -91,8 +94,10 @@ def append_to_visible(settings: Settings, rate: int, seconds: float, size: int) 
                         ]
                         started = time.monotonic()
                         position = producer.publish(events)[0]
+                        acked = time.monotonic() - started
                         line = f"probe {started!r} {position.partition} {position.offset} {probe}\n"
                         with lock:
+                            acks.append(acked)
                             sent += len(events)
                             probes.write(line)
                             probes.flush()
@@ -122,7 +127,7 @@ def append_to_visible(settings: Settings, rate: int, seconds: float, size: int) 
     kind, _, values = reply.partition(" ")
     if kind != "latencies":
         raise ChatLogError(f"the append -> visible reader failed: {reply or 'no answer'}")
-    return Visibility([float(v) for v in values.split()], sent / elapsed)
+    return Visibility([float(v) for v in values.split()], acks, sent / elapsed)
 
 
 def _start_reader(settings: Settings) -> subprocess.Popen[str]:
