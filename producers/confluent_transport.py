@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from chatlog.errors import BrokerUnavailableError, ConfigurationError, PublishError
-from chatlog.producers.librdkafka import client_config
+from chatlog.producers.librdkafka import client_config, require_confluent_kafka
 from chatlog.producers.records import (
     RECORD_OVERHEAD,
     EncodedEvent,
@@ -128,11 +128,7 @@ class ConfluentTransport:
     """
 
     def __init__(self, settings: Settings) -> None:
-        if confluent_kafka is None:
-            raise ConfigurationError(
-                "CHATLOG_TRANSPORT=confluent needs confluent-kafka: "
-                "pip install 'chatlog[confluent]'"
-            )
+        require_confluent_kafka()
         self.settings = settings
         self._config = producer_config(settings)
         self._lock = threading.Lock()

@@ -8,6 +8,20 @@ from chatlog.errors import ConfigurationError
 from chatlog.settings import Settings
 
 
+def require_confluent_kafka() -> None:
+    """Check that the ``confluent`` extra is installed.
+
+    Raises:
+        ConfigurationError: confluent-kafka is not installed.
+    """
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError as exc:
+        raise ConfigurationError(
+            "CHATLOG_TRANSPORT=confluent needs confluent-kafka: pip install 'chatlog[confluent]'"
+        ) from exc
+
+
 def client_config(settings: Settings) -> dict[str, Any]:
     """Bootstrap servers and the TLS/SASL settings of ``settings``, in librdkafka's names.
 

@@ -22,8 +22,8 @@ from kafka import TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from chatlog.errors import BrokerUnavailableError, ConfigurationError
-from chatlog.producers.librdkafka import client_config
+from chatlog.errors import BrokerUnavailableError
+from chatlog.producers.librdkafka import client_config, require_confluent_kafka
 from chatlog.projector.rebalance import RebalanceListener
 from chatlog.settings import Settings
 
@@ -96,11 +96,7 @@ class ConfluentConsumer:
     """
 
     def __init__(self, settings: Settings) -> None:
-        if confluent_kafka is None:
-            raise ConfigurationError(
-                "CHATLOG_TRANSPORT=confluent needs confluent-kafka: "
-                "pip install 'chatlog[confluent]'"
-            )
+        require_confluent_kafka()
         self._consumer = confluent_kafka.Consumer(
             {**consumer_config(settings), "on_commit": self._on_commit}
         )
