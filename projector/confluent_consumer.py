@@ -83,7 +83,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "heartbeat.interval.ms": settings.consumer_heartbeat_interval_ms,
         # As for kafka-python: brokers that hold a fetch for the whole wait
         # (the embedded Tansu) would add it to append -> visible latency.
-        "fetch.wait.max.ms": 20,
+        "fetch.wait.max.ms": settings.fetch_max_wait_ms,
     }
 
 

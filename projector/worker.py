@@ -567,7 +567,7 @@ class Projector:
                 # for the whole wait even when records arrive, which lands in
                 # append -> visible latency (benchmarks at 1k msg/s: p99 64 ms
                 # at 100 ms, 19 ms at 20 ms). Kafka answers at once either way.
-                fetch_max_wait_ms=20,
+                fetch_max_wait_ms=settings.fetch_max_wait_ms,
             )
         except KafkaTimeoutError as exc:
             raise BrokerUnavailableError(

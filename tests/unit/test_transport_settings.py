@@ -58,3 +58,13 @@ def test_confluent_producer_config_refuses_kafka_python_pass_through_options() -
     """The producer side refuses CHATLOG_KAFKA_* the same way the consumer side does."""
     with pytest.raises(ConfigurationError, match="CHATLOG_TRANSPORT=kafka-python"):
         producer_config(Settings(kafka_options={"request_timeout_ms": 1000}))
+
+
+def test_the_fetch_wait_comes_from_the_environment_and_reaches_librdkafka() -> None:
+    """CHATLOG_FETCH_MAX_WAIT_MS: 20 by default, any positive value, the same on both clients."""
+    assert Settings().fetch_max_wait_ms == 20
+    settings = Settings.from_env({"CHATLOG_FETCH_MAX_WAIT_MS": "500"})
+    assert settings.fetch_max_wait_ms == 500
+    assert consumer_config(settings)["fetch.wait.max.ms"] == 500
+    with pytest.raises(ConfigurationError, match="fetch_max_wait_ms"):
+        Settings(fetch_max_wait_ms=0)
