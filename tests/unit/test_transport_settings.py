@@ -1,4 +1,4 @@
-"""Choosing the projector's Kafka client: CHATLOG_TRANSPORT and the confluent-kafka config."""
+"""Choosing chatlog's Kafka client: CHATLOG_TRANSPORT and the confluent-kafka configs."""
 
 from __future__ import annotations
 
