@@ -159,8 +159,13 @@ class ConfluentTransport:
         After a broker outage librdkafka bumps the idempotent producer's epoch,
         and a broker can answer that with a fencing error that is fatal to the
         producer; a fresh producer, with a fresh producer id, is not fenced.
+
+        Raises:
+            PublishError: the transport is closed (its producer is released).
         """
         with self._lock:
+            if self._closed.is_set():
+                raise PublishError("the producer is closed")
             if not self._broken:
                 return self._producer
             broken, self._producer = self._producer, self._create()
@@ -263,8 +268,6 @@ class ConfluentTransport:
         report: Any,
     ) -> None:
         """Hand ``records`` to ``producer`` in order; ``report(i, error, message)`` hears each."""
-        if self._closed.is_set():
-            raise PublishError("the producer is closed")
         for index, record in enumerate(records):
             while True:
                 try:
@@ -286,6 +289,9 @@ class ConfluentTransport:
                 except confluent_kafka.KafkaException as exc:
                     self._failed(producer)
                     raise PublishError(f"publishing to {topic!r} failed: {exc}") from exc
+                except RuntimeError as exc:
+                    # A close released the producer between _client() and here.
+                    raise PublishError("the producer is closed") from exc
 
     def _failure(self, producer: Any, topic: str, count: int, error: Any) -> PublishError:
         """The typed error for a delivery report's ``error``; a producer it broke is replaced."""
@@ -305,9 +311,10 @@ class ConfluentTransport:
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Wait up to ``timeout_s`` for what is pending, fail the rest, and stop."""
-        if self._closed.is_set():
-            return
-        self._closed.set()
+        with self._lock:  # no _client() hands out the producer once this is set
+            if self._closed.is_set():
+                return
+            self._closed.set()
         self._poller.join()
         remaining = self._producer.flush(timeout_s)
         if remaining:
