@@ -30,7 +30,9 @@ from chatlog.producers.records import (
     RECORD_OVERHEAD,
     EncodedEvent,
     LogPosition,
+    not_acknowledged,
     reject_soon,
+    resend_would_reorder,
     resolve_soon,
 )
 from chatlog.settings import Settings
@@ -204,10 +206,7 @@ class ConfluentTransport:
                           delivery.report)
             if not delivery.done.wait(max(deadline - time.monotonic(), 0) + _GRACE_S):
                 self._failed(producer)
-                raise BrokerUnavailableError(
-                    f"the broker did not acknowledge {len(records)} event(s) within "
-                    f"{timeout:g}s (CHATLOG_PUBLISH_TIMEOUT); nothing was confirmed"
-                )
+                raise not_acknowledged(len(records), timeout)
             refused: list[int] = []
             for index, position, error in zip(
                 pending, delivery.positions, delivery.errors, strict=True
@@ -221,12 +220,7 @@ class ConfluentTransport:
             if not refused:
                 break
             self._failed(producer)
-            first_refused = {records[i].key: i for i in reversed(refused)}
-            if any(
-                positions[i] is not None and records[i].key in first_refused
-                and i > first_refused[records[i].key]
-                for i in pending
-            ):
+            if resend_would_reorder(records, positions, pending, refused):
                 error = delivery.errors[pending.index(refused[0])]
                 raise self._failure(producer, topic, len(records), error)
             pending = refused
@@ -251,10 +245,7 @@ class ConfluentTransport:
             done = await asyncio.wait_for(asyncio.gather(*waiters), timeout=timeout + _GRACE_S)
         except asyncio.TimeoutError as exc:
             self._failed(producer)
-            raise BrokerUnavailableError(
-                f"the broker did not acknowledge {len(records)} event(s) within {timeout:g}s "
-                f"(CHATLOG_PUBLISH_TIMEOUT)"
-            ) from exc
+            raise not_acknowledged(len(records), timeout) from exc
         except _Refusal as refusal:
             raise self._failure(producer, topic, len(records), refusal.error) from None
         return list(done)
@@ -299,11 +290,7 @@ class ConfluentTransport:
         if error.fatal() or code in _REFUSED_UNWRITTEN or code in _TIMEOUTS:
             self._failed(producer)
         if code in _TIMEOUTS:
-            return BrokerUnavailableError(
-                f"the broker did not acknowledge {count} event(s) within "
-                f"{self.settings.publish_timeout_s:g}s (CHATLOG_PUBLISH_TIMEOUT); "
-                f"nothing was confirmed ({error.str()})"
-            )
+            return not_acknowledged(count, self.settings.publish_timeout_s, error.str())
         if code in (confluent_kafka.KafkaError._UNKNOWN_TOPIC,
                     confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART):
             return PublishError(f"publishing to {topic!r} failed: the topic does not exist")

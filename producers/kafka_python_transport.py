@@ -23,7 +23,9 @@ from chatlog.producers.records import (
     RECORD_OVERHEAD,
     EncodedEvent,
     LogPosition,
+    not_acknowledged,
     reject_soon,
+    resend_would_reorder,
     resolve_soon,
 )
 from chatlog.settings import Settings
@@ -137,21 +139,13 @@ class KafkaPythonTransport:
                         positions[index] = _position(metadata)
                 if not refused:
                     break
-                first_refused = {records[i].key: i for i in reversed(refused)}
-                if any(
-                    positions[i] is not None and records[i].key in first_refused
-                    and i > first_refused[records[i].key]
-                    for i in pending
-                ):
+                if resend_would_reorder(records, positions, pending, refused):
                     future = futures[pending.index(refused[0])]
                     future.get(timeout=0)  # re-raises the refusal: a resend would reorder
                 pending = refused
             return [p for p in positions if p is not None]
         except KafkaTimeoutError as exc:
-            raise BrokerUnavailableError(
-                f"the broker did not acknowledge {len(records)} event(s) within {timeout:g}s "
-                f"(CHATLOG_PUBLISH_TIMEOUT); nothing was confirmed"
-            ) from exc
+            raise not_acknowledged(len(records), timeout) from exc
         except KafkaError as exc:
             raise PublishError(f"publishing to {topic!r} failed: {exc}") from exc
 
@@ -173,10 +167,7 @@ class KafkaPythonTransport:
             )
         except asyncio.TimeoutError as exc:
             self._failed(producer)
-            raise BrokerUnavailableError(
-                f"the broker did not acknowledge {len(encoded)} event(s) within "
-                f"{self.settings.publish_timeout_s:g}s (CHATLOG_PUBLISH_TIMEOUT)"
-            ) from exc
+            raise not_acknowledged(len(encoded), self.settings.publish_timeout_s) from exc
         except KafkaError as exc:
             raise PublishError(f"publishing to {topic!r} failed: {exc}") from exc
         return [_position(m) for m in done]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, NamedTuple
+
+from chatlog.errors import BrokerUnavailableError
 
 
 class LogPosition(NamedTuple):
@@ -23,6 +26,35 @@ class EncodedEvent(NamedTuple):
 
 #: Room for the Kafka record and batch headers around one encoded event.
 RECORD_OVERHEAD = 64 * 1024
+
+
+def not_acknowledged(count: int, timeout_s: float, detail: str = "") -> BrokerUnavailableError:
+    """The error for a publish whose records were not all acknowledged within ``timeout_s``."""
+    return BrokerUnavailableError(
+        f"the broker did not acknowledge {count} event(s) within {timeout_s:g}s "
+        f"(CHATLOG_PUBLISH_TIMEOUT); nothing was confirmed{f' ({detail})' if detail else ''}"
+    )
+
+
+def resend_would_reorder(
+    records: Sequence[EncodedEvent],
+    positions: Sequence[LogPosition | None],
+    sent: Sequence[int],
+    refused: Sequence[int],
+) -> bool:
+    """Whether sending the ``refused`` records again could reorder a session.
+
+    ``sent`` are the indexes of ``records`` in the attempt, ``refused`` those
+    of them the broker refused unwritten, ``positions`` the acknowledged
+    ones. A resend reorders a session when a later record of the same key
+    (session) than its first refused one was already acknowledged.
+    """
+    first_refused = {records[i].key: i for i in reversed(refused)}
+    return any(
+        positions[i] is not None and records[i].key in first_refused
+        and i > first_refused[records[i].key]
+        for i in sent
+    )
 
 
 def resolve_soon(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[Any], value: Any) -> None:
