@@ -162,7 +162,7 @@ class _Run:
         # Right after the live run: each run leaves the broker and Redis
         # holding more, which slows the next (a live run after the rest was
         # ~10% slower), so with the confluent run in between the ratio carried
-        # that drift (0.84-0.97 x in noisy runs; 1.06-1.20 x back to back).
+        # that drift (0.84-0.97 x in noisy runs; 1.05-1.33 x back to back).
         rebuilt_ns = f"{settings.namespace}:rebuilt"
         self.namespaces.append(rebuilt_ns)
         rebuild = throughput.rebuild_rate(settings, rebuilt_ns)
