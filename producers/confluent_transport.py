@@ -35,6 +35,7 @@ from chatlog.producers.records import (
     resend_would_reorder,
     resolve_soon,
 )
+from chatlog.producers.replaceable import ReplaceableClient
 from chatlog.settings import Settings
 
 try:
@@ -133,10 +134,7 @@ class ConfluentTransport:
         require_confluent_kafka()
         self.settings = settings
         self._config = producer_config(settings)
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-        self._broken = False
-        self._producer = self._create()
+        self._clients: ReplaceableClient[Any] = ReplaceableClient(self._create, _discard)
         self._poller = threading.Thread(
             target=self._serve_deliveries, name="chatlog-confluent-deliveries", daemon=True
         )
@@ -149,37 +147,11 @@ class ConfluentTransport:
             raise ConfigurationError(f"cannot create the confluent-kafka producer: {exc}") from exc
 
     def _serve_deliveries(self) -> None:
-        while not self._closed.is_set():
+        while not self._clients.closed:
             try:
-                self._producer.poll(_POLL_S)
+                self._clients.client.poll(_POLL_S)
             except Exception:  # a callback bug must not end delivery for everyone
                 log.exception("serving confluent-kafka delivery reports failed")
-
-    def _client(self) -> Any:
-        """The producer, replaced first if a failed send left it broken.
-
-        After a broker outage librdkafka bumps the idempotent producer's epoch,
-        and a broker can answer that with a fencing error that is fatal to the
-        producer; a fresh producer, with a fresh producer id, is not fenced.
-
-        Raises:
-            PublishError: the transport is closed (its producer is released).
-        """
-        with self._lock:
-            if self._closed.is_set():
-                raise PublishError("the producer is closed")
-            if not self._broken:
-                return self._producer
-            broken, self._producer = self._producer, self._create()
-            self._broken = False
-        _discard(broken)
-        return self._producer
-
-    def _failed(self, producer: Any) -> None:
-        """Mark ``producer`` for replacement after a send on it timed out or was refused."""
-        with self._lock:
-            if self._producer is producer:
-                self._broken = True
 
     def send(self, topic: str, records: Sequence[EncodedEvent]) -> list[LogPosition]:
         """Send pre-encoded records to ``topic`` in order and wait for every acknowledgement.
@@ -200,12 +172,12 @@ class ConfluentTransport:
         positions: list[LogPosition | None] = [None] * len(records)
         pending = list(range(len(records)))
         for attempt in (1, 2):
-            producer = self._client()
+            producer = self._clients.current()
             delivery = _Delivery(len(pending))
             self._produce(producer, topic, [records[i] for i in pending], deadline,
                           delivery.report)
             if not delivery.done.wait(max(deadline - time.monotonic(), 0) + _GRACE_S):
-                self._failed(producer)
+                self._clients.failed(producer)
                 raise not_acknowledged(len(records), timeout)
             refused: list[int] = []
             for index, position, error in zip(
@@ -219,7 +191,7 @@ class ConfluentTransport:
                     raise self._failure(producer, topic, len(records), error)
             if not refused:
                 break
-            self._failed(producer)
+            self._clients.failed(producer)
             if resend_would_reorder(records, positions, pending, refused):
                 error = delivery.errors[pending.index(refused[0])]
                 raise self._failure(producer, topic, len(records), error)
@@ -239,12 +211,12 @@ class ConfluentTransport:
                 resolve_soon(loop, waiters[index],
                              LogPosition(message.partition(), message.offset()))
 
-        producer = self._client()
+        producer = self._clients.current()
         self._produce(producer, topic, records, time.monotonic() + timeout, report)
         try:
             done = await asyncio.wait_for(asyncio.gather(*waiters), timeout=timeout + _GRACE_S)
         except asyncio.TimeoutError as exc:
-            self._failed(producer)
+            self._clients.failed(producer)
             raise not_acknowledged(len(records), timeout) from exc
         except _Refusal as refusal:
             raise self._failure(producer, topic, len(records), refusal.error) from None
@@ -270,7 +242,7 @@ class ConfluentTransport:
                 except BufferError:
                     # librdkafka's local queue is full: wait for deliveries to drain it.
                     if time.monotonic() >= deadline:
-                        self._failed(producer)
+                        self._clients.failed(producer)
                         raise BrokerUnavailableError(
                             f"the producer's queue stayed full for "
                             f"{self.settings.publish_timeout_s:g}s (CHATLOG_PUBLISH_TIMEOUT): "
@@ -278,17 +250,17 @@ class ConfluentTransport:
                         ) from None
                     time.sleep(0.005)
                 except confluent_kafka.KafkaException as exc:
-                    self._failed(producer)
+                    self._clients.failed(producer)
                     raise PublishError(f"publishing to {topic!r} failed: {exc}") from exc
                 except RuntimeError as exc:
-                    # A close released the producer between _client() and here.
+                    # A close released the producer after current() handed it out.
                     raise PublishError("the producer is closed") from exc
 
     def _failure(self, producer: Any, topic: str, count: int, error: Any) -> PublishError:
         """The typed error for a delivery report's ``error``; a producer it broke is replaced."""
         code = error.code()
         if error.fatal() or code in _REFUSED_UNWRITTEN or code in _TIMEOUTS:
-            self._failed(producer)
+            self._clients.failed(producer)
         if code in _TIMEOUTS:
             return not_acknowledged(count, self.settings.publish_timeout_s, error.str())
         if code in (confluent_kafka.KafkaError._UNKNOWN_TOPIC,
@@ -298,17 +270,16 @@ class ConfluentTransport:
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Wait up to ``timeout_s`` for what is pending, fail the rest, and stop."""
-        with self._lock:  # no _client() hands out the producer once this is set
-            if self._closed.is_set():
-                return
-            self._closed.set()
+        producer = self._clients.close()
+        if producer is None:
+            return
         self._poller.join()
-        remaining = self._producer.flush(timeout_s)
+        remaining = producer.flush(timeout_s)
         if remaining:
             # Records the broker never took within the timeout: their
             # publishes fail, so they are dropped, not kept.
             log.warning("closing the producer dropped %d unacknowledged record(s)", remaining)
-        _discard(self._producer)
+        _discard(producer)
 
 
 class _Callback:

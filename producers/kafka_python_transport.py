@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +27,7 @@ from chatlog.producers.records import (
     resend_would_reorder,
     resolve_soon,
 )
+from chatlog.producers.replaceable import ReplaceableClient
 from chatlog.settings import Settings
 
 #: Broker refusals of a whole batch for producer-state reasons: nothing of it was written.
@@ -47,10 +47,7 @@ class KafkaPythonTransport:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._closed = threading.Event()
-        self._lock = threading.Lock()
-        self._broken = False
-        self._producer = self._create()
+        self._clients = ReplaceableClient(self._create, _discard)
 
     def _create(self) -> KafkaProducer:
         settings = self.settings
@@ -81,26 +78,6 @@ class KafkaPythonTransport:
         except KafkaError as exc:
             raise PublishError(f"cannot create the Kafka producer: {exc}") from exc
 
-    def _client(self) -> KafkaProducer:
-        """The Kafka producer, replaced first if a failed publish left it broken.
-
-        After a broker outage kafka-python's idempotent producer can stay stuck
-        (expired in-flight batches, a failed producer-epoch bump) and refuse
-        every later record; a fresh producer, with a fresh producer id, is not.
-        """
-        with self._lock:
-            if self._broken:
-                broken, self._producer = self._producer, self._create()
-                self._broken = False
-                _discard(broken)
-            return self._producer
-
-    def _failed(self, producer: KafkaProducer) -> None:
-        """Mark ``producer`` broken after a publish on it timed out or was refused."""
-        with self._lock:
-            if self._producer is producer:
-                self._broken = True
-
     def send(self, topic: str, records: Sequence[EncodedEvent]) -> list[LogPosition]:
         """Send pre-encoded records to ``topic`` and wait for every acknowledgement.
 
@@ -120,20 +97,20 @@ class KafkaPythonTransport:
                 try:
                     producer.flush(timeout=max(deadline - time.monotonic(), 0.001))
                 except KafkaError:
-                    self._failed(producer)
+                    self._clients.failed(producer)
                     raise
                 refused: list[int] = []
                 for index, future in zip(pending, futures, strict=True):
                     try:
                         metadata = future.get(timeout=max(deadline - time.monotonic(), 0.001))
                     except _REFUSED_UNWRITTEN:
-                        self._failed(producer)
+                        self._clients.failed(producer)
                         if attempt == 2:
                             raise
                         refused.append(index)
                     except KafkaError as exc:
                         if not isinstance(exc, MessageSizeTooLargeError):
-                            self._failed(producer)
+                            self._clients.failed(producer)
                         raise
                     else:
                         positions[index] = _position(metadata)
@@ -166,7 +143,7 @@ class KafkaPythonTransport:
                 asyncio.gather(*waiters), timeout=self.settings.publish_timeout_s
             )
         except asyncio.TimeoutError as exc:
-            self._failed(producer)
+            self._clients.failed(producer)
             raise not_acknowledged(len(encoded), self.settings.publish_timeout_s) from exc
         except KafkaError as exc:
             raise PublishError(f"publishing to {topic!r} failed: {exc}") from exc
@@ -175,16 +152,14 @@ class KafkaPythonTransport:
     def _send(
         self, topic: str, records: Sequence[EncodedEvent]
     ) -> tuple[KafkaProducer, list[Any]]:
-        if self._closed.is_set():
-            raise PublishError("the producer is closed")
-        producer = self._client()
+        producer = self._clients.current()
         try:
             return producer, [
                 producer.send(topic, key=r.key, value=r.value, headers=r.headers)
                 for r in records
             ]
         except KafkaTimeoutError as exc:
-            self._failed(producer)
+            self._clients.failed(producer)
             raise BrokerUnavailableError(
                 f"no metadata for topic {topic!r} within {self.settings.publish_timeout_s:g}s: "
                 "the broker is unreachable or the topic does not exist"
@@ -194,14 +169,15 @@ class KafkaPythonTransport:
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush what is pending (up to ``timeout_s``) and close the connection."""
-        if not self._closed.is_set():
-            self._closed.set()
-            try:
-                self._producer.close(timeout=timeout_s)
-            except KafkaError:
-                # Records the broker never took within the timeout: their
-                # publishes already failed, so they are dropped, not kept.
-                _discard(self._producer)
+        producer = self._clients.close()
+        if producer is None:
+            return
+        try:
+            producer.close(timeout=timeout_s)
+        except KafkaError:
+            # Records the broker never took within the timeout: their
+            # publishes already failed, so they are dropped, not kept.
+            _discard(producer)
 
 
 def _discard(producer: KafkaProducer) -> None:
