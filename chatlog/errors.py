@@ -119,3 +119,17 @@ class NamespaceInUseError(ReplayError):
 
     Rebuild another namespace and switch readers to it first.
     """
+
+
+class UnsafeCheckpointValueError(UnsafeInputError):
+    """Raised when a stored checkpoint value names a type outside the serializer's allowlist.
+
+    Nothing the value names was imported or called. Someone wrote the value
+    outside LangGraph's own serializer (a forged event or Redis write), or
+    the graph stores a type of its own: allow that type with
+    ``saver.with_allowlist([("module", "Name")])``.
+    """
+
+
+class CheckpointDecodeError(ChatLogError, ValueError):
+    """Raised when a stored checkpoint value's bytes are not a well-formed value."""

@@ -3,8 +3,9 @@
 Every ``put``, ``put_writes`` and ``delete_thread`` is an event on the
 checkpoint topic (``<topic>.checkpoints``), keyed by thread id; the projector
 folds it into Redis and reads come from there in one round trip. Values are
-serialized on the client by LangGraph's ``JsonPlusSerializer`` (never
-pickle), so the projector stores bytes and never imports LangGraph.
+serialized on the client in LangGraph's msgpack format (never pickle), so
+the projector stores bytes and never imports LangGraph; every read decodes
+them with a strict allowlist (:mod:`chatlog.histories.checkpoint_serde`).
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from chatlog.errors import MessageTooLargeError, ProjectionLagError, UnsafeInputError
+from chatlog.errors import MessageTooLargeError, ProjectionLagError
 from chatlog.histories.checkpoint_read_model import CheckpointReader, StoredEntry, ThreadSelection
+from chatlog.histories.checkpoint_serde import checked_serde
 from chatlog.histories.history import WrittenPositions
 from chatlog.identifiers import validate_session_id
 from chatlog.producers.admin import ensure_topic
@@ -75,11 +76,18 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         settings: Connections and topics; default ``Settings.from_env()``.
         producer: Producer to publish with (default: own one, closed by :meth:`close`).
         redis_client: Redis client to read with (default: from ``settings.redis_url``).
-        serde: Serializer; default ``JsonPlusSerializer(pickle_fallback=False)``.
+        serde: Serializer; default :class:`~chatlog.histories.checkpoint_serde.CheckpointSerializer`
+            (LangGraph's format, read with a strict allowlist; a compiled
+            graph's ``with_allowlist`` extends it).
         read_timeout_s: How long a read waits for this saver's own writes.
+        allow_unsafe_serde: Accept a serializer that imports and calls any
+            type a stored value names (e.g. LangGraph's default
+            ``JsonPlusSerializer()``). Only safe when every writer of the
+            checkpoint topic and of Redis is trusted.
 
     Raises:
-        UnsafeInputError: ``serde`` is a ``JsonPlusSerializer`` with pickle fallback.
+        UnsafeInputError: ``serde`` loads pickle, or is permissive and
+            ``allow_unsafe_serde`` is not set.
     """
 
     def __init__(
@@ -90,14 +98,9 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         redis_client: redis.Redis | None = None,
         serde: SerializerProtocol | None = None,
         read_timeout_s: float | None = None,
+        allow_unsafe_serde: bool = False,
     ) -> None:
-        serde = serde or JsonPlusSerializer(pickle_fallback=False)
-        if isinstance(serde, JsonPlusSerializer) and serde.pickle_fallback:
-            raise UnsafeInputError(
-                "JsonPlusSerializer(pickle_fallback=True) would write and load pickle; "
-                "chatlog never does: pass JsonPlusSerializer(pickle_fallback=False)"
-            )
-        super().__init__(serde=serde)
+        super().__init__(serde=checked_serde(serde, allow_unsafe_serde=allow_unsafe_serde))
         self.settings = settings or Settings.from_env()
         self.read_timeout_s = read_timeout_s or self.settings.read_timeout_s
         self._owns_redis = redis_client is None
