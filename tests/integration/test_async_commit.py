@@ -12,7 +12,7 @@ from chatlog import ChatLog, Settings
 from chatlog.projector import Projector
 from chatlog.projector.lag import consumer_lag
 from chatlog.projector.rebalance import RebalanceListener
-from tests.conftest import unique
+from tests.helpers import unique
 
 
 @pytest.mark.parametrize("transport", ["kafka-python", "confluent"])

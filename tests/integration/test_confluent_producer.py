@@ -16,7 +16,7 @@ from chatlog.producers.producer import EventProducer, LogPosition
 from chatlog.schemas.codec import EventCodec
 from chatlog.schemas.events import ChatEvent, MessageAppended
 from chatlog.settings import Settings
-from tests.conftest import read_topic, unique
+from tests.helpers import read_topic, unique
 
 
 def _events(session_id: str, count: int, size: int = 20) -> list[ChatEvent]:

@@ -12,7 +12,7 @@ from chatlog.projector import Projector
 from chatlog.projector.confluent_consumer import ConfluentConsumer
 from chatlog.projector.dead_letter import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON
 from chatlog.projector.lag import consumer_lag
-from tests.conftest import eventually, read_topic, unique
+from tests.helpers import eventually, read_topic, unique
 
 SETTINGS_OVERRIDES = {"partitions": 3, "transport": "confluent"}
 

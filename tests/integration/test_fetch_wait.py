@@ -9,7 +9,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from chatlog import ChatLog, Settings
 from chatlog.projector import Projector
-from tests.conftest import unique
+from tests.helpers import unique
 
 
 @pytest.mark.parametrize("transport", ["kafka-python", "confluent"])

@@ -24,7 +24,7 @@ from chatlog.producers import end_offsets
 from chatlog.projector import LogRecord, Projector, RedisProjection
 from chatlog.schemas import EventCodec
 from chatlog.schemas.events import MessageAppended, SessionCleared
-from tests.conftest import delete_namespace, read_topic, unique
+from tests.helpers import delete_namespace, read_topic, unique
 
 
 def read_log(settings: Settings) -> list[LogRecord]:
