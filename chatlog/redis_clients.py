@@ -40,7 +40,7 @@ def async_client_like(client: redis.Redis) -> aioredis.Redis:
     """
     pool = client.connection_pool
     if issubclass(pool.connection_class, redis.SSLConnection):
-        connection_class: type[aioredis.Connection] = aioredis.SSLConnection
+        connection_class: type[aioredis.connection.AbstractConnection] = aioredis.SSLConnection
     elif issubclass(pool.connection_class, redis.UnixDomainSocketConnection):
         connection_class = aioredis.UnixDomainSocketConnection
     else:

@@ -9,9 +9,9 @@ from kafka import TopicPartition
 from langchain_core.messages import AIMessage, HumanMessage
 
 from chatlog import ChatLog, Settings
+from chatlog.producers.rebalance import RebalanceListener
 from chatlog.projector import Projector
 from chatlog.projector.lag import consumer_lag
-from chatlog.projector.rebalance import RebalanceListener
 from tests.helpers import unique
 
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from langchain_core.messages import AIMessage, HumanMessage
 
 from chatlog import ChatLog, Settings
+from chatlog.producers.confluent_consumer import ConfluentConsumer
 from chatlog.producers.producer import EncodedEvent
 from chatlog.projector import Projector
-from chatlog.projector.confluent_consumer import ConfluentConsumer
 from chatlog.projector.dead_letter import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON
 from chatlog.projector.lag import consumer_lag
 from tests.helpers import eventually, read_topic, unique
