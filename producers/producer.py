@@ -80,10 +80,6 @@ class EventProducer:
         encoded = [self.encode(e) for e in events]
         return self._transport.send(self.settings.topic, encoded)
 
-    def publish_one(self, event: ChatEvent) -> LogPosition:
-        """Publish one event and wait for its acknowledgement."""
-        return self.publish([event])[0]
-
     def send_encoded(self, topic: str, records: Sequence[EncodedEvent]) -> list[LogPosition]:
         """Send pre-encoded records to ``topic`` and wait for every acknowledgement.
 
