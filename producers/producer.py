@@ -49,6 +49,11 @@ class EventProducer:
         self.codec = codec or EventCodec()
         self._transport = _transport(settings)
 
+    @property
+    def transport(self) -> PublishTransport:
+        """The Kafka client's transport the settings chose (``Settings.transport``)."""
+        return self._transport
+
     def encode(self, event: ChatEvent) -> EncodedEvent:
         """Encode ``event`` and check it against the size limit.
 

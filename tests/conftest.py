@@ -20,6 +20,7 @@ import redis
 from chatlog import ChatLog, Settings
 from chatlog.devstack import EmbeddedBroker, EmbeddedRedis
 from chatlog.projector import Projector
+from chatlog.settings import TRANSPORTS
 from tests.helpers import delete_namespace_family, make_test_settings
 
 
@@ -121,9 +122,13 @@ def module_settings(
 ) -> Iterator[Settings]:
     """One topic, group and namespace for a whole test module; its tests use their own ids.
 
-    A module may set ``SETTINGS_OVERRIDES = {...}`` (e.g. fewer partitions).
+    A module may set ``SETTINGS_OVERRIDES = {...}`` (e.g. fewer partitions), and
+    parametrize this fixture indirectly with more overrides (one run per client).
     """
-    overrides = getattr(request.module, "SETTINGS_OVERRIDES", {})
+    overrides = {
+        **getattr(request.module, "SETTINGS_OVERRIDES", {}),
+        **getattr(request, "param", {}),
+    }
     settings = make_test_settings(kafka_bootstrap, redis_url, **overrides)
     yield settings
     client = redis.Redis.from_url(redis_url)
@@ -144,6 +149,13 @@ def module_projector(module_settings: Settings, module_chatlog: ChatLog) -> Iter
     module_chatlog.producer  # creates the topics before the group joins
     with Projector(module_settings).running() as projector:
         yield projector
+
+
+@pytest.fixture(params=TRANSPORTS)
+def kafka_client(request: pytest.FixtureRequest) -> str:
+    """Each Kafka client chatlog runs on (``Settings.transport``): the test runs once per client."""
+    client: str = request.param
+    return client
 
 
 @pytest.fixture

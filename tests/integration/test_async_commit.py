@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytest
 from kafka import TopicPartition
 from langchain_core.messages import AIMessage, HumanMessage
 
@@ -15,14 +14,13 @@ from chatlog.projector.lag import consumer_lag
 from tests.helpers import unique
 
 
-@pytest.mark.parametrize("transport", ["kafka-python", "confluent"])
 def test_a_stopped_projector_has_committed_everything_it_applied(
-    transport: str,
+    kafka_client: str,
     settings_factory: Callable[..., Settings],
     chatlog_factory: Callable[[Settings], ChatLog],
 ) -> None:
     """Right after stop returns, the group's committed offsets are at the end of the log."""
-    settings = settings_factory(partitions=2, transport=transport)
+    settings = settings_factory(partitions=2, transport=kafka_client)
     chatlog = chatlog_factory(settings)
     history = chatlog.history(unique("s"), unique("u"))
     chatlog.producer  # the topics exist before the group joins
