@@ -10,7 +10,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from chatlog.errors import BrokerUnavailableError, TopicError
-from chatlog.producers.client_internals import fetched_high_watermarks
+from chatlog.producers.client_internals import GroupAdmin, fetched_high_watermarks
 from chatlog.settings import Settings
 
 #: The log is the source of truth: it is never truncated by time or size.
@@ -18,20 +18,12 @@ LOG_TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
 
 
 def _admin(settings: Settings) -> KafkaAdminClient:
-    try:
-        # Bootstrap too is bounded by the publish timeout (kafka-python's own
-        # default is 30 s), so an append in a process that starts during a
-        # broker outage fails as fast as one in a connected process.
-        return KafkaAdminClient(
-            **settings.kafka_client_options(),
-            request_timeout_ms=int(settings.publish_timeout_s * 1000),
-            bootstrap_timeout_ms=int(settings.publish_timeout_s * 1000),
-        )
-    except KafkaTimeoutError as exc:
-        raise BrokerUnavailableError(
-            f"no Kafka broker answered at {settings.kafka_bootstrap_servers}; "
-            "check KAFKA_BOOTSTRAP_SERVERS"
-        ) from exc
+    # Bootstrap too is bounded by the publish timeout (kafka-python's own
+    # default is 30 s), so an append in a process that starts during a
+    # broker outage fails as fast as one in a connected process.
+    return GroupAdmin.connect(
+        settings, bootstrap_timeout_ms=int(settings.publish_timeout_s * 1000)
+    )
 
 
 def partition_count(settings: Settings, topic: str) -> int | None:

@@ -64,8 +64,8 @@ class GroupAdmin(KafkaAdminClient):  # type: ignore[misc]
     """
 
     @classmethod
-    def connect(cls, settings: Settings) -> GroupAdmin:
-        """An admin client on ``settings``' brokers.
+    def connect(cls, settings: Settings, **options: Any) -> GroupAdmin:
+        """An admin client on ``settings``' brokers, with kafka-python ``options`` added.
 
         Raises:
             BrokerUnavailableError: no broker answered.
@@ -75,6 +75,7 @@ class GroupAdmin(KafkaAdminClient):  # type: ignore[misc]
             return cls(
                 **settings.kafka_client_options(),
                 request_timeout_ms=int(settings.publish_timeout_s * 1000),
+                **options,
             )
         except KafkaTimeoutError as exc:
             raise BrokerUnavailableError(
