@@ -41,7 +41,7 @@ class ProjectorProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env={**os.environ, **_environment(self.settings)},
+            env={**os.environ, **environment(self.settings)},
         )
         line = self._readline()
         if line != "ready":
@@ -89,7 +89,7 @@ class ProjectorProcess:
         self.stop()
 
 
-def _environment(settings: Settings) -> Mapping[str, str]:
+def environment(settings: Settings) -> Mapping[str, str]:
     env: dict[str, str] = {}
     for name, variable in ENVIRONMENT.items():
         value = getattr(settings, name)

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from chatlog.benchmarks.projector_process import _environment
+from chatlog.benchmarks.projector_process import environment
 from chatlog.benchmarks.workload import message_text, session_id, user_id
 from chatlog.errors import ChatLogError
 from chatlog.producers.producer import EventProducer
@@ -137,7 +137,7 @@ def _start_reader(settings: Settings) -> subprocess.Popen[str]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, **_environment(settings)},
+        env={**os.environ, **environment(settings)},
     )
     line = _readline(reader)
     if line != "ready":

@@ -9,16 +9,15 @@ projector updates a thread's keys and position in one atomic script).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import weakref
 from typing import Any, NamedTuple
 
 import redis
-import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 
 from chatlog.errors import ReadModelError
 from chatlog.keys import ReadModelKeys
+from chatlog.redis_clients import AsyncClients
 from chatlog.schemas.checkpoint_events import TypedValue
 from chatlog.schemas.checkpoint_stored import (
     SEPARATOR,
@@ -142,11 +141,9 @@ class CheckpointReader:
     ) -> None:
         self.client = client
         self.keys = ReadModelKeys(namespace)
-        self._redis_url = redis_url
         self._script = client.register_script(_SELECT)
-        self._async: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, tuple[aioredis.Redis, Any]
-        ] = weakref.WeakKeyDictionary()
+        self._async_clients = AsyncClients(client, url=redis_url)
+        self._async_script: AsyncScript | None = None
 
     @staticmethod
     def _args(
@@ -198,11 +195,15 @@ class CheckpointReader:
         limit: int | None = None,
     ) -> ThreadSelection:
         """Async :meth:`select`."""
-        _, script = self._async_client()
+        client = self._async_clients.get()
+        if self._async_script is None:
+            self._async_script = client.register_script(_SELECT)
         keys = self.keys.thread(thread_id).all()
         try:
-            reply = await script(
-                keys=keys, args=self._args(checkpoint_ns, checkpoint_id, before, limit)
+            # One script object for every loop: each call names its loop's client.
+            reply = await self._async_script(
+                keys=keys, args=self._args(checkpoint_ns, checkpoint_id, before, limit),
+                client=client,
             )
         except redis.RedisError as exc:
             raise ReadModelError(f"reading thread {thread_id!r} from Redis failed: {exc}") from exc
@@ -218,7 +219,7 @@ class CheckpointReader:
 
     async def athreads(self) -> list[str]:
         """Async :meth:`threads`."""
-        client, _ = self._async_client()
+        client = self._async_clients.get()
         try:
             found = {
                 ReadModelKeys.session_of(k.decode())
@@ -228,20 +229,10 @@ class CheckpointReader:
             raise ReadModelError(f"listing checkpoint threads in Redis failed: {exc}") from exc
         return sorted(found)
 
-    def _async_client(self) -> tuple[aioredis.Redis, Any]:
-        # redis.asyncio connections belong to the loop that opened them, so
-        # keep one client (and its registered script) per running loop.
-        loop = asyncio.get_running_loop()
-        entry = self._async.get(loop)
-        if entry is None:
-            if self._redis_url is not None:
-                client = aioredis.Redis.from_url(self._redis_url)
-            else:
-                kwargs = self.client.connection_pool.connection_kwargs
-                client = aioredis.Redis(**{k: v for k, v in kwargs.items() if k in _ASYNC_KWARGS})
-            entry = (client, client.register_script(_SELECT))
-            self._async[loop] = entry
-        return entry
+    def close(self) -> None:
+        """Close the async clients this reader opened (the sync client is the caller's)."""
+        self._async_clients.close()
 
-
-_ASYNC_KWARGS = {"host", "port", "db", "username", "password", "socket_timeout", "path"}
+    async def aclose(self) -> None:
+        """Async :meth:`close`: closes the running loop's client before returning."""
+        await self._async_clients.aclose()

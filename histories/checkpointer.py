@@ -10,10 +10,8 @@ them with a strict allowlist (:mod:`chatlog.histories.checkpoint_serde`).
 
 from __future__ import annotations
 
-import asyncio
 import random
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -35,7 +33,12 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from chatlog.errors import MessageTooLargeError, ProjectionLagError
 from chatlog.histories.checkpoint_read_model import CheckpointReader, StoredEntry, ThreadSelection
 from chatlog.histories.checkpoint_serde import checked_serde
-from chatlog.histories.history import WrittenPositions
+from chatlog.histories.read_your_writes import (
+    WrittenPositions,
+    await_until_applied,
+    projection_lag,
+    wait_until_applied,
+)
 from chatlog.identifiers import validate_session_id
 from chatlog.producers.admin import ensure_topic
 from chatlog.producers.producer import EncodedEvent, EventProducer, LogPosition
@@ -52,10 +55,6 @@ from chatlog.schemas.checkpoint_events import (
     WritesPut,
 )
 from chatlog.settings import Settings
-
-#: Poll interval bounds while a read waits for its own writes to be projected.
-_WAIT_MIN_S = 0.0005
-_WAIT_MAX_S = 0.02
 
 
 class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
@@ -142,8 +141,14 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
             if self._owns_producer and self._producer is not None:
                 self._producer.close()
                 self._producer = None
+        self.reader.close()
         if self._owns_redis:
             self.redis.close()
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`: the running loop's Redis client is closed before it returns."""
+        await self.reader.aclose()
+        self.close()
 
     def __enter__(self) -> ChatLogCheckpointSaver:
         return self
@@ -323,48 +328,35 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
 
     # -- reads -------------------------------------------------------------------
 
-    def _caught_up(self, thread_id: str, selection: ThreadSelection) -> bool:
-        written = self.written.get(thread_id)
-        return written is None or (
-            selection.partition == written.partition and selection.offset >= written.offset
-        )
-
     def _lag_error(self, thread_id: str, selection: ThreadSelection) -> ProjectionLagError:
         written = self.written.get(thread_id)
         assert written is not None
-        lag = written.offset - selection.offset
-        return ProjectionLagError(
-            f"thread {thread_id!r}: the checkpoint read model is {lag} event(s) behind this "
-            f"saver's own writes on partition {written.partition} of "
-            f"{self.settings.checkpoint_topic!r} (applied offset {selection.offset}, written "
-            f"{written.offset}) after {self.read_timeout_s:g}s; is a projector running?",
-            lag=lag,
-            partition=written.partition,
+        return projection_lag(
+            f"thread {thread_id!r}",
+            written,
+            selection,
+            read_model="checkpoint read model",
+            writer="saver",
+            timeout_s=self.read_timeout_s,
+            hint="is a projector running?",
+            topic=self.settings.checkpoint_topic,
         )
 
     def _select(self, thread_id: str, **query: Any) -> ThreadSelection:
-        deadline = time.monotonic() + self.read_timeout_s
-        delay = _WAIT_MIN_S
-        while True:
-            selection = self.reader.select(thread_id, **query)
-            if self._caught_up(thread_id, selection):
-                return selection
-            if time.monotonic() >= deadline:
-                raise self._lag_error(thread_id, selection)
-            time.sleep(delay)
-            delay = min(delay * 2, _WAIT_MAX_S)
+        return wait_until_applied(
+            lambda: self.reader.select(thread_id, **query),
+            lambda selection: self.written.covered(thread_id, selection),
+            lambda selection: self._lag_error(thread_id, selection),
+            self.read_timeout_s,
+        )
 
     async def _aselect(self, thread_id: str, **query: Any) -> ThreadSelection:
-        deadline = time.monotonic() + self.read_timeout_s
-        delay = _WAIT_MIN_S
-        while True:
-            selection = await self.reader.aselect(thread_id, **query)
-            if self._caught_up(thread_id, selection):
-                return selection
-            if time.monotonic() >= deadline:
-                raise self._lag_error(thread_id, selection)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _WAIT_MAX_S)
+        return await await_until_applied(
+            lambda: self.reader.aselect(thread_id, **query),
+            lambda selection: self.written.covered(thread_id, selection),
+            lambda selection: self._lag_error(thread_id, selection),
+            self.read_timeout_s,
+        )
 
     def _loads(self, value: TypedValue) -> Any:
         return self.serde.loads_typed((value.type, value.data))

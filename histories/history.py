@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Sequence
 
 from langchain_core.chat_history import BaseChatMessageHistory
@@ -14,6 +10,12 @@ from langchain_core.messages import BaseMessage
 from chatlog.errors import ProjectionLagError
 from chatlog.histories.messages import from_stored, to_event
 from chatlog.histories.read_model import ReadModelReader, SessionSnapshot
+from chatlog.histories.read_your_writes import (
+    WrittenPositions,
+    await_until_applied,
+    projection_lag,
+    wait_until_applied,
+)
 from chatlog.histories.sessions import check_owner, session_owner
 from chatlog.identifiers import validate_session_id, validate_user_id
 from chatlog.producers.producer import EventProducer, LogPosition
@@ -24,57 +26,6 @@ from chatlog.schemas.events import (
     SessionDeleted,
     SessionTtlSet,
 )
-
-#: Poll interval bounds while a read waits for its own writes to be projected.
-_WAIT_MIN_S = 0.0005
-_WAIT_MAX_S = 0.02
-
-
-class WrittenPositions:
-    """The newest log position this process wrote per session (read-your-writes).
-
-    Shared by every history a :class:`~chatlog.ChatLog` hands out, so that a
-    fresh history object for the same session (``RunnableWithMessageHistory``
-    makes one per call) still sees the writes of the previous one. Bounded:
-    the least recently written sessions are forgotten first.
-    """
-
-    def __init__(self, max_sessions: int = 100_000) -> None:
-        self.max_sessions = max_sessions
-        self._positions: OrderedDict[str, LogPosition] = OrderedDict()
-        self._written_at: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def record(self, session_id: str, positions: Sequence[LogPosition]) -> None:
-        """Remember the newest of ``positions`` for ``session_id``."""
-        if not positions:
-            return
-        newest = max(positions, key=lambda p: p.offset)
-        with self._lock:
-            current = self._positions.get(session_id)
-            if current is None or newest.partition != current.partition or (
-                newest.offset > current.offset
-            ):
-                self._positions[session_id] = newest
-            self._positions.move_to_end(session_id)
-            self._written_at[session_id] = time.monotonic()
-            while len(self._positions) > self.max_sessions:
-                forgotten, _ = self._positions.popitem(last=False)
-                self._written_at.pop(forgotten, None)
-
-    def get(self, session_id: str) -> LogPosition | None:
-        """The newest position written for ``session_id`` by this process, if any."""
-        return self._positions.get(session_id)
-
-    def seconds_since_written(self, session_id: str) -> float | None:
-        """Seconds since this process last wrote ``session_id`` (monotonic), if it did."""
-        written_at = self._written_at.get(session_id)
-        return None if written_at is None else time.monotonic() - written_at
-
-    def sessions(self) -> list[str]:
-        """Every session with a remembered position, least recently written first."""
-        with self._lock:
-            return list(self._positions)
 
 
 class ChatLogMessageHistory(BaseChatMessageHistory):
@@ -209,10 +160,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
 
     def _caught_up(self, snapshot: SessionSnapshot) -> bool:
         check_owner(self.session_id, snapshot.owner, self.user_id)
-        written = self._written.get(self.session_id)
-        if written is None or (
-            snapshot.partition == written.partition and snapshot.offset >= written.offset
-        ):
+        if self._written.covered(self.session_id, snapshot):
             return True
         # Nothing at all in Redis: the idle TTL may have removed what we wrote.
         since = self._written.seconds_since_written(self.session_id)
@@ -226,14 +174,14 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
     def _lag_error(self, snapshot: SessionSnapshot) -> ProjectionLagError:
         written = self._written.get(self.session_id)
         assert written is not None
-        lag = written.offset - snapshot.offset
-        return ProjectionLagError(
-            f"session {self.session_id!r}: the read model is {lag} event(s) behind this "
-            f"history's own writes on partition {written.partition} (applied offset "
-            f"{snapshot.offset}, written {written.offset}) after {self.read_timeout_s:g}s; "
-            "is a projector running and keeping up?",
-            lag=lag,
-            partition=written.partition,
+        return projection_lag(
+            f"session {self.session_id!r}",
+            written,
+            snapshot,
+            read_model="read model",
+            writer="history",
+            timeout_s=self.read_timeout_s,
+            hint="is a projector running and keeping up?",
         )
 
     def snapshot(self, *, limit: int | None = None) -> SessionSnapshot:
@@ -244,29 +192,21 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
                 user while this history has none).
             ProjectionLagError: this object's writes were not projected in time.
         """
-        deadline = time.monotonic() + self.read_timeout_s
-        delay = _WAIT_MIN_S
-        while True:
-            snap = self.reader.read(self.session_id, limit=limit)
-            if self._caught_up(snap):
-                return snap
-            if time.monotonic() >= deadline:
-                raise self._lag_error(snap)
-            time.sleep(delay)
-            delay = min(delay * 2, _WAIT_MAX_S)
+        return wait_until_applied(
+            lambda: self.reader.read(self.session_id, limit=limit),
+            self._caught_up,
+            self._lag_error,
+            self.read_timeout_s,
+        )
 
     async def asnapshot(self, *, limit: int | None = None) -> SessionSnapshot:
         """Async :meth:`snapshot`."""
-        deadline = time.monotonic() + self.read_timeout_s
-        delay = _WAIT_MIN_S
-        while True:
-            snap = await self.reader.aread(self.session_id, limit=limit)
-            if self._caught_up(snap):
-                return snap
-            if time.monotonic() >= deadline:
-                raise self._lag_error(snap)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _WAIT_MAX_S)
+        return await await_until_applied(
+            lambda: self.reader.aread(self.session_id, limit=limit),
+            self._caught_up,
+            self._lag_error,
+            self.read_timeout_s,
+        )
 
     @property
     def messages(self) -> list[BaseMessage]:

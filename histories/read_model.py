@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from typing import Any, NamedTuple
 
 import redis
-import redis.asyncio as aioredis
 
 from chatlog.errors import ReadModelError
 from chatlog.keys import META_OFFSET, META_OWNER, META_PARTITION, ReadModelKeys
 from chatlog.namespaces import ActiveNamespace
+from chatlog.redis_clients import AsyncClients
 
 # Read-time TTL refresh (Settings.session_ttl_refresh_on_read): push a live
 # session's expiry to now + its TTL (the session's override, else ARGV[1]).
@@ -63,6 +61,9 @@ class ReadModelReader:
     updates both atomically, so the list is at least as new as the offset and
     an offset that covers a write guarantees the list holds it.
 
+    Async reads use one redis.asyncio client per event loop, made from
+    ``redis_url`` or else like ``client`` (TLS included); :meth:`close` closes them.
+
     With ``active``, the namespace is the active one (resolved at most every
     :data:`~chatlog.namespaces.POINTER_TTL_S`), so readers follow a rebuild's switch.
     """
@@ -81,10 +82,7 @@ class ReadModelReader:
         #: When positive, every read also pushes the session's expiry to now + TTL
         #: (milliseconds; the session's own override wins).
         self.refresh_ttl_ms = 0
-        self._redis_url = redis_url
-        self._async_clients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, aioredis.Redis
-        ] = weakref.WeakKeyDictionary()
+        self._async_clients = AsyncClients(client, url=redis_url)
 
     def read(self, session_id: str, *, limit: int | None = None) -> SessionSnapshot:
         """The session's tracking position and its last ``limit`` (or all) messages."""
@@ -106,7 +104,7 @@ class ReadModelReader:
     async def aread(self, session_id: str, *, limit: int | None = None) -> SessionSnapshot:
         """Async :meth:`read`."""
         start, stop = _range(limit)
-        client = self._async_client()
+        client = self._async_clients.get()
         if self.active is not None:
             self._follow(await self.active.aget(client))
         keys = self.keys
@@ -142,19 +140,10 @@ class ReadModelReader:
         if namespace != self.keys.namespace:
             self.keys = ReadModelKeys(namespace)
 
-    def _async_client(self) -> aioredis.Redis:
-        # redis.asyncio connections belong to the loop that opened them, so
-        # keep one client per running loop.
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            if self._redis_url is not None:
-                client = aioredis.Redis.from_url(self._redis_url)
-            else:
-                kwargs = self.client.connection_pool.connection_kwargs
-                client = aioredis.Redis(**{k: v for k, v in kwargs.items() if k in _ASYNC_KWARGS})
-            self._async_clients[loop] = client
-        return client
+    def close(self) -> None:
+        """Close the async clients this reader opened (the sync client is the caller's)."""
+        self._async_clients.close()
 
-
-_ASYNC_KWARGS = {"host", "port", "db", "username", "password", "socket_timeout", "path"}
+    async def aclose(self) -> None:
+        """Async :meth:`close`: closes the running loop's client before returning."""
+        await self._async_clients.aclose()

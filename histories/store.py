@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 import redis
 
 from chatlog.errors import InvalidUserIdError
-from chatlog.histories.history import ChatLogMessageHistory, WrittenPositions
+from chatlog.histories.history import ChatLogMessageHistory
 from chatlog.histories.read_model import ReadModelReader
+from chatlog.histories.read_your_writes import WrittenPositions
 from chatlog.histories.sessions import SessionInfo, list_sessions
 from chatlog.identifiers import validate_session_id, validate_user_id
 from chatlog.namespaces import ActiveNamespace
@@ -181,12 +182,18 @@ class ChatLog:
         return session_ids
 
     def close(self) -> None:
-        """Flush and close the producer and the Redis pool."""
+        """Flush and close the producer and the Redis pool (and async Redis clients)."""
         with self._lock:
             if self._producer is not None:
                 self._producer.close()
                 self._producer = None
+        self.reader.close()
         self.redis.close()
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`: the running loop's Redis client is closed before it returns."""
+        await self.reader.aclose()
+        self.close()
 
     def __enter__(self) -> ChatLog:
         return self

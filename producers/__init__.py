@@ -1,4 +1,10 @@
-"""Publishing chat events to Kafka (installed as ``chatlog.producers``)."""
+"""The Kafka layer (installed as ``chatlog.producers``).
+
+Publishing events (:class:`EventProducer` on either client's transport), topic
+administration, the consumer transports and bounded range reads the projector
+and replays use, and :mod:`~chatlog.producers.client_internals`, the only
+module that reaches past a Kafka client's public API.
+"""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from chatlog.errors import BrokerUnavailableError, TopicError
+from chatlog.producers.client_internals import GroupAdmin, fetched_high_watermarks
 from chatlog.settings import Settings
 
 #: The log is the source of truth: it is never truncated by time or size.
@@ -17,20 +18,12 @@ LOG_TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1"}
 
 
 def _admin(settings: Settings) -> KafkaAdminClient:
-    try:
-        # Bootstrap too is bounded by the publish timeout (kafka-python's own
-        # default is 30 s), so an append in a process that starts during a
-        # broker outage fails as fast as one in a connected process.
-        return KafkaAdminClient(
-            **settings.kafka_client_options(),
-            request_timeout_ms=int(settings.publish_timeout_s * 1000),
-            bootstrap_timeout_ms=int(settings.publish_timeout_s * 1000),
-        )
-    except KafkaTimeoutError as exc:
-        raise BrokerUnavailableError(
-            f"no Kafka broker answered at {settings.kafka_bootstrap_servers}; "
-            "check KAFKA_BOOTSTRAP_SERVERS"
-        ) from exc
+    # Bootstrap too is bounded by the publish timeout (kafka-python's own
+    # default is 30 s), so an append in a process that starts during a
+    # broker outage fails as fast as one in a connected process.
+    return GroupAdmin.connect(
+        settings, bootstrap_timeout_ms=int(settings.publish_timeout_s * 1000)
+    )
 
 
 def partition_count(settings: Settings, topic: str) -> int | None:
@@ -89,7 +82,8 @@ def end_offsets(
     Some Kafka-compatible brokers (the embedded Tansu among them) answer
     ListOffsets with the base offset of the last record batch plus one rather
     than the true end, so the answer is checked against the high watermark
-    that a fetch reports, and the larger value wins.
+    that a fetch reports (:func:`~chatlog.producers.client_internals.fetched_high_watermarks`),
+    and the larger value wins.
     """
     consumer = _consumer(settings)
     try:
@@ -99,22 +93,10 @@ def end_offsets(
         if not tps:
             return {}
         listed = consumer.end_offsets(tps)
-        result = {tp.partition: listed[tp] for tp in tps}
-        pending = {tp for tp in tps if listed[tp] > 0}
-        consumer.assign(sorted(pending, key=lambda tp: tp.partition))
-        for tp in pending:
-            consumer.seek(tp, listed[tp] - 1)
-        # The fetcher may serve one partition per response, so keep polling
-        # until every partition has reported its high watermark.
-        deadline = time.monotonic() + settings.publish_timeout_s
-        while pending and time.monotonic() < deadline:
-            consumer.poll(timeout_ms=100)
-            for tp in list(pending):
-                high = consumer.highwater(tp)
-                if high is not None:
-                    result[tp.partition] = max(result[tp.partition], high)
-                    pending.discard(tp)
-                    consumer.pause(tp)
+        fetched, pending = fetched_high_watermarks(
+            consumer, {tp: listed[tp] for tp in tps}, settings.publish_timeout_s
+        )
+        result = {tp.partition: max(listed[tp], fetched.get(tp, 0)) for tp in tps}
         if pending:
             raise TopicError(
                 f"no high watermark for {sorted(tp.partition for tp in pending)} of {topic!r} "

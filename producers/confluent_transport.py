@@ -25,6 +25,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from chatlog.errors import BrokerUnavailableError, ConfigurationError, PublishError
+from chatlog.producers.client_internals import (
+    REFUSED_UNWRITTEN,
+    TIMEOUTS,
+    UNKNOWN_TOPIC,
+    release_confluent_producer,
+)
 from chatlog.producers.librdkafka import client_config, require_confluent_kafka
 from chatlog.producers.records import (
     RECORD_OVERHEAD,
@@ -47,22 +53,6 @@ log = logging.getLogger("chatlog.producer")
 
 #: How long the delivery thread blocks in one poll: the longest a close waits for it.
 _POLL_S = 0.1
-
-#: Broker refusals for producer-state reasons (after an outage the idempotent
-#: producer's epoch bump can be fenced): the refused records were not written.
-_REFUSED_UNWRITTEN = frozenset(
-    getattr(confluent_kafka.KafkaError, name)
-    for name in ("PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH", "OUT_OF_ORDER_SEQUENCE_NUMBER",
-                 "UNKNOWN_PRODUCER_ID", "_FENCED")
-    if confluent_kafka is not None
-)
-
-#: Delivery errors that mean "no acknowledgement in time".
-_TIMEOUTS = frozenset(
-    getattr(confluent_kafka.KafkaError, name)
-    for name in ("_MSG_TIMED_OUT", "_TIMED_OUT")
-    if confluent_kafka is not None
-)
 
 #: Extra time a publish waits beyond the publish timeout, so that librdkafka's own
 #: verdict on a record (it times records out at the publish timeout) is the one reported.
@@ -134,7 +124,9 @@ class ConfluentTransport:
         require_confluent_kafka()
         self.settings = settings
         self._config = producer_config(settings)
-        self._clients: ReplaceableClient[Any] = ReplaceableClient(self._create, _discard)
+        self._clients: ReplaceableClient[Any] = ReplaceableClient(
+            self._create, release_confluent_producer
+        )
         self._poller = threading.Thread(
             target=self._serve_deliveries, name="chatlog-confluent-deliveries", daemon=True
         )
@@ -185,7 +177,7 @@ class ConfluentTransport:
             ):
                 if error is None:
                     positions[index] = position
-                elif error.code() in _REFUSED_UNWRITTEN and attempt == 1:
+                elif error.code() in REFUSED_UNWRITTEN and attempt == 1:
                     refused.append(index)
                 else:
                     raise self._failure(producer, topic, len(records), error)
@@ -259,12 +251,11 @@ class ConfluentTransport:
     def _failure(self, producer: Any, topic: str, count: int, error: Any) -> PublishError:
         """The typed error for a delivery report's ``error``; a producer it broke is replaced."""
         code = error.code()
-        if error.fatal() or code in _REFUSED_UNWRITTEN or code in _TIMEOUTS:
+        if error.fatal() or code in REFUSED_UNWRITTEN or code in TIMEOUTS:
             self._clients.failed(producer)
-        if code in _TIMEOUTS:
+        if code in TIMEOUTS:
             return not_acknowledged(count, self.settings.publish_timeout_s, error.str())
-        if code in (confluent_kafka.KafkaError._UNKNOWN_TOPIC,
-                    confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART):
+        if code in UNKNOWN_TOPIC:
             return PublishError(f"publishing to {topic!r} failed: the topic does not exist")
         return PublishError(f"publishing to {topic!r} failed: {error.str()}")
 
@@ -279,7 +270,7 @@ class ConfluentTransport:
             # Records the broker never took within the timeout: their
             # publishes fail, so they are dropped, not kept.
             log.warning("closing the producer dropped %d unacknowledged record(s)", remaining)
-        _discard(producer)
+        release_confluent_producer(producer)
 
 
 class _Callback:
@@ -301,12 +292,3 @@ class _Refusal(Exception):
     def __init__(self, error: Any) -> None:
         super().__init__(error.str())
         self.error = error
-
-
-def _discard(producer: Any) -> None:
-    """Fail whatever ``producer`` still holds and release it."""
-    producer.purge()
-    producer.poll(0)  # serves the purged records' delivery reports: their publishes fail
-    close = getattr(producer, "close", None)  # confluent-kafka >= 2.6
-    if close is not None:
-        close()

@@ -18,6 +18,7 @@ from kafka.errors import (
 )
 
 from chatlog.errors import BrokerUnavailableError, PublishError
+from chatlog.producers.client_internals import force_close_producer
 from chatlog.producers.records import (
     RECORD_OVERHEAD,
     EncodedEvent,
@@ -47,7 +48,7 @@ class KafkaPythonTransport:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._clients = ReplaceableClient(self._create, _discard)
+        self._clients = ReplaceableClient(self._create, force_close_producer)
 
     def _create(self) -> KafkaProducer:
         settings = self.settings
@@ -177,20 +178,7 @@ class KafkaPythonTransport:
         except KafkaError:
             # Records the broker never took within the timeout: their
             # publishes already failed, so they are dropped, not kept.
-            _discard(producer)
-
-
-def _discard(producer: KafkaProducer) -> None:
-    """Close ``producer`` at once, failing whatever it still holds.
-
-    ``KafkaProducer.close`` flushes first and raises if it cannot; kafka-python
-    has no public force-close, so its sender is force-closed (it fails the
-    pending batches' futures) before the close.
-    """
-    sender = getattr(producer, "_sender", None)
-    if sender is not None:
-        sender.force_close()
-    producer.close(timeout=5)
+            force_close_producer(producer)
 
 
 def _position(metadata: Any) -> LogPosition:

@@ -49,6 +49,11 @@ class EventProducer:
         self.codec = codec or EventCodec()
         self._transport = _transport(settings)
 
+    @property
+    def transport(self) -> PublishTransport:
+        """The Kafka client's transport the settings chose (``Settings.transport``)."""
+        return self._transport
+
     def encode(self, event: ChatEvent) -> EncodedEvent:
         """Encode ``event`` and check it against the size limit.
 
@@ -79,10 +84,6 @@ class EventProducer:
         """
         encoded = [self.encode(e) for e in events]
         return self._transport.send(self.settings.topic, encoded)
-
-    def publish_one(self, event: ChatEvent) -> LogPosition:
-        """Publish one event and wait for its acknowledgement."""
-        return self.publish([event])[0]
 
     def send_encoded(self, topic: str, records: Sequence[EncodedEvent]) -> list[LogPosition]:
         """Send pre-encoded records to ``topic`` and wait for every acknowledgement.

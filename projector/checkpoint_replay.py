@@ -18,12 +18,12 @@ import redis
 
 from chatlog.errors import ChatLogError
 from chatlog.producers.admin import end_offsets
+from chatlog.producers.log_reader import beginning_offsets, read_range
 from chatlog.projector.checkpoint_projection import (
     CheckpointProjection,
     CheckpointRecord,
     decode_record,
 )
-from chatlog.projector.log_reader import beginning_offsets, read_range
 from chatlog.projector.replay import ReplayProgress
 from chatlog.schemas.checkpoint_codec import CheckpointCodec
 from chatlog.settings import Settings

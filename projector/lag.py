@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaAdminClient, TopicPartition
-from kafka.errors import KafkaError, KafkaTimeoutError
-from kafka.protocol.admin import DescribeGroupsRequest
+from kafka import TopicPartition
+from kafka.errors import KafkaError
 
-from chatlog.errors import BrokerUnavailableError, ChatLogError, ConsumerGroupError
+from chatlog.errors import ConsumerGroupError
 from chatlog.producers.admin import end_offsets
+from chatlog.producers.client_internals import GroupAdmin
 from chatlog.settings import Settings
 
 
@@ -138,7 +138,7 @@ def consumer_lag(settings: Settings, *, group: str | None = None) -> LagReport:
     """
     group = group or settings.consumer_group
     ends = end_offsets(settings, settings.topic)
-    admin = _GroupAdmin.connect(settings)
+    admin = GroupAdmin.connect(settings)
     try:
         committed = admin.list_group_offsets({group: None}).get(group, {})
     except KafkaError as exc:
@@ -162,7 +162,7 @@ def group_status(settings: Settings, *, group: str | None = None) -> GroupStatus
     """
     group = group or settings.consumer_group
     lag = consumer_lag(settings, group=group)
-    admin = _GroupAdmin.connect(settings)
+    admin = GroupAdmin.connect(settings)
     try:
         described = admin.describe_groups([group]).get(group, {})
     except (KafkaError, ValueError) as exc:
@@ -182,40 +182,6 @@ def group_status(settings: Settings, *, group: str | None = None) -> GroupStatus
     )
     state = str(described.get("group_state") or "Unknown")
     return GroupStatus(group, state, members, lag)
-
-
-class _GroupAdmin(KafkaAdminClient):  # type: ignore[misc]
-    """An admin client whose DescribeGroups works against brokers with odd ACL answers.
-
-    kafka-python 3.0 always asks DescribeGroups for the authorized operations
-    (ignoring ``include_authorized_operations=False``) and converts the bit
-    set into ``ACLOperation`` values, which raises ``ValueError: 15 is not a
-    valid ACLOperation`` when a broker such as Tansu answers with every bit
-    set. chatlog needs no ACL information, so it does not ask and drops
-    whatever comes back.
-    """
-
-    @classmethod
-    def connect(cls, settings: Settings) -> _GroupAdmin:
-        try:
-            return cls(
-                **settings.kafka_client_options(),
-                request_timeout_ms=int(settings.publish_timeout_s * 1000),
-            )
-        except KafkaTimeoutError as exc:
-            raise BrokerUnavailableError(
-                f"no Kafka broker answered at {settings.kafka_bootstrap_servers}; "
-                "check KAFKA_BOOTSTRAP_SERVERS"
-            ) from exc
-        except KafkaError as exc:
-            raise ChatLogError(f"cannot open a Kafka admin client: {exc}") from exc
-
-    def _describe_groups_request(self, group_ids: list[str]) -> Any:
-        return DescribeGroupsRequest(groups=list(group_ids), include_authorized_operations=False)
-
-    def _process_acl_operations(self, obj: dict[str, Any]) -> dict[str, Any]:
-        obj.pop("authorized_operations", None)
-        return obj
 
 
 def _offset(committed: Any) -> int | None:

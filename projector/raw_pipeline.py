@@ -3,7 +3,7 @@
 The projector sends thousands of commands per batch. redis-py's
 ``Pipeline`` spends several microseconds on each of them (queueing with
 options, re-checking every argument's type before packing, a
-response-callback lookup per reply); :func:`execute_raw` packs each command
+response-callback lookup per reply); :class:`InFlight` packs each command
 with hiredis in one C call, writes them all at once and reads the raw
 replies. It keeps the pipeline's contract: one round trip, replies in order,
 a server error reply in its command's place as an exception object,
@@ -35,23 +35,6 @@ Command = tuple[Any, ...]
 #: the next, so a batch costs about the larger of the two sides instead of
 #: their sum.
 CHUNK = 256
-
-
-def execute_raw(
-    client: redis.Redis, commands: Iterable[Command], *, chunk: int = CHUNK
-) -> list[Any]:
-    """Send ``commands`` in one pipeline; return their raw replies.
-
-    A reply that is a Redis error is returned as its
-    :class:`~redis.exceptions.ResponseError` (``NoScriptError``, ...), not
-    raised. Replies are not decoded or converted: bytes, ints and lists as
-    RESP gives them.
-
-    Raises:
-        redis.ConnectionError: the connection failed (after the client's retries).
-        redis.TimeoutError: a reply did not come in time (after the client's retries).
-    """
-    return InFlight(client, commands, chunk=chunk).replies()
 
 
 class InFlight:

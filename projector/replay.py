@@ -41,9 +41,9 @@ from chatlog.identifiers import validate_session_id
 from chatlog.keys import META_OFFSET, ReadModelKeys, active_namespace_key
 from chatlog.namespaces import POINTER_TTL_S, ActiveNamespace
 from chatlog.producers.admin import end_offsets, partition_count
+from chatlog.producers.log_reader import beginning_offsets, read_range
 from chatlog.projector.changes import Change, ChangeReader
 from chatlog.projector.gc_threshold import young_gc_threshold
-from chatlog.projector.log_reader import beginning_offsets, read_range
 from chatlog.projector.positions import AppliedPositions
 from chatlog.projector.redis_projection import ApplyResult, PendingApply, RedisProjection
 from chatlog.projector.verify import ExpectedState, SessionDifference, compare

@@ -35,12 +35,12 @@ from chatlog.errors import BrokerUnavailableError, ChatLogError, ReadModelError
 from chatlog.namespaces import ActiveNamespace
 from chatlog.producers.admin import ensure_topic
 from chatlog.producers.producer import EventProducer
+from chatlog.producers.rebalance import RebalanceListener
 from chatlog.projector.changes import Change, ChangeReader
 from chatlog.projector.checkpoint_projection import CheckpointProjection, decode_record
 from chatlog.projector.dead_letter import DeadLetter, DeadLetterQueue
 from chatlog.projector.gc_threshold import young_gc_threshold
 from chatlog.projector.positions import BatchTarget, ProjectionTarget
-from chatlog.projector.rebalance import RebalanceListener
 from chatlog.projector.redis_projection import ApplyResult, PendingApply, RedisProjection
 from chatlog.schemas.checkpoint_codec import CheckpointCodec
 from chatlog.schemas.codec import EventCodec
@@ -538,7 +538,7 @@ class Projector:
                          settings.replication_factor, settings=settings)
         if settings.transport == "confluent":
             # Imported here: confluent-kafka is an optional extra.
-            from chatlog.projector.confluent_consumer import ConfluentConsumer
+            from chatlog.producers.confluent_consumer import ConfluentConsumer
 
             self._consumer = ConfluentConsumer(settings)
         else:

@@ -222,7 +222,7 @@ class EventCodec(SingleObjectCodec[ChatEvent]):
         return _event_to_avro(event)
 
     def _from_avro(self, record: Any) -> ChatEvent:
-        return _event_from_avro(record)
+        return event_from_avro(record)
 
 
 def _event_to_avro(event: ChatEvent) -> dict[str, Any]:
@@ -282,7 +282,8 @@ def _payload_to_avro(payload: Payload) -> tuple[str, dict[str, Any]]:
     raise TypeError(f"not a chatlog payload event: {type(payload).__name__}")
 
 
-def _event_from_avro(record: Any) -> ChatEvent:
+def event_from_avro(record: Any) -> ChatEvent:
+    """The :class:`ChatEvent` of a record as fastavro decodes it (the generic read path)."""
     name, body = record["payload"]
     return ChatEvent(
         event_id=str(record["event_id"]),

@@ -90,7 +90,7 @@ def stored_message(event: MessageAppended) -> str:
             storable message (unknown type, broken JSON fragment, clashing keys).
     """
     # Most messages are plain text with nothing else set: the projector renders
-    # every one of them, so they get a template made by _render itself.
+    # every one of them, so they get a template made by render_message itself.
     if (
         type(event.content) is str
         and event.additional_kwargs == "{}"
@@ -105,10 +105,15 @@ def stored_message(event: MessageAppended) -> str:
         template = _PLAIN_TEMPLATES.get(event.type)
         if template is not None:
             return template[0] + _dumps(event.content) + template[1]
-    return _render(event)
+    return render_message(event)
 
 
-def _render(event: MessageAppended) -> str:
+def render_message(event: MessageAppended) -> str:
+    """``event`` rendered field by field, without the plain-message shortcut.
+
+    Raises:
+        EventDecodeError: as :func:`stored_message`.
+    """
     kind = event.type
     if kind not in MESSAGE_TYPES:
         raise EventDecodeError(f"unknown message type {kind!r}")
@@ -200,7 +205,7 @@ def _render(event: MessageAppended) -> str:
 
 def _plain_template(kind: str) -> tuple[str, str]:
     """The rendering of a plain ``kind`` message, split around its (empty) content."""
-    text = _render(MessageAppended(kind, ""))
+    text = render_message(MessageAppended(kind, ""))
     marker = '"content":""'
     at = text.index(marker) + len('"content":')
     return text[:at], text[at + 2 :]

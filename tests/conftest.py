@@ -10,21 +10,18 @@ namespace, and only its own namespace is ever deleted.
 from __future__ import annotations
 
 import os
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
 import pytest
 import redis
-from kafka import KafkaConsumer, TopicPartition
 
 from chatlog import ChatLog, Settings
 from chatlog.devstack import EmbeddedBroker, EmbeddedRedis
-from chatlog.keys import ReadModelKeys
-from chatlog.producers import end_offsets
 from chatlog.projector import Projector
+from chatlog.settings import TRANSPORTS
+from tests.helpers import delete_namespace_family, make_test_settings
 
 
 def _docker_answers() -> bool:
@@ -92,48 +89,12 @@ def redis_url(embedded_redis: EmbeddedRedis | None) -> Iterator[str]:
             yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
 
 
-def delete_namespace(client: redis.Redis, namespace: str) -> None:
-    """Delete the keys of one namespace (never FLUSHALL: the Redis may be shared)."""
-    keys = list(client.scan_iter(match=ReadModelKeys(namespace).all_pattern(), count=1000))
-    for start in range(0, len(keys), 1000):
-        client.unlink(*keys[start : start + 1000])
-
-
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     """A Redis client on the session's Redis."""
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
-
-
-def make_test_settings(kafka_bootstrap: str, redis_url: str, **overrides: Any) -> Settings:
-    """Settings on the session's services with a unique topic, group and namespace.
-
-    Consumer-group timings are the short ones the embedded broker joins
-    quickly with; timeouts are generous for a loaded CI machine.
-    """
-    unique = uuid.uuid4().hex[:10]
-    values: dict[str, Any] = {
-        "kafka_bootstrap_servers": kafka_bootstrap,
-        "redis_url": redis_url,
-        "topic": f"test-{unique}",
-        "namespace": f"test:{unique}",
-        "consumer_group": f"group-{unique}",
-        "consumer_session_timeout_ms": 6000,
-        "consumer_heartbeat_interval_ms": 1000,
-        "read_timeout_s": 20.0,
-        "publish_timeout_s": 20.0,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
-def delete_namespace_family(client: redis.Redis, namespace: str) -> None:
-    """Delete a test's namespace and the ones named after it (``<ns>-rebuilt``, ...)."""
-    keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
-    for start in range(0, len(keys), 1000):
-        client.unlink(*keys[start : start + 1000])
 
 
 @pytest.fixture
@@ -161,9 +122,13 @@ def module_settings(
 ) -> Iterator[Settings]:
     """One topic, group and namespace for a whole test module; its tests use their own ids.
 
-    A module may set ``SETTINGS_OVERRIDES = {...}`` (e.g. fewer partitions).
+    A module may set ``SETTINGS_OVERRIDES = {...}`` (e.g. fewer partitions), and
+    parametrize this fixture indirectly with more overrides (one run per client).
     """
-    overrides = getattr(request.module, "SETTINGS_OVERRIDES", {})
+    overrides = {
+        **getattr(request.module, "SETTINGS_OVERRIDES", {}),
+        **getattr(request, "param", {}),
+    }
     settings = make_test_settings(kafka_bootstrap, redis_url, **overrides)
     yield settings
     client = redis.Redis.from_url(redis_url)
@@ -186,52 +151,11 @@ def module_projector(module_settings: Settings, module_chatlog: ChatLog) -> Iter
         yield projector
 
 
-def eventually(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    """Wait until ``check()`` holds (eventual consistency), failing after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
-
-
-def read_topic(settings: Settings, topic: str, timeout_s: float = 30.0) -> list[Any]:
-    """Every raw record of ``topic`` up to its end offsets now, read by manual assignment."""
-    ends = end_offsets(settings, topic)
-    consumer = KafkaConsumer(
-        **settings.kafka_client_options(), enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    try:
-        tps = [TopicPartition(topic, p) for p, end in ends.items() if end > 0]
-        consumer.assign(tps)
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < ends[tp.partition] for tp in tps):
-            assert time.monotonic() < deadline, f"{topic} could not be read to its end"
-            for raws in consumer.poll(timeout_ms=200).values():
-                records.extend(r for r in raws if r.offset < ends[r.partition])
-        return records
-    finally:
-        consumer.close()
-
-
-def unique(prefix: str) -> str:
-    """A name no other test uses."""
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def cli_args(settings: Settings, *args: str) -> list[str]:
-    """``chatlog`` command-line arguments reaching the services and names of ``settings``."""
-    return [
-        "--bootstrap-servers",
-        settings.kafka_bootstrap_servers,
-        "--redis-url",
-        settings.redis_url,
-        "--topic",
-        settings.topic,
-        "--namespace",
-        settings.namespace,
-        *args,
-    ]
+@pytest.fixture(params=TRANSPORTS)
+def kafka_client(request: pytest.FixtureRequest) -> str:
+    """Each Kafka client chatlog runs on (``Settings.transport``): the test runs once per client."""
+    client: str = request.param
+    return client
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from chatlog.projector.dead_letter import (
 from chatlog.schemas.codec import CONTENT_TYPE, MAGIC, EventCodec
 from chatlog.schemas.events import ChatEvent, MessageAppended
 from chatlog.settings import Settings
-from tests.conftest import read_topic
 from tests.faults.ledger import Ledger, message_event, reconcile, wait_caught_up
+from tests.helpers import read_topic
 
 MAX_EVENT_BYTES = 64 * 1024
 SESSIONS = [f"poison-{n}" for n in range(6)]

@@ -1,36 +1,13 @@
-"""Offsets are committed without waiting after each batch, and for sure at a stop or a revoke."""
+"""Offsets are committed without waiting after each batch, and for sure at a stop or a revoke.
+
+The stop is covered on both clients by ``test_consumer_transports``; here the revoke.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import pytest
 from kafka import TopicPartition
-from langchain_core.messages import AIMessage, HumanMessage
 
-from chatlog import ChatLog, Settings
-from chatlog.projector import Projector
-from chatlog.projector.lag import consumer_lag
-from chatlog.projector.rebalance import RebalanceListener
-from tests.conftest import unique
-
-
-@pytest.mark.parametrize("transport", ["kafka-python", "confluent"])
-def test_a_stopped_projector_has_committed_everything_it_applied(
-    transport: str,
-    settings_factory: Callable[..., Settings],
-    chatlog_factory: Callable[[Settings], ChatLog],
-) -> None:
-    """Right after stop returns, the group's committed offsets are at the end of the log."""
-    settings = settings_factory(partitions=2, transport=transport)
-    chatlog = chatlog_factory(settings)
-    history = chatlog.history(unique("s"), unique("u"))
-    chatlog.producer  # the topics exist before the group joins
-    with Projector(settings).running() as projector:
-        history.add_messages([HumanMessage("one"), AIMessage("two"), HumanMessage("three")])
-        assert len(history.messages) == 3
-    assert consumer_lag(settings).total == 0
-    assert (projector.stats.applied, projector.stats.commits_failed) == (3, 0)
+from chatlog.producers.rebalance import RebalanceListener
 
 
 def test_the_rebalance_listener_lets_the_worker_commit_before_recording_a_revoke() -> None:

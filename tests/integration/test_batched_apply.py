@@ -24,7 +24,7 @@ from chatlog.projector.positions import AppliedPositions
 from chatlog.projector.redis_projection import SESSIONS_PER_CALL, RedisProjection
 from chatlog.schemas.events import MessageAppended
 from chatlog.schemas.stored import stored_message
-from tests.conftest import delete_namespace
+from tests.helpers import delete_namespace
 
 NOW_MS = int(datetime.now(timezone.utc).timestamp() * 1000)
 

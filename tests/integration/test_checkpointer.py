@@ -42,7 +42,7 @@ from chatlog.producers.producer import EncodedEvent
 from chatlog.projector import Projector
 from chatlog.projector.checkpoint_projection import CheckpointProjection, CheckpointRecord
 from chatlog.schemas.checkpoint_events import CheckpointEvent, ThreadDeleted, WritesPut
-from tests.conftest import delete_namespace
+from tests.helpers import delete_namespace
 
 SETTINGS_OVERRIDES = {"partitions": 2}
 

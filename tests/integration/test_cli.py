@@ -107,7 +107,7 @@ def test_projector_run_drains_and_exits_zero_on_sigterm(
     topic_offsets = {
         tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == settings.topic
     }
-    position = history._written.get("worker-session")
+    position = chatlog.written.get("worker-session")
     assert position is not None
     assert topic_offsets[position.partition] == position.offset + 1
 

@@ -8,7 +8,6 @@ from collections import defaultdict
 
 import pytest
 import redis
-from kafka import KafkaConsumer, KafkaProducer
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 from chatlog import ChatLog, Settings
@@ -24,7 +23,7 @@ from chatlog.producers import end_offsets
 from chatlog.projector import LogRecord, Projector, RedisProjection
 from chatlog.schemas import EventCodec
 from chatlog.schemas.events import MessageAppended, SessionCleared
-from tests.conftest import delete_namespace, read_topic, unique
+from tests.helpers import delete_namespace, read_topic, unique
 
 
 def read_log(settings: Settings) -> list[LogRecord]:
@@ -170,40 +169,6 @@ def test_clear_and_appends_in_one_batch_apply_in_log_order(
         assert redis_client.hget(projection.keys.meta("s"), "count") == b"1"
     finally:
         delete_namespace(redis_client, namespace)
-
-
-def test_poison_record_goes_to_dead_letter_topic_and_next_event_is_applied(
-    module_settings: Settings, module_chatlog: ChatLog, module_projector: Projector
-) -> None:
-    """An undecodable record is dead-lettered with its coordinates; the worker goes on."""
-    session = unique("poison")
-    producer = KafkaProducer(**module_settings.kafka_client_options())
-    poison = producer.send(module_settings.topic, key=session.encode(), value=b"garbage").get(20)
-    producer.close()
-    history = module_chatlog.history(session)
-    history.add_messages([HumanMessage("after the poison")])
-    assert history.messages == [HumanMessage("after the poison")]
-
-    consumer = KafkaConsumer(
-        **module_settings.kafka_client_options(),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=20_000,
-    )
-    consumer.subscribe([module_settings.dlq_topic])
-    letter = None
-    for record in consumer:
-        if record.key == session.encode():
-            letter = record
-            break
-    consumer.close()
-    assert letter is not None, "the poison record never reached the dead-letter topic"
-    headers = dict(letter.headers)
-    assert letter.value == b"garbage"
-    assert headers["dlq-original-topic"] == module_settings.topic.encode()
-    assert int(headers["dlq-original-partition"]) == poison.partition
-    assert int(headers["dlq-original-offset"]) == poison.offset
-    assert b"undecodable" in headers["dlq-reason"]
 
 
 def _topic_size(settings: Settings) -> int:

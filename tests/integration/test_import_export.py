@@ -28,7 +28,7 @@ from chatlog.histories.importers import (
     read_langchain_sql,
 )
 from chatlog.projector import Projector
-from tests.conftest import cli_args, eventually, unique
+from tests.helpers import cli_args, eventually, unique
 
 SETTINGS_OVERRIDES = {"partitions": 4}
 

@@ -15,7 +15,7 @@ from chatlog.histories.messages import to_event
 from chatlog.projector import Projector
 from chatlog.projector.replay import Replayer
 from chatlog.schemas.events import ChatEvent
-from tests.conftest import eventually, unique
+from tests.helpers import eventually, unique
 
 SETTINGS_OVERRIDES = {"partitions": 4}
 

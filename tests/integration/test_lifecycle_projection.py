@@ -22,7 +22,7 @@ from chatlog.schemas.events import (
     SessionTtlSet,
     UserDeleted,
 )
-from tests.conftest import delete_namespace
+from tests.helpers import delete_namespace
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 

@@ -26,7 +26,7 @@ from chatlog.projector import LogRecord, Projector, RedisProjection
 from chatlog.projector.lag import consumer_lag, group_status
 from chatlog.projector.metrics import MetricsServer, ProjectorMetrics
 from chatlog.schemas import EventCodec
-from tests.conftest import cli_args, read_topic
+from tests.helpers import cli_args, read_topic
 
 #: Upper bound on waiting for a condition on real services (not a performance threshold).
 WAIT_S = 60.0

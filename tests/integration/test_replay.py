@@ -33,7 +33,7 @@ from chatlog.schemas.events import (
     SessionCleared,
     SessionDeleted,
 )
-from tests.conftest import cli_args, delete_namespace
+from tests.helpers import cli_args, delete_namespace
 
 SESSIONS = 300
 USERS = 30

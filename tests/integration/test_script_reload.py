@@ -8,7 +8,7 @@ from chatlog.projector import LogRecord, RedisProjection
 from chatlog.projector.checkpoint_projection import CheckpointProjection, CheckpointRecord
 from chatlog.schemas.checkpoint_events import CheckpointEvent, WritesPut
 from chatlog.schemas.events import ChatEvent, MessageAppended
-from tests.conftest import delete_namespace, unique
+from tests.helpers import delete_namespace, unique
 
 
 def test_projections_reload_their_script_after_script_flush(redis_client: redis.Redis) -> None:

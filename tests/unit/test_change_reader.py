@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from chatlog.errors import EventDecodeError
-from chatlog.schemas.codec import HEADER_SIZE
+from chatlog.schemas.codec import HEADER_SIZE, EventCodec
 from chatlog.schemas.event_reader import (
     _EPOCH,
     _MAX_MS,
@@ -34,7 +34,9 @@ from chatlog.schemas.stored import (
     plain_message_utf8,
     stored_message,
 )
-from tests.unit.test_event_reader import codec, events
+from tests.helpers import events
+
+codec = EventCodec()
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 UUID = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"

@@ -3,74 +3,20 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime, timezone
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chatlog.schemas.codec import HEADER_SIZE, EventCodec, _event_from_avro
+from chatlog.schemas.codec import HEADER_SIZE, EventCodec, event_from_avro
 from chatlog.schemas.event_reader import SCHEMA, read_event
 from chatlog.schemas.events import (
     ChatEvent,
-    InvalidToolCall,
     MessageAppended,
     SessionCleared,
-    SessionDeleted,
-    SessionTtlSet,
-    ToolCall,
-    UsageMetadata,
-    UserDeleted,
 )
+from tests.helpers import events, optional
 
 codec = EventCodec()
-texts = st.text(max_size=80)
-optional = st.none() | texts
-messages = st.builds(
-    MessageAppended,
-    type=st.sampled_from(["human", "ai", "tool", "chat", "AIMessageChunk"]),
-    content=st.one_of(st.text(max_size=300), st.lists(texts, max_size=4).map(tuple)),
-    name=optional,
-    id=optional,
-    role=optional,
-    tool_calls=st.lists(st.builds(ToolCall, name=texts, args=texts, id=optional), max_size=3)
-    .map(tuple),
-    invalid_tool_calls=st.lists(
-        st.builds(InvalidToolCall, name=optional, args=optional, id=optional, error=optional),
-        max_size=2,
-    ).map(tuple),
-    usage_metadata=st.none()
-    | st.builds(
-        UsageMetadata,
-        input_tokens=st.integers(-(2**63), 2**63 - 1),
-        output_tokens=st.integers(0, 10**9),
-        total_tokens=st.integers(0, 10**12),
-        details=optional,
-    ),
-    tool_call_id=optional,
-    artifact=optional,
-    status=optional,
-    additional_kwargs=texts,
-    response_metadata=texts,
-    extra=texts,
-)
-payloads = st.one_of(
-    messages,
-    st.builds(SessionCleared),
-    st.builds(SessionDeleted),
-    st.builds(UserDeleted),
-    st.builds(SessionTtlSet, ttl_ms=st.none() | st.integers(-(2**63), 2**63 - 1)),
-)
-events = st.builds(
-    ChatEvent,
-    session_id=texts,
-    payload=payloads,
-    user_id=optional,
-    source=optional,
-    occurred_at=st.datetimes(
-        min_value=datetime(1900, 1, 1), max_value=datetime(2400, 1, 1),
-        timezones=st.just(timezone.utc),
-    ).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)),
-)
 
 
 def _fastavro_decode(data: bytes) -> ChatEvent:
@@ -83,7 +29,7 @@ def _fastavro_decode(data: bytes) -> ChatEvent:
         buffer, codec.registry.latest.parsed, None,
         return_record_name=True, return_record_name_override=True,
     )
-    return _event_from_avro(record)
+    return event_from_avro(record)
 
 
 def test_reader_is_written_for_the_schema_the_producer_writes() -> None:

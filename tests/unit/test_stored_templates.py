@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatlog.schemas.events import MessageAppended
-from chatlog.schemas.stored import MESSAGE_TYPES, _render, stored_message
+from chatlog.schemas.stored import MESSAGE_TYPES, render_message, stored_message
 
 
 @given(st.sampled_from(sorted(MESSAGE_TYPES)), st.text())
@@ -16,7 +16,7 @@ def test_plain_messages_render_the_same_through_the_template(kind: str, content:
     """Every message type, any text: byte-identical JSON, and valid JSON of that content."""
     event = MessageAppended(kind, content)
     text = stored_message(event)
-    assert text == _render(event)
+    assert text == render_message(event)
     assert json.loads(text)["data"]["content"] == content
 
 

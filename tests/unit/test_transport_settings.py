@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from chatlog.errors import ConfigurationError
+from chatlog.producers.confluent_consumer import consumer_config
 from chatlog.producers.confluent_transport import producer_config
-from chatlog.projector.confluent_consumer import consumer_config
 from chatlog.settings import Settings
 
 

@@ -1,4 +1,4 @@
-"""Appends on the optional confluent-kafka producer transport: same partitions, acks and errors."""
+"""The producer transports, one suite run on each Kafka client: same partitions, acks and errors."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import pytest
 from chatlog.errors import BrokerUnavailableError, MessageTooLargeError, PublishError
 from chatlog.producers.admin import ensure_topic
 from chatlog.producers.confluent_transport import ConfluentTransport
+from chatlog.producers.kafka_python_transport import KafkaPythonTransport
 from chatlog.producers.producer import EventProducer, LogPosition
 from chatlog.schemas.codec import EventCodec
 from chatlog.schemas.events import ChatEvent, MessageAppended
 from chatlog.settings import Settings
-from tests.conftest import read_topic, unique
+from tests.helpers import read_topic, unique
 
 
 def _events(session_id: str, count: int, size: int = 20) -> list[ChatEvent]:
@@ -40,12 +41,13 @@ def _records_at(settings: Settings) -> dict[tuple[int, int], tuple[bytes, bytes]
     }
 
 
-def test_the_settings_choose_the_confluent_transport(
-    settings_factory: Callable[..., Settings],
+def test_the_settings_choose_the_transport(
+    kafka_client: str, settings_factory: Callable[..., Settings]
 ) -> None:
-    """CHATLOG_TRANSPORT=confluent puts the producer, not only the projector, on librdkafka."""
-    with EventProducer(settings_factory(transport="confluent")) as producer:
-        assert isinstance(producer._transport, ConfluentTransport)
+    """CHATLOG_TRANSPORT puts the producer, not only the projector, on the chosen client."""
+    expected = {"kafka-python": KafkaPythonTransport, "confluent": ConfluentTransport}
+    with EventProducer(settings_factory(transport=kafka_client)) as producer:
+        assert isinstance(producer.transport, expected[kafka_client])
 
 
 def test_a_session_lands_on_the_partition_kafka_python_picks(
@@ -64,10 +66,10 @@ def test_a_session_lands_on_the_partition_kafka_python_picks(
 
 
 def test_positions_point_at_the_records_written_in_order(
-    settings_factory: Callable[..., Settings],
+    kafka_client: str, settings_factory: Callable[..., Settings]
 ) -> None:
     """A publish returns, in order, the partition and offset where each event was stored."""
-    settings = _on_topic(settings_factory(transport="confluent", partitions=3))
+    settings = _on_topic(settings_factory(transport=kafka_client, partitions=3))
     session = unique("s")
     with EventProducer(settings) as producer:
         events = _events(session, 40)
@@ -82,10 +84,10 @@ def test_positions_point_at_the_records_written_in_order(
 
 
 def test_concurrent_publishes_each_get_their_own_acknowledgements(
-    settings_factory: Callable[..., Settings],
+    kafka_client: str, settings_factory: Callable[..., Settings]
 ) -> None:
     """Threads sharing one producer: every event acknowledged once, each session in its order."""
-    settings = _on_topic(settings_factory(transport="confluent", partitions=4))
+    settings = _on_topic(settings_factory(transport=kafka_client, partitions=4))
     results: dict[str, list[LogPosition]] = {}
     errors: list[BaseException] = []
     with EventProducer(settings) as producer:
@@ -122,10 +124,10 @@ def test_concurrent_publishes_each_get_their_own_acknowledgements(
 
 
 def test_async_publish_awaits_the_acknowledgements(
-    settings_factory: Callable[..., Settings],
+    kafka_client: str, settings_factory: Callable[..., Settings]
 ) -> None:
     """An async publish resolves on the event loop with in-order positions."""
-    settings = _on_topic(settings_factory(transport="confluent", partitions=2))
+    settings = _on_topic(settings_factory(transport=kafka_client, partitions=2))
     session = unique("a")
     with EventProducer(settings) as producer:
 
@@ -142,11 +144,11 @@ def test_async_publish_awaits_the_acknowledgements(
 
 
 def test_an_oversized_event_is_refused_before_anything_is_sent(
-    settings_factory: Callable[..., Settings],
+    kafka_client: str, settings_factory: Callable[..., Settings]
 ) -> None:
     """The size check runs before the first send, so a bad event publishes nothing."""
     settings = _on_topic(
-        settings_factory(transport="confluent", partitions=1, max_event_bytes=2048)
+        settings_factory(transport=kafka_client, partitions=1, max_event_bytes=2048)
     )
     session = unique("big")
     with EventProducer(settings) as producer:
@@ -157,23 +159,38 @@ def test_an_oversized_event_is_refused_before_anything_is_sent(
         assert len(read_topic(settings, settings.topic)) == before
 
 
-def test_an_unreachable_broker_fails_typed_within_the_publish_timeout(
-    settings_factory: Callable[..., Settings],
-) -> None:
-    """Nothing listens: librdkafka times the records out at the publish timeout, typed.
-
-    The error carries librdkafka's own verdict (the records' message timeout,
-    set from CHATLOG_PUBLISH_TIMEOUT), not the transport's longer fallback
-    wait; a hang would be caught by the suite's per-test timeout.
-    """
+def _unreachable(settings_factory: Callable[..., Settings], **overrides: object) -> Settings:
+    """Settings whose bootstrap address has nothing listening."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    settings = settings_factory(
-        transport="confluent", kafka_bootstrap_servers=f"127.0.0.1:{port}",
-        publish_timeout_s=1.5,
+    return settings_factory(
+        kafka_bootstrap_servers=f"127.0.0.1:{port}", publish_timeout_s=1.5, **overrides
     )
-    producer = EventProducer(settings)
+
+
+def test_an_unreachable_broker_fails_typed(
+    kafka_client: str, settings_factory: Callable[..., Settings]
+) -> None:
+    """Nothing listens: the first publish fails with BrokerUnavailableError, not a hang.
+
+    kafka-python already fails when the producer bootstraps; librdkafka when its
+    records time out. A hang would be caught by the suite's per-test timeout.
+    """
+    settings = _unreachable(settings_factory, transport=kafka_client)
+    with pytest.raises(BrokerUnavailableError), EventProducer(settings) as producer:
+        producer.publish(_events(unique("down"), 2))
+
+
+def test_librdkafka_reports_its_own_timeout_verdict(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    """On confluent-kafka the error carries librdkafka's verdict at the publish timeout.
+
+    That is the records' message timeout, set from CHATLOG_PUBLISH_TIMEOUT, not the
+    transport's longer fallback wait; sync and async alike, and close still works.
+    """
+    producer = EventProducer(_unreachable(settings_factory, transport="confluent"))
     with pytest.raises(BrokerUnavailableError, match=r"CHATLOG_PUBLISH_TIMEOUT.*timed out"):
         producer.publish(_events(unique("down"), 2))
     with pytest.raises(BrokerUnavailableError, match=r"CHATLOG_PUBLISH_TIMEOUT.*timed out"):
@@ -183,9 +200,11 @@ def test_an_unreachable_broker_fails_typed_within_the_publish_timeout(
         producer.publish(_events(unique("down"), 1))
 
 
-def test_a_closed_producer_refuses_to_publish(settings_factory: Callable[..., Settings]) -> None:
+def test_a_closed_producer_refuses_to_publish(
+    kafka_client: str, settings_factory: Callable[..., Settings]
+) -> None:
     """After close, a publish is a PublishError rather than a record that never leaves."""
-    producer = EventProducer(settings_factory(transport="confluent"))
+    producer = EventProducer(settings_factory(transport=kafka_client))
     producer.publish(_events(unique("c"), 1))
     producer.close()
     producer.close()  # idempotent

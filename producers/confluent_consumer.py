@@ -23,8 +23,9 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from chatlog.errors import BrokerUnavailableError
+from chatlog.producers.client_internals import PARTITION_EOF, REBALANCE
 from chatlog.producers.librdkafka import client_config, require_confluent_kafka
-from chatlog.projector.rebalance import RebalanceListener
+from chatlog.producers.rebalance import RebalanceListener
 from chatlog.settings import Settings
 
 try:
@@ -33,16 +34,6 @@ except ImportError:  # pragma: no cover - depends on the installed extras
     confluent_kafka = None  # type: ignore[assignment]
 
 log = logging.getLogger("chatlog.projector")
-
-#: librdkafka error codes that mean "the group moved on": the commit is
-#: skipped and the next owner of the partition redelivers, as with kafka-python.
-_REBALANCE_CODES = frozenset(
-    getattr(confluent_kafka.KafkaError, name)
-    for name in ("REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID",
-                 "_ASSIGNMENT_LOST", "_STATE")
-    if confluent_kafka is not None
-)
-
 
 class ConfluentRecord(NamedTuple):
     """One fetched record, with the attributes of kafka-python's ``ConsumerRecord`` chatlog uses."""
@@ -138,7 +129,7 @@ class ConfluentConsumer:
         for message in messages:
             error = message.error()
             if error is not None:
-                if error.code() == confluent_kafka.KafkaError._PARTITION_EOF:
+                if error.code() in PARTITION_EOF:
                     continue
                 raise KafkaError(f"confluent-kafka fetch failed: {error.str()}")
             topic, partition = message.topic(), message.partition()
@@ -240,7 +231,7 @@ class ConfluentConsumer:
         if error is None or self._commit_callback is None:
             return
         offsets = {TopicPartition(p.topic, p.partition): p.offset for p in partitions}
-        if error.code() in _REBALANCE_CODES:
+        if error.code() in REBALANCE:
             failure: Exception = CommitFailedError(f"confluent-kafka commit: {error.str()}")
         else:
             failure = KafkaError(f"confluent-kafka commit failed: {error.str()}")
@@ -255,6 +246,6 @@ class ConfluentConsumer:
 def _commit_error(exc: Exception) -> KafkaError:
     """kafka-python's error for a failed librdkafka commit (a rebalance or anything else)."""
     error: Any = exc.args[0] if exc.args else None
-    if error is not None and error.code() in _REBALANCE_CODES:
+    if error is not None and error.code() in REBALANCE:
         return CommitFailedError(f"confluent-kafka commit: {error.str()}")
     return KafkaError(f"confluent-kafka commit failed: {exc}")

@@ -1,29 +1,51 @@
-"""The projector on the optional confluent-kafka transport: same apply, commits and dead letters."""
+"""The projector's consumer transports, one suite run on each Kafka client.
+
+Same apply, commits and dead letters on kafka-python and confluent-kafka.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+from kafka import KafkaConsumer
 from langchain_core.messages import AIMessage, HumanMessage
 
 from chatlog import ChatLog, Settings
+from chatlog.producers.confluent_consumer import ConfluentConsumer
 from chatlog.producers.producer import EncodedEvent
 from chatlog.projector import Projector
-from chatlog.projector.confluent_consumer import ConfluentConsumer
-from chatlog.projector.dead_letter import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON
+from chatlog.projector.dead_letter import (
+    HEADER_OFFSET,
+    HEADER_PARTITION,
+    HEADER_REASON,
+    HEADER_TOPIC,
+)
 from chatlog.projector.lag import consumer_lag
-from tests.conftest import eventually, read_topic, unique
+from chatlog.settings import TRANSPORTS
+from tests.helpers import eventually, read_topic, unique
 
-SETTINGS_OVERRIDES = {"partitions": 3, "transport": "confluent"}
+SETTINGS_OVERRIDES = {"partitions": 3}
+
+#: Runs a test once per Kafka client, each on its own module-wide topic and projector.
+per_client = pytest.mark.parametrize(
+    "module_settings", [{"transport": t} for t in TRANSPORTS], ids=TRANSPORTS,
+    indirect=True, scope="module",
+)
 
 
-def test_confluent_projector_is_the_one_the_settings_choose(module_projector: Projector) -> None:
-    """CHATLOG_TRANSPORT=confluent runs the worker on confluent-kafka, not kafka-python."""
-    assert isinstance(module_projector._consumer, ConfluentConsumer)
+@per_client
+def test_the_settings_choose_the_consumer(
+    module_settings: Settings, module_projector: Projector
+) -> None:
+    """CHATLOG_TRANSPORT runs the worker on the chosen client's consumer."""
+    expected = {"kafka-python": KafkaConsumer, "confluent": ConfluentConsumer}
+    assert isinstance(module_projector._consumer, expected[module_settings.transport])
     assert module_projector.assignment()
 
 
-def test_confluent_projector_makes_appended_messages_readable(
+@per_client
+def test_appended_messages_are_readable_once_projected(
     module_chatlog: ChatLog, module_projector: Projector
 ) -> None:
     """Messages appended through the ChatLog are read back in order once projected."""
@@ -33,10 +55,11 @@ def test_confluent_projector_makes_appended_messages_readable(
     assert history.messages == messages
 
 
-def test_confluent_projector_dead_letters_a_poison_record_and_applies_its_neighbours(
+@per_client
+def test_a_poison_record_is_dead_lettered_and_its_neighbours_apply(
     module_settings: Settings, module_chatlog: ChatLog, module_projector: Projector
 ) -> None:
-    """Undecodable bytes go to the dead-letter topic with their coordinates; the rest applies."""
+    """Undecodable bytes go to the dead-letter topic as they were, with their coordinates."""
     session = unique("s")
     history = module_chatlog.history(session, unique("u"))
     history.add_messages([HumanMessage("before")])
@@ -46,33 +69,38 @@ def test_confluent_projector_dead_letters_a_poison_record_and_applies_its_neighb
     history.add_messages([HumanMessage("after")])
     assert history.messages == [HumanMessage("before"), HumanMessage("after")]
 
-    def letter() -> dict[str, bytes] | None:
+    def letter() -> tuple[bytes, dict[str, bytes]] | None:
         for record in read_topic(module_settings, module_settings.dlq_topic):
             head = {k: bytes(v) for k, v in record.headers}
             coordinates = (int(head[HEADER_PARTITION]), int(head[HEADER_OFFSET]))
             if coordinates == (poison.partition, poison.offset):
-                return head
+                return bytes(record.value), head
         return None
 
     eventually(lambda: letter() is not None)
-    head = letter()
-    assert head is not None
+    found = letter()
+    assert found is not None
+    value, head = found
+    assert value == b"not an avro event"
+    assert head[HEADER_TOPIC] == module_settings.topic.encode()
     assert head[HEADER_REASON].startswith(b"undecodable")
 
 
-def test_confluent_projector_commits_after_apply_and_a_restart_resumes_there(
-    settings_factory: Callable[..., Settings], chatlog_factory: Callable[[Settings], ChatLog]
+def test_commits_follow_the_apply_and_a_restart_resumes_there(
+    kafka_client: str,
+    settings_factory: Callable[..., Settings],
+    chatlog_factory: Callable[[Settings], ChatLog],
 ) -> None:
-    """Committed offsets reach the end once applied; a new worker applies only what came after."""
-    settings = settings_factory(partitions=2, transport="confluent")
+    """Right after stop returns, everything applied is committed; a new worker resumes there."""
+    settings = settings_factory(partitions=2, transport=kafka_client)
     chatlog = chatlog_factory(settings)
     history = chatlog.history(unique("s"), unique("u"))
     chatlog.producer  # the topics exist before the group joins
     with Projector(settings).running() as first:
         history.add_messages([HumanMessage("one"), AIMessage("two"), HumanMessage("three")])
         assert len(history.messages) == 3
-        eventually(lambda: consumer_lag(settings).total == 0)
-    assert first.stats.applied == 3
+    assert consumer_lag(settings).total == 0
+    assert (first.stats.applied, first.stats.commits_failed) == (3, 0)
     history.add_messages([AIMessage("four"), HumanMessage("five")])
     with Projector(settings).running() as second:
         eventually(lambda: second.stats.applied == 2)

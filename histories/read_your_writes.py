@@ -1,0 +1,175 @@
+"""Read-your-writes: the positions a process wrote, and the wait until they are projected.
+
+A writer remembers the newest log position it wrote per key
+(:class:`WrittenPositions`); a read through it repeats until the read model's
+tracking position covers that write (:func:`wait_until_applied`, and the async
+twin :func:`await_until_applied`), backing off from :data:`WAIT_MIN_S` to
+:data:`WAIT_MAX_S`, and raises :class:`~chatlog.errors.ProjectionLagError`
+(:func:`projection_lag`) when the timeout passes first. The chat history, the
+:class:`~chatlog.ChatLog` store and the checkpoint saver all read this way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
+
+from chatlog.errors import ProjectionLagError
+from chatlog.producers.records import LogPosition
+
+#: Poll interval bounds while a read waits for its own writes to be projected.
+WAIT_MIN_S = 0.0005
+WAIT_MAX_S = 0.02
+
+
+class Applied(Protocol):
+    """A read's tracking position: the last applied event (``-1``/``None``: nothing yet)."""
+
+    @property
+    def partition(self) -> int | None:
+        """Partition of the last applied event."""
+
+    @property
+    def offset(self) -> int:
+        """Offset of the last applied event."""
+
+
+A = TypeVar("A", bound=Applied)
+
+
+class WrittenPositions:
+    """The newest log position this process wrote per key (session or thread).
+
+    Shared by every history a :class:`~chatlog.ChatLog` hands out, so that a
+    fresh history object for the same session (``RunnableWithMessageHistory``
+    makes one per call) still sees the writes of the previous one. Bounded:
+    the least recently written keys are forgotten first.
+    """
+
+    def __init__(self, max_sessions: int = 100_000) -> None:
+        self.max_sessions = max_sessions
+        self._positions: OrderedDict[str, LogPosition] = OrderedDict()
+        self._written_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def record(self, session_id: str, positions: Sequence[LogPosition]) -> None:
+        """Remember the newest of ``positions`` for ``session_id``."""
+        if not positions:
+            return
+        newest = max(positions, key=lambda p: p.offset)
+        with self._lock:
+            current = self._positions.get(session_id)
+            if current is None or newest.partition != current.partition or (
+                newest.offset > current.offset
+            ):
+                self._positions[session_id] = newest
+            self._positions.move_to_end(session_id)
+            self._written_at[session_id] = time.monotonic()
+            while len(self._positions) > self.max_sessions:
+                forgotten, _ = self._positions.popitem(last=False)
+                self._written_at.pop(forgotten, None)
+
+    def get(self, session_id: str) -> LogPosition | None:
+        """The newest position written for ``session_id`` by this process, if any."""
+        return self._positions.get(session_id)
+
+    def seconds_since_written(self, session_id: str) -> float | None:
+        """Seconds since this process last wrote ``session_id`` (monotonic), if it did."""
+        written_at = self._written_at.get(session_id)
+        return None if written_at is None else time.monotonic() - written_at
+
+    def sessions(self) -> list[str]:
+        """Every key with a remembered position, least recently written first."""
+        with self._lock:
+            return list(self._positions)
+
+    def covered(self, session_id: str, applied: Applied) -> bool:
+        """Whether ``applied`` includes this process's newest write of ``session_id``.
+
+        Offsets compare only within one partition, so an applied position on
+        another partition covers nothing.
+        """
+        written = self._positions.get(session_id)
+        return written is None or (
+            applied.partition == written.partition and applied.offset >= written.offset
+        )
+
+
+def projection_lag(
+    subject: str,
+    written: LogPosition,
+    applied: Applied,
+    *,
+    read_model: str,
+    writer: str,
+    timeout_s: float,
+    hint: str,
+    topic: str | None = None,
+) -> ProjectionLagError:
+    """The error for a read that waited ``timeout_s`` and still misses ``written``.
+
+    Args:
+        subject: What was read, e.g. ``"session 'abc'"``.
+        written: The newest position the writer wrote.
+        applied: The read model's tracking position at the last read.
+        read_model: Which read model, e.g. ``"read model"``.
+        writer: Whose writes, e.g. ``"history"``.
+        timeout_s: How long the read waited.
+        hint: What to check.
+        topic: The topic written to, named when it is not the chat topic.
+    """
+    lag = written.offset - applied.offset
+    where = f" of {topic!r}" if topic is not None else ""
+    return ProjectionLagError(
+        f"{subject}: the {read_model} is {lag} event(s) behind this {writer}'s own writes "
+        f"on partition {written.partition}{where} (applied offset {applied.offset}, written "
+        f"{written.offset}) after {timeout_s:g}s; {hint}",
+        lag=lag,
+        partition=written.partition,
+    )
+
+
+def wait_until_applied(
+    read: Callable[[], A],
+    caught_up: Callable[[A], bool],
+    lag_error: Callable[[A], ProjectionLagError],
+    timeout_s: float,
+) -> A:
+    """Repeat ``read`` until ``caught_up`` accepts its answer; return that answer.
+
+    Raises:
+        ProjectionLagError: ``lag_error`` of the last answer, once ``timeout_s`` passed.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = WAIT_MIN_S
+    while True:
+        state = read()
+        if caught_up(state):
+            return state
+        if time.monotonic() >= deadline:
+            raise lag_error(state)
+        time.sleep(delay)
+        delay = min(delay * 2, WAIT_MAX_S)
+
+
+async def await_until_applied(
+    read: Callable[[], Awaitable[A]],
+    caught_up: Callable[[A], bool],
+    lag_error: Callable[[A], ProjectionLagError],
+    timeout_s: float,
+) -> A:
+    """Async :func:`wait_until_applied`: sleeps without blocking the loop."""
+    deadline = time.monotonic() + timeout_s
+    delay = WAIT_MIN_S
+    while True:
+        state = await read()
+        if caught_up(state):
+            return state
+        if time.monotonic() >= deadline:
+            raise lag_error(state)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, WAIT_MAX_S)
