@@ -41,7 +41,8 @@ from chatlog.identifiers import validate_session_id
 from chatlog.keys import META_OFFSET, ReadModelKeys, active_namespace_key
 from chatlog.namespaces import POINTER_TTL_S, ActiveNamespace
 from chatlog.producers.admin import end_offsets, partition_count
-from chatlog.projector.changes import Change, ChangeReader
+from chatlog.projector.change_reader import ChangeReader
+from chatlog.projector.changes import Change, Refusal
 from chatlog.projector.gc_threshold import young_gc_threshold
 from chatlog.projector.log_reader import beginning_offsets, read_range
 from chatlog.projector.positions import AppliedPositions
@@ -628,7 +629,7 @@ class Replayer:
     def _decode(self, raw: Any) -> Change | None:
         """The record's change as the live projector sees it, or ``None`` if it dead-letters it."""
         change = self.reader.read(raw)
-        return None if isinstance(change, str) else change
+        return None if type(change) is Refusal else change  # type: ignore[return-value]
 
     def _ends(self, as_of_ms: int | None) -> dict[int, int]:
         """Every partition's end offset now, or its first offset at or after ``as_of_ms``."""

@@ -20,6 +20,13 @@ from typing import Any
 
 from chatlog.errors import ChatLogError
 from chatlog.projector.changes import Change, change_of
+from chatlog.projector.protocol import (
+    OP_APPEND,
+    OP_CLEAR,
+    OP_DELETE_SESSION,
+    OP_DELETE_USER,
+    OP_SET_TTL,
+)
 from chatlog.projector.redis_projection import LogRecord
 
 
@@ -61,7 +68,7 @@ class ExpectedState:
             except ChatLogError:
                 return  # the projector dead-letters it: it never reaches the read model
         op = record.op
-        if op == "U":
+        if op == OP_DELETE_USER:
             return  # a user deletion touches no session's messages
         session = self.sessions.get(record.session_id)
         if session is None or session.expired(self.default_ttl_ms, record.event_ms):
@@ -72,16 +79,16 @@ class ExpectedState:
             return  # rejected by ownership; the projector dead-letters it
         session.offset = record.offset
         session.last_event_ms = max(session.last_event_ms, record.event_ms)
-        if op == "D":
+        if op == OP_DELETE_SESSION:
             session.messages, session.owner, session.ttl_ms = [], "", None
             return
         if not session.owner:
             session.owner = user
-        if op == "A":
+        if op == OP_APPEND:
             session.messages.append(record.arg.decode("utf-8"))
-        elif op == "C":
+        elif op == OP_CLEAR:
             session.messages = []
-        elif op == "T":
+        elif op == OP_SET_TTL:
             session.ttl_ms = int(record.arg) if record.arg else None
 
     def messages(self, session_id: str, *, now_ms: int | None = None) -> list[str]:
