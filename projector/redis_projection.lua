@@ -90,13 +90,25 @@ local function apply_session(index, sid, partition, first, stop)
   for i = first, stop, EVENT_WIDTH do
     local offset = tonumber(ARGV[i + EVENT_OFFSET])
     local user = ARGV[i + EVENT_USER]
+    local ms = tonumber(ARGV[i + EVENT_MS])
+    if offset > last and last >= 0 then
+      local idle = default_ttl
+      if ttl ~= '' then idle = tonumber(ttl) end
+      if idle > 0 and active + idle <= ms then
+        -- Idle-expired before this event, judged by event time as between
+        -- batches: it starts afresh (and its new writer may claim it).
+        if owner ~= '' then dropped[#dropped + 1] = owner end
+        pending, clear, count = {}, true, 0
+        former, owner, ttl = owner, '', ''
+        deleted, restarted, first_ms, active = false, true, nil, 0
+      end
+    end
     if offset <= last then
       skipped = skipped + 1
     elseif owner ~= '' and user ~= owner then
       rejected[#rejected + 1] = offset
     else
       local op = ARGV[i + EVENT_OP]
-      local ms = tonumber(ARGV[i + EVENT_MS])
       if op == OP_DELETE_SESSION then
         if owner ~= '' then dropped[#dropped + 1] = owner end
         pending, clear, count = {}, true, 0

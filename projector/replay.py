@@ -204,7 +204,7 @@ def partition_for(session_id: str, partitions: int) -> int:
 
 
 def parse_timestamp(value: str) -> datetime:
-    """Parse ``--as-of``: ISO 8601 (UTC when no zone is given) or epoch milliseconds.
+    """Parse a point in time: ISO 8601 (UTC when no zone is given) or epoch milliseconds.
 
     Raises:
         ReplayError: ``value`` is neither.
@@ -217,7 +217,7 @@ def parse_timestamp(value: str) -> datetime:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ReplayError(
-            f"--as-of {value!r} is not a time: give ISO 8601 (2026-01-31T12:00:00Z) "
+            f"{value!r} is not a time: give ISO 8601 (2026-01-31T12:00:00Z) "
             "or epoch milliseconds"
         ) from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
@@ -272,8 +272,8 @@ class Replayer:
         """
         if not allow_active and self._is_home() and namespace == self.active_namespace():
             raise NamespaceInUseError(
-                f"namespace {namespace!r} is the active one; rebuild another with --switch "
-                "first, then drop this one"
+                f"namespace {namespace!r} is the active one; rebuild another namespace and "
+                "switch readers to it first, then drop this one"
             )
         pointer = active_namespace_key(self.settings.topic).encode()
         deleted = 0
@@ -328,8 +328,9 @@ class Replayer:
         namespace = namespace or self.settings.namespace
         if switch and as_of is not None:
             raise ReplayError(
-                "--switch with --as-of would serve readers a past state that the live "
-                "projector then moves forward; rebuild as of a time without --switch"
+                "switching readers to a rebuild as of a time would serve them a past state "
+                "that the live projector then moves forward; rebuild as of a time without "
+                "switching"
             )
         if switch and not self._is_home():
             raise ReplayError(
@@ -346,7 +347,7 @@ class Replayer:
             if recorded_as_of != ("" if as_of_ms is None else str(as_of_ms)):
                 raise ReplayError(
                     f"namespace {namespace!r} holds a rebuild as of "
-                    f"{recorded_as_of or 'now'}; resume it with the same --as-of, or drop it"
+                    f"{recorded_as_of or 'now'}; resume it as of the same time, or drop it"
                 )
             recorded = positions.read()
             starts = {p: max(begins[p], recorded.get(p, begins[p])) for p in ends}
