@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from itertools import pairwise
 from typing import Any
 
 import redis
@@ -77,7 +78,7 @@ def deliveries(log: list[Change], cuts: list[int], replays: list[int]) -> list[l
     """The log in batches cut at ``cuts``; after batch k, ``replays[k]`` records again."""
     bounds = sorted({0, len(log), *(c % (len(log) + 1) for c in cuts)})
     batches = []
-    for k, (start, stop) in enumerate(zip(bounds, bounds[1:], strict=False)):
+    for k, (start, stop) in enumerate(pairwise(bounds)):
         batches.append(log[start:stop])
         back = replays[k % len(replays)] if replays else 0
         if back:
