@@ -38,7 +38,7 @@ from chatlog.errors import (
     TopicError,
 )
 from chatlog.identifiers import validate_session_id
-from chatlog.keys import META_OFFSET, ReadModelKeys, active_namespace_key
+from chatlog.keys import ReadModelKeys, active_namespace_key
 from chatlog.namespaces import POINTER_TTL_S, ActiveNamespace
 from chatlog.producers.admin import end_offsets, partition_count
 from chatlog.projector.change_reader import ChangeReader
@@ -46,6 +46,7 @@ from chatlog.projector.changes import Change, Refusal
 from chatlog.projector.gc_threshold import young_gc_threshold
 from chatlog.projector.log_reader import beginning_offsets, read_range
 from chatlog.projector.positions import AppliedPositions
+from chatlog.projector.protocol import script_source
 from chatlog.projector.redis_projection import ApplyResult, PendingApply, RedisProjection
 from chatlog.projector.verify import ExpectedState, SessionDifference, compare
 from chatlog.schemas.codec import EventCodec
@@ -62,21 +63,8 @@ SETTLE_S = 5.0
 _STATE_BUILDING = "building"
 _STATE_COMPLETE = "complete"
 
-# KEYS: scratch msgs, scratch meta, live msgs, live meta. ARGV[1]: the last
-# offset the replay read. Puts the rebuilt session in place atomically, unless
-# the live projector applied something newer meanwhile (returns 0: read on).
-_SWAP = """
-local live = redis.call('HGET', KEYS[4], ARGV[2])
-if live and tonumber(live) > tonumber(ARGV[1]) then return 0 end
-for i = 1, 2 do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('RENAME', KEYS[i], KEYS[i + 2])
-  else
-    redis.call('DEL', KEYS[i + 2])
-  end
-end
-return 1
-"""
+# Puts a session rebuilt under a scratch namespace in place (layout: protocol).
+_SWAP = script_source("session_swap")
 
 
 @dataclass(slots=True)
@@ -493,7 +481,7 @@ class Replayer:
                     progress.failed += len(result.failed)
                     if on_progress is not None:
                         on_progress(progress)
-                if self._redis_call(partial(swap, keys=keys, args=[end - 1, META_OFFSET])):
+                if self._redis_call(partial(swap, keys=keys, args=[end - 1])):
                     break
                 start = end
                 end = end_offsets(self.settings, self.settings.topic, [partition])[partition]
