@@ -13,7 +13,7 @@ import redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from chatlog.errors import NamespaceInUseError
+from chatlog.errors import ChatLogError, NamespaceInUseError
 from chatlog.keys import active_namespace_key
 from chatlog.settings import Settings
 
@@ -113,7 +113,10 @@ def replay_rebuild(
             f"namespace {target!r} is the active one; rebuild a new namespace with --switch "
             "(or pass --in-place to re-apply the log onto it)"
         )
-    moment = parse_timestamp(as_of) if as_of else None
+    try:
+        moment = parse_timestamp(as_of) if as_of else None
+    except ChatLogError as exc:  # the library's error names no flag; this layer does
+        raise click.BadParameter(str(exc), param_hint="'--as-of'") from exc
     with _progress_bar(f"rebuild {target}", quiet=as_json) as update:
         result = replayer.rebuild(target, as_of=moment, switch=switch, on_progress=update)
     lines = [

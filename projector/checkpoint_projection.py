@@ -19,6 +19,12 @@ import redis
 
 from chatlog.errors import ChatLogError, EventDecodeError, ReadModelError
 from chatlog.keys import ReadModelKeys
+from chatlog.projector.protocol import (
+    CHECKPOINT_OP_DELETE,
+    CHECKPOINT_OP_PUT,
+    CHECKPOINT_OP_WRITES,
+    script_source,
+)
 from chatlog.projector.raw_pipeline import Command, ScriptBatch
 from chatlog.schemas.checkpoint_codec import CheckpointCodec
 from chatlog.schemas.checkpoint_events import (
@@ -35,61 +41,7 @@ from chatlog.schemas.checkpoint_stored import (
     stored_write,
 )
 
-# KEYS: CheckpointKeys.all(). ARGV: partition, then per event: offset, op, n, n arguments.
-#   P: index member, checkpoint ns, stored checkpoint, stored versions, (blob field, blob)*
-#   W: (write field, stored write, overwrite flag)*   - HSETNX unless the flag is 1, as
-#      LangGraph's savers keep the first write of a (task, index) >= 0
-#   D: drop the thread's checkpoints, blobs and writes (the tracking position stays)
-# Returns {applied, skipped}; the checks run before the first write.
-_APPLY = """
-local meta, idx, nss, cps, cpv, blobs, w, wi =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local partition = ARGV[1]
-local state = redis.call('HMGET', meta, 'partition', 'offset')
-if state[1] and state[1] ~= partition then
-  return redis.error_reply('PARTITION thread is tracked on partition ' .. state[1] ..
-    ', event comes from partition ' .. partition)
-end
-local last = tonumber(state[2] or '-1')
-local applied, skipped = 0, 0
-local i = 2
-while i <= #ARGV do
-  local offset, op, n = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])
-  local a = i + 3
-  if offset <= last then
-    skipped = skipped + 1
-  else
-    if op == 'P' then
-      local member = ARGV[a]
-      redis.call('ZADD', idx, 0, member)
-      redis.call('ZADD', nss, 'NX', offset, ARGV[a + 1])
-      redis.call('HSET', cps, member, ARGV[a + 2])
-      redis.call('HSET', cpv, member, ARGV[a + 3])
-      for j = a + 4, a + n - 1, 2 do
-        redis.call('HSET', blobs, ARGV[j], ARGV[j + 1])
-      end
-    elseif op == 'W' then
-      for j = a, a + n - 1, 3 do
-        if ARGV[j + 2] == '1' then
-          redis.call('HSET', w, ARGV[j], ARGV[j + 1])
-        else
-          redis.call('HSETNX', w, ARGV[j], ARGV[j + 1])
-        end
-        redis.call('ZADD', wi, 0, ARGV[j])
-      end
-    elseif op == 'D' then
-      redis.call('DEL', idx, nss, cps, cpv, blobs, w, wi)
-    end
-    last = offset
-    applied = applied + 1
-  end
-  i = a + n
-end
-if applied > 0 then
-  redis.call('HSET', meta, 'partition', partition, 'offset', last)
-end
-return {applied, skipped}
-"""
+_APPLY = script_source("checkpoint_projection")
 
 
 class CheckpointRecord(NamedTuple):
@@ -136,15 +88,15 @@ def _arguments(record: CheckpointRecord) -> list[Any]:
         ]
         for blob in payload.blobs:
             args.extend(stored_blob(payload, blob))
-        op = "P"
+        op = CHECKPOINT_OP_PUT
     elif isinstance(payload, WritesPut):
         args = []
         for write in payload.writes:
             args.extend(stored_write(payload, write))
             args.append("1" if write.index < 0 else "0")
-        op = "W"
+        op = CHECKPOINT_OP_WRITES
     elif isinstance(payload, ThreadDeleted):
-        args, op = [], "D"
+        args, op = [], CHECKPOINT_OP_DELETE
     else:
         raise ReadModelError(f"no projection for event type {record.event.event_type}")
     return [record.offset, op, len(args), *args]

@@ -51,7 +51,16 @@ import redis
 
 from chatlog.errors import ChatLogError, ReadModelError
 from chatlog.keys import ReadModelKeys
-from chatlog.projector.changes import EVENT_TYPES, Change, change_of
+from chatlog.projector.changes import Change, Refusal, RefusalReason, change_of
+from chatlog.projector.protocol import (
+    EVENT_TYPES,
+    NOTE_OWNER,
+    NOTE_PARTITION,
+    NOTE_REJECTED,
+    NOTE_SKIPPED,
+    OP_DELETE_USER,
+    script_source,
+)
 from chatlog.projector.raw_pipeline import Command, PendingScripts, ScriptBatch
 from chatlog.schemas.events import ChatEvent
 
@@ -60,200 +69,14 @@ from chatlog.schemas.events import ChatEvent
 #: millisecond), and must be big enough that the per-call cost is small.
 SESSIONS_PER_CALL = 64
 
-# ARGV: the messages, meta and user-index key templates (prefix, suffix
-# around the id: six strings), the default TTL in ms (0: none), now in ms,
-# the positions key, the number P of position pairs, P x (partition, next
-# offset), the number U of user deletions, U x (user, event ms), then per
-# session: session id, partition, event count n, n x (offset, op, arg,
-# event ms, user). Ops as in chatlog.projector.changes.
-# Returns {applied, skipped, then a (session number in this call, code,
-# value) triple per thing the caller must know}: S skipped events (the
-# oldest), O the owner (before R), R a rejected event's offset, P the
-# partition the session is tracked on (the session is not applied), E an
-# error that stopped the session.
-_APPLY = """
-local msgs_p, msgs_s, meta_p, meta_s, user_p, user_s =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local default_ttl = tonumber(ARGV[7])
-local now = tonumber(ARGV[8])
-local positions = ARGV[9]
-local npos = tonumber(ARGV[10])
-local users_at = 12 + 2 * npos
-local nusers = tonumber(ARGV[users_at - 1])
-local total_applied, total_skipped = 0, 0
-local notes = {}
-
-local function note(index, code, value)
-  notes[#notes + 1] = index
-  notes[#notes + 1] = code
-  notes[#notes + 1] = value
-end
-
-local function apply_session(index, sid, partition, first, stop)
-  local msgs, meta = msgs_p .. sid .. msgs_s, meta_p .. sid .. meta_s
-  local state = redis.call('HMGET', meta, 'partition', 'offset', 'count', 'owner',
-    'updated_at', 'deleted', 'ttl_ms', 'created_at', 'expiry')
-  if state[1] and state[1] ~= partition then
-    note(index, 'P', state[1])
-    return
-  end
-  local last = tonumber(state[2] or '-1')
-  local count = tonumber(state[3] or '0')
-  local owner = state[4] or ''
-  local former = owner
-  local active = tonumber(state[5] or '0')
-  local deleted = state[6] and true or false
-  local was_deleted = deleted
-  local ttl = state[7] or ''
-  local applied, skipped = 0, 0
-  local rejected = {}
-  local pending = {}
-  -- Everyone who owned the session during the batch: their index entries go
-  -- unless they still own it at the end.
-  local dropped = {}
-  local clear, restarted = false, false
-  local first_ms = nil
-  for i = first, stop, 5 do
-    local offset = tonumber(ARGV[i])
-    local user = ARGV[i + 4]
-    if offset <= last then
-      skipped = skipped + 1
-    elseif owner ~= '' and user ~= owner then
-      rejected[#rejected + 1] = offset
-    else
-      local op = ARGV[i + 1]
-      local ms = tonumber(ARGV[i + 3])
-      if op == 'D' then
-        if owner ~= '' then dropped[#dropped + 1] = owner end
-        pending, clear, count = {}, true, 0
-        former, owner, ttl = owner, '', ''
-        deleted, first_ms = true, nil
-      else
-        if deleted then
-          deleted, restarted = false, true
-        end
-        if owner == '' and user ~= '' then owner = user end
-        first_ms = first_ms or ms
-        if op == 'A' then
-          pending[#pending + 1] = ARGV[i + 2]
-          count = count + 1
-        elseif op == 'C' then
-          pending, clear, count = {}, true, 0
-        elseif op == 'T' then
-          ttl = ARGV[i + 2]
-        end
-      end
-      if ms > active then active = ms end
-      last = offset
-      applied = applied + 1
-    end
-  end
-  local gone = deleted
-  if applied > 0 then
-    local ttl_ms = default_ttl
-    if ttl ~= '' then ttl_ms = tonumber(ttl) end
-    local expires = 0
-    if ttl_ms > 0 then expires = active + ttl_ms end
-    if clear then redis.call('DEL', msgs) end
-    for i = 1, #pending, 1000 do
-      redis.call('RPUSH', msgs, unpack(pending, i, math.min(i + 999, #pending)))
-    end
-    if deleted then
-      -- The tombstone keeps only the tracking position: nothing of the user.
-      redis.call('DEL', meta)
-      redis.call('HSET', meta, 'partition', partition, 'offset', last, 'deleted', active)
-    else
-      -- One HSET and at most one HDEL: each redis.call costs the script about
-      -- a microsecond, the bulk of its time in the common one-append case.
-      -- expiry: when the keys expire, 0 for never (then they need no PERSIST).
-      local fields = {'partition', partition, 'offset', last, 'count', count,
-        'updated_at', active, 'expiry', expires}
-      if first_ms and (restarted or not state[8]) then
-        fields[#fields + 1] = 'created_at'
-        fields[#fields + 1] = first_ms
-      end
-      if owner ~= '' then
-        fields[#fields + 1] = 'owner'
-        fields[#fields + 1] = owner
-      end
-      local gone_fields = {}
-      if ttl ~= '' then
-        fields[#fields + 1] = 'ttl_ms'
-        fields[#fields + 1] = ttl
-      elseif state[7] then
-        gone_fields[#gone_fields + 1] = 'ttl_ms'
-      end
-      if was_deleted then gone_fields[#gone_fields + 1] = 'deleted' end
-      redis.call('HSET', meta, unpack(fields))
-      if #gone_fields > 0 then redis.call('HDEL', meta, unpack(gone_fields)) end
-    end
-    if ttl_ms > 0 then
-      if expires <= now then
-        -- Judged by event time: a replay of an idle-expired session must not revive it.
-        redis.call('DEL', msgs, meta)
-        if not deleted then former = owner end
-        gone = true
-      else
-        redis.call('PEXPIREAT', msgs, expires)
-        redis.call('PEXPIREAT', meta, expires)
-      end
-    elseif deleted or state[9] ~= '0' then
-      -- The keys may carry an expiry: a tombstone, a session that had a TTL,
-      -- or one written before the expiry field existed.
-      redis.call('PERSIST', msgs)
-      redis.call('PERSIST', meta)
-    end
-    -- The owner's session index, kept after the verdicts: only the owner at
-    -- the end of the batch lists the session.
-    local final = owner
-    if gone then
-      final = ''
-      if owner ~= '' then dropped[#dropped + 1] = owner end
-    end
-    for i = 1, #dropped do
-      if dropped[i] ~= final then redis.call('ZREM', user_p .. dropped[i] .. user_s, sid) end
-    end
-    if final ~= '' then redis.call('ZADD', user_p .. final .. user_s, 'GT', active, sid) end
-  end
-  total_applied = total_applied + applied
-  total_skipped = total_skipped + skipped
-  if skipped > 0 then note(index, 'S', skipped) end
-  if #rejected > 0 then
-    note(index, 'O', gone and former or owner)
-    for i = 1, #rejected do note(index, 'R', rejected[i]) end
-  end
-end
-
-local i = users_at + 2 * nusers
-local index = 0
-while i <= #ARGV do
-  index = index + 1
-  local stop = i + 2 + 5 * tonumber(ARGV[i + 2])
-  local ok, err = pcall(apply_session, index, ARGV[i], ARGV[i + 1], i + 3, stop)
-  if not ok then
-    note(index, 'E', type(err) == 'table' and (err.err or 'error') or tostring(err))
-  end
-  i = stop + 1
-end
--- After every session of the batch: a deleted user's entries not newer than
--- the deletion (a redelivered UserDeleted must not hide later sessions).
-for k = users_at, users_at + 2 * nusers - 1, 2 do
-  redis.call('ZREMRANGEBYSCORE', user_p .. ARGV[k] .. user_s, '-inf', ARGV[k + 1])
-end
--- Last: the applied positions, which only ever move forward.
-for k = 11, 10 + 2 * npos, 2 do
-  local current = tonumber(redis.call('HGET', positions, ARGV[k]) or '-1')
-  if tonumber(ARGV[k + 1]) > current then
-    redis.call('HSET', positions, ARGV[k], ARGV[k + 1])
-  end
-end
-local reply = {total_applied, total_skipped}
-for k = 1, #notes do reply[#reply + 1] = notes[k] end
-return reply
-"""
-
+# The script and its argument layout: chatlog.projector.protocol.
+_APPLY = script_source("redis_projection")
 
 _OP = itemgetter(5)  # Change.op, read at C speed
+# The reply's note codes as Redis returns them.
+_NOTE_SKIPPED, _NOTE_OWNER, _NOTE_REJECTED, _NOTE_PARTITION = (
+    code.encode() for code in (NOTE_SKIPPED, NOTE_OWNER, NOTE_REJECTED, NOTE_PARTITION)
+)
 
 
 class LogRecord(NamedTuple):
@@ -270,8 +93,8 @@ class ApplyResult:
 
     applied: int = 0
     skipped: int = 0
-    #: Records that were not applied, with the reason (the worker dead-letters them).
-    failed: list[tuple[Change | LogRecord, str]] = field(default_factory=list)
+    #: Records that were not applied, with the refusal (the worker dead-letters them).
+    failed: list[tuple[Change | LogRecord, Refusal]] = field(default_factory=list)
     applied_by_type: dict[str, int] = field(default_factory=dict)
     skipped_by_type: dict[str, int] = field(default_factory=dict)
     #: The changes applied to the read model (for end-to-end latency metrics).
@@ -328,7 +151,7 @@ class PendingApply:
         else:
             result.applied_records = self._sort_out(notes)
         counts = Counter(map(_OP, result.applied_records))
-        result.applied += counts.get("U", 0)
+        result.applied += counts.get(OP_DELETE_USER, 0)
         result.applied_by_type = {EVENT_TYPES[op]: n for op, n in counts.items()}
         return result
 
@@ -343,24 +166,26 @@ class PendingApply:
         for number, code, value in notes:
             session_id = self._sessions[number]
             changes = by_session[session_id]
-            if code == b"S":
+            if code == _NOTE_SKIPPED:
                 for change in changes[:value]:  # offsets only grow: the skipped are the oldest
                     left_out.add((session_id, change.offset))
                     name = change.event_type
                     result.skipped_by_type[name] = result.skipped_by_type.get(name, 0) + 1
-            elif code == b"O":
+            elif code == _NOTE_OWNER:
                 owners[session_id] = _text(value)
-            elif code == b"R":
+            elif code == _NOTE_REJECTED:
                 change = next(c for c in changes if c.offset == value)
                 left_out.add((session_id, change.offset))
                 result.failed.append((change, _ownership_reason(change, owners[session_id])))
             else:
-                if code == b"P":
+                if code == _NOTE_PARTITION:
                     why = f"the session is tracked on partition {_text(value)}, the event " \
                         f"comes from partition {changes[0].partition} (PARTITION)"
+                    kind = RefusalReason.PARTITION
                 else:
                     why = _text(value)
-                reason = f"session {session_id!r} not applied: {why}"
+                    kind = RefusalReason.SESSION_FAILED
+                reason = Refusal(kind, f"session {session_id!r} not applied: {why}")
                 for change in changes:
                     left_out.add((session_id, change.offset))
                     result.failed.append((change, reason))
@@ -428,13 +253,15 @@ class RedisProjection:
                 try:
                     record = change_of(*record)
                 except ChatLogError as exc:
-                    result.failed.append((record, str(exc)))
+                    refusal = Refusal(RefusalReason.UNPROJECTABLE, str(exc))
+                    result.failed.append((record, refusal))
                     continue
             change: Change = record
             op = change.op
-            if op == "U":
+            if op == OP_DELETE_USER:
                 if not change.user_id:
-                    result.failed.append((change, "UserDeleted without a user id"))
+                    refusal = Refusal(RefusalReason.UNPROJECTABLE, "UserDeleted without a user id")
+                    result.failed.append((change, refusal))
                     continue
                 users += (change.user_id, change.event_ms)
             else:
@@ -464,7 +291,13 @@ class RedisProjection:
         now_ms: int,
         sha: str,
     ) -> Iterator[Command]:
-        """The batch's script calls; the last one also deletes users and advances positions."""
+        """The batch's script calls; the last one also deletes users and advances positions.
+
+        Each call's ARGV is laid out as :mod:`~chatlog.projector.protocol` says:
+        the key templates (``ARG_MESSAGES_PREFIX`` ..), ``ARG_DEFAULT_TTL``,
+        ``ARG_NOW``, ``ARG_POSITIONS_KEY``, ``ARG_POSITION_COUNT``, the
+        position pairs, the user deletions, then the sessions.
+        """
         head = ("EVALSHA", sha, 0, *self._templates, self.session_ttl_ms, now_ms)
         calls = range(0, max(len(sessions), 1), SESSIONS_PER_CALL)
         last = calls[-1]
@@ -488,12 +321,13 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _ownership_reason(change: Change, owner: str) -> str:
+def _ownership_reason(change: Change, owner: str) -> Refusal:
     writer = change.user_id
     who = f"user {writer!r}" if writer else "a writer without a user id"
-    return (
+    return Refusal(
+        RefusalReason.OWNERSHIP,
         f"ownership: session {change.session_id!r} belongs to user {owner!r}; "
-        f"{who} may not change it (SessionOwnershipError)"
+        f"{who} may not change it (SessionOwnershipError)",
     )
 
 

@@ -38,13 +38,15 @@ from chatlog.errors import (
     TopicError,
 )
 from chatlog.identifiers import validate_session_id
-from chatlog.keys import META_OFFSET, ReadModelKeys, active_namespace_key
+from chatlog.keys import ReadModelKeys, active_namespace_key
 from chatlog.namespaces import POINTER_TTL_S, ActiveNamespace
 from chatlog.producers.admin import end_offsets, partition_count
 from chatlog.producers.log_reader import beginning_offsets, read_range
-from chatlog.projector.changes import Change, ChangeReader
+from chatlog.projector.change_reader import ChangeReader
+from chatlog.projector.changes import Change, Refusal
 from chatlog.projector.gc_threshold import young_gc_threshold
 from chatlog.projector.positions import AppliedPositions
+from chatlog.projector.protocol import script_source
 from chatlog.projector.redis_projection import ApplyResult, PendingApply, RedisProjection
 from chatlog.projector.verify import ExpectedState, SessionDifference, compare
 from chatlog.schemas.codec import EventCodec
@@ -61,21 +63,8 @@ SETTLE_S = 5.0
 _STATE_BUILDING = "building"
 _STATE_COMPLETE = "complete"
 
-# KEYS: scratch msgs, scratch meta, live msgs, live meta. ARGV[1]: the last
-# offset the replay read. Puts the rebuilt session in place atomically, unless
-# the live projector applied something newer meanwhile (returns 0: read on).
-_SWAP = """
-local live = redis.call('HGET', KEYS[4], ARGV[2])
-if live and tonumber(live) > tonumber(ARGV[1]) then return 0 end
-for i = 1, 2 do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('RENAME', KEYS[i], KEYS[i + 2])
-  else
-    redis.call('DEL', KEYS[i + 2])
-  end
-end
-return 1
-"""
+# Puts a session rebuilt under a scratch namespace in place (layout: protocol).
+_SWAP = script_source("session_swap")
 
 
 @dataclass(slots=True)
@@ -203,7 +192,7 @@ def partition_for(session_id: str, partitions: int) -> int:
 
 
 def parse_timestamp(value: str) -> datetime:
-    """Parse ``--as-of``: ISO 8601 (UTC when no zone is given) or epoch milliseconds.
+    """Parse a point in time: ISO 8601 (UTC when no zone is given) or epoch milliseconds.
 
     Raises:
         ReplayError: ``value`` is neither.
@@ -216,7 +205,7 @@ def parse_timestamp(value: str) -> datetime:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ReplayError(
-            f"--as-of {value!r} is not a time: give ISO 8601 (2026-01-31T12:00:00Z) "
+            f"{value!r} is not a time: give ISO 8601 (2026-01-31T12:00:00Z) "
             "or epoch milliseconds"
         ) from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
@@ -271,8 +260,8 @@ class Replayer:
         """
         if not allow_active and self._is_home() and namespace == self.active_namespace():
             raise NamespaceInUseError(
-                f"namespace {namespace!r} is the active one; rebuild another with --switch "
-                "first, then drop this one"
+                f"namespace {namespace!r} is the active one; rebuild another namespace and "
+                "switch readers to it first, then drop this one"
             )
         pointer = active_namespace_key(self.settings.topic).encode()
         deleted = 0
@@ -327,8 +316,9 @@ class Replayer:
         namespace = namespace or self.settings.namespace
         if switch and as_of is not None:
             raise ReplayError(
-                "--switch with --as-of would serve readers a past state that the live "
-                "projector then moves forward; rebuild as of a time without --switch"
+                "switching readers to a rebuild as of a time would serve them a past state "
+                "that the live projector then moves forward; rebuild as of a time without "
+                "switching"
             )
         if switch and not self._is_home():
             raise ReplayError(
@@ -345,7 +335,7 @@ class Replayer:
             if recorded_as_of != ("" if as_of_ms is None else str(as_of_ms)):
                 raise ReplayError(
                     f"namespace {namespace!r} holds a rebuild as of "
-                    f"{recorded_as_of or 'now'}; resume it with the same --as-of, or drop it"
+                    f"{recorded_as_of or 'now'}; resume it as of the same time, or drop it"
                 )
             recorded = positions.read()
             starts = {p: max(begins[p], recorded.get(p, begins[p])) for p in ends}
@@ -491,7 +481,7 @@ class Replayer:
                     progress.failed += len(result.failed)
                     if on_progress is not None:
                         on_progress(progress)
-                if self._redis_call(partial(swap, keys=keys, args=[end - 1, META_OFFSET])):
+                if self._redis_call(partial(swap, keys=keys, args=[end - 1])):
                     break
                 start = end
                 end = end_offsets(self.settings, self.settings.topic, [partition])[partition]
@@ -628,7 +618,7 @@ class Replayer:
     def _decode(self, raw: Any) -> Change | None:
         """The record's change as the live projector sees it, or ``None`` if it dead-letters it."""
         change = self.reader.read(raw)
-        return None if isinstance(change, str) else change
+        return None if type(change) is Refusal else change  # type: ignore[return-value]
 
     def _ends(self, as_of_ms: int | None) -> dict[int, int]:
         """Every partition's end offset now, or its first offset at or after ``as_of_ms``."""

@@ -20,6 +20,13 @@ from typing import Any
 
 from chatlog.errors import ChatLogError
 from chatlog.projector.changes import Change, change_of
+from chatlog.projector.protocol import (
+    OP_APPEND,
+    OP_CLEAR,
+    OP_DELETE_SESSION,
+    OP_DELETE_USER,
+    OP_SET_TTL,
+)
 from chatlog.projector.redis_projection import LogRecord
 
 
@@ -51,6 +58,8 @@ class ExpectedState:
         self.sessions: dict[str, ExpectedSession] = {}
         self.default_ttl_ms = int(session_ttl_s * 1000) if session_ttl_s else 0
         self.events = 0
+        #: Each user's session index: session id -> last activity (event ms).
+        self.index: dict[str, dict[str, int]] = {}
 
     def add(self, record: Change | LogRecord) -> None:
         """Fold one record (records of one session must come in log order)."""
@@ -61,28 +70,50 @@ class ExpectedState:
             except ChatLogError:
                 return  # the projector dead-letters it: it never reaches the read model
         op = record.op
-        if op == "U":
-            return  # a user deletion touches no session's messages
+        if op == OP_DELETE_USER:
+            # The user's index entries not newer than the deletion go.
+            listed = self.index.get(record.user_id, {})
+            for session_id in [s for s, at in listed.items() if at <= record.event_ms]:
+                del listed[session_id]
+            return
         session = self.sessions.get(record.session_id)
         if session is None or session.expired(self.default_ttl_ms, record.event_ms):
             # New, or idle-expired before this event: its keys are gone, it starts afresh.
+            if session is not None:
+                self._unlist(record.session_id, session.owner)
             session = self.sessions[record.session_id] = ExpectedSession(record.partition)
         user = record.user_id
         if session.owner and user != session.owner:
             return  # rejected by ownership; the projector dead-letters it
         session.offset = record.offset
         session.last_event_ms = max(session.last_event_ms, record.event_ms)
-        if op == "D":
+        if op == OP_DELETE_SESSION:
+            self._unlist(record.session_id, session.owner)
             session.messages, session.owner, session.ttl_ms = [], "", None
             return
         if not session.owner:
             session.owner = user
-        if op == "A":
+        if op == OP_APPEND:
             session.messages.append(record.arg.decode("utf-8"))
-        elif op == "C":
+        elif op == OP_CLEAR:
             session.messages = []
-        elif op == "T":
+        elif op == OP_SET_TTL:
             session.ttl_ms = int(record.arg) if record.arg else None
+        if session.owner:
+            self.index.setdefault(session.owner, {})[record.session_id] = session.last_event_ms
+
+    def _unlist(self, session_id: str, owner: str) -> None:
+        if owner:
+            self.index.get(owner, {}).pop(session_id, None)
+
+    def user_sessions(self, user_id: str, *, now_ms: int | None = None) -> dict[str, int]:
+        """The session index a reader should see for ``user_id`` now: session -> last activity."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return {
+            session_id: at
+            for session_id, at in self.index.get(user_id, {}).items()
+            if not self.sessions[session_id].expired(self.default_ttl_ms, now)
+        }
 
     def messages(self, session_id: str, *, now_ms: int | None = None) -> list[str]:
         """The stored messages a reader should see for ``session_id`` now."""

@@ -36,7 +36,8 @@ from chatlog.namespaces import ActiveNamespace
 from chatlog.producers.admin import ensure_topic
 from chatlog.producers.producer import EventProducer
 from chatlog.producers.rebalance import RebalanceListener
-from chatlog.projector.changes import Change, ChangeReader
+from chatlog.projector.change_reader import ChangeReader
+from chatlog.projector.changes import Change, Refusal
 from chatlog.projector.checkpoint_projection import CheckpointProjection, decode_record
 from chatlog.projector.dead_letter import DeadLetter, DeadLetterQueue
 from chatlog.projector.gc_threshold import young_gc_threshold
@@ -314,8 +315,8 @@ class Projector:
         for tp, raws in batch.items():
             for raw in raws:
                 change = read(raw)
-                if type(change) is str:
-                    letters.append(DeadLetter(raw, change))
+                if type(change) is Refusal:
+                    letters.append(DeadLetter(raw, str(change)))
                 else:
                     changes.append(change)  # type: ignore[arg-type]
             if raws:
@@ -356,7 +357,7 @@ class Projector:
         if result.failed:
             raw_at = {(r.partition, r.offset): r for raws in batch.raws.values() for r in raws}
             for record, reason in result.failed:
-                letters.append(DeadLetter(raw_at[(record.partition, record.offset)], reason))
+                letters.append(DeadLetter(raw_at[(record.partition, record.offset)], str(reason)))
         if letters and self._retry(lambda: self._publish_letters(letters), "dead-letter") is None:
             return
         self.stats.batches += 1

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from chatlog.keys import ReadModelKeys
-from chatlog.projector.changes import Change
+from chatlog.projector.changes import Change, RefusalReason
 from chatlog.projector.positions import AppliedPositions
 from chatlog.projector.redis_projection import SESSIONS_PER_CALL, RedisProjection
 from chatlog.schemas.events import MessageAppended
@@ -69,7 +69,8 @@ def test_verdicts_reach_the_right_session_in_every_call_of_a_batch(
     assert result.skipped == len(stale)
     assert result.skipped_by_type == {"MessageAppended": len(stale)}
     assert sorted(c.session_id for c, _ in result.failed) == sorted(foreign)
-    assert all("ownership" in why and "mallory" in why for _, why in result.failed)
+    assert all(why.reason is RefusalReason.OWNERSHIP for _, why in result.failed)
+    assert all("mallory" in str(why) for _, why in result.failed)
     assert result.applied == len(sessions) - len(foreign)
     assert {c.session_id for c in result.applied_records} == set(sessions) - foreign
     for sid in sessions:
@@ -88,7 +89,10 @@ def test_a_broken_session_fails_alone(redis_client: redis.Redis, namespace: str)
     batch = [append(0, "before", "a"), append(1, "broken", "b"), append(2, "after", "c")]
     result = projection.apply(batch)
 
-    assert [(c.session_id, "WRONGTYPE" in why) for c, why in result.failed] == [("broken", True)]
+    assert [(c.session_id, why.reason) for c, why in result.failed] == [
+        ("broken", RefusalReason.SESSION_FAILED)
+    ]
+    assert "WRONGTYPE" in str(result.failed[0][1])
     assert result.applied == 2
     assert texts(redis_client, keys, "before") == ["a"]
     assert texts(redis_client, keys, "after") == ["c"]
@@ -104,7 +108,8 @@ def test_a_session_tracked_on_another_partition_is_refused(
 
     assert len(result.failed) == 1
     change, why = result.failed[0]
-    assert change.offset == 5 and "partition 1" in why and "partition 2" in why
+    assert why.reason is RefusalReason.PARTITION
+    assert change.offset == 5 and "partition 1" in str(why) and "partition 2" in str(why)
     assert texts(redis_client, ReadModelKeys(namespace), "moved") == ["a"]
 
 

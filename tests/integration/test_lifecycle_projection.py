@@ -12,6 +12,7 @@ from langchain_core.messages import HumanMessage
 
 from chatlog.histories.messages import to_event
 from chatlog.keys import META_DELETED, META_OWNER, ReadModelKeys
+from chatlog.projector.changes import RefusalReason
 from chatlog.projector.redis_projection import LogRecord, RedisProjection
 from chatlog.schemas.events import (
     USER_EVENT_SESSION_ID,
@@ -66,7 +67,10 @@ def test_foreign_events_are_rejected_without_touching_the_session(
         [rec(0, msg("a")), rec(1, msg("evil"), "bob"), rec(2, msg("anon"), None), rec(3, msg("b"))]
     )
     assert result.applied == 2
-    assert [(r.offset, "ownership" in why) for r, why in result.failed] == [(1, True), (2, True)]
+    assert [(r.offset, why.reason) for r, why in result.failed] == [
+        (1, RefusalReason.OWNERSHIP),
+        (2, RefusalReason.OWNERSHIP),
+    ]
     assert texts(redis_client, keys) == ["a", "b"]
     assert redis_client.hget(keys.meta("s1"), META_OWNER) == b"alice"
     assert redis_client.zrange(keys.user_sessions("bob"), 0, -1) == []

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from chatlog.errors import EventDecodeError
+from chatlog.projector.change_reader import ChangeFields, read_change
 from chatlog.schemas.codec import HEADER_SIZE, EventCodec
 from chatlog.schemas.event_reader import (
-    _EPOCH,
-    _MAX_MS,
-    _MIN_MS,
-    _PLAIN_TAIL,
-    ChangeFields,
-    read_change,
+    MAX_EVENT_MS,
+    MIN_EVENT_MS,
+    PLAIN_TAIL,
     read_event,
 )
 from chatlog.schemas.events import (
@@ -79,6 +77,8 @@ lifecycle_payloads = st.one_of(
 plain_events = st.builds(replace, events, payload=plain_messages)
 all_events = st.one_of(events, plain_events, st.builds(replace, events, payload=lifecycle_payloads))
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
 
 def _has_plain_template(payload: object) -> bool:
     """Whether stored_message renders ``payload`` through its plain template."""
@@ -94,7 +94,7 @@ def _slow_fields(data: bytes, start: int) -> ChangeFields:
     """What the projector's slow path makes of ``data``: read_event, then stored_message."""
     event = read_event(data, start)
     payload = event.payload
-    ms = (event.occurred_at - _EPOCH) // timedelta(milliseconds=1)
+    ms = (event.occurred_at - EPOCH) // timedelta(milliseconds=1)
     op, arg = "A", b""
     if isinstance(payload, MessageAppended):
         arg = stored_message(payload).encode()
@@ -199,7 +199,7 @@ def test_tricky_content_renders_like_stored_message(kind: str, content: str) -> 
 def test_any_text_renders_like_stored_message(content: str, kind: bytes) -> None:
     """Any Unicode text at all, in a body built by hand (no envelope strategy)."""
     body = _body(payload=b"\x00" + _string(kind.decode()) + b"\x00" + _string(content))
-    fields = read_change(body + _PLAIN_TAIL, 0)
+    fields = read_change(body + PLAIN_TAIL, 0)
     assert fields is not None
     assert fields[4] == stored_message(MessageAppended(kind.decode(), content)).encode()
 
@@ -227,21 +227,24 @@ def test_lifecycle_events_give_their_op_and_arg() -> None:
     for payload, op, arg in cases:
         event = ChatEvent("s", payload, user_id=None, event_id=UUID)
         fields = read_change(codec.encode(event), HEADER_SIZE)
-        ms = (event.occurred_at - _EPOCH) // timedelta(milliseconds=1)
+        ms = (event.occurred_at - EPOCH) // timedelta(milliseconds=1)
         assert fields == ("s", "", ms, op, arg)
 
 
 @pytest.mark.parametrize(
     "ms",
-    [0, -1, 1, _MIN_MS, _MIN_MS - 1, _MAX_MS, _MAX_MS + 1, 2**63 - 1, -(2**63), 2**64, 2**69],
+    [
+        *(0, -1, 1, MIN_EVENT_MS, MIN_EVENT_MS - 1, MAX_EVENT_MS, MAX_EVENT_MS + 1),
+        *(2**63 - 1, -(2**63), 2**64, 2**69),
+    ],
 )
 def test_event_times_at_the_edges_of_datetime_give_fields_only_where_read_event_works(
     ms: int,
 ) -> None:
     """Inside year 1..9999 the exact millisecond; outside (read_event overflows) None."""
-    for body in (_body(ms), _body(ms, b"\x00\x0ahuman\x00\x04hi" + _PLAIN_TAIL)):
+    for body in (_body(ms), _body(ms, b"\x00\x0ahuman\x00\x04hi" + PLAIN_TAIL)):
         fields = _assert_safe(body, 0)
-        assert (fields is not None) == (_MIN_MS <= ms <= _MAX_MS)
+        assert (fields is not None) == (MIN_EVENT_MS <= ms <= MAX_EVENT_MS)
         if fields is not None:
             assert fields[2] == ms
 
@@ -258,8 +261,8 @@ def test_a_non_canonical_event_id_is_left_to_read_event() -> None:
 
 
 def test_unusual_but_valid_encodings_give_the_same_fields_or_none() -> None:
-    """Padded varints and multi-byte lengths go through _Reader or back to the slow path."""
-    message = b"\x00" + _string("human") + b"\x00" + _string("hi") + _PLAIN_TAIL
+    """Padded varints and multi-byte lengths go through BodyReader or back to the slow path."""
+    message = b"\x00" + _string("human") + b"\x00" + _string("hi") + PLAIN_TAIL
     bodies = [
         _string(UUID) + _string("s1", padded=True) + b"\x00" + _long(5) + b"\x00\x02",
         _string(UUID) + _string("s" * 70) + b"\x02" + _string("u" * 100) + _long(5)
@@ -271,11 +274,11 @@ def test_unusual_but_valid_encodings_give_the_same_fields_or_none() -> None:
         _body(payload=b"\x82\x00"),
         _body(payload=b"\x08\x82\x00" + _long(7, padded=True)),
         _body(payload=b"\x00" + _string("human", padded=True) + b"\x00" + _string("hi")
-              + _PLAIN_TAIL),
+              + PLAIN_TAIL),
         _body(payload=b"\x00" + _string("human") + b"\x00" + _string("hi", padded=True)
-              + _PLAIN_TAIL),
+              + PLAIN_TAIL),
         _body(payload=b"\x00" + _string("human") + b"\x00" + _string("z" * 10_000)
-              + _PLAIN_TAIL),
+              + PLAIN_TAIL),
     ]
     for body in bodies:
         read_event(body, 0)  # valid, however odd

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from chatlog.projector.protocol import SCRIPT_CONSTANTS
+
 ROOT = Path(__file__).resolve().parents[2]
 SUBPACKAGES = ["schemas", "producers", "projector", "histories"]
 
@@ -23,7 +25,7 @@ def test_card_folders_import_as_chatlog_subpackages(name: str) -> None:
 
 @pytest.mark.slow
 def test_built_wheel_holds_subpackages_schemas_and_no_top_level_cards(tmp_path: Path) -> None:
-    """A wheel built from the project files ships chatlog.* sub-packages, .avsc and py.typed."""
+    """A wheel built from the project files ships chatlog.* sub-packages, .avsc, .lua, py.typed."""
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
         check=True,
@@ -35,5 +37,7 @@ def test_built_wheel_holds_subpackages_schemas_and_no_top_level_cards(tmp_path: 
         assert f"chatlog/{name}/__init__.py" in names
     assert "chatlog/schemas/avsc/chatlog.ChatEvent.v1.avsc" in names
     assert "chatlog/py.typed" in names
+    for script in SCRIPT_CONSTANTS:
+        assert f"chatlog/projector/{script}.lua" in names
     top_level = {n.split("/")[0] for n in names if not n.startswith("chatlog-")}
     assert top_level == {"chatlog"}

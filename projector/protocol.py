@@ -1,0 +1,182 @@
+"""The projection protocol, defined once: what the Python packs and the Lua unpacks.
+
+The change reader emits operation codes, the apply step packs them into
+script arguments, the Lua scripts switch on them and write the meta fields,
+and :mod:`chatlog.projector.verify` folds the same operations on its own. All
+of them take the codes, field names and argument offsets from here.
+
+The meta field names are the read model's contract with its readers
+(``histories/``, which must not import the projector), so they stay in the
+base layer (:mod:`chatlog.keys`) and are only gathered here.
+
+Every script lives in a ``.lua`` file beside the module that loads it
+(shipped as package data) and declares the constants it uses at its top, in
+``local NAME = value`` form. :data:`SCRIPT_CONSTANTS` is what each file must
+declare; ``tests/unit/test_projection_protocol.py`` parses the files and
+checks them against it.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Final
+
+from chatlog.keys import (
+    META_COUNT,
+    META_CREATED,
+    META_DELETED,
+    META_EXPIRY,
+    META_OFFSET,
+    META_OWNER,
+    META_PARTITION,
+    META_TTL,
+    META_UPDATED,
+)
+
+# -- operation codes (Change.op) ------------------------------------------------
+
+OP_APPEND: Final = "A"
+OP_CLEAR: Final = "C"
+OP_DELETE_SESSION: Final = "D"
+OP_SET_TTL: Final = "T"
+OP_DELETE_USER: Final = "U"
+
+#: Each operation code and the event type it stands for.
+EVENT_TYPES: Final = {
+    OP_APPEND: "MessageAppended",
+    OP_CLEAR: "SessionCleared",
+    OP_DELETE_SESSION: "SessionDeleted",
+    OP_SET_TTL: "SessionTtlSet",
+    OP_DELETE_USER: "UserDeleted",
+}
+
+# -- the apply script's reply: (session number, note, value) triples ------------
+
+#: Value: how many of the session's events were skipped (the oldest).
+NOTE_SKIPPED: Final = "S"
+#: Value: the session's owner (comes before the session's rejections).
+NOTE_OWNER: Final = "O"
+#: Value: the offset of an event refused by ownership.
+NOTE_REJECTED: Final = "R"
+#: Value: the partition the session is tracked on (the session was not applied).
+NOTE_PARTITION: Final = "P"
+#: Value: the error that stopped the session.
+NOTE_ERROR: Final = "E"
+
+# -- the apply script's arguments (redis_projection.lua) ------------------------
+# ARGV: the fixed head below; at ARG_POSITIONS the P position pairs (partition,
+# next offset); then the number U of user deletions and U (user, event ms)
+# pairs; then per session a header (SESSION_*) and n events of EVENT_WIDTH
+# fields each (EVENT_*, offsets from the event's first field).
+
+ARG_MESSAGES_PREFIX: Final = 1
+ARG_MESSAGES_SUFFIX: Final = 2
+ARG_META_PREFIX: Final = 3
+ARG_META_SUFFIX: Final = 4
+ARG_USER_PREFIX: Final = 5
+ARG_USER_SUFFIX: Final = 6
+ARG_DEFAULT_TTL: Final = 7
+ARG_NOW: Final = 8
+ARG_POSITIONS_KEY: Final = 9
+ARG_POSITION_COUNT: Final = 10
+ARG_POSITIONS: Final = 11
+
+SESSION_ID: Final = 0
+SESSION_PARTITION: Final = 1
+SESSION_EVENT_COUNT: Final = 2
+SESSION_HEADER: Final = 3
+
+EVENT_OFFSET: Final = 0
+EVENT_OP: Final = 1
+EVENT_ARG: Final = 2
+EVENT_MS: Final = 3
+EVENT_USER: Final = 4
+EVENT_WIDTH: Final = 5
+
+# -- the checkpoint apply script (checkpoint_projection.lua) ---------------------
+# KEYS: CheckpointKeys.all(). ARGV: the partition, then per event its offset,
+# op, the number n of its arguments and the n arguments.
+
+CHECKPOINT_OP_PUT: Final = "P"
+CHECKPOINT_OP_WRITES: Final = "W"
+CHECKPOINT_OP_DELETE: Final = "D"
+CHECKPOINT_ARG_PARTITION: Final = 1
+CHECKPOINT_ARG_EVENTS: Final = 2
+
+# -- the one-session swap (session_swap.lua) ------------------------------------
+
+SWAP_KEY_SCRATCH_MESSAGES: Final = 1
+SWAP_KEY_SCRATCH_META: Final = 2
+SWAP_KEY_LIVE_MESSAGES: Final = 3
+SWAP_KEY_LIVE_META: Final = 4
+SWAP_ARG_LAST_OFFSET: Final = 1
+
+_META_FIELDS: Final = {
+    "F_PARTITION": META_PARTITION,
+    "F_OFFSET": META_OFFSET,
+}
+
+#: The ``local NAME = value`` constants each script file declares at its top.
+SCRIPT_CONSTANTS: Final[dict[str, dict[str, int | str]]] = {
+    "redis_projection": {
+        "ARG_MESSAGES_PREFIX": ARG_MESSAGES_PREFIX,
+        "ARG_MESSAGES_SUFFIX": ARG_MESSAGES_SUFFIX,
+        "ARG_META_PREFIX": ARG_META_PREFIX,
+        "ARG_META_SUFFIX": ARG_META_SUFFIX,
+        "ARG_USER_PREFIX": ARG_USER_PREFIX,
+        "ARG_USER_SUFFIX": ARG_USER_SUFFIX,
+        "ARG_DEFAULT_TTL": ARG_DEFAULT_TTL,
+        "ARG_NOW": ARG_NOW,
+        "ARG_POSITIONS_KEY": ARG_POSITIONS_KEY,
+        "ARG_POSITION_COUNT": ARG_POSITION_COUNT,
+        "ARG_POSITIONS": ARG_POSITIONS,
+        "SESSION_ID": SESSION_ID,
+        "SESSION_PARTITION": SESSION_PARTITION,
+        "SESSION_EVENT_COUNT": SESSION_EVENT_COUNT,
+        "SESSION_HEADER": SESSION_HEADER,
+        "EVENT_OFFSET": EVENT_OFFSET,
+        "EVENT_OP": EVENT_OP,
+        "EVENT_ARG": EVENT_ARG,
+        "EVENT_MS": EVENT_MS,
+        "EVENT_USER": EVENT_USER,
+        "EVENT_WIDTH": EVENT_WIDTH,
+        "OP_APPEND": OP_APPEND,
+        "OP_CLEAR": OP_CLEAR,
+        "OP_DELETE_SESSION": OP_DELETE_SESSION,
+        "OP_SET_TTL": OP_SET_TTL,
+        "NOTE_SKIPPED": NOTE_SKIPPED,
+        "NOTE_OWNER": NOTE_OWNER,
+        "NOTE_REJECTED": NOTE_REJECTED,
+        "NOTE_PARTITION": NOTE_PARTITION,
+        "NOTE_ERROR": NOTE_ERROR,
+        **_META_FIELDS,
+        "F_COUNT": META_COUNT,
+        "F_OWNER": META_OWNER,
+        "F_UPDATED": META_UPDATED,
+        "F_DELETED": META_DELETED,
+        "F_TTL": META_TTL,
+        "F_CREATED": META_CREATED,
+        "F_EXPIRY": META_EXPIRY,
+    },
+    "checkpoint_projection": {
+        "ARG_PARTITION": CHECKPOINT_ARG_PARTITION,
+        "ARG_EVENTS": CHECKPOINT_ARG_EVENTS,
+        "OP_PUT": CHECKPOINT_OP_PUT,
+        "OP_WRITES": CHECKPOINT_OP_WRITES,
+        "OP_DELETE": CHECKPOINT_OP_DELETE,
+        **_META_FIELDS,
+    },
+    "session_swap": {
+        "KEY_SCRATCH_MESSAGES": SWAP_KEY_SCRATCH_MESSAGES,
+        "KEY_SCRATCH_META": SWAP_KEY_SCRATCH_META,
+        "KEY_LIVE_MESSAGES": SWAP_KEY_LIVE_MESSAGES,
+        "KEY_LIVE_META": SWAP_KEY_LIVE_META,
+        "ARG_LAST_OFFSET": SWAP_ARG_LAST_OFFSET,
+        "F_OFFSET": META_OFFSET,
+    },
+}
+
+
+def script_source(name: str) -> str:
+    """The Lua source of script ``name`` (``redis_projection``, ...), from the package data."""
+    return resources.files("chatlog.projector").joinpath(f"{name}.lua").read_text(encoding="utf-8")
