@@ -34,6 +34,7 @@ from chatlog.producers.records import (
     reject_soon,
     resend_would_reorder,
     resolve_soon,
+    too_large,
 )
 from chatlog.producers.replaceable import ReplaceableClient
 from chatlog.settings import Settings
@@ -54,6 +55,13 @@ _REFUSED_UNWRITTEN = frozenset(
     getattr(confluent_kafka.KafkaError, name)
     for name in ("PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH", "OUT_OF_ORDER_SEQUENCE_NUMBER",
                  "UNKNOWN_PRODUCER_ID", "_FENCED")
+    if confluent_kafka is not None
+)
+
+#: Refusals of a record for its size, by librdkafka or the broker: permanent.
+_TOO_LARGE = frozenset(
+    getattr(confluent_kafka.KafkaError, name)
+    for name in ("MSG_SIZE_TOO_LARGE", "RECORD_LIST_TOO_LARGE")
     if confluent_kafka is not None
 )
 
@@ -250,6 +258,8 @@ class ConfluentTransport:
                         ) from None
                     time.sleep(0.005)
                 except confluent_kafka.KafkaException as exc:
+                    if exc.args and exc.args[0].code() in _TOO_LARGE:
+                        raise too_large(topic, exc.args[0].str()) from exc
                     self._clients.failed(producer)
                     raise PublishError(f"publishing to {topic!r} failed: {exc}") from exc
                 except RuntimeError as exc:
@@ -263,6 +273,8 @@ class ConfluentTransport:
             self._clients.failed(producer)
         if code in _TIMEOUTS:
             return not_acknowledged(count, self.settings.publish_timeout_s, error.str())
+        if code in _TOO_LARGE:
+            return too_large(topic, error.str())
         if code in (confluent_kafka.KafkaError._UNKNOWN_TOPIC,
                     confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART):
             return PublishError(f"publishing to {topic!r} failed: the topic does not exist")
