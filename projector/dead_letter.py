@@ -70,9 +70,17 @@ class DeadLetterQueue:
     keys and headers are kept up to fixed sizes (see :func:`bounded_letter`).
     """
 
-    def __init__(self, producer: EventProducer, topic: str) -> None:
+    def __init__(
+        self, producer: EventProducer, topic: str, *, max_value_bytes: int | None = None
+    ) -> None:
+        """Publish with ``producer`` to ``topic``.
+
+        ``max_value_bytes`` is the largest original value a letter carries
+        (default: the producer's ``max_event_bytes``, the most it sends).
+        """
         self.producer = producer
         self.topic = topic
+        self.max_value_bytes = max_value_bytes or producer.settings.max_event_bytes
         #: Letters the broker refused even as a stub (logged, never retried).
         self.refused = 0
 
@@ -84,8 +92,7 @@ class DeadLetterQueue:
         """
         if not letters:
             return
-        limit = self.producer.settings.max_event_bytes
-        encoded = [bounded_letter(letter, limit) for letter in letters]
+        encoded = [bounded_letter(letter, self.max_value_bytes) for letter in letters]
         try:
             self.producer.send_encoded(self.topic, encoded)
         except RecordTooLargeError:
@@ -152,7 +159,7 @@ def stub_letter(letter: DeadLetter) -> EncodedEvent:
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,
-        "reason": _reason(letter.reason).decode("utf-8", "replace"),
+        "reason": short_reason(letter.reason),
         "key_bytes": len(key),
         "key_sha256": hashlib.sha256(key).hexdigest(),
         "value_bytes": len(value),
@@ -187,8 +194,30 @@ def _coordinates(letter: DeadLetter) -> list[tuple[str, bytes]]:
     ]
 
 
+def short_reason(reason: str) -> str:
+    """``reason`` cut to about :data:`REASON_LIMIT` bytes, its start and end kept.
+
+    A reason can quote a huge key or value; its end usually says what was
+    wrong (``... is not the session id 's1'``), so the middle goes.
+    """
+    raw = reason.encode("utf-8", "replace")
+    if len(raw) <= REASON_LIMIT:
+        return reason
+    half = (REASON_LIMIT - 64) // 2
+    cut = len(raw) - 2 * half
+    head = raw[:half].decode("utf-8", "ignore")
+    tail = raw[-half:].decode("utf-8", "ignore")
+    return f"{head}...[{cut} bytes cut]...{tail}"
+
+
+def key_text(key: bytes | None) -> str:
+    """A record key as text for a log line, cut to :data:`KEY_LIMIT` bytes."""
+    text = bytes(key or b"")[:KEY_LIMIT].decode("utf-8", "replace")
+    return text if key is None or len(key) <= KEY_LIMIT else f"{text}...[{len(key)} bytes]"
+
+
 def _reason(reason: str) -> bytes:
-    return reason.encode("utf-8", "replace")[:REASON_LIMIT]
+    return short_reason(reason).encode("utf-8", "replace")[:REASON_LIMIT]
 
 
 def _bounded_key(key: bytes | None) -> tuple[bytes | None, list[tuple[str, bytes]]]:
