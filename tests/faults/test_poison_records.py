@@ -7,7 +7,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import redis
 
@@ -35,6 +35,7 @@ from chatlog.schemas.events import ChatEvent, MessageAppended
 from chatlog.settings import Settings
 from tests.conftest import read_topic
 from tests.faults.ledger import Ledger, message_event, reconcile, wait_caught_up
+from tests.fixtures.raw_record import RawRecord
 
 MAX_EVENT_BYTES = 64 * 1024
 SESSIONS = [f"poison-{n}" for n in range(6)]
@@ -151,17 +152,6 @@ def test_poison_records_are_dead_lettered_and_the_valid_events_around_them_appli
 MIB = 1024 * 1024
 
 
-class _Raw(NamedTuple):
-    """The fields of a consumed record that a dead letter reads."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-
-
 def test_records_with_huge_keys_and_headers_are_dead_lettered_bounded_and_the_partition_goes_on(
     settings_factory: Callable[..., Settings],
     projector_factory: Callable[..., Projector],
@@ -251,7 +241,7 @@ def test_a_letter_the_broker_refuses_as_too_large_is_sent_as_a_stub_never_retrie
     settings = settings_factory(max_event_bytes=16 * 1024, partitions=1)
     ensure_topic(settings.dlq_topic, 1, settings=settings)
     records = [
-        _Raw(settings.topic, 0, offset, b"s", value, [("event-type", b"MessageAppended")])
+        RawRecord(settings.topic, 0, offset, b"s", value, [("event-type", b"MessageAppended")])
         for offset, value in enumerate([b"small", os.urandom(200 * 1024), b"small too"])
     ]
     with EventProducer(settings) as producer:

@@ -187,15 +187,21 @@ def test_pickles_are_refused_without_loading(tmp_path: Path, redis_client: redis
         redis_client.delete(prefix + "s1")
 
 
+def langchain_redis_store(redis_url: str, count: int) -> tuple[str, dict[str, list[BaseMessage]]]:
+    """``count`` RedisChatMessageHistory sessions under a new prefix: the prefix and them."""
+    prefix = unique("lc") + ":"
+    source = {unique("s"): conversation(str(i)) for i in range(count)}
+    for session, messages in source.items():
+        RedisChatMessageHistory(session, url=redis_url, key_prefix=prefix).add_messages(messages)
+    return prefix, source
+
+
 def test_import_from_langchain_redis_prefix_is_idempotent_and_resumes(
     redis_url: str, redis_client: redis.Redis, module_chatlog: ChatLog, module_projector: Projector
 ) -> None:
     """Every RedisChatMessageHistory session under a prefix is imported once; new tails later."""
-    prefix = unique("lc") + ":"
+    prefix, source = langchain_redis_store(redis_url, 3)
     user = unique("u")
-    source = {unique("s"): conversation(str(i)) for i in range(3)}
-    for session, messages in source.items():
-        RedisChatMessageHistory(session, url=redis_url, key_prefix=prefix).add_messages(messages)
     redis_client.set(prefix + "not-a-list", "x")
     try:
         done = import_sessions(
@@ -227,11 +233,8 @@ def test_cli_import_takes_its_source_url_from_the_environment(
     tmp_path: Path,
 ) -> None:
     """CHATLOG_IMPORT_REDIS_URL keeps credentials off the command line; PATH still wins."""
-    prefix = unique("lc-env") + ":"
+    prefix, source = langchain_redis_store(redis_url, 2)
     user = unique("u")
-    source = {unique("s"): conversation(str(i)) for i in range(2)}
-    for session, messages in source.items():
-        RedisChatMessageHistory(session, url=redis_url, key_prefix=prefix).add_messages(messages)
     runner = CliRunner()
     env = {"CHATLOG_IMPORT_REDIS_URL": redis_url}
     try:

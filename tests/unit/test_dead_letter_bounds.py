@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import NamedTuple
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,17 +18,9 @@ from chatlog.projector.dead_letter import (
     key_text,
     short_reason,
 )
+from tests.fixtures.raw_record import RawRecord
 
 LIMIT = 64 * 1024
-
-
-class _Raw(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]]
 
 
 def _size(letter: tuple[bytes | None, bytes, list[tuple[str, bytes]]]) -> int:
@@ -55,7 +46,7 @@ def test_every_letter_fits_the_producer_limit(
     headers: list[tuple[str, bytes | None]] = [
         (f"{n}" + "h" * name_size, value) for n in range(header_count)
     ]
-    raw = _Raw("t", 3, 7, b"k" * key_size, b"x" * value_size, headers)
+    raw = RawRecord("t", 3, 7, b"k" * key_size, b"x" * value_size, headers)
     letter = bounded_letter(DeadLetter(raw, "r" * reason_size), LIMIT)
     assert _size(letter) <= LIMIT + RECORD_OVERHEAD // 2
     if value_size > LIMIT:
@@ -69,7 +60,7 @@ def test_every_letter_fits_the_producer_limit(
 
 def test_a_tombstone_is_dead_lettered_with_an_empty_value() -> None:
     """A record whose value is None becomes a letter with an empty value."""
-    letter = bounded_letter(DeadLetter(_Raw("t", 0, 1, b"s", None, []), "undecodable"), LIMIT)
+    letter = bounded_letter(DeadLetter(RawRecord("t", 0, 1, b"s", None, []), "undecodable"), LIMIT)
     assert letter.value == b""
 
 
