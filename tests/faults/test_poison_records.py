@@ -9,8 +9,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis
 
+from chatlog.errors import RecordTooLargeError
 from chatlog.producers.admin import end_offsets, ensure_topic
 from chatlog.producers.producer import EncodedEvent, EventProducer
 from chatlog.projector import Projector
@@ -259,3 +261,21 @@ def test_a_letter_the_broker_refuses_as_too_large_is_sent_as_a_stub_never_retrie
     # Acknowledged before the refusal, then sent again letter by letter.
     assert {x.value for x in by_offset[0]} == {b"small"} and len(by_offset[0]) <= 2
     assert queue.refused == 0
+
+
+@pytest.mark.parametrize("transport", ["kafka-python", "confluent"])
+def test_a_record_over_the_request_limit_is_a_typed_permanent_refusal(
+    settings_factory: Callable[..., Settings], transport: str
+) -> None:
+    """Both transports refuse an over-size record as RecordTooLargeError, the same producer goes on.
+
+    The dead-letter queue tells a size refusal (never retried) from an outage
+    (retried) by this type.
+    """
+    settings = settings_factory(max_event_bytes=16 * 1024, partitions=1, transport=transport)
+    ensure_topic(settings.dlq_topic, 1, settings=settings)
+    with EventProducer(settings) as producer:
+        with pytest.raises(RecordTooLargeError):
+            producer.send_encoded(settings.dlq_topic, [EncodedEvent(b"k", b"x" * 200_000, [])])
+        (position,) = producer.send_encoded(settings.dlq_topic, [EncodedEvent(b"k", b"ok", [])])
+    assert position.partition == 0
