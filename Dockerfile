@@ -1,6 +1,6 @@
 # The chatlog projector worker (and the chatlog CLI).
 #   docker build -t chatlog .
-#   docker run --rm -e KAFKA_BOOTSTRAP_SERVERS=... -e REDIS_URL=... -p 9100:9100 chatlog
+#   docker run --rm -e KAFKA_BOOTSTRAP_SERVERS=... -e REDIS_URL=... -p 127.0.0.1:9100:9100 chatlog
 FROM python:3.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -22,7 +22,11 @@ RUN pip install ".[metrics]" \
     && useradd --system --uid 10001 --no-create-home chatlog
 USER chatlog
 
+# The metrics server binds every interface of the container (chatlog's own
+# default is loopback): which of the host's interfaces reach it is decided
+# where the port is published (-p 127.0.0.1:9100:9100) or by network policy.
 ENV CHATLOG_METRICS_PORT=9100 \
+    CHATLOG_METRICS_HOST=0.0.0.0 \
     CHATLOG_LOG_FORMAT=json
 EXPOSE 9100
 

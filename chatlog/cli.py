@@ -16,6 +16,7 @@ from rich.table import Table
 
 from chatlog.config import effective_configuration, settings_from_flags, settings_options
 from chatlog.errors import ChatLogError
+from chatlog.secrets import mask_secrets
 from chatlog.settings import Settings
 
 console = Console()
@@ -156,7 +157,7 @@ def projector() -> None:
 )
 @click.option(
     "--metrics-host", default=None, envvar="CHATLOG_METRICS_HOST",
-    help="Address the metrics server binds (default 0.0.0.0).",
+    help="Address the metrics server binds (default 127.0.0.1; 0.0.0.0 for all).",
 )
 @click.option(
     "--log-format", type=click.Choice(["text", "json"]), default=None,
@@ -345,7 +346,7 @@ def main() -> None:
     try:
         cli(standalone_mode=True)
     except ChatLogError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {mask_secrets(str(exc))}")
         sys.exit(1)
 
 

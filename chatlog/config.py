@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import fields
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 
 from chatlog.errors import ConfigurationError
+from chatlog.secrets import MASK, mask_url
+from chatlog.secrets import masked_settings as effective_configuration
 from chatlog.settings import ENVIRONMENT, SECRET_SETTINGS, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-MASK = "****"
-
-#: Option names whose values are secrets, wherever they appear (kafka_options too).
-_SECRET_WORDS = ("password", "secret", "token", "credential")
+__all__ = ["MASK", "effective_configuration", "flag_name", "mask_url", "settings_from_flags",
+           "settings_options"]
 
 
 def flag_name(setting: str) -> str:
@@ -88,34 +86,3 @@ def settings_from_flags(
         elif value is not None:
             env[ENVIRONMENT[name]] = value
     return Settings.from_env(env, **overrides)
-
-
-def effective_configuration(settings: Settings) -> dict[str, Any]:
-    """Every setting with its value, secrets masked: safe to print or log."""
-    shown: dict[str, Any] = {}
-    for field in fields(settings):
-        value = getattr(settings, field.name)
-        if field.name in SECRET_SETTINGS and value is not None:
-            value = MASK
-        elif field.name == "redis_url":
-            value = mask_url(value)
-        elif field.name == "kafka_options":
-            value = {key: MASK if _secret_key(key) else v for key, v in dict(value).items()}
-        shown[field.name] = value
-    return shown
-
-
-def mask_url(url: str) -> str:
-    """``url`` with the password of its user-info part replaced by ``****``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
-
-
-def _secret_key(key: str) -> bool:
-    return any(word in key.lower() for word in _SECRET_WORDS)

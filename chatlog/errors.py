@@ -73,6 +73,18 @@ class BrokerUnavailableError(PublishError):
     """Raised when no Kafka broker can be reached within the configured timeout."""
 
 
+class RecordTooLargeError(PublishError):
+    """Raised when the Kafka client or the broker refuses a record as too large.
+
+    The limits are the producer's ``max_request_size`` (``max_event_bytes``
+    plus room for the record's key and headers) and the broker's
+    ``message.max.bytes`` or the topic's ``max.message.bytes``. Sending the
+    same record again can never succeed, so nothing retries it; the record
+    was not written (records before it in the same call may have been).
+    Shrink the record, or raise the limits together.
+    """
+
+
 class TopicError(ChatLogError):
     """Raised when the topic is missing, cannot be created or has an unsafe layout."""
 

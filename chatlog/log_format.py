@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 from chatlog.errors import ConfigurationError
+from chatlog.secrets import SecretMaskingFilter
 
 #: ``extra`` fields that both formats print when a record has them.
 CONTEXT_FIELDS = (
@@ -85,9 +86,11 @@ def configure_logging(
     """Send all logging to ``stream`` (default stderr) in ``log_format``; return the handler.
 
     Replaces the root logger's handlers, so calling it again switches format.
+    Secrets in messages (URL passwords, ``password=...``) are masked.
     """
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter(log_format))
+    handler.addFilter(SecretMaskingFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

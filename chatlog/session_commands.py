@@ -115,7 +115,7 @@ def export(
 ) -> None:
     """Export sessions as JSON or JSON Lines (LangChain's messages_to_dict form)."""
     from chatlog.histories import ChatLog
-    from chatlog.histories.export import export_sessions, write_export
+    from chatlog.histories.export import export_sessions, open_export_file, write_export
 
     if not session_ids and user_id is None:
         raise click.UsageError("give --session, or --user to export all of a user's sessions")
@@ -124,7 +124,7 @@ def export(
         if output is None:
             count = write_export(chosen, sys.stdout, fmt=fmt)  # type: ignore[arg-type]
         else:
-            with open(output, "w", encoding="utf-8") as out:
+            with open_export_file(output) as out:
                 count = write_export(chosen, out, fmt=fmt)  # type: ignore[arg-type]
     err_console.print(f"exported {count} session(s)")
 
@@ -137,14 +137,20 @@ def export(
     "--from-redis",
     "redis_url",
     default=None,
-    help="Redis URL of a LangChain RedisChatMessageHistory store.",
+    envvar="CHATLOG_IMPORT_REDIS_URL",
+    show_envvar=True,
+    help="Redis URL of a LangChain RedisChatMessageHistory store (prefer the variable: "
+    "flags show in process lists).",
 )
 @click.option("--prefix", default="message_store:", show_default=True, help="Its key prefix.")
 @click.option(
     "--from-sql",
     "sql_url",
     default=None,
-    help="SQLAlchemy URL of a LangChain SQLChatMessageHistory database.",
+    envvar="CHATLOG_IMPORT_SQL_URL",
+    show_envvar=True,
+    help="SQLAlchemy URL of a LangChain SQLChatMessageHistory database (prefer the variable: "
+    "flags show in process lists).",
 )
 @click.option("--table", default="message_store", show_default=True, help="Its table.")
 @click.pass_context
@@ -160,6 +166,7 @@ def import_(
 ) -> None:
     """Publish histories from an export file or a LangChain store (safe to re-run)."""
     import redis
+    from click.core import ParameterSource
 
     from chatlog.histories import ChatLog
     from chatlog.histories.importers import (
@@ -170,8 +177,21 @@ def import_(
         read_langchain_sql,
     )
 
+    # A source given on the command line wins over CHATLOG_IMPORT_*_URL, so a
+    # variable left in the environment does not get in the way of a file import.
+    given = {"path": path, "redis_url": redis_url, "sql_url": sql_url}
+    explicit = {
+        name for name, value in given.items()
+        if value is not None and ctx.get_parameter_source(name) is not ParameterSource.ENVIRONMENT
+    }
+    if explicit:
+        redis_url = redis_url if "redis_url" in explicit else None
+        sql_url = sql_url if "sql_url" in explicit else None
     if sum(x is not None for x in (path, redis_url, sql_url)) != 1:
-        raise click.UsageError("give exactly one of PATH, --from-redis or --from-sql")
+        raise click.UsageError(
+            "give exactly one of PATH, --from-redis (CHATLOG_IMPORT_REDIS_URL) or "
+            "--from-sql (CHATLOG_IMPORT_SQL_URL)"
+        )
 
     def report(progress: ImportProgress) -> None:
         err_console.print(

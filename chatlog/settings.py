@@ -73,7 +73,8 @@ class Settings:
         redis_ssl_keyfile: Client key for Redis TLS (``CHATLOG_REDIS_SSL_KEYFILE``).
         metrics_port: Port of the projector's ``/metrics``, ``/healthz`` and ``/readyz``
             (``CHATLOG_METRICS_PORT``); no server when unset.
-        metrics_host: Address the metrics server binds (``CHATLOG_METRICS_HOST``).
+        metrics_host: Address the metrics server binds (``CHATLOG_METRICS_HOST``);
+            loopback by default, since the endpoints have no authentication.
         log_format: ``text`` or ``json`` (``CHATLOG_LOG_FORMAT``).
         ready_max_lag: ``/readyz`` answers 200 while the worker's assigned partitions are
             at most this many events behind (``CHATLOG_READY_MAX_LAG``).
@@ -118,8 +119,10 @@ class Settings:
     redis_ssl_certfile: str | None = None
     redis_ssl_keyfile: str | None = None
     metrics_port: int | None = None
-    # Scraped from outside the container or host, so all interfaces by default.
-    metrics_host: str = "0.0.0.0"
+    # Loopback unless asked: the endpoints have no authentication. A container
+    # sets 0.0.0.0 (its own network namespace) and publishes the port on
+    # the host's loopback or behind a scraper's network policy.
+    metrics_host: str = "127.0.0.1"
     log_format: str = "text"
     ready_max_lag: int = 1_000
     session_ttl_s: float | None = None

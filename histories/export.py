@@ -10,9 +10,10 @@ Both are what :mod:`chatlog.histories.importers` reads back.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, TextIO
 
 from langchain_core.messages import BaseMessage, messages_to_dict
 
@@ -78,3 +79,20 @@ def write_export(
     json.dump(document, out, ensure_ascii=False, indent=2)
     out.write("\n")
     return len(body)
+
+
+def open_export_file(path: str | os.PathLike[str]) -> TextIO:
+    """Open ``path`` for writing an export, readable and writable by its owner only.
+
+    An export holds whole conversations, so the file is created with mode
+    0600 at once (never created world-readable and narrowed later). A file
+    that already exists is narrowed to 0600 before anything is written to it.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "w", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise

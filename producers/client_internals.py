@@ -145,6 +145,9 @@ REFUSED_UNWRITTEN = _codes((
     "UNKNOWN_PRODUCER_ID", "_FENCED",
 ))
 
+#: Refusals of a record for its size, by librdkafka or the broker: permanent.
+TOO_LARGE = _codes(("MSG_SIZE_TOO_LARGE", "RECORD_LIST_TOO_LARGE"))
+
 #: Delivery errors that mean "no acknowledgement in time".
 TIMEOUTS = _codes(("_MSG_TIMED_OUT", "_TIMED_OUT"))
 

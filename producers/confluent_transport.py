@@ -28,6 +28,7 @@ from chatlog.errors import BrokerUnavailableError, ConfigurationError, PublishEr
 from chatlog.producers.client_internals import (
     REFUSED_UNWRITTEN,
     TIMEOUTS,
+    TOO_LARGE,
     UNKNOWN_TOPIC,
     release_confluent_producer,
 )
@@ -40,6 +41,7 @@ from chatlog.producers.records import (
     reject_soon,
     resend_would_reorder,
     resolve_soon,
+    too_large,
 )
 from chatlog.producers.replaceable import ReplaceableClient
 from chatlog.settings import Settings
@@ -242,6 +244,8 @@ class ConfluentTransport:
                         ) from None
                     time.sleep(0.005)
                 except confluent_kafka.KafkaException as exc:
+                    if exc.args and exc.args[0].code() in TOO_LARGE:
+                        raise too_large(topic, exc.args[0].str()) from exc
                     self._clients.failed(producer)
                     raise PublishError(f"publishing to {topic!r} failed: {exc}") from exc
                 except RuntimeError as exc:
@@ -255,6 +259,8 @@ class ConfluentTransport:
             self._clients.failed(producer)
         if code in TIMEOUTS:
             return not_acknowledged(count, self.settings.publish_timeout_s, error.str())
+        if code in TOO_LARGE:
+            return too_large(topic, error.str())
         if code in UNKNOWN_TOPIC:
             return PublishError(f"publishing to {topic!r} failed: the topic does not exist")
         return PublishError(f"publishing to {topic!r} failed: {error.str()}")

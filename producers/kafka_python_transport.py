@@ -14,6 +14,7 @@ from kafka.errors import (
     KafkaTimeoutError,
     MessageSizeTooLargeError,
     OutOfOrderSequenceNumberError,
+    RecordListTooLargeError,
     UnknownProducerIdError,
 )
 
@@ -27,6 +28,7 @@ from chatlog.producers.records import (
     reject_soon,
     resend_would_reorder,
     resolve_soon,
+    too_large,
 )
 from chatlog.producers.replaceable import ReplaceableClient
 from chatlog.settings import Settings
@@ -37,6 +39,9 @@ _REFUSED_UNWRITTEN = (
     UnknownProducerIdError,
     InvalidProducerEpochError,
 )
+
+#: Refusals of a record for its size, by the client or the broker: permanent.
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
 class KafkaPythonTransport:
@@ -110,7 +115,7 @@ class KafkaPythonTransport:
                             raise
                         refused.append(index)
                     except KafkaError as exc:
-                        if not isinstance(exc, MessageSizeTooLargeError):
+                        if not isinstance(exc, _TOO_LARGE):
                             self._clients.failed(producer)
                         raise
                     else:
@@ -124,6 +129,8 @@ class KafkaPythonTransport:
             return [p for p in positions if p is not None]
         except KafkaTimeoutError as exc:
             raise not_acknowledged(len(records), timeout) from exc
+        except _TOO_LARGE as exc:
+            raise too_large(topic, str(exc)) from exc
         except KafkaError as exc:
             raise PublishError(f"publishing to {topic!r} failed: {exc}") from exc
 
@@ -146,6 +153,8 @@ class KafkaPythonTransport:
         except asyncio.TimeoutError as exc:
             self._clients.failed(producer)
             raise not_acknowledged(len(encoded), self.settings.publish_timeout_s) from exc
+        except _TOO_LARGE as exc:
+            raise too_large(topic, str(exc)) from exc
         except KafkaError as exc:
             raise PublishError(f"publishing to {topic!r} failed: {exc}") from exc
         return [_position(m) for m in done]
@@ -165,6 +174,8 @@ class KafkaPythonTransport:
                 f"no metadata for topic {topic!r} within {self.settings.publish_timeout_s:g}s: "
                 "the broker is unreachable or the topic does not exist"
             ) from exc
+        except _TOO_LARGE as exc:
+            raise too_large(topic, str(exc)) from exc
         except KafkaError as exc:
             raise PublishError(f"publishing to {topic!r} failed: {exc}") from exc
 

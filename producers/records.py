@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from chatlog.errors import BrokerUnavailableError
+from chatlog.errors import BrokerUnavailableError, RecordTooLargeError
 
 
 class LogPosition(NamedTuple):
@@ -33,6 +33,15 @@ def not_acknowledged(count: int, timeout_s: float, detail: str = "") -> BrokerUn
     return BrokerUnavailableError(
         f"the broker did not acknowledge {count} event(s) within {timeout_s:g}s "
         f"(CHATLOG_PUBLISH_TIMEOUT); nothing was confirmed{f' ({detail})' if detail else ''}"
+    )
+
+
+def too_large(topic: str, detail: str) -> RecordTooLargeError:
+    """The error for a record the client or the broker refused as too large (never retried)."""
+    return RecordTooLargeError(
+        f"publishing to {topic!r} failed: a record is too large ({detail}); resending it "
+        "cannot succeed: shrink it, or raise CHATLOG_MAX_EVENT_BYTES and the broker's "
+        "message.max.bytes together"
     )
 
 

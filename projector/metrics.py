@@ -165,7 +165,9 @@ class ProjectorMetrics:
         self.retries.labels(operation).inc()
         with self._lock:
             self._last_iteration = time.monotonic()
-            self._readiness = Probe(False, f"retrying {operation}: {error}")
+            # The error's text can name hosts, users or URLs: the worker logs
+            # it; the unauthenticated probe says only what is being retried.
+            self._readiness = Probe(False, f"retrying {operation} ({type(error).__name__})")
         self.ready.set(0)
 
     def rebalanced(self, kind: str, partitions: set[TopicPartition]) -> None:
@@ -249,7 +251,7 @@ class MetricsServer:
     ``port=0`` picks a free port; read the chosen one from :attr:`port`.
     """
 
-    def __init__(self, metrics: ProjectorMetrics, *, port: int, host: str = "0.0.0.0") -> None:
+    def __init__(self, metrics: ProjectorMetrics, *, port: int, host: str = "127.0.0.1") -> None:
         self.metrics = metrics
         handler = _handler_for(metrics)
         try:
@@ -260,6 +262,11 @@ class MetricsServer:
             ) from exc
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
+
+    @property
+    def host(self) -> str:
+        """The address the server is bound to."""
+        return str(self._server.server_address[0])
 
     @property
     def port(self) -> int:

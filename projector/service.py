@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from chatlog.projector.gc_threshold import SERVICE_GC_THRESHOLD
 from chatlog.projector.worker import Projector, ProjectorStats
+from chatlog.secrets import mask_secrets
 from chatlog.settings import Settings
 
 log = logging.getLogger("chatlog.projector")
@@ -67,6 +68,11 @@ def run_service(
             )
         if on_started is not None:
             on_started(worker, server.port if server is not None else None)
+        log.info(
+            "connecting to Kafka at %s and Redis at %s",
+            mask_secrets(settings.kafka_bootstrap_servers),
+            mask_secrets(settings.redis_url),
+        )
         log.info(
             "projecting %s into namespace %s",
             settings.topic,

@@ -39,7 +39,7 @@ from chatlog.producers.rebalance import RebalanceListener
 from chatlog.projector.change_reader import ChangeReader
 from chatlog.projector.changes import Change, Refusal
 from chatlog.projector.checkpoint_projection import CheckpointProjection, decode_record
-from chatlog.projector.dead_letter import DeadLetter, DeadLetterQueue
+from chatlog.projector.dead_letter import DeadLetter, DeadLetterQueue, key_text, short_reason
 from chatlog.projector.gc_threshold import young_gc_threshold
 from chatlog.projector.positions import BatchTarget, ProjectionTarget
 from chatlog.projector.redis_projection import ApplyResult, PendingApply, RedisProjection
@@ -440,14 +440,14 @@ class Projector:
         for letter in letters:
             log.error(
                 "dead-lettering record: %s",
-                letter.reason,
+                short_reason(letter.reason),
                 extra={
                     "topic": letter.record.topic,
                     "partition": letter.record.partition,
                     "offset": letter.record.offset,
                     "event_type": _header(letter.record, "event-type") or "unknown",
                     # The record key is the session id (an id, never message content).
-                    "session_id": bytes(letter.record.key or b"").decode("utf-8", "replace"),
+                    "session_id": key_text(letter.record.key),
                 },
             )
         self._dlq.publish(letters)

@@ -13,7 +13,13 @@ import pytest
 import redis
 import sqlalchemy as sa
 from click.testing import CliRunner
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    ToolMessage,
+    messages_to_dict,
+)
 
 from chatlog import ChatLog, Settings
 from chatlog.benchmarks.config import SUNSET_NOTICE
@@ -74,6 +80,7 @@ def test_cli_export_then_import_restores_deleted_sessions_idempotently(
         cli, cli_args(module_settings, "export", "--user", alice, "--format", fmt, "-o", str(path))
     )
     assert done.exit_code == 0, done.output
+    assert path.stat().st_mode & 0o777 == 0o600  # whole conversations: owner only
     exported = read_export(path)
     assert {s.session_id: list(s.messages) for s in exported} == sessions
     assert all(s.user_id == alice for s in exported)
@@ -180,15 +187,21 @@ def test_pickles_are_refused_without_loading(tmp_path: Path, redis_client: redis
         redis_client.delete(prefix + "s1")
 
 
+def langchain_redis_store(redis_url: str, count: int) -> tuple[str, dict[str, list[BaseMessage]]]:
+    """``count`` RedisChatMessageHistory sessions under a new prefix: the prefix and them."""
+    prefix = unique("lc") + ":"
+    source = {unique("s"): conversation(str(i)) for i in range(count)}
+    for session, messages in source.items():
+        RedisChatMessageHistory(session, url=redis_url, key_prefix=prefix).add_messages(messages)
+    return prefix, source
+
+
 def test_import_from_langchain_redis_prefix_is_idempotent_and_resumes(
     redis_url: str, redis_client: redis.Redis, module_chatlog: ChatLog, module_projector: Projector
 ) -> None:
     """Every RedisChatMessageHistory session under a prefix is imported once; new tails later."""
-    prefix = unique("lc") + ":"
+    prefix, source = langchain_redis_store(redis_url, 3)
     user = unique("u")
-    source = {unique("s"): conversation(str(i)) for i in range(3)}
-    for session, messages in source.items():
-        RedisChatMessageHistory(session, url=redis_url, key_prefix=prefix).add_messages(messages)
     redis_client.set(prefix + "not-a-list", "x")
     try:
         done = import_sessions(
@@ -207,6 +220,41 @@ def test_import_from_langchain_redis_prefix_is_idempotent_and_resumes(
         assert (again.messages_published, again.messages_skipped, again.conflicts) == (1, 9, [])
         assert module_chatlog.history(first, user).last(1) == [HumanMessage("later")]
         assert sorted(s.session_id for s in module_chatlog.sessions(user)) == sorted(source)
+    finally:
+        redis_client.delete(*redis_client.keys(prefix + "*"))
+
+
+def test_cli_import_takes_its_source_url_from_the_environment(
+    redis_url: str,
+    redis_client: redis.Redis,
+    module_settings: Settings,
+    module_chatlog: ChatLog,
+    module_projector: Projector,
+    tmp_path: Path,
+) -> None:
+    """CHATLOG_IMPORT_REDIS_URL keeps credentials off the command line; PATH still wins."""
+    prefix, source = langchain_redis_store(redis_url, 2)
+    user = unique("u")
+    runner = CliRunner()
+    env = {"CHATLOG_IMPORT_REDIS_URL": redis_url}
+    try:
+        done = runner.invoke(
+            cli, cli_args(module_settings, "import", "--prefix", prefix, "--user", user), env=env
+        )
+        assert done.exit_code == 0, done.output
+        assert "imported 2 session(s): 6 message(s) published" in done.output
+        for session, messages in source.items():
+            assert module_chatlog.history(session, user).messages == messages
+        path = tmp_path / "one.json"
+        path.write_text(json.dumps(messages_to_dict(conversation("file"))))
+        session = unique("file")
+        from_file = runner.invoke(
+            cli,
+            cli_args(module_settings, "import", str(path), "--session", session, "--user", user),
+            env=env,
+        )
+        assert from_file.exit_code == 0, from_file.output
+        assert "imported 1 session(s): 3 message(s) published" in from_file.output
     finally:
         redis_client.delete(*redis_client.keys(prefix + "*"))
 

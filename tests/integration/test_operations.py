@@ -163,9 +163,7 @@ def test_worker_process_serves_health_logs_json_and_drains_on_sigterm(
             "projector",
             "run",
             "--metrics-port",
-            str(port),
-            "--metrics-host",
-            "127.0.0.1",
+            str(port),  # no --metrics-host: the default binds loopback, reached below
             "--log-format",
             "json",
             "--ready-max-lag",
@@ -200,5 +198,6 @@ def test_worker_process_serves_health_logs_json_and_drains_on_sigterm(
     entries: list[dict[str, Any]] = [json.loads(line) for line in text.splitlines() if line]
     assert any(entry.get("rebalance") == "assigned" for entry in entries)
     assert any("signal" in entry["message"] for entry in entries)
+    assert any(entry["message"].startswith("connecting to Kafka at") for entry in entries)
     assert SECRET_CONTENT not in text
     assert CliRunner().invoke(cli, [*flags, "projector", "lag", "--json"]).exit_code == 0
