@@ -21,7 +21,7 @@ import redis
 from kafka import KafkaConsumer, TopicPartition
 
 from chatlog import ChatLog, Settings
-from chatlog.devstack import EmbeddedBroker, EmbeddedRedis
+from chatlog.cli.devstack import EmbeddedBroker, EmbeddedRedis
 from chatlog.keys import ReadModelKeys
 from chatlog.producers import end_offsets
 from chatlog.projector import Projector

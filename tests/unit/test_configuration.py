@@ -12,9 +12,9 @@ import redis
 from click.testing import CliRunner
 
 from chatlog.cli import cli
-from chatlog.config import effective_configuration, mask_url, settings_from_flags
+from chatlog.cli.config import effective_configuration, mask_url, settings_from_flags
 from chatlog.errors import ConfigurationError
-from chatlog.log_format import configure_logging
+from chatlog.cli.log_format import configure_logging
 from chatlog.settings import ENVIRONMENT, SECRET_SETTINGS, Settings
 
 SASL_ENV = {

@@ -17,7 +17,7 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import ConfigurableFieldSpec, RunnableConfig
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
-from chatlog.devstack import EmbeddedStack
+from chatlog.cli.devstack import EmbeddedStack
 from chatlog.settings import Settings
 
 

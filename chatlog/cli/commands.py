@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from chatlog.config import effective_configuration, settings_from_flags, settings_options
+from chatlog.cli.config import effective_configuration, settings_from_flags, settings_options
 from chatlog.errors import ChatLogError
 from chatlog.settings import Settings
 
@@ -88,7 +88,7 @@ def cli(
 @click.pass_context
 def demo(ctx: click.Context, embedded: bool | None) -> None:
     """Run a LangChain conversation on chatlog, then rebuild the read model from the log."""
-    from chatlog.demo import demo_settings, run_demo
+    from chatlog.cli.demo import demo_settings, run_demo
 
     if embedded is None:
         embedded = not (os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("REDIS_URL"))
@@ -122,7 +122,7 @@ def demo(ctx: click.Context, embedded: bool | None) -> None:
 @cli.command()
 def dev() -> None:
     """Run the embedded broker and Redis in the foreground; print the environment to export."""
-    from chatlog.devstack import EmbeddedStack
+    from chatlog.cli.devstack import EmbeddedStack
 
     with EmbeddedStack() as stack:
         for name, value in stack.environment().items():
@@ -175,7 +175,7 @@ def projector_run(
     ready_max_lag: int | None,
 ) -> None:
     """Consume the log and keep the Redis read model up to date (SIGTERM drains and exits 0)."""
-    from chatlog.log_format import configure_logging
+    from chatlog.cli.log_format import configure_logging
     from chatlog.projector.service import run_service
 
     changes = {
@@ -329,13 +329,13 @@ def bench(ctx: click.Context, quick: bool, json_path: str | None, embedded: bool
     console.print(f"results written to {path}")
 
 
-from chatlog.session_commands import export, import_, sessions  # noqa: E402 - registered here
+from chatlog.cli.sessions import export, import_, sessions  # noqa: E402 - registered here
 
 cli.add_command(sessions)
 cli.add_command(export)
 cli.add_command(import_)
 
-from chatlog.cli_replay import replay  # noqa: E402 - registered here
+from chatlog.cli.replay import replay  # noqa: E402 - registered here
 
 cli.add_command(replay)
 
@@ -348,6 +348,3 @@ def main() -> None:
         console.print(f"[red]error:[/] {exc}")
         sys.exit(1)
 
-
-if __name__ == "__main__":
-    main()
