@@ -8,15 +8,19 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from chatlog.cli.config import effective_configuration, settings_from_flags, settings_options
+from chatlog.cli.escaping import escape_markup, visible_json
 from chatlog.errors import ChatLogError
 from chatlog.settings import Settings
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
 
 console = Console()
 
@@ -103,13 +107,7 @@ def demo(ctx: click.Context, embedded: bool | None) -> None:
     with demo_settings(_settings(ctx), embedded=embedded) as settings:
         report = run_demo(settings)
     for (user, session), messages in report.histories.items():
-        table = Table(title=f"{session} (user {user}) — read back from Redis", show_lines=False)
-        table.add_column("#", justify="right")
-        table.add_column("type")
-        table.add_column("content")
-        for number, message in enumerate(messages, 1):
-            table.add_row(str(number), message.type, str(message.content))
-        console.print(table)
+        console.print(messages_table(f"{session} (user {user}) — read back from Redis", messages))
     verdict = "[green]identical[/]" if report.identical else "[red]DIFFERENT[/]"
     console.print(
         f"Read model deleted and rebuilt from the log ({report.events_replayed} events): {verdict}."
@@ -201,9 +199,9 @@ def projector_lag(ctx: click.Context, group: str | None, as_json: bool) -> None:
 
     report = consumer_lag(_settings(ctx), group=group)
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        click.echo(visible_json(json.dumps(report.to_dict(), indent=2)))
         return
-    table = Table(title=f"lag of group {report.group} on {report.topic}")
+    table = Table(title=escape_markup(f"lag of group {report.group} on {report.topic}"))
     for column in ("partition", "committed", "end", "lag"):
         table.add_column(column, justify="right")
     for p in report.partitions:
@@ -223,10 +221,11 @@ def projector_status(ctx: click.Context, group: str | None, as_json: bool) -> No
 
     status = group_status(_settings(ctx), group=group)
     if as_json:
-        click.echo(json.dumps(status.to_dict(), indent=2))
+        click.echo(visible_json(json.dumps(status.to_dict(), indent=2)))
         return
     console.print(
-        f"group [bold]{status.group}[/] is {status.state} with {len(status.members)} member(s)"
+        f"group [bold]{escape_markup(status.group)}[/] is {escape_markup(status.state)} "
+        f"with {len(status.members)} member(s)"
     )
     for member in status.members:
         assigned = (
@@ -234,8 +233,9 @@ def projector_status(ctx: click.Context, group: str | None, as_json: bool) -> No
             if member.partitions is None
             else "partitions " + (",".join(map(str, member.partitions)) or "none")
         )
-        console.print(f"  {member.member_id} {member.client_id}@{member.host}: {assigned}")
-    table = Table(title=f"topic {status.lag.topic}")
+        client = f"{member.member_id} {member.client_id}@{member.host}"
+        console.print(f"  {escape_markup(client)}: {assigned}")
+    table = Table(title=escape_markup(f"topic {status.lag.topic}"))
     for column in ("partition", "last applied", "end", "lag"):
         table.add_column(column, justify="right")
     for p in status.lag.partitions:
@@ -257,13 +257,13 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
     """Print the effective configuration (defaults < environment < flags), secrets masked."""
     shown = effective_configuration(_settings(ctx))
     if as_json:
-        click.echo(json.dumps(shown, indent=2, default=str))
+        click.echo(visible_json(json.dumps(shown, indent=2, default=str)))
         return
     table = Table(title="effective configuration")
     table.add_column("setting")
     table.add_column("value")
     for name, value in shown.items():
-        table.add_row(name, "" if value is None else str(value))
+        table.add_row(name, "" if value is None else escape_markup(value))
     console.print(table)
 
 
@@ -289,15 +289,23 @@ def history_show(
     with ChatLog(_settings(ctx)) as chatlog:
         messages = chatlog.history(session_id, user_id, max_messages=last).messages
     if as_json:
-        click.echo(json.dumps(messages_to_dict(messages), indent=2, ensure_ascii=False))
+        shown = json.dumps(messages_to_dict(messages), indent=2, ensure_ascii=False)
+        click.echo(visible_json(shown))
         return
-    table = Table(title=f"session {session_id}")
+    console.print(messages_table(f"session {session_id}", messages))
+
+
+def messages_table(title: str, messages: list[BaseMessage]) -> Table:
+    """A table of ``messages`` (number, type, content), every user string escaped."""
+    table = Table(title=escape_markup(title))
     table.add_column("#", justify="right")
     table.add_column("type")
     table.add_column("content")
     for number, message in enumerate(messages, 1):
-        table.add_row(str(number), message.type, str(message.content))
-    console.print(table)
+        table.add_row(
+            str(number), escape_markup(message.type), escape_markup(message.content, multiline=True)
+        )
+    return table
 
 
 @cli.command()
@@ -326,7 +334,7 @@ def bench(ctx: click.Context, quick: bool, json_path: str | None, embedded: bool
         config, settings=_settings(ctx), embedded=embedded, json_path=path
     )
     report.print(console)
-    console.print(f"results written to {path}")
+    console.print(f"results written to {escape_markup(path)}")
 
 
 from chatlog.cli.sessions import export, import_, sessions  # noqa: E402 - registered here
@@ -345,6 +353,8 @@ def main() -> None:
     try:
         cli(standalone_mode=True)
     except ChatLogError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        # An error quotes user input and hints such as `pip install 'chatlog[metrics]'`,
+        # which rich would otherwise read as markup.
+        console.print(f"[red]error:[/] {escape_markup(exc)}")
         sys.exit(1)
 

@@ -4,7 +4,9 @@ chatlog's loggers attach the coordinates of what they talk about as
 ``extra`` fields (topic, partition, offset, session, group, ...); both
 formats print them. Log records carry ids and coordinates only, never the
 content of a chat message, so logs can be shipped without leaking
-conversations.
+conversations. Every value is printed with its control characters written
+as escapes (a Kafka key is whatever a producer sent: a newline in it must
+not start a forged log line, nor an escape sequence restyle a terminal).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from datetime import datetime, timezone
 from typing import IO, Any
 
+from chatlog.cli.escaping import visible, visible_json
 from chatlog.errors import ConfigurationError
 
 #: ``extra`` fields that both formats print when a record has them.
@@ -50,7 +53,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(_context(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return visible_json(json.dumps(entry, default=str, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
@@ -59,13 +62,25 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The ``time level logger message`` line, its control characters escaped."""
+        return visible(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        """The traceback on lines of its own, every other control character escaped."""
+        return visible(super().formatException(ei), multiline=True)
+
+    def formatStack(self, stack_info: str) -> str:
+        """The stack on lines of its own, every other control character escaped."""
+        return visible(super().formatStack(stack_info), multiline=True)
+
     def format(self, record: logging.LogRecord) -> str:
         """Render ``record`` with its context appended as ``key=value`` pairs."""
         line = super().format(record)
         context = _context(record)
         if not context:
             return line
-        pairs = " ".join(f"{key}={_text(value)}" for key, value in context.items())
+        pairs = " ".join(f"{key}={visible(_text(value))}" for key, value in context.items())
         head, newline, rest = line.partition("\n")  # keep a traceback below the pairs
         return f"{head} {pairs}{newline}{rest}"
 
