@@ -91,8 +91,8 @@ def cli(
 )
 @click.pass_context
 def demo(ctx: click.Context, embedded: bool | None) -> None:
-    """Run a LangChain conversation on chatlog, then rebuild the read model from the log."""
-    from chatlog.cli.demo import demo_settings, run_demo
+    """Run LangChain and LangGraph conversations on chatlog, then rebuild from the log."""
+    from chatlog.cli.demo import LANGGRAPH_HINT, demo_settings, run_demo
 
     if embedded is None:
         embedded = not (os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("REDIS_URL"))
@@ -112,6 +112,19 @@ def demo(ctx: click.Context, embedded: bool | None) -> None:
     console.print(
         f"Read model deleted and rebuilt from the log ({report.events_replayed} events): {verdict}."
     )
+    if report.graph is None:
+        console.print(
+            "LangGraph path skipped: LangGraph is not installed "
+            f"({escape_markup(LANGGRAPH_HINT)} adds ChatLogCheckpointSaver)."
+        )
+    else:
+        graph = report.graph
+        console.print(
+            f"[bold]LangGraph[/]: a StateGraph compiled with ChatLogCheckpointSaver, thread "
+            f"{escape_markup(graph.thread_id)}; restarted (a new saver and graph) and resumed."
+        )
+        console.print(messages_table("before the restart", graph.before_restart))
+        console.print(messages_table("resumed after the restart", graph.resumed))
     console.print(f"Demo took {report.seconds:.1f}s.")
     if not report.identical:
         sys.exit(1)

@@ -59,7 +59,7 @@ def test_demo_runs_on_the_embedded_stack_and_rebuilds_identically() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")}
     done = subprocess.run(
         [sys.executable, "-c", "from chatlog.cli import main; main()", "demo", "--embedded"],
-        env=env,
+        env={**env, "COLUMNS": "200"},  # table titles on one line
         capture_output=True,
         text=True,
         timeout=120,
@@ -67,6 +67,31 @@ def test_demo_runs_on_the_embedded_stack_and_rebuilds_identically() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "identical" in done.stdout
     assert "(turn 2) you said: And why replay it?" in done.stdout
+    assert "LangGraph: a StateGraph compiled with ChatLogCheckpointSaver, thread ada-thread" in (
+        done.stdout
+    )
+    assert "resumed after the restart" in done.stdout
+    assert "(turn 2) you said: Who am I?" in done.stdout  # the resumed thread remembers turn 1
+    assert "Deprecat" not in done.stdout + done.stderr
+
+
+def test_demo_without_langgraph_runs_the_classic_path_and_says_what_to_install() -> None:
+    """Without the langgraph extra the demo still converses and rebuilds, and names the extra."""
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")}
+    no_langgraph = "import sys; sys.modules['langgraph'] = None; "
+    done = subprocess.run(
+        [sys.executable, "-c", no_langgraph + "from chatlog.cli import main; main()",
+         "demo", "--embedded"],
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "identical" in done.stdout
+    assert "LangGraph path skipped" in done.stdout
+    assert "pip install 'chatlog[langgraph]'" in done.stdout
+    assert "ChatLogCheckpointSaver, thread" not in done.stdout
 
 
 def test_projector_run_drains_and_exits_zero_on_sigterm(
