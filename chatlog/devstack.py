@@ -7,22 +7,5 @@ existing code, and nothing in chatlog imports it.
 
 from __future__ import annotations
 
-from chatlog.cli.devstack import (
-    EmbeddedBroker,
-    EmbeddedRedis,
-    EmbeddedStack,
-    free_port,
-    redis_binary,
-    tansu_binary,
-    wait_for_port,
-)
-
-__all__ = [
-    "EmbeddedBroker",
-    "EmbeddedRedis",
-    "EmbeddedStack",
-    "free_port",
-    "redis_binary",
-    "tansu_binary",
-    "wait_for_port",
-]
+from chatlog.cli.devstack import *  # noqa: F403 - the whole public API, re-exported
+from chatlog.cli.devstack import __all__ as __all__

@@ -7,20 +7,5 @@ code, and nothing in chatlog imports it.
 
 from __future__ import annotations
 
-from chatlog.cli.log_format import (
-    CONTEXT_FIELDS,
-    LOG_FORMATS,
-    JsonFormatter,
-    TextFormatter,
-    configure_logging,
-    formatter,
-)
-
-__all__ = [
-    "CONTEXT_FIELDS",
-    "LOG_FORMATS",
-    "JsonFormatter",
-    "TextFormatter",
-    "configure_logging",
-    "formatter",
-]
+from chatlog.cli.log_format import *  # noqa: F403 - the whole public API, re-exported
+from chatlog.cli.log_format import __all__ as __all__

@@ -268,4 +268,5 @@ __all__ = [
     "free_port",
     "redis_binary",
     "tansu_binary",
+    "wait_for_port",
 ]

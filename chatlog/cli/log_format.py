@@ -36,6 +36,15 @@ CONTEXT_FIELDS = (
 
 LOG_FORMATS = ("text", "json")
 
+__all__ = [
+    "CONTEXT_FIELDS",
+    "LOG_FORMATS",
+    "JsonFormatter",
+    "TextFormatter",
+    "configure_logging",
+    "formatter",
+]
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, context, exception."""

@@ -42,7 +42,9 @@ def _progress_bar(title: str, *, quiet: bool) -> Iterator[Any]:
         TextColumn("partitions {task.fields[partitions]}"),
         TextColumn("ETA {task.fields[eta]}"),
     )
-    with Progress(*columns, console=Console(stderr=True)) as bar:
+    # Transient: the bar is cleared when the run ends, so the result line that follows
+    # (on stdout, the same terminal) starts on a clean line instead of sharing the bar's.
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(escape_markup(title), total=None, rate="-", partitions="-", eta="-")
 
         def update(progress: ReplayProgress) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import fields
 
 import pytest
@@ -163,19 +164,27 @@ def test_text_logs_append_context_as_pairs() -> None:
     assert stream.getvalue().rstrip().endswith("partitions=t-0,t-1 rebalance=assigned")
 
 
-def test_text_logs_escape_control_characters_so_a_key_cannot_forge_lines() -> None:
-    """A newline, CR, ESC or C1 control in a message argument or context value stays on one line."""
+def _logged(log_format: str, emit: Callable[[logging.Logger], None]) -> str:
+    """What ``emit`` logs through chatlog's ``log_format`` formatter."""
     stream = io.StringIO()
-    handler = configure_logging("text", logging.INFO, stream=stream)
-    forged = "k\n2026-01-01 00:00:00,000 ERROR chatlog.projector forged"
+    handler = configure_logging(log_format, logging.INFO, stream=stream)
     try:
-        logging.getLogger("chatlog.projector").warning(
-            "dead-lettering record with key %s", forged,
-            extra={"session_id": "s\r\x1b[31m", "user_id": "u\x85\u2028v", "partition": 0},
-        )
+        emit(logging.getLogger("chatlog.projector"))
     finally:
         logging.getLogger().removeHandler(handler)
-    written = stream.getvalue()
+    return stream.getvalue()
+
+
+def test_text_logs_escape_control_characters_so_a_key_cannot_forge_lines() -> None:
+    """A newline, CR, ESC or C1 control in a message argument or context value stays on one line."""
+    forged = "k\n2026-01-01 00:00:00,000 ERROR chatlog.projector forged"
+    written = _logged(
+        "text",
+        lambda log: log.warning(
+            "dead-lettering record with key %s", forged,
+            extra={"session_id": "s\r\x1b[31m", "user_id": "u\x85\u2028v", "partition": 0},
+        ),
+    )
     assert len(written.splitlines()) == 1
     assert "key k\\n2026-01-01 00:00:00,000 ERROR chatlog.projector forged" in written
     pairs = "partition=0 session_id=s\\r\\x1b[31m user_id=u\\x85\\u2028v"
@@ -184,16 +193,14 @@ def test_text_logs_escape_control_characters_so_a_key_cannot_forge_lines() -> No
 
 def test_text_logs_keep_a_traceback_on_lines_of_its_own_but_escape_its_controls() -> None:
     """The traceback stays multi-line; an ESC in the exception message is written as an escape."""
-    stream = io.StringIO()
-    handler = configure_logging("text", logging.INFO, stream=stream)
-    try:
+
+    def fail(log: logging.Logger) -> None:
         try:
             raise ValueError("bad \x1b[31mvalue")
         except ValueError:
-            logging.getLogger("chatlog.projector").exception("apply failed")
-    finally:
-        logging.getLogger().removeHandler(handler)
-    written = stream.getvalue()
+            log.exception("apply failed")
+
+    written = _logged("text", fail)
     assert "\x1b" not in written
     assert written.splitlines()[1] == "Traceback (most recent call last):"
     assert "ValueError: bad \\x1b[31mvalue" in written
@@ -201,16 +208,9 @@ def test_text_logs_keep_a_traceback_on_lines_of_its_own_but_escape_its_controls(
 
 def test_json_logs_write_c1_controls_and_line_separators_as_escapes() -> None:
     """JSON lines carry no raw C1 control or U+2028 and still decode to the original values."""
-    stream = io.StringIO()
-    handler = configure_logging("json", logging.INFO, stream=stream)
     hostile = "k\x85\u2028\x9b\n"
-    try:
-        logging.getLogger("chatlog.projector").warning(
-            "key %s", hostile, extra={"session_id": hostile}
-        )
-    finally:
-        logging.getLogger().removeHandler(handler)
-    written = stream.getvalue()
+    extra = {"session_id": hostile}
+    written = _logged("json", lambda log: log.warning("key %s", hostile, extra=extra))
     assert len(written.splitlines()) == 1
     entry = json.loads(written)
     assert (entry["message"], entry["session_id"]) == (f"key {hostile}", hostile)

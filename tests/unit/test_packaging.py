@@ -35,5 +35,6 @@ def test_built_wheel_holds_subpackages_schemas_and_no_top_level_cards(tmp_path: 
         assert f"chatlog/{name}/__init__.py" in names
     assert "chatlog/schemas/avsc/chatlog.ChatEvent.v1.avsc" in names
     assert "chatlog/py.typed" in names
+    assert {"chatlog/cli/__init__.py", "chatlog/cli/__main__.py", "chatlog/devstack.py"} <= names
     top_level = {n.split("/")[0] for n in names if not n.startswith("chatlog-")}
     assert top_level == {"chatlog"}
