@@ -27,7 +27,7 @@ from chatlog.benchmarks.projector_process import ProjectorProcess
 from chatlog.benchmarks.report import BenchReport, Measure, Target, machine_facts
 from chatlog.benchmarks.timing import percentile
 from chatlog.benchmarks.workload import encode_all, message_events, seed_topic
-from chatlog.devstack import EmbeddedStack
+from chatlog.cli.devstack import EmbeddedStack
 from chatlog.errors import TopicError
 from chatlog.histories.store import ChatLog
 from chatlog.producers.admin import ensure_topic

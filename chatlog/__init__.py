@@ -1,7 +1,8 @@
 """chatlog: chat message histories for LLM applications, event-sourced on Kafka.
 
-``ChatLog`` and ``ChatLogMessageHistory`` are loaded on first access, so that
-processes which only project (and never touch LangChain) do not import it.
+``ChatLog``, ``ChatLogMessageHistory`` and ``ChatLogCheckpointSaver`` are
+loaded on first access, so that processes which only project (and never
+touch LangChain or LangGraph) do not import them.
 """
 
 from __future__ import annotations
@@ -13,8 +14,16 @@ from chatlog.settings import Settings
 
 if TYPE_CHECKING:
     from chatlog.histories import ChatLog, ChatLogMessageHistory
+    from chatlog.histories.checkpointer import ChatLogCheckpointSaver
 
-__all__ = ["ChatLog", "ChatLogError", "ChatLogMessageHistory", "Settings", "__version__"]
+__all__ = [
+    "ChatLog",
+    "ChatLogCheckpointSaver",
+    "ChatLogError",
+    "ChatLogMessageHistory",
+    "Settings",
+    "__version__",
+]
 __version__ = "0.1.0"
 
 
@@ -23,4 +32,9 @@ def __getattr__(name: str) -> Any:
         from chatlog import histories
 
         return getattr(histories, name)
+    if name == "ChatLogCheckpointSaver":
+        # Needs the langgraph extra; importing chatlog alone must not.
+        from chatlog.histories import checkpointer
+
+        return checkpointer.ChatLogCheckpointSaver
     raise AttributeError(f"module 'chatlog' has no attribute {name!r}")

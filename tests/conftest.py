@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from chatlog import ChatLog, Settings
-from chatlog.devstack import EmbeddedBroker, EmbeddedRedis
+from chatlog.cli.devstack import EmbeddedBroker, EmbeddedRedis
 from chatlog.projector import Projector
 from chatlog.settings import TRANSPORTS
 from tests.helpers import delete_namespace_family, make_test_settings

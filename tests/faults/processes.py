@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from chatlog.devstack import free_port, redis_binary, wait_for_port
+from chatlog.cli.devstack import free_port, redis_binary, wait_for_port
 from chatlog.settings import Settings
 
 _PR_SET_PDEATHSIG = 1

@@ -11,7 +11,7 @@ import redis
 from langchain_core.messages import HumanMessage
 
 from chatlog import ChatLog
-from chatlog.devstack import EmbeddedBroker
+from chatlog.cli.devstack import EmbeddedBroker
 from chatlog.errors import ChatLogError, PublishError
 from chatlog.producers.admin import end_offsets
 from chatlog.projector import Projector

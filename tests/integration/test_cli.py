@@ -54,12 +54,13 @@ def test_history_show_refuses_a_bad_session_id(settings: Settings) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_demo_runs_on_the_embedded_stack_and_rebuilds_identically() -> None:
-    """`chatlog demo --embedded` converses, wipes the read model, rebuilds it and says identical."""
+def _demo(prelude: str = "") -> subprocess.CompletedProcess[str]:
+    """`chatlog demo --embedded` in a child process (``prelude`` runs first in it)."""
     env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")}
     done = subprocess.run(
-        [sys.executable, "-c", "from chatlog.cli import main; main()", "demo", "--embedded"],
-        env=env,
+        [sys.executable, "-c", prelude + "from chatlog.cli import main; main()",
+         "demo", "--embedded"],
+        env={**env, "COLUMNS": "200"},  # headings on one line
         capture_output=True,
         text=True,
         timeout=120,
@@ -67,6 +68,30 @@ def test_demo_runs_on_the_embedded_stack_and_rebuilds_identically() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "identical" in done.stdout
     assert "(turn 2) you said: And why replay it?" in done.stdout
+    return done
+
+
+def test_demo_runs_on_the_embedded_stack_and_rebuilds_identically() -> None:
+    """`chatlog demo --embedded` converses, wipes the read model, rebuilds it and says identical.
+
+    Beside the classic history it runs a LangGraph graph on ChatLogCheckpointSaver,
+    restarts it and resumes the thread, and prints no deprecation warning.
+    """
+    done = _demo()
+    assert "LangGraph: a StateGraph compiled with ChatLogCheckpointSaver, thread ada-thread" in (
+        done.stdout
+    )
+    assert "resumed after the restart" in done.stdout
+    assert "(turn 2) you said: Who am I?" in done.stdout  # the resumed thread remembers turn 1
+    assert "Deprecat" not in done.stdout + done.stderr
+
+
+def test_demo_without_langgraph_runs_the_classic_path_and_says_what_to_install() -> None:
+    """Without the langgraph extra the demo still converses and rebuilds, and names the extra."""
+    done = _demo("import sys; sys.modules['langgraph'] = None; ")
+    assert "LangGraph path skipped" in done.stdout
+    assert "pip install 'chatlog[langgraph]'" in done.stdout
+    assert "ChatLogCheckpointSaver, thread" not in done.stdout
 
 
 def test_projector_run_drains_and_exits_zero_on_sigterm(

@@ -250,7 +250,7 @@ def test_runnable_with_message_history_keeps_the_conversation(
     module_chatlog: ChatLog, module_projector: Projector
 ) -> None:
     """RunnableWithMessageHistory with a fake model sees earlier turns through chatlog."""
-    from chatlog.demo import conversation_chain
+    from chatlog.cli.demo import conversation_chain
 
     chain = conversation_chain(module_chatlog.get_session_history)
     session = unique("runnable")

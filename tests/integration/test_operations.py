@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chatlog import ChatLog, Settings
 from chatlog.cli import cli
-from chatlog.devstack import free_port
+from chatlog.cli.devstack import free_port
 from chatlog.projector import LogRecord, Projector, RedisProjection
 from chatlog.projector.lag import consumer_lag, group_status
 from chatlog.projector.metrics import MetricsServer, ProjectorMetrics

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import fields
 
 import pytest
@@ -12,9 +13,9 @@ import redis
 from click.testing import CliRunner
 
 from chatlog.cli import cli
-from chatlog.config import effective_configuration, mask_url, settings_from_flags
+from chatlog.cli.config import effective_configuration, mask_url, settings_from_flags
+from chatlog.cli.log_format import configure_logging
 from chatlog.errors import ConfigurationError
-from chatlog.log_format import configure_logging
 from chatlog.settings import ENVIRONMENT, SECRET_SETTINGS, Settings
 
 SASL_ENV = {
@@ -161,3 +162,55 @@ def test_text_logs_append_context_as_pairs() -> None:
     finally:
         logging.getLogger().removeHandler(handler)
     assert stream.getvalue().rstrip().endswith("partitions=t-0,t-1 rebalance=assigned")
+
+
+def _logged(log_format: str, emit: Callable[[logging.Logger], None]) -> str:
+    """What ``emit`` logs through chatlog's ``log_format`` formatter."""
+    stream = io.StringIO()
+    handler = configure_logging(log_format, logging.INFO, stream=stream)
+    try:
+        emit(logging.getLogger("chatlog.projector"))
+    finally:
+        logging.getLogger().removeHandler(handler)
+    return stream.getvalue()
+
+
+def test_text_logs_escape_control_characters_so_a_key_cannot_forge_lines() -> None:
+    """A newline, CR, ESC or C1 control in a message argument or context value stays on one line."""
+    forged = "k\n2026-01-01 00:00:00,000 ERROR chatlog.projector forged"
+    written = _logged(
+        "text",
+        lambda log: log.warning(
+            "dead-lettering record with key %s", forged,
+            extra={"session_id": "s\r\x1b[31m", "user_id": "u\x85\u2028v", "partition": 0},
+        ),
+    )
+    assert len(written.splitlines()) == 1
+    assert "key k\\n2026-01-01 00:00:00,000 ERROR chatlog.projector forged" in written
+    pairs = "partition=0 session_id=s\\r\\x1b[31m user_id=u\\x85\\u2028v"
+    assert written.rstrip("\n").endswith(pairs)
+
+
+def test_text_logs_keep_a_traceback_on_lines_of_its_own_but_escape_its_controls() -> None:
+    """The traceback stays multi-line; an ESC in the exception message is written as an escape."""
+
+    def fail(log: logging.Logger) -> None:
+        try:
+            raise ValueError("bad \x1b[31mvalue")
+        except ValueError:
+            log.exception("apply failed")
+
+    written = _logged("text", fail)
+    assert "\x1b" not in written
+    assert written.splitlines()[1] == "Traceback (most recent call last):"
+    assert "ValueError: bad \\x1b[31mvalue" in written
+
+
+def test_json_logs_write_c1_controls_and_line_separators_as_escapes() -> None:
+    """JSON lines carry no raw C1 control or U+2028 and still decode to the original values."""
+    hostile = "k\x85\u2028\x9b\n"
+    extra = {"session_id": hostile}
+    written = _logged("json", lambda log: log.warning("key %s", hostile, extra=extra))
+    assert len(written.splitlines()) == 1
+    entry = json.loads(written)
+    assert (entry["message"], entry["session_id"]) == (f"key {hostile}", hostile)

@@ -39,5 +39,25 @@ def test_built_wheel_holds_subpackages_schemas_and_no_top_level_cards(tmp_path: 
     assert "chatlog/py.typed" in names
     for script in SCRIPT_CONSTANTS:
         assert f"chatlog/projector/{script}.lua" in names
+    assert {"chatlog/cli/__init__.py", "chatlog/cli/__main__.py", "chatlog/devstack.py"} <= names
     top_level = {n.split("/")[0] for n in names if not n.startswith("chatlog-")}
     assert top_level == {"chatlog"}
+
+
+def test_public_import_paths_survive_the_shell_move_and_stay_lazy() -> None:
+    """README import paths work; chatlog and the projector import no LangChain or LangGraph."""
+    probe = (
+        "import sys\n"
+        "import chatlog, chatlog.projector.worker, chatlog.cli.devstack\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in"
+        " ('langchain_core', 'langchain', 'langgraph', 'click', 'rich')]\n"
+        "assert not heavy, heavy\n"
+        "from chatlog import ChatLog, ChatLogCheckpointSaver, Settings\n"
+        "from chatlog.histories.checkpointer import ChatLogCheckpointSaver as Saver\n"
+        "from chatlog.devstack import EmbeddedStack\n"
+        "from chatlog.cli.devstack import EmbeddedStack as Stack\n"
+        "from chatlog.log_format import configure_logging\n"
+        "from chatlog.cli import cli, main\n"
+        "assert ChatLogCheckpointSaver is Saver and EmbeddedStack is Stack\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, timeout=120)

@@ -15,6 +15,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from chatlog.cli.escaping import escape_markup, visible, visible_json
 from chatlog.settings import Settings
 
 console = Console()
@@ -54,14 +55,14 @@ def sessions_list(ctx: click.Context, user_id: str, as_json: bool) -> None:
             }
             for s in listed
         ]
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(visible_json(json.dumps(rows, indent=2)))
         return
-    table = Table(title=f"sessions of {user_id}")
+    table = Table(title=f"sessions of {escape_markup(user_id)}")
     for column in ("session", "messages", "created", "last activity", "expires"):
         table.add_column(column)
     for s in listed:
         table.add_row(
-            s.session_id,
+            escape_markup(s.session_id),
             str(s.message_count),
             f"{s.created_at:%Y-%m-%d %H:%M:%S}" if s.created_at else "",
             f"{s.updated_at:%Y-%m-%d %H:%M:%S}" if s.updated_at else "",
@@ -93,7 +94,7 @@ def sessions_delete(
             for session_id in session_ids:
                 chatlog.delete_session(session_id, user_id)
             deleted = list(session_ids)
-    click.echo(f"deleted {len(deleted)} session(s): {' '.join(deleted)}")
+    click.echo(f"deleted {len(deleted)} session(s): {' '.join(map(visible, deleted))}")
 
 
 @click.command("export")
@@ -197,7 +198,7 @@ def import_(
         err_console.print(
             f"{progress.sessions} session(s): {progress.messages_published} message(s) "
             f"published, {progress.messages_skipped} already there "
-            f"(last: {progress.current})"
+            f"(last: {escape_markup(progress.current)})"
         )
 
     with ChatLog(_settings(ctx)) as chatlog:
@@ -224,7 +225,7 @@ def import_(
     click.echo(
         f"imported {done.sessions} session(s): {done.messages_published} message(s) published, "
         f"{done.messages_skipped} already there, {len(done.conflicts)} conflict(s)"
-        + (f": {' '.join(done.conflicts)}" if done.conflicts else "")
+        + (f": {' '.join(map(visible, done.conflicts))}" if done.conflicts else "")
     )
     if done.conflicts:
         sys.exit(2)

@@ -8,16 +8,20 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from chatlog.config import effective_configuration, settings_from_flags, settings_options
+from chatlog.cli.config import effective_configuration, settings_from_flags, settings_options
+from chatlog.cli.escaping import escape_markup, visible_json
 from chatlog.errors import ChatLogError
 from chatlog.secrets import mask_secrets
 from chatlog.settings import Settings
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
 
 console = Console()
 
@@ -88,8 +92,8 @@ def cli(
 )
 @click.pass_context
 def demo(ctx: click.Context, embedded: bool | None) -> None:
-    """Run a LangChain conversation on chatlog, then rebuild the read model from the log."""
-    from chatlog.demo import demo_settings, run_demo
+    """Run LangChain and LangGraph conversations on chatlog, then rebuild from the log."""
+    from chatlog.cli.demo import LANGGRAPH_HINT, demo_settings, run_demo
 
     if embedded is None:
         embedded = not (os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("REDIS_URL"))
@@ -104,17 +108,24 @@ def demo(ctx: click.Context, embedded: bool | None) -> None:
     with demo_settings(_settings(ctx), embedded=embedded) as settings:
         report = run_demo(settings)
     for (user, session), messages in report.histories.items():
-        table = Table(title=f"{session} (user {user}) — read back from Redis", show_lines=False)
-        table.add_column("#", justify="right")
-        table.add_column("type")
-        table.add_column("content")
-        for number, message in enumerate(messages, 1):
-            table.add_row(str(number), message.type, str(message.content))
-        console.print(table)
+        console.print(messages_table(f"{session} (user {user}) — read back from Redis", messages))
     verdict = "[green]identical[/]" if report.identical else "[red]DIFFERENT[/]"
     console.print(
         f"Read model deleted and rebuilt from the log ({report.events_replayed} events): {verdict}."
     )
+    if report.graph is None:
+        console.print(
+            "LangGraph path skipped: LangGraph is not installed "
+            f"({escape_markup(LANGGRAPH_HINT)} adds ChatLogCheckpointSaver)."
+        )
+    else:
+        graph = report.graph
+        console.print(
+            f"[bold]LangGraph[/]: a StateGraph compiled with ChatLogCheckpointSaver, thread "
+            f"{escape_markup(graph.thread_id)}; restarted (a new saver and graph) and resumed."
+        )
+        console.print(messages_table("before the restart", graph.before_restart))
+        console.print(messages_table("resumed after the restart", graph.resumed))
     console.print(f"Demo took {report.seconds:.1f}s.")
     if not report.identical:
         sys.exit(1)
@@ -123,7 +134,7 @@ def demo(ctx: click.Context, embedded: bool | None) -> None:
 @cli.command()
 def dev() -> None:
     """Run the embedded broker and Redis in the foreground; print the environment to export."""
-    from chatlog.devstack import EmbeddedStack
+    from chatlog.cli.devstack import EmbeddedStack
 
     with EmbeddedStack() as stack:
         for name, value in stack.environment().items():
@@ -176,7 +187,7 @@ def projector_run(
     ready_max_lag: int | None,
 ) -> None:
     """Consume the log and keep the Redis read model up to date (SIGTERM drains and exits 0)."""
-    from chatlog.log_format import configure_logging
+    from chatlog.cli.log_format import configure_logging
     from chatlog.projector.service import run_service
 
     changes = {
@@ -202,9 +213,9 @@ def projector_lag(ctx: click.Context, group: str | None, as_json: bool) -> None:
 
     report = consumer_lag(_settings(ctx), group=group)
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        click.echo(visible_json(json.dumps(report.to_dict(), indent=2)))
         return
-    table = Table(title=f"lag of group {report.group} on {report.topic}")
+    table = Table(title=escape_markup(f"lag of group {report.group} on {report.topic}"))
     for column in ("partition", "committed", "end", "lag"):
         table.add_column(column, justify="right")
     for p in report.partitions:
@@ -224,10 +235,11 @@ def projector_status(ctx: click.Context, group: str | None, as_json: bool) -> No
 
     status = group_status(_settings(ctx), group=group)
     if as_json:
-        click.echo(json.dumps(status.to_dict(), indent=2))
+        click.echo(visible_json(json.dumps(status.to_dict(), indent=2)))
         return
     console.print(
-        f"group [bold]{status.group}[/] is {status.state} with {len(status.members)} member(s)"
+        f"group [bold]{escape_markup(status.group)}[/] is {escape_markup(status.state)} "
+        f"with {len(status.members)} member(s)"
     )
     for member in status.members:
         assigned = (
@@ -235,8 +247,9 @@ def projector_status(ctx: click.Context, group: str | None, as_json: bool) -> No
             if member.partitions is None
             else "partitions " + (",".join(map(str, member.partitions)) or "none")
         )
-        console.print(f"  {member.member_id} {member.client_id}@{member.host}: {assigned}")
-    table = Table(title=f"topic {status.lag.topic}")
+        client = f"{member.member_id} {member.client_id}@{member.host}"
+        console.print(f"  {escape_markup(client)}: {assigned}")
+    table = Table(title=escape_markup(f"topic {status.lag.topic}"))
     for column in ("partition", "last applied", "end", "lag"):
         table.add_column(column, justify="right")
     for p in status.lag.partitions:
@@ -258,13 +271,13 @@ def config_show(ctx: click.Context, as_json: bool) -> None:
     """Print the effective configuration (defaults < environment < flags), secrets masked."""
     shown = effective_configuration(_settings(ctx))
     if as_json:
-        click.echo(json.dumps(shown, indent=2, default=str))
+        click.echo(visible_json(json.dumps(shown, indent=2, default=str)))
         return
     table = Table(title="effective configuration")
     table.add_column("setting")
     table.add_column("value")
     for name, value in shown.items():
-        table.add_row(name, "" if value is None else str(value))
+        table.add_row(name, "" if value is None else escape_markup(value))
     console.print(table)
 
 
@@ -290,15 +303,23 @@ def history_show(
     with ChatLog(_settings(ctx)) as chatlog:
         messages = chatlog.history(session_id, user_id, max_messages=last).messages
     if as_json:
-        click.echo(json.dumps(messages_to_dict(messages), indent=2, ensure_ascii=False))
+        shown = json.dumps(messages_to_dict(messages), indent=2, ensure_ascii=False)
+        click.echo(visible_json(shown))
         return
-    table = Table(title=f"session {session_id}")
+    console.print(messages_table(f"session {session_id}", messages))
+
+
+def messages_table(title: str, messages: list[BaseMessage]) -> Table:
+    """A table of ``messages`` (number, type, content), every user string escaped."""
+    table = Table(title=escape_markup(title))
     table.add_column("#", justify="right")
     table.add_column("type")
     table.add_column("content")
     for number, message in enumerate(messages, 1):
-        table.add_row(str(number), message.type, str(message.content))
-    console.print(table)
+        table.add_row(
+            str(number), escape_markup(message.type), escape_markup(message.content, multiline=True)
+        )
+    return table
 
 
 @cli.command()
@@ -327,16 +348,16 @@ def bench(ctx: click.Context, quick: bool, json_path: str | None, embedded: bool
         config, settings=_settings(ctx), embedded=embedded, json_path=path
     )
     report.print(console)
-    console.print(f"results written to {path}")
+    console.print(f"results written to {escape_markup(path)}")
 
 
-from chatlog.session_commands import export, import_, sessions  # noqa: E402 - registered here
+from chatlog.cli.sessions import export, import_, sessions  # noqa: E402 - registered here
 
 cli.add_command(sessions)
 cli.add_command(export)
 cli.add_command(import_)
 
-from chatlog.cli_replay import replay  # noqa: E402 - registered here
+from chatlog.cli.replay import replay  # noqa: E402 - registered here
 
 cli.add_command(replay)
 
@@ -346,9 +367,8 @@ def main() -> None:
     try:
         cli(standalone_mode=True)
     except ChatLogError as exc:
-        console.print(f"[red]error:[/] {mask_secrets(str(exc))}")
+        # An error quotes user input and hints such as `pip install 'chatlog[metrics]'`,
+        # which rich would otherwise read as markup; secrets in quoted URLs are masked.
+        console.print(f"[red]error:[/] {escape_markup(mask_secrets(str(exc)))}")
         sys.exit(1)
 
-
-if __name__ == "__main__":
-    main()

@@ -13,6 +13,7 @@ import redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from chatlog.cli.escaping import escape_markup, visible_json
 from chatlog.errors import ChatLogError, NamespaceInUseError
 from chatlog.keys import active_namespace_key
 from chatlog.settings import Settings
@@ -41,8 +42,10 @@ def _progress_bar(title: str, *, quiet: bool) -> Iterator[Any]:
         TextColumn("partitions {task.fields[partitions]}"),
         TextColumn("ETA {task.fields[eta]}"),
     )
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(title, total=None, rate="-", partitions="-", eta="-")
+    # Transient: the bar is cleared when the run ends, so the result line that follows
+    # (on stdout, the same terminal) starts on a clean line instead of sharing the bar's.
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(escape_markup(title), total=None, rate="-", partitions="-", eta="-")
 
         def update(progress: ReplayProgress) -> None:
             eta = progress.eta_s
@@ -60,7 +63,7 @@ def _progress_bar(title: str, *, quiet: bool) -> Iterator[Any]:
 
 def _emit(payload: dict[str, Any], *, as_json: bool, lines: list[str]) -> None:
     if as_json:
-        click.echo(json.dumps(payload, ensure_ascii=False))
+        click.echo(visible_json(json.dumps(payload, ensure_ascii=False)))
     else:
         for line in lines:
             console.print(line)
@@ -120,13 +123,17 @@ def replay_rebuild(
     with _progress_bar(f"rebuild {target}", quiet=as_json) as update:
         result = replayer.rebuild(target, as_of=moment, switch=switch, on_progress=update)
     lines = [
-        f"{'Resumed and finished' if result.resumed else 'Built'} namespace [bold]{target}[/]: "
+        f"{'Resumed and finished' if result.resumed else 'Built'} namespace "
+        f"[bold]{escape_markup(target)}[/]: "
         f"{result.done} events read, {result.applied} applied, {result.skipped} already there, "
         f"{result.failed + result.undecodable} dead-lettered in {result.elapsed_s:.1f}s "
         f"({result.rate:,.0f} events/s)."
     ]
     if result.switched_from is not None:
-        lines.append(f"Readers switched from {result.switched_from} to {target}.")
+        lines.append(
+            f"Readers switched from {escape_markup(result.switched_from)} "
+            f"to {escape_markup(target)}."
+        )
     _emit(result.as_dict(), as_json=as_json, lines=lines)
 
 
@@ -142,7 +149,7 @@ def replay_drop(ctx: click.Context, target: str, as_json: bool) -> None:
     _emit(
         {"namespace": target, "deleted_keys": deleted},
         as_json=as_json,
-        lines=[f"Dropped namespace [bold]{target}[/]: {deleted} keys deleted."],
+        lines=[f"Dropped namespace [bold]{escape_markup(target)}[/]: {deleted} keys deleted."],
     )
 
 
@@ -161,7 +168,8 @@ def replay_session(ctx: click.Context, session_id: str, target: str | None, as_j
         result.as_dict(),
         as_json=as_json,
         lines=[
-            f"Rebuilt session [bold]{session_id}[/] in {result.namespace} from partition "
+            f"Rebuilt session [bold]{escape_markup(session_id)}[/] in "
+            f"{escape_markup(result.namespace)} from partition "
             f"{result.partition}: {result.events} events, {result.messages} messages."
         ],
     )
@@ -187,7 +195,8 @@ def replay_checkpoints_command(ctx: click.Context, target: str | None, as_json: 
         progress.as_dict(),
         as_json=as_json,
         lines=[
-            f"Rebuilt checkpoints into [bold]{progress.namespace}[/]: {progress.done} events "
+            f"Rebuilt checkpoints into [bold]{escape_markup(progress.namespace)}[/]: "
+            f"{progress.done} events "
             f"read, {progress.applied} applied, {progress.skipped} already there, "
             f"{progress.undecodable} undecodable ({progress.rate:,.0f} events/s)."
         ],
@@ -205,15 +214,16 @@ def replay_verify(ctx: click.Context, target: str | None, as_json: bool) -> None
     with _progress_bar("verify", quiet=as_json) as update:
         report = Replayer(_settings(ctx)).verify(target, on_progress=update)
     lines = [
-        f"Checked {report.sessions_checked} sessions of [bold]{report.namespace}[/] against "
+        f"Checked {report.sessions_checked} sessions of [bold]{escape_markup(report.namespace)}[/] "
+        f"against "
         f"{report.progress.done} events: "
         + ("[green]identical[/]." if report.ok else f"[red]{len(report.differences)} differ[/].")
     ]
     for diff in report.differences:
         lines.append(
-            f"  {diff.session_id}: {', '.join(diff.kinds)} (expected {diff.expected_count} "
-            f"messages, found {diff.actual_count}; missing {diff.missing}, extra {diff.extra}, "
-            f"altered {diff.altered})"
+            f"  {escape_markup(diff.session_id)}: {', '.join(diff.kinds)} "
+            f"(expected {diff.expected_count} messages, found {diff.actual_count}; "
+            f"missing {diff.missing}, extra {diff.extra}, altered {diff.altered})"
         )
     _emit(report.as_dict(), as_json=as_json, lines=lines)
     if not report.ok:
@@ -233,5 +243,7 @@ def replay_status(ctx: click.Context, as_json: bool) -> None:
     _emit(
         {"active_namespace": active, "pointer_key": key, "default": settings.namespace},
         as_json=as_json,
-        lines=[f"Active namespace: [bold]{active}[/] (pointer {key})"],
+        lines=[
+            f"Active namespace: [bold]{escape_markup(active)}[/] (pointer {escape_markup(key)})"
+        ],
     )
