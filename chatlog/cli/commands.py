@@ -136,19 +136,21 @@ def dev() -> None:
     """Run the embedded broker and Redis in the foreground; print the environment to export."""
     from chatlog.cli.devstack import EmbeddedStack
 
+    stopped = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stopped
+        stopped = True
+
+    # Installed before the export lines are printed: a caller that reads them
+    # and sends SIGTERM at once must get a clean shutdown, not the default kill.
+    signal.signal(signal.SIGTERM, _stop)
     with EmbeddedStack() as stack:
         for name, value in stack.environment().items():
             click.echo(f"export {name}={value}")
         click.echo(
             "# embedded stack running; Ctrl-C stops it (its data is in memory only)", err=True
         )
-        stopped = False
-
-        def _stop(signum: int, frame: object) -> None:
-            nonlocal stopped
-            stopped = True
-
-        signal.signal(signal.SIGTERM, _stop)
         try:
             while not stopped:
                 time.sleep(0.5)
