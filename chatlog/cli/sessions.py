@@ -133,7 +133,18 @@ def export(
 @click.command("import")
 @click.argument("path", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--session", "session_id", default=None, help="Session of a bare message list.")
-@click.option("--user", "user_id", default=None, help="Owner to give every imported session.")
+@click.option(
+    "--user",
+    "user_id",
+    default=None,
+    help="Owner to give every imported session (required unless --trust-file-owners).",
+)
+@click.option(
+    "--trust-file-owners",
+    is_flag=True,
+    help="Keep the owners the source names (a file's user_id, or none for a LangChain "
+    "store): whoever wrote the file chooses whose sessions it appends to.",
+)
 @click.option(
     "--from-redis",
     "redis_url",
@@ -160,12 +171,17 @@ def import_(
     path: str | None,
     session_id: str | None,
     user_id: str | None,
+    trust_file_owners: bool,
     redis_url: str | None,
     prefix: str,
     sql_url: str | None,
     table: str,
 ) -> None:
-    """Publish histories from an export file or a LangChain store (safe to re-run)."""
+    """Publish histories from an export file or a LangChain store (safe to re-run).
+
+    The owner comes from --user; the owners inside the file are used only
+    with --trust-file-owners (a file can claim any user).
+    """
     import redis
     from click.core import ParameterSource
 
@@ -193,6 +209,15 @@ def import_(
             "give exactly one of PATH, --from-redis (CHATLOG_IMPORT_REDIS_URL) or "
             "--from-sql (CHATLOG_IMPORT_SQL_URL)"
         )
+    if (user_id is None) == (not trust_file_owners):
+        raise click.UsageError(
+            "give --user (the owner of every imported session) or --trust-file-owners "
+            "(keep the owners the file names), not both"
+            if trust_file_owners
+            else "give --user (the owner of every imported session), or --trust-file-owners "
+            "to keep the owners the file names: a file can claim any user"
+        )
+    owners: dict[str, Any] = {"user_id": user_id, "trust_file_owners": trust_file_owners}
 
     def report(progress: ImportProgress) -> None:
         err_console.print(
@@ -207,6 +232,7 @@ def import_(
                 chatlog,
                 read_export(path, session_id=session_id, user_id=user_id),
                 on_progress=report,
+                **owners,
             )
         elif redis_url is not None:
             source = redis.Redis.from_url(redis_url)
@@ -215,12 +241,16 @@ def import_(
                     chatlog,
                     read_langchain_redis(source, prefix, user_id=user_id),
                     on_progress=report,
+                    **owners,
                 )
             finally:
                 source.close()
         else:
             done = import_sessions(
-                chatlog, read_langchain_sql(sql_url, table, user_id=user_id), on_progress=report
+                chatlog,
+                read_langchain_sql(sql_url, table, user_id=user_id),
+                on_progress=report,
+                **owners,
             )
     click.echo(
         f"imported {done.sessions} session(s): {done.messages_published} message(s) published, "
