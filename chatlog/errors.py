@@ -165,3 +165,11 @@ class ImportOwnerError(ChatLogError, ValueError):
     accept the owners the source names with ``trust_file_owners=True``
     (``--trust-file-owners``). Nothing of the session was published.
     """
+
+
+class InvalidCursorError(ChatLogError, ValueError):
+    """Raised when a paging cursor is not one chatlog handed out.
+
+    Pass back the ``next_cursor`` (``next_before``) of the previous page
+    unchanged, or ``None`` for the first page.
+    """
