@@ -35,13 +35,28 @@ def sessions() -> None:
 @sessions.command("list")
 @click.option("--user", "user_id", required=True, help="The user whose sessions to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="Page size: at most N sessions."
+)
+@click.option("--cursor", default=None, help="The next page (from the previous page's hint).")
 @click.pass_context
-def sessions_list(ctx: click.Context, user_id: str, as_json: bool) -> None:
+def sessions_list(
+    ctx: click.Context, user_id: str, as_json: bool, limit: int | None, cursor: str | None
+) -> None:
     """Print the user's sessions, most recently active first, with message counts."""
     from chatlog.histories import ChatLog
 
+    if cursor is not None and limit is None:
+        raise click.UsageError("--cursor needs --limit")
+    next_cursor = None
     with ChatLog(_settings(ctx)) as chatlog:
-        listed = chatlog.sessions(user_id)
+        if limit is None:
+            listed = chatlog.sessions(user_id)
+        else:
+            page = chatlog.sessions(user_id, limit=limit, cursor=cursor)
+            listed, next_cursor = page.sessions, page.next_cursor
+    if next_cursor is not None:
+        err_console.print(f"more sessions: --cursor {escape_markup(next_cursor)}")
     if as_json:
         rows: list[dict[str, Any]] = [
             {
