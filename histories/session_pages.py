@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -61,8 +62,11 @@ def decode_cursor(cursor: str) -> IndexPosition:
         InvalidCursorError: it is not a cursor :func:`encode_cursor` made.
     """
     try:
-        score, _, member = cursor.partition("~")
-        return float(score), base64.urlsafe_b64decode(member.encode("ascii"))
+        text, _, member = cursor.partition("~")
+        score = float(text)
+        if not math.isfinite(score):
+            raise ValueError("not a finite score")
+        return score, base64.urlsafe_b64decode(member.encode("ascii"))
     except (ValueError, binascii.Error, UnicodeEncodeError) as exc:
         raise InvalidCursorError(
             f"{cursor!r} is not a session cursor; pass the previous page's next_cursor"
