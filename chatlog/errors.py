@@ -145,3 +145,31 @@ class UnsafeCheckpointValueError(UnsafeInputError):
 
 class CheckpointDecodeError(ChatLogError, ValueError):
     """Raised when a stored checkpoint value's bytes are not a well-formed value."""
+
+
+class ImportFormatError(ChatLogError, ValueError):
+    """Raised when import input is not a chatlog export or LangChain message JSON.
+
+    Also raised for input nested deeper than
+    :data:`chatlog.histories.import_bounds.MAX_IMPORT_NESTING` levels (no chat
+    message needs that; such a file is refused before it is parsed).
+    """
+
+
+class ImportOwnerError(ChatLogError, ValueError):
+    """Raised when an import would take a session's owner from the imported data itself.
+
+    A file (or a LangChain store) can claim any user: trusting it lets whoever
+    wrote the file append to that user's sessions. Pass the owner
+    (``import_sessions(..., user_id=...)``, ``chatlog import --user``), or
+    accept the owners the source names with ``trust_file_owners=True``
+    (``--trust-file-owners``). Nothing of the session was published.
+    """
+
+
+class InvalidCursorError(ChatLogError, ValueError):
+    """Raised when a paging cursor is not one chatlog handed out.
+
+    Pass back the ``next_cursor`` (``next_before``) of the previous page
+    unchanged, or ``None`` for the first page.
+    """

@@ -83,6 +83,10 @@ class Settings:
             ``SessionTtlSet`` event overrides it.
         session_ttl_refresh_on_read: Reads push a session's expiry to now + TTL too
             (``CHATLOG_SESSION_TTL_ON_READ``); a rebuild only sees appends.
+        scope_sessions_by_user: Derive the stored session id from the user and the
+            session id (``CHATLOG_SCOPE_SESSIONS_BY_USER``), so no user can take another
+            user's session id; every history then needs a user. Off by default: stored
+            ids stay the application's ids (see :mod:`chatlog.session_scope`).
 
     """
 
@@ -127,6 +131,7 @@ class Settings:
     ready_max_lag: int = 1_000
     session_ttl_s: float | None = None
     session_ttl_refresh_on_read: bool = False
+    scope_sessions_by_user: bool = False
 
     def __post_init__(self) -> None:
         if not self.topic or self.topic.endswith(".dlq"):
@@ -246,6 +251,7 @@ ENVIRONMENT: dict[str, str] = {
     "transport": "CHATLOG_TRANSPORT",
     "session_ttl_s": "CHATLOG_SESSION_TTL",
     "session_ttl_refresh_on_read": "CHATLOG_SESSION_TTL_ON_READ",
+    "scope_sessions_by_user": "CHATLOG_SCOPE_SESSIONS_BY_USER",
     "kafka_security_protocol": "CHATLOG_KAFKA_SECURITY_PROTOCOL",
     "kafka_sasl_mechanism": "CHATLOG_KAFKA_SASL_MECHANISM",
     "kafka_sasl_username": "CHATLOG_KAFKA_SASL_USERNAME",

@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 from chatlog.histories.history import ChatLogMessageHistory
+from chatlog.histories.message_pages import MessagePage
 from chatlog.histories.read_model import ReadModelReader, SessionSnapshot
+from chatlog.histories.session_pages import SessionPage
+from chatlog.histories.sessions import SessionInfo
 from chatlog.histories.store import ChatLog
 
-__all__ = ["ChatLog", "ChatLogMessageHistory", "ReadModelReader", "SessionSnapshot"]
+__all__ = [
+    "ChatLog",
+    "ChatLogMessageHistory",
+    "MessagePage",
+    "ReadModelReader",
+    "SessionInfo",
+    "SessionPage",
+    "SessionSnapshot",
+]

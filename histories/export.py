@@ -28,11 +28,18 @@ ExportFormat = Literal["json", "jsonl"]
 
 @dataclass(frozen=True, slots=True)
 class SessionExport:
-    """One session's messages, with the session id and owner they belong to."""
+    """One session's messages, with the session id and owner they belong to.
+
+    ``owner_from_source`` is true when ``user_id`` is what the imported data
+    says (a file's ``user_id``, or no owner at all) rather than an owner the
+    caller gave; :func:`~chatlog.histories.importers.import_sessions` only
+    uses such an owner when told to trust it.
+    """
 
     session_id: str
     user_id: str | None
     messages: tuple[BaseMessage, ...] = field(default_factory=tuple)
+    owner_from_source: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of this session (messages in ``messages_to_dict`` form)."""

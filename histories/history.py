@@ -8,6 +8,7 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
 from chatlog.errors import ProjectionLagError
+from chatlog.histories.message_pages import MessagePage, check_page_arguments, message_page
 from chatlog.histories.messages import from_stored, to_event
 from chatlog.histories.read_model import ReadModelReader, SessionSnapshot
 from chatlog.histories.read_your_writes import (
@@ -223,6 +224,45 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
     async def aget_messages(self) -> list[BaseMessage]:
         """Async read of :attr:`messages`."""
         return from_stored((await self.asnapshot(limit=self.max_messages)).messages)
+
+    def read(self, *, limit: int | None = None, before: int | None = None) -> MessagePage:
+        """A page of the history: up to ``limit`` messages before position ``before``.
+
+        Without arguments, every message (one page). Page backwards from the
+        newest messages with ``next_before``::
+
+            page = history.read(limit=50)
+            while page.next_before is not None:
+                page = history.read(limit=50, before=page.next_before)
+
+        Waits for this object's own writes like :attr:`messages`.
+
+        Raises:
+            ValueError: ``limit`` is below 1 or ``before`` negative.
+            SessionOwnershipError: the session belongs to another user.
+            ProjectionLagError: this object's writes were not projected in time.
+        """
+        check_page_arguments(limit, before)
+        return message_page(
+            wait_until_applied(
+                lambda: self.reader.read_window(self.session_id, limit=limit, before=before),
+                self._caught_up,
+                self._lag_error,
+                self.read_timeout_s,
+            )
+        )
+
+    async def aread(self, *, limit: int | None = None, before: int | None = None) -> MessagePage:
+        """Async :meth:`read`."""
+        check_page_arguments(limit, before)
+        return message_page(
+            await await_until_applied(
+                lambda: self.reader.aread_window(self.session_id, limit=limit, before=before),
+                self._caught_up,
+                self._lag_error,
+                self.read_timeout_s,
+            )
+        )
 
     def last(self, n: int) -> list[BaseMessage]:
         """The newest ``n`` messages, in log order; costs O(n) in Redis."""

@@ -16,6 +16,14 @@ missing tail, an identical one nothing; a session holding other messages is
 reported as a conflict and left alone. It waits for its own writes to be
 projected, so a re-run right after sees them.
 
+Owners are never taken from the input unless the caller says so:
+:func:`import_sessions` imports every session under the ``user_id`` it is
+given, or, with ``trust_file_owners=True``, under the owner the source names;
+without either it raises :class:`~chatlog.errors.ImportOwnerError` (a file
+claiming ``alice`` must not append to alice's sessions). Input nested deeper
+than :data:`~chatlog.histories.import_bounds.MAX_IMPORT_NESTING` levels
+raises :class:`~chatlog.errors.ImportFormatError` before it is parsed.
+
 Pickle is never loaded: input that is a pickle (a ``.pkl``/``.pickle`` file,
 or bytes starting with a pickle protocol marker) raises
 :class:`~chatlog.errors.UnsafeInputError`.
@@ -33,8 +41,15 @@ from typing import Any
 import redis
 from langchain_core.messages import BaseMessage, messages_from_dict, messages_to_dict
 
-from chatlog.errors import ChatLogError, ConfigurationError, ReadModelError, UnsafeInputError
+from chatlog.errors import (
+    ConfigurationError,
+    ImportFormatError,
+    ImportOwnerError,
+    ReadModelError,
+    UnsafeInputError,
+)
 from chatlog.histories.export import EXPORT_FORMAT, SessionExport
+from chatlog.histories.import_bounds import check_nesting, loads_bounded
 from chatlog.histories.store import ChatLog
 from chatlog.identifiers import validate_session_id, validate_user_id
 
@@ -48,8 +63,16 @@ LANGCHAIN_SQL_TABLE = "message_store"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
-class ImportFormatError(ChatLogError, ValueError):
-    """Raised when import input is not a chatlog export or LangChain message JSON."""
+__all__ = [
+    "ImportFormatError",
+    "ImportOwnerError",
+    "ImportProgress",
+    "import_sessions",
+    "read_export",
+    "read_langchain_redis",
+    "read_langchain_sql",
+    "refuse_pickle",
+]
 
 
 def refuse_pickle(data: bytes | str, what: str) -> None:
@@ -76,6 +99,8 @@ def _messages(items: Any, what: str) -> tuple[BaseMessage, ...]:
         )
     try:
         return tuple(messages_from_dict(items))
+    except RecursionError as exc:
+        raise ImportFormatError(f"{what} is nested too deeply to rebuild") from exc
     except (ValueError, TypeError, KeyError) as exc:
         raise ImportFormatError(f"{what} holds a message LangChain cannot rebuild: {exc}") from exc
 
@@ -84,8 +109,12 @@ def _session(obj: Any, what: str, user_id: str | None) -> SessionExport:
     if not isinstance(obj, dict) or "session_id" not in obj or "messages" not in obj:
         raise ImportFormatError(f"{what} is not a session object with session_id and messages")
     session_id = validate_session_id(obj["session_id"])
-    owner = user_id if user_id is not None else validate_user_id(obj.get("user_id"))
-    return SessionExport(session_id, owner, _messages(obj["messages"], what))
+    if user_id is not None:
+        return SessionExport(session_id, user_id, _messages(obj["messages"], what))
+    owner = validate_user_id(obj.get("user_id"))
+    return SessionExport(
+        session_id, owner, _messages(obj["messages"], what), owner_from_source=True
+    )
 
 
 def read_export(
@@ -99,7 +128,8 @@ def read_export(
     Args:
         source: A file path, or the file's bytes.
         session_id: The session of a bare message list (required for that form).
-        user_id: Owner to give every session (default: the one in the export).
+        user_id: Owner to give every session (default: the one in the export,
+            which :func:`import_sessions` only uses with ``trust_file_owners=True``).
 
     Raises:
         UnsafeInputError: the input is a pickle (nothing of it is loaded).
@@ -120,6 +150,7 @@ def read_export(
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ImportFormatError(f"{what} is not UTF-8 text (JSON or JSON Lines)") from exc
+    check_nesting(text, what)
     try:
         document: Any = json.loads(text)
     except ValueError:
@@ -139,7 +170,14 @@ def read_export(
             raise ImportFormatError(
                 f"{what} is a bare message list: give the session id to import it into"
             )
-        return [SessionExport(validate_session_id(session_id), user_id, _messages(document, what))]
+        return [
+            SessionExport(
+                validate_session_id(session_id),
+                user_id,
+                _messages(document, what),
+                owner_from_source=user_id is None,
+            )
+        ]
     raise ImportFormatError(f"{what} is not a chatlog export nor a messages_to_dict list")
 
 
@@ -173,11 +211,14 @@ def read_langchain_redis(
             for value in reversed(values):
                 refuse_pickle(value, what)
                 try:
-                    items.append(json.loads(value))
+                    items.append(loads_bounded(value, what))
                 except ValueError as exc:
                     raise ImportFormatError(f"{what} holds a value that is not JSON") from exc
             yield SessionExport(
-                validate_session_id(name[len(prefix) :]), user_id, _messages(items, what)
+                validate_session_id(name[len(prefix) :]),
+                user_id,
+                _messages(items, what),
+                owner_from_source=user_id is None,
             )
     except redis.RedisError as exc:
         raise ReadModelError(f"reading the LangChain Redis store failed: {exc}") from exc
@@ -226,7 +267,7 @@ def read_langchain_sql(
                 raw = message if isinstance(message, (bytes, str)) else str(message)
                 refuse_pickle(raw, what)
                 try:
-                    items.append(json.loads(raw))
+                    items.append(loads_bounded(raw, what))
                 except ValueError as exc:
                     raise ImportFormatError(f"{what} holds a message that is not JSON") from exc
             if current is not None:
@@ -242,7 +283,12 @@ def _sql_session(
     session_id: str, items: list[Any], table: str, user_id: str | None
 ) -> SessionExport:
     what = f"table {table} session {session_id!r}"
-    return SessionExport(validate_session_id(session_id), user_id, _messages(items, what))
+    return SessionExport(
+        validate_session_id(session_id),
+        user_id,
+        _messages(items, what),
+        owner_from_source=user_id is None,
+    )
 
 
 @dataclass(slots=True)
@@ -261,21 +307,39 @@ def import_sessions(
     chatlog: ChatLog,
     sessions: Iterable[SessionExport],
     *,
+    user_id: str | None = None,
+    trust_file_owners: bool = False,
     on_progress: Callable[[ImportProgress], None] | None = None,
 ) -> ImportProgress:
     """Publish ``sessions`` into the log, idempotently (see the module docs).
 
-    Each session is written through a history opened with its ``user_id``, so
-    the usual ownership rules apply.
+    Each session is written through a history opened with its owner, so the
+    usual ownership rules apply. The owner is ``user_id`` when given (for
+    every session, whatever the source says); else the one the reader was
+    given (``read_export(..., user_id=...)``); else, only with
+    ``trust_file_owners=True``, the one the source names (or none).
 
     Raises:
+        ImportOwnerError: a session's owner would come from the source itself
+            and ``trust_file_owners`` is not set; nothing of that session (nor
+            of any later one) is published.
         SessionOwnershipError: a session already belongs to another user.
         ProjectionLagError: the projector did not apply the import's writes in time.
     """
+    owner_override = validate_user_id(user_id)
     progress = ImportProgress()
     for session in sessions:
         progress.current = session.session_id
-        history = chatlog.history(session.session_id, session.user_id)
+        owner = owner_override if owner_override is not None else session.user_id
+        if owner_override is None and session.owner_from_source and not trust_file_owners:
+            claimed = f"user {owner!r}" if owner is not None else "no owner"
+            raise ImportOwnerError(
+                f"session {session.session_id!r} names {claimed} in the imported data, "
+                "which anyone could have written; import it for a user (user_id=..., "
+                "--user) or accept the source's owners (trust_file_owners=True, "
+                "--trust-file-owners)"
+            )
+        history = chatlog.history(session.session_id, owner)
         existing = messages_to_dict(history.messages)
         incoming = messages_to_dict(list(session.messages))
         if existing != incoming[: len(existing)]:

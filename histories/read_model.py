@@ -32,12 +32,15 @@ class SessionSnapshot(NamedTuple):
 
     ``offset`` and ``partition`` are the tracking position of the last
     applied event (``-1`` and ``None`` when the projector has seen nothing).
+    ``start`` is the position of ``messages[0]`` in the session's history
+    (set by :meth:`ReadModelReader.read_window`; ``0`` otherwise).
     """
 
     offset: int
     partition: int | None
     owner: str | None
     messages: list[bytes]
+    start: int = 0
 
 
 def _snapshot(reply: list[Any]) -> SessionSnapshot:
@@ -48,6 +51,15 @@ def _snapshot(reply: list[Any]) -> SessionSnapshot:
         owner=owner.decode() if owner is not None else None,
         messages=messages,
     )
+
+
+def _window_snapshot(reply: list[Any], limit: int | None, before: int | None) -> SessionSnapshot:
+    meta, length, messages = reply[:3]
+    if before is None:
+        start = int(length) - len(messages)
+    else:
+        start = 0 if limit is None else max(before - limit, 0)
+    return _snapshot([meta, messages])._replace(start=start)
 
 
 def _range(limit: int | None) -> tuple[int, int]:
@@ -118,6 +130,54 @@ class ReadModelReader:
             raise ReadModelError(
                 f"reading session {session_id!r} from Redis failed: {exc}"
             ) from exc
+
+    def read_window(
+        self, session_id: str, *, limit: int | None, before: int | None
+    ) -> SessionSnapshot:
+        """Up to ``limit`` messages before position ``before`` (default: the end), and ``start``.
+
+        One ``MULTI`` reads the length and the range together, so ``start``
+        is exact even while the projector appends.
+        """
+        if self.active is not None:
+            self._follow(self.active.get(self.client))
+        pipe = self.client.pipeline(transaction=True)
+        self._window(pipe, session_id, limit, before)
+        try:
+            return _window_snapshot(pipe.execute(), limit, before)
+        except redis.RedisError as exc:
+            raise ReadModelError(
+                f"reading session {session_id!r} from Redis failed: {exc}"
+            ) from exc
+
+    async def aread_window(
+        self, session_id: str, *, limit: int | None, before: int | None
+    ) -> SessionSnapshot:
+        """Async :meth:`read_window`."""
+        client = self._async_clients.get()
+        if self.active is not None:
+            self._follow(await self.active.aget(client))
+        pipe = client.pipeline(transaction=True)
+        self._window(pipe, session_id, limit, before)
+        try:
+            return _window_snapshot(await pipe.execute(), limit, before)
+        except redis.RedisError as exc:
+            raise ReadModelError(
+                f"reading session {session_id!r} from Redis failed: {exc}"
+            ) from exc
+
+    def _window(self, pipe: Any, session_id: str, limit: int | None, before: int | None) -> None:
+        keys = self.keys
+        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER])
+        pipe.llen(keys.messages(session_id))
+        if before is None:
+            start, stop = _range(limit)
+        elif before <= 0:
+            start, stop = 1, 0  # nothing (LRANGE 0 -1 would be everything)
+        else:
+            start, stop = (0 if limit is None else max(before - limit, 0)), before - 1
+        pipe.lrange(keys.messages(session_id), start, stop)
+        self._refresh(pipe, session_id)
 
     def current_keys(self) -> ReadModelKeys:
         """The key builder of the namespace readers use now (following a rebuild's switch)."""

@@ -9,6 +9,7 @@ expiry or a race never shows a session to the wrong user.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -55,36 +56,69 @@ def _time(raw: bytes | None) -> datetime | None:
     return datetime.fromtimestamp(int(raw) / 1000, tz=timezone.utc)
 
 
-def list_sessions(reader: ReadModelReader, user_id: str) -> list[SessionInfo]:
+def list_sessions(
+    reader: ReadModelReader,
+    user_id: str,
+    *,
+    shown_as: Callable[[str], str | None] = lambda stored: stored,
+) -> list[SessionInfo]:
     """Every live session ``user_id`` owns, newest activity first.
+
+    ``shown_as`` maps a stored session id to the id the caller sees (``None``:
+    not the caller's; scoping by user uses it).
 
     Raises:
         ReadModelError: Redis could not be read.
     """
     keys = reader.current_keys()
-    client = reader.client
     try:
-        members = client.zrevrange(keys.user_sessions(user_id), 0, -1)
-        if not members:
-            return []
-        ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
-        pipe = client.pipeline(transaction=False)
+        members = reader.client.zrevrange(keys.user_sessions(user_id), 0, -1)
+    except redis.RedisError as exc:
+        raise ReadModelError(f"listing the sessions of user {user_id!r} failed: {exc}") from exc
+    ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+    sessions = session_infos(reader, user_id, ids, shown_as=shown_as)
+    sessions.sort(key=lambda s: (s.updated_at or _EPOCH, s.session_id), reverse=True)
+    return sessions
+
+
+def session_infos(
+    reader: ReadModelReader,
+    user_id: str,
+    session_ids: list[str],
+    *,
+    shown_as: Callable[[str], str | None] = lambda stored: stored,
+) -> list[SessionInfo]:
+    """The sessions among stored ``session_ids`` that exist and ``user_id`` owns, in order.
+
+    One pipeline reads every session's meta; ``shown_as`` as in :func:`list_sessions`.
+
+    Raises:
+        ReadModelError: Redis could not be read.
+    """
+    if not session_ids:
+        return []
+    keys = reader.current_keys()
+    try:
+        pipe = reader.client.pipeline(transaction=False)
         fields = [META_OWNER, META_COUNT, META_CREATED, META_UPDATED, META_DELETED, META_TTL]
-        for session_id in ids:
+        for session_id in session_ids:
             pipe.hmget(keys.meta(session_id), fields)
             pipe.pexpiretime(keys.meta(session_id))
         replies = pipe.execute()
     except redis.RedisError as exc:
         raise ReadModelError(f"listing the sessions of user {user_id!r} failed: {exc}") from exc
     sessions = []
-    for index, session_id in enumerate(ids):
+    for index, stored_id in enumerate(session_ids):
         (owner, count, created, updated, deleted, ttl) = replies[2 * index]
         expires = int(replies[2 * index + 1])
         if owner is None or owner.decode() != user_id or deleted is not None:
             continue
+        shown = shown_as(stored_id)
+        if shown is None:
+            continue
         sessions.append(
             SessionInfo(
-                session_id=session_id,
+                session_id=shown,
                 user_id=user_id,
                 message_count=int(count or 0),
                 created_at=_time(created),
@@ -93,7 +127,6 @@ def list_sessions(reader: ReadModelReader, user_id: str) -> list[SessionInfo]:
                 ttl_ms=int(ttl) if ttl is not None else None,
             )
         )
-    sessions.sort(key=lambda s: (s.updated_at or _EPOCH, s.session_id), reverse=True)
     return sessions
 
 

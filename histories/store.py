@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, overload
 
 import redis
 
@@ -11,12 +13,14 @@ from chatlog.errors import InvalidUserIdError
 from chatlog.histories.history import ChatLogMessageHistory
 from chatlog.histories.read_model import ReadModelReader
 from chatlog.histories.read_your_writes import WrittenPositions
+from chatlog.histories.session_pages import SessionPage, sessions_page
 from chatlog.histories.sessions import SessionInfo, list_sessions
 from chatlog.identifiers import validate_session_id, validate_user_id
 from chatlog.namespaces import ActiveNamespace
 from chatlog.producers.admin import ensure_topic
 from chatlog.producers.producer import EventProducer
 from chatlog.schemas.events import USER_EVENT_SESSION_ID, ChatEvent, SessionDeleted, UserDeleted
+from chatlog.session_scope import new_session_id, scoped_session_id, unscoped_session_id
 from chatlog.settings import Settings
 
 if TYPE_CHECKING:
@@ -83,14 +87,18 @@ class ChatLog:
     ) -> ChatLogMessageHistory:
         """A history of ``session_id``, optionally owned by ``user_id``.
 
+        With ``Settings.scope_sessions_by_user`` the session is ``user_id``'s own
+        ``session_id`` (stored under :func:`~chatlog.session_scope.scoped_session_id`,
+        which is the history's ``session_id``), and ``user_id`` is required.
+
         Raises:
             InvalidSessionIdError: the session id is unusable (nothing is published).
-            InvalidUserIdError: the user id is unusable.
+            InvalidUserIdError: the user id is unusable (or missing, when scoped).
         """
         validate_session_id(session_id)
         validate_user_id(user_id)
         return ChatLogMessageHistory(
-            session_id,
+            self.stored_session_id(session_id, user_id),
             producer=self.producer,
             reader=self.reader,
             user_id=user_id,
@@ -100,6 +108,34 @@ class ChatLog:
             written=self.written,
             session_ttl_s=self.settings.session_ttl_s,
         )
+
+    def new_session(self, user_id: str, *, prefix: str = "") -> str:
+        """A new session id for ``user_id`` that nobody can guess (128 random bits).
+
+        Nothing is published: the session starts, owned by ``user_id``, with its
+        first write (``chatlog.history(session_id, user_id)``). Since no one
+        else can know the id before then, no one can claim the session first
+        or squat on it. ``prefix`` (``"support-"``) only helps people read ids.
+
+        Raises:
+            InvalidUserIdError: the user id is unusable.
+            InvalidSessionIdError: the prefix makes the id unusable.
+        """
+        _required_user(user_id)
+        return new_session_id(prefix)
+
+    def stored_session_id(self, session_id: str, user_id: str | None) -> str:
+        """The id ``user_id``'s ``session_id`` has on the log and in the read model.
+
+        ``session_id`` itself, unless ``Settings.scope_sessions_by_user`` is on.
+
+        Raises:
+            InvalidUserIdError: scoping is on and ``user_id`` is ``None``.
+            InvalidSessionIdError: the scoped id would be too long.
+        """
+        if self.settings.scope_sessions_by_user:
+            return scoped_session_id(user_id, session_id)
+        return session_id
 
     def get_session_history(
         self, session_id: str, user_id: str | None = None
@@ -133,14 +169,66 @@ class ChatLog:
 
     # -- sessions and users -------------------------------------------------
 
-    def sessions(self, user_id: str) -> list[SessionInfo]:
+    @overload
+    def sessions(self, user_id: str) -> list[SessionInfo]: ...
+
+    @overload
+    def sessions(
+        self, user_id: str, *, limit: int, cursor: str | None = None
+    ) -> SessionPage: ...
+
+    def sessions(
+        self, user_id: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> list[SessionInfo] | SessionPage:
         """The sessions ``user_id`` owns, most recently active first, with counts and times.
+
+        Without ``limit``, every session, as a list. With ``limit``, one
+        :class:`~chatlog.histories.session_pages.SessionPage` of at most
+        ``limit`` sessions; pass its ``next_cursor`` back as ``cursor`` for the
+        next, until it is ``None``::
+
+            page = chatlog.sessions("alice", limit=50)
+            while page.next_cursor:
+                page = chatlog.sessions("alice", limit=50, cursor=page.next_cursor)
 
         Raises:
             InvalidUserIdError: the user id is unusable.
+            InvalidCursorError: ``cursor`` is not a ``next_cursor`` of a page.
             ReadModelError: Redis could not be read.
         """
-        return list_sessions(self.reader, _required_user(user_id))
+        user_id = _required_user(user_id)
+        shown_as = self._shown_as(user_id)
+        if limit is None:
+            if cursor is not None:
+                raise ValueError("cursor needs limit: pass the page size too")
+            return list_sessions(self.reader, user_id, shown_as=shown_as)
+        return sessions_page(self.reader, user_id, limit=limit, cursor=cursor, shown_as=shown_as)
+
+    @overload
+    async def asessions(self, user_id: str) -> list[SessionInfo]: ...
+
+    @overload
+    async def asessions(
+        self, user_id: str, *, limit: int, cursor: str | None = None
+    ) -> SessionPage: ...
+
+    async def asessions(
+        self, user_id: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> list[SessionInfo] | SessionPage:
+        """Async :meth:`sessions` (the sync Redis client, off the event loop's thread)."""
+        if limit is None:
+            if cursor is not None:
+                raise ValueError("cursor needs limit: pass the page size too")
+            return await asyncio.to_thread(lambda: self.sessions(user_id))
+        page_size = limit
+        return await asyncio.to_thread(
+            lambda: self.sessions(user_id, limit=page_size, cursor=cursor)
+        )
+
+    def _shown_as(self, user_id: str) -> Callable[[str], str | None]:
+        if not self.settings.scope_sessions_by_user:
+            return lambda stored: stored
+        return lambda stored: unscoped_session_id(user_id, stored)
 
     def delete_session(self, session_id: str, user_id: str | None = None) -> None:
         """Publish ``SessionDeleted``: the projector removes every key of the session.
@@ -162,14 +250,17 @@ class ChatLog:
         user (so replays remove each session in its own partition), then one
         ``UserDeleted``. Sessions the projector has not seen yet are not
         listed: call this once the user's writes are projected. Returns the
-        deleted session ids.
+        deleted session ids (as the application names them, also when scoped).
         """
         user_id = _required_user(user_id)
         session_ids = [info.session_id for info in self.sessions(user_id)]
+        stored_ids = [self.stored_session_id(s, user_id) for s in session_ids]
         events = [
             ChatEvent(session_id, SessionDeleted(), user_id=user_id, source=self.settings.source)
-            for session_id in session_ids
+            for session_id in stored_ids
         ]
+        # Hook for the checkpointer (issue 17 item 5): the user's LangGraph
+        # threads are deleted alongside, from this same call.
         events.append(
             ChatEvent(
                 USER_EVENT_SESSION_ID, UserDeleted(), user_id=user_id, source=self.settings.source
@@ -177,7 +268,7 @@ class ChatLog:
         )
         positions = self.producer.publish(events)
         # positions has one more entry (the UserDeleted event) than session_ids.
-        for session_id, position in zip(session_ids, positions, strict=False):
+        for session_id, position in zip(stored_ids, positions, strict=False):
             self.written.record(session_id, [position])
         return session_ids
 

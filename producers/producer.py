@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from chatlog.errors import MessageTooLargeError
 from chatlog.producers.records import EncodedEvent, LogPosition
+from chatlog.producers.size_limit import check_event_size
 from chatlog.schemas.codec import CONTENT_TYPE, EventCodec
 from chatlog.schemas.events import ChatEvent
 from chatlog.settings import Settings
@@ -55,17 +55,14 @@ class EventProducer:
         return self._transport
 
     def encode(self, event: ChatEvent) -> EncodedEvent:
-        """Encode ``event`` and check it against the size limit.
+        """Encode ``event`` and check it (and its stored form) against the size limit.
 
         Raises:
-            MessageTooLargeError: the encoded event exceeds ``max_event_bytes``.
+            MessageTooLargeError: the encoded event, or the JSON the read model
+                would store for it, exceeds ``max_event_bytes``.
         """
         value = self.codec.encode(event)
-        if len(value) > self.settings.max_event_bytes:
-            raise MessageTooLargeError(
-                f"event for session {event.session_id!r} is {len(value)} bytes, over the "
-                f"limit of {self.settings.max_event_bytes} (CHATLOG_MAX_EVENT_BYTES)"
-            )
+        check_event_size(event, value, self.settings.max_event_bytes)
         headers = [
             ("event-type", event.event_type.encode()),
             ("content-type", CONTENT_TYPE.encode()),

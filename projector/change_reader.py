@@ -77,6 +77,8 @@ class ChangeReader:
             if fields is not None:
                 if raw.key != fields[0].encode():
                     return _wrong_key(raw.key, fields[0])
+                if len(fields[4]) > self.max_event_bytes:
+                    return self._stored_oversize(fields[0], len(fields[4]))
                 return _new_change(Change, (raw.partition, raw.offset, *fields))
         try:
             event = self.codec.decode(value)
@@ -85,9 +87,23 @@ class ChangeReader:
         if raw.key != event.session_id.encode():
             return _wrong_key(raw.key, event.session_id)
         try:
-            return change_of(raw.partition, raw.offset, event)
+            change = change_of(raw.partition, raw.offset, event)
         except ChatLogError as exc:
             return Refusal(RefusalReason.UNPROJECTABLE, str(exc))
+        if len(change.arg) > self.max_event_bytes:
+            return self._stored_oversize(change.session_id, len(change.arg))
+        return change
+
+    def _stored_oversize(self, session_id: str, size: int) -> Refusal:
+        # The producer refuses these (producers/size_limit.py); one that
+        # slipped in must not cost the read model more than the limit allows.
+        return Refusal(
+            RefusalReason.STORED_OVERSIZE,
+            f"stored over-size: the message for session {session_id!r} would be stored as "
+            f"{size} bytes of JSON, over the limit of {self.max_event_bytes} "
+            "(CHATLOG_MAX_EVENT_BYTES); split it, or raise the limit and re-publish it "
+            "from the dead-letter topic",
+        )
 
 
 # NamedTuple's generated __new__ is Python code; this is the C constructor it calls.

@@ -74,6 +74,9 @@ class RefusalReason(Enum):
 
     #: Larger than ``CHATLOG_MAX_EVENT_BYTES``.
     OVERSIZE = "over-size"
+    #: Its stored JSON would be larger than ``CHATLOG_MAX_EVENT_BYTES`` (the
+    #: record itself is not: a forged producer's many tiny tool calls).
+    STORED_OVERSIZE = "stored-over-size"
     #: Not a chatlog event of any known schema version.
     UNDECODABLE = "undecodable"
     #: Its key is not its session id (it would sit on the wrong partition).

@@ -292,32 +292,54 @@ def history() -> None:
 @click.argument("session_id")
 @click.option("--user", "user_id", default=None, help="The session's owner.")
 @click.option("--last", type=int, default=None, help="Only the newest N messages.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="Page size: at most N messages."
+)
+@click.option(
+    "--before",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Page of messages before this position (from the previous page's hint).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print LangChain message dicts as JSON.")
 @click.pass_context
 def history_show(
-    ctx: click.Context, session_id: str, user_id: str | None, last: int | None, as_json: bool
+    ctx: click.Context,
+    session_id: str,
+    user_id: str | None,
+    last: int | None,
+    limit: int | None,
+    before: int | None,
+    as_json: bool,
 ) -> None:
-    """Print a session's messages as the read model holds them."""
+    """Print a session's messages as the read model holds them (--limit/--before: a page)."""
     from langchain_core.messages import messages_to_dict
 
     from chatlog.histories import ChatLog
 
+    first, older = 1, None
     with ChatLog(_settings(ctx)) as chatlog:
-        messages = chatlog.history(session_id, user_id, max_messages=last).messages
+        if limit is None and before is None:
+            messages = chatlog.history(session_id, user_id, max_messages=last).messages
+        else:
+            page = chatlog.history(session_id, user_id).read(limit=limit, before=before)
+            messages, first, older = page.messages, page.start + 1, page.next_before
     if as_json:
         shown = json.dumps(messages_to_dict(messages), indent=2, ensure_ascii=False)
         click.echo(visible_json(shown))
-        return
-    console.print(messages_table(f"session {session_id}", messages))
+    else:
+        console.print(messages_table(f"session {session_id}", messages, first=first))
+    if older is not None:
+        Console(stderr=True).print(f"older messages: --before {older}")
 
 
-def messages_table(title: str, messages: list[BaseMessage]) -> Table:
+def messages_table(title: str, messages: list[BaseMessage], *, first: int = 1) -> Table:
     """A table of ``messages`` (number, type, content), every user string escaped."""
     table = Table(title=escape_markup(title))
     table.add_column("#", justify="right")
     table.add_column("type")
     table.add_column("content")
-    for number, message in enumerate(messages, 1):
+    for number, message in enumerate(messages, first):
         table.add_row(
             str(number), escape_markup(message.type), escape_markup(message.content, multiline=True)
         )

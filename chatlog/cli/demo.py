@@ -137,7 +137,12 @@ def run_demo(
         # demo shows it on purpose, beside the LangGraph path that replaces it.
         warnings.filterwarnings("ignore", category=LangChainDeprecationWarning)
         chain = conversation_chain(chatlog.get_session_history)
-        keys = [(u, f"{u}-chat-{n + 1}") for u in users for n in range(sessions_per_user)]
+        # Session ids from new_session: unguessable, so no user can squat another's.
+        keys = [
+            (u, chatlog.new_session(u, prefix=f"{u}-chat-{n + 1}-"))
+            for u in users
+            for n in range(sessions_per_user)
+        ]
         for question in questions:
             for user, session in keys:
                 config: RunnableConfig = {

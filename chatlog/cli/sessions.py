@@ -35,13 +35,28 @@ def sessions() -> None:
 @sessions.command("list")
 @click.option("--user", "user_id", required=True, help="The user whose sessions to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="Page size: at most N sessions."
+)
+@click.option("--cursor", default=None, help="The next page (from the previous page's hint).")
 @click.pass_context
-def sessions_list(ctx: click.Context, user_id: str, as_json: bool) -> None:
+def sessions_list(
+    ctx: click.Context, user_id: str, as_json: bool, limit: int | None, cursor: str | None
+) -> None:
     """Print the user's sessions, most recently active first, with message counts."""
     from chatlog.histories import ChatLog
 
+    if cursor is not None and limit is None:
+        raise click.UsageError("--cursor needs --limit")
+    next_cursor = None
     with ChatLog(_settings(ctx)) as chatlog:
-        listed = chatlog.sessions(user_id)
+        if limit is None:
+            listed = chatlog.sessions(user_id)
+        else:
+            page = chatlog.sessions(user_id, limit=limit, cursor=cursor)
+            listed, next_cursor = page.sessions, page.next_cursor
+    if next_cursor is not None:
+        err_console.print(f"more sessions: --cursor {escape_markup(next_cursor)}")
     if as_json:
         rows: list[dict[str, Any]] = [
             {
@@ -133,7 +148,18 @@ def export(
 @click.command("import")
 @click.argument("path", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--session", "session_id", default=None, help="Session of a bare message list.")
-@click.option("--user", "user_id", default=None, help="Owner to give every imported session.")
+@click.option(
+    "--user",
+    "user_id",
+    default=None,
+    help="Owner to give every imported session (required unless --trust-file-owners).",
+)
+@click.option(
+    "--trust-file-owners",
+    is_flag=True,
+    help="Keep the owners the source names (a file's user_id, or none for a LangChain "
+    "store): whoever wrote the file chooses whose sessions it appends to.",
+)
 @click.option(
     "--from-redis",
     "redis_url",
@@ -160,12 +186,17 @@ def import_(
     path: str | None,
     session_id: str | None,
     user_id: str | None,
+    trust_file_owners: bool,
     redis_url: str | None,
     prefix: str,
     sql_url: str | None,
     table: str,
 ) -> None:
-    """Publish histories from an export file or a LangChain store (safe to re-run)."""
+    """Publish histories from an export file or a LangChain store (safe to re-run).
+
+    The owner comes from --user; the owners inside the file are used only
+    with --trust-file-owners (a file can claim any user).
+    """
     import redis
     from click.core import ParameterSource
 
@@ -193,6 +224,15 @@ def import_(
             "give exactly one of PATH, --from-redis (CHATLOG_IMPORT_REDIS_URL) or "
             "--from-sql (CHATLOG_IMPORT_SQL_URL)"
         )
+    if (user_id is None) == (not trust_file_owners):
+        raise click.UsageError(
+            "give --user (the owner of every imported session) or --trust-file-owners "
+            "(keep the owners the file names), not both"
+            if trust_file_owners
+            else "give --user (the owner of every imported session), or --trust-file-owners "
+            "to keep the owners the file names: a file can claim any user"
+        )
+    owners: dict[str, Any] = {"user_id": user_id, "trust_file_owners": trust_file_owners}
 
     def report(progress: ImportProgress) -> None:
         err_console.print(
@@ -207,6 +247,7 @@ def import_(
                 chatlog,
                 read_export(path, session_id=session_id, user_id=user_id),
                 on_progress=report,
+                **owners,
             )
         elif redis_url is not None:
             source = redis.Redis.from_url(redis_url)
@@ -215,12 +256,16 @@ def import_(
                     chatlog,
                     read_langchain_redis(source, prefix, user_id=user_id),
                     on_progress=report,
+                    **owners,
                 )
             finally:
                 source.close()
         else:
             done = import_sessions(
-                chatlog, read_langchain_sql(sql_url, table, user_id=user_id), on_progress=report
+                chatlog,
+                read_langchain_sql(sql_url, table, user_id=user_id),
+                on_progress=report,
+                **owners,
             )
     click.echo(
         f"imported {done.sessions} session(s): {done.messages_published} message(s) published, "

@@ -96,10 +96,12 @@ def test_cli_export_then_import_restores_deleted_sessions_idempotently(
     for session in sessions:
         eventually(lambda s=session: module_chatlog.history(s, alice).messages == [])
 
-    first = runner.invoke(cli, cli_args(module_settings, "import", str(path)))
+    # The export is the user's own: restoring it may trust the owners it names.
+    restore = ("import", str(path), "--trust-file-owners")
+    first = runner.invoke(cli, cli_args(module_settings, *restore))
     assert first.exit_code == 0, first.output
     assert "6 message(s) published" in first.output
-    again = runner.invoke(cli, cli_args(module_settings, "import", str(path)))
+    again = runner.invoke(cli, cli_args(module_settings, *restore))
     assert again.exit_code == 0, again.output
     assert "0 message(s) published, 6 already there" in again.output
     for session, messages in sessions.items():
@@ -128,7 +130,9 @@ def test_cli_keeps_users_apart(
         assert isinstance(result.exception, SessionOwnershipError), (args, result.output)
     path = tmp_path / "theirs.json"
     path.write_text(json.dumps({"session_id": session, "user_id": bob, "messages": []}))
-    result = runner.invoke(cli, cli_args(module_settings, "import", str(path)))
+    result = runner.invoke(
+        cli, cli_args(module_settings, "import", str(path), "--trust-file-owners")
+    )
     assert isinstance(result.exception, SessionOwnershipError)
     assert module_chatlog.history(session, alice).messages == [HumanMessage("private")]
 
@@ -163,7 +167,7 @@ def test_import_reports_a_conflicting_session_and_appends_only_missing_tails(
     def progress(p: ImportProgress) -> None:
         seen.append(p.sessions)
 
-    done = import_sessions(module_chatlog, exported, on_progress=progress)
+    done = import_sessions(module_chatlog, exported, user_id=user, on_progress=progress)
     assert (done.messages_published, done.conflicts, seen) == (1, [diverged], [1, 2])
     assert module_chatlog.history(same, user).messages == [HumanMessage("1"), AIMessage("2")]
 
