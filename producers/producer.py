@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from chatlog.errors import MessageTooLargeError
+from chatlog.errors import InvalidMessageError, MessageSerializationError, MessageTooLargeError
 from chatlog.producers.records import EncodedEvent, LogPosition
 from chatlog.schemas.codec import CONTENT_TYPE, EventCodec
 from chatlog.schemas.events import ChatEvent
@@ -59,8 +59,20 @@ class EventProducer:
 
         Raises:
             MessageTooLargeError: the encoded event exceeds ``max_event_bytes``.
+            InvalidMessageError: a text field is not valid Unicode (a lone surrogate).
+            MessageSerializationError: a field does not fit the Avro schema.
         """
-        value = self.codec.encode(event)
+        try:
+            value = self.codec.encode(event)
+        except UnicodeEncodeError as exc:
+            raise InvalidMessageError(
+                f"event for session {event.session_id!r} holds text that is not valid "
+                f"Unicode ({exc.reason}); replace lone surrogates before appending"
+            ) from exc
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise MessageSerializationError(
+                f"event for session {event.session_id!r} does not fit the event schema: {exc}"
+            ) from exc
         if len(value) > self.settings.max_event_bytes:
             raise MessageTooLargeError(
                 f"event for session {event.session_id!r} is {len(value)} bytes, over the "
