@@ -11,7 +11,7 @@ from chatlog.schemas.codec import CONTENT_TYPE, EventCodec
 from chatlog.schemas.events import ChatEvent
 from chatlog.settings import Settings
 
-__all__ = ["EncodedEvent", "EventProducer", "LogPosition", "PublishTransport"]
+__all__ = ["EncodedEvent", "EventProducer", "LogPosition", "PublishTransport", "encode_event"]
 
 
 class PublishTransport(Protocol):
@@ -55,34 +55,8 @@ class EventProducer:
         return self._transport
 
     def encode(self, event: ChatEvent) -> EncodedEvent:
-        """Encode ``event`` and check it against the size limit.
-
-        Raises:
-            MessageTooLargeError: the encoded event exceeds ``max_event_bytes``.
-            InvalidMessageError: a text field is not valid Unicode (a lone surrogate).
-            MessageSerializationError: a field does not fit the Avro schema.
-        """
-        try:
-            value = self.codec.encode(event)
-        except UnicodeEncodeError as exc:
-            raise InvalidMessageError(
-                f"event for session {event.session_id!r} holds text that is not valid "
-                f"Unicode ({exc.reason}); replace lone surrogates before appending"
-            ) from exc
-        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-            raise MessageSerializationError(
-                f"event for session {event.session_id!r} does not fit the event schema: {exc}"
-            ) from exc
-        if len(value) > self.settings.max_event_bytes:
-            raise MessageTooLargeError(
-                f"event for session {event.session_id!r} is {len(value)} bytes, over the "
-                f"limit of {self.settings.max_event_bytes} (CHATLOG_MAX_EVENT_BYTES)"
-            )
-        headers = [
-            ("event-type", event.event_type.encode()),
-            ("content-type", CONTENT_TYPE.encode()),
-        ]
-        return EncodedEvent(event.session_id.encode("utf-8"), value, headers)
+        """Encode ``event`` and check it against the size limit (:func:`encode_event`)."""
+        return encode_event(self.codec, event, self.settings.max_event_bytes)
 
     def publish(self, events: Sequence[ChatEvent]) -> list[LogPosition]:
         """Publish ``events`` in order and wait until the broker acknowledged all of them.
@@ -127,6 +101,37 @@ class EventProducer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def encode_event(codec: EventCodec, event: ChatEvent, max_event_bytes: int) -> EncodedEvent:
+    """``event`` encoded for the log, checked against the size limit; never sends anything.
+
+    Raises:
+        MessageTooLargeError: the encoded event exceeds ``max_event_bytes``.
+        InvalidMessageError: a text field is not valid Unicode (a lone surrogate).
+        MessageSerializationError: a field does not fit the Avro schema.
+    """
+    try:
+        value = codec.encode(event)
+    except UnicodeEncodeError as exc:
+        raise InvalidMessageError(
+            f"event for session {event.session_id!r} holds text that is not valid "
+            f"Unicode ({exc.reason}); replace lone surrogates before appending"
+        ) from exc
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise MessageSerializationError(
+            f"event for session {event.session_id!r} does not fit the event schema: {exc}"
+        ) from exc
+    if len(value) > max_event_bytes:
+        raise MessageTooLargeError(
+            f"event for session {event.session_id!r} is {len(value)} bytes, over the "
+            f"limit of {max_event_bytes} (CHATLOG_MAX_EVENT_BYTES)"
+        )
+    headers = [
+        ("event-type", event.event_type.encode()),
+        ("content-type", CONTENT_TYPE.encode()),
+    ]
+    return EncodedEvent(event.session_id.encode("utf-8"), value, headers)
 
 
 def _transport(settings: Settings) -> PublishTransport:
