@@ -6,7 +6,7 @@ lists, non-JSON values, NaN and infinities) either encode and read back
 equal (``message_to_dict`` of the stored form's message), or raise one of
 the typed input errors. The step is everything ``add_messages`` does before
 the first send, so a refusal here publishes nothing (checked against a
-broker in ``tests/integration/test_bad_input_publishes_nothing.py``).
+broker, for both the sync and async paths, in ``tests/unit/test_bad_input.py``).
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def _make(cls: type[BaseMessage], fields: dict[str, Any]) -> BaseMessage | None:
     """``cls(**fields)``, or ``None`` when LangChain itself refuses to build it."""
     try:
         return cls(**fields)
-    except Exception:  # noqa: BLE001 - a refusal by LangChain is not the write path's
+    except Exception:  # a refusal by LangChain itself is not the write path's to judge
         return None
 
 
