@@ -30,7 +30,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from chatlog.errors import MessageTooLargeError, ProjectionLagError
+from chatlog.errors import ProjectionLagError
 from chatlog.histories.checkpoint_read_model import CheckpointReader, StoredEntry, ThreadSelection
 from chatlog.histories.checkpoint_serde import checked_serde
 from chatlog.histories.read_your_writes import (
@@ -41,7 +41,7 @@ from chatlog.histories.read_your_writes import (
 )
 from chatlog.identifiers import validate_session_id
 from chatlog.producers.lazy import LazyProducer
-from chatlog.producers.producer import EncodedEvent, EventProducer, LogPosition
+from chatlog.producers.producer import EncodedEvent, EventProducer, LogPosition, sized_record
 from chatlog.schemas.checkpoint_codec import CONTENT_TYPE, CheckpointCodec
 from chatlog.schemas.checkpoint_events import (
     ChannelBlob,
@@ -153,17 +153,16 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
 
     def _encode(self, thread_id: str, payload: CheckpointPayload) -> EncodedEvent:
         event = CheckpointEvent(thread_id, payload, source=self.settings.source)
-        value = self.codec.encode(event)
-        if len(value) > self.settings.max_event_bytes:
-            raise MessageTooLargeError(
-                f"checkpoint event for thread {thread_id!r} is {len(value)} bytes, over the "
-                f"limit of {self.settings.max_event_bytes} (CHATLOG_MAX_EVENT_BYTES)"
-            )
-        headers = [
-            ("event-type", event.event_type.encode()),
-            ("content-type", CONTENT_TYPE.encode()),
-        ]
-        return EncodedEvent(thread_id.encode("utf-8"), value, headers)
+        return sized_record(
+            f"checkpoint event for thread {thread_id!r}",
+            thread_id,
+            lambda: self.codec.encode(event),
+            headers=[
+                ("event-type", event.event_type.encode()),
+                ("content-type", CONTENT_TYPE.encode()),
+            ],
+            max_event_bytes=self.settings.max_event_bytes,
+        )
 
     def _publish(self, thread_id: str, record: EncodedEvent) -> None:
         positions = self.producer.send_encoded(self.settings.checkpoint_topic, [record])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from chatlog.errors import InvalidMessageError, MessageSerializationError, MessageTooLargeError
@@ -11,7 +11,8 @@ from chatlog.schemas.codec import CONTENT_TYPE, EventCodec
 from chatlog.schemas.events import ChatEvent
 from chatlog.settings import Settings
 
-__all__ = ["EncodedEvent", "EventProducer", "LogPosition", "PublishTransport", "encode_event"]
+__all__ = ["EncodedEvent", "EventProducer", "LogPosition", "PublishTransport", "encode_event",
+           "sized_record"]
 
 
 class PublishTransport(Protocol):
@@ -111,27 +112,50 @@ def encode_event(codec: EventCodec, event: ChatEvent, max_event_bytes: int) -> E
         InvalidMessageError: a text field is not valid Unicode (a lone surrogate).
         MessageSerializationError: a field does not fit the Avro schema.
     """
+    return sized_record(
+        f"event for session {event.session_id!r}",
+        event.session_id,
+        lambda: codec.encode(event),
+        headers=[
+            ("event-type", event.event_type.encode()),
+            ("content-type", CONTENT_TYPE.encode()),
+        ],
+        max_event_bytes=max_event_bytes,
+    )
+
+
+def sized_record(
+    what: str,
+    key: str,
+    encode: Callable[[], bytes],
+    *,
+    headers: list[tuple[str, bytes]],
+    max_event_bytes: int,
+) -> EncodedEvent:
+    """The record of ``encode()`` keyed by ``key``, its encoder's failures typed, size checked.
+
+    ``what`` names the event in errors (``"event for session 'abc'"``).
+
+    Raises:
+        MessageTooLargeError: the encoded event exceeds ``max_event_bytes``.
+        InvalidMessageError: a text field is not valid Unicode (a lone surrogate).
+        MessageSerializationError: a field does not fit the Avro schema.
+    """
     try:
-        value = codec.encode(event)
+        value = encode()
     except UnicodeEncodeError as exc:
         raise InvalidMessageError(
-            f"event for session {event.session_id!r} holds text that is not valid "
-            f"Unicode ({exc.reason}); replace lone surrogates before appending"
+            f"{what} holds text that is not valid Unicode ({exc.reason}); replace lone "
+            "surrogates before writing"
         ) from exc
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-        raise MessageSerializationError(
-            f"event for session {event.session_id!r} does not fit the event schema: {exc}"
-        ) from exc
+        raise MessageSerializationError(f"{what} does not fit the event schema: {exc}") from exc
     if len(value) > max_event_bytes:
         raise MessageTooLargeError(
-            f"event for session {event.session_id!r} is {len(value)} bytes, over the "
-            f"limit of {max_event_bytes} (CHATLOG_MAX_EVENT_BYTES)"
+            f"{what} is {len(value)} bytes, over the limit of {max_event_bytes} "
+            "(CHATLOG_MAX_EVENT_BYTES)"
         )
-    headers = [
-        ("event-type", event.event_type.encode()),
-        ("content-type", CONTENT_TYPE.encode()),
-    ]
-    return EncodedEvent(event.session_id.encode("utf-8"), value, headers)
+    return EncodedEvent(key.encode("utf-8"), value, headers)
 
 
 def _transport(settings: Settings) -> PublishTransport:

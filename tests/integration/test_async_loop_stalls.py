@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import threading
+import time
+import traceback
 from collections.abc import Callable, Coroutine
 from contextlib import ExitStack
 from typing import Any
@@ -54,17 +58,36 @@ class _SlowCallbacks(logging.Handler):
 Scenario = Callable[[_SlowCallbacks], Coroutine[Any, Any, None]]
 
 
-def _run_watched(scenario: Scenario) -> tuple[list[str], int]:
-    """Run ``scenario`` in debug mode beside a heartbeat; return the stall reports and beats."""
+def _run_watched(scenario: Scenario) -> tuple[list[str], list[str], int]:
+    """Run ``scenario`` in debug mode beside a heartbeat.
+
+    Returns asyncio's slow-callback reports, the loop thread's stack at each
+    stall the heartbeat noticed (what the loop was doing, for the failure
+    message), and the number of beats.
+    """
     beats = 0
+    last_beat = time.monotonic()
+    loop_thread = threading.get_ident()
+    stacks: list[str] = []
+    done = threading.Event()
+    slow = _SlowCallbacks()
 
     async def heartbeat() -> None:
-        nonlocal beats
+        nonlocal beats, last_beat
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             beats += 1
+            last_beat = time.monotonic()
 
-    slow = _SlowCallbacks()
+    def sample_stalls() -> None:
+        sampled = 0.0
+        while not done.wait(HEARTBEAT_S):
+            beat = last_beat
+            if time.monotonic() - beat > STALL_S and beat != sampled and not slow.paused:
+                sampled = beat
+                frame = sys._current_frames().get(loop_thread)
+                if frame is not None:
+                    stacks.append("".join(traceback.format_stack(frame)[-6:]))
 
     async def main() -> None:
         beating = asyncio.create_task(heartbeat())
@@ -75,16 +98,20 @@ def _run_watched(scenario: Scenario) -> tuple[list[str], int]:
 
     asyncio_log = logging.getLogger("asyncio")
     asyncio_log.addHandler(slow)
+    sampler = threading.Thread(target=sample_stalls, daemon=True)
+    sampler.start()
     loop = asyncio.new_event_loop()
     loop.set_debug(True)
     loop.slow_callback_duration = STALL_S
     try:
         loop.run_until_complete(main())
     finally:
+        done.set()
+        sampler.join()
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
         asyncio_log.removeHandler(slow)
-    return slow.reports, beats
+    return slow.reports, stacks, beats
 
 
 def test_async_api_never_stalls_the_loop_from_a_fresh_start(
@@ -130,9 +157,9 @@ def test_async_api_never_stalls_the_loop_from_a_fresh_start(
             await saver.aclose()
             await chatlog.aclose()
 
-        reports, beats = _run_watched(scenario)
+        reports, stacks, beats = _run_watched(scenario)
 
-    assert reports == []
+    assert reports == [], "\n".join(["the loop was held; where it was:", *stacks])
     assert beats > 0
     assert seen == {
         "messages": ["hi", "hello"],
