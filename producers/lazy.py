@@ -62,11 +62,6 @@ class LazyProducer:
         get = shared.get if isinstance(shared, LazyProducer) else (lambda: shared)
         return cls(settings, topics=topics, create=get, owned=False)
 
-    @property
-    def ready(self) -> bool:
-        """Whether the producer exists (handing it out no longer blocks)."""
-        return self._producer is not None
-
     def get(self) -> EventProducer:
         """The producer, made on first use after ensuring the topics (blocking).
 
