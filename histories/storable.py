@@ -28,15 +28,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 from chatlog.errors import InvalidMessageError, MessageSerializationError
 
 #: Deepest nesting of dicts and lists a free-form field may have (the field itself is level 1).
 MAX_NESTING = 100
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _JSON_TYPES = "dict with string keys, list, str, int, finite float, bool, None"
 
@@ -47,13 +44,18 @@ def checked_text(value: str, what: str) -> str:
     Raises:
         InvalidMessageError: ``value`` holds a lone surrogate.
     """
-    found = _SURROGATE.search(value)
-    if found is not None:
+    # isascii() is O(1) in CPython (the string's kind is known); the UTF-8
+    # encode of other text is C-speed, several times cheaper than a regex scan.
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
         raise InvalidMessageError(
-            f"{what} holds a lone surrogate (U+{ord(found.group()):04X} at index "
-            f"{found.start()}), which is not valid Unicode and cannot be stored; decode the "
+            f"{what} holds a lone surrogate (U+{ord(value[exc.start]):04X} at index "
+            f"{exc.start}), which is not valid Unicode and cannot be stored; decode the "
             "text correctly, or replace it (text.encode('utf-8', 'replace').decode())"
-        )
+        ) from exc
     return value
 
 
