@@ -152,14 +152,16 @@ def _to_event(message: object) -> MessageAppended:
     return MessageAppended(**fields)
 
 
-#: Every message class ``messages_from_dict`` builds, by its ``type``.
+#: Every message class a history stores (those ``messages_from_dict`` builds).
+MESSAGE_CLASSES: tuple[type[BaseMessage], ...] = (
+    HumanMessage, AIMessage, SystemMessage, ChatMessage, FunctionMessage, ToolMessage,
+    AIMessageChunk, HumanMessageChunk, SystemMessageChunk, ChatMessageChunk,
+    FunctionMessageChunk, ToolMessageChunk,
+)
+
+#: The message classes by their ``type``.
 _CLASSES: dict[str, type[BaseMessage]] = {
-    cls.model_fields["type"].default: cls
-    for cls in (
-        HumanMessage, AIMessage, SystemMessage, ChatMessage, FunctionMessage, ToolMessage,
-        AIMessageChunk, HumanMessageChunk, SystemMessageChunk, ChatMessageChunk,
-        FunctionMessageChunk, ToolMessageChunk,
-    )
+    cls.model_fields["type"].default: cls for cls in MESSAGE_CLASSES
 }
 
 
