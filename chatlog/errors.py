@@ -30,7 +30,10 @@ class InvalidUserIdError(ChatLogError, ValueError):
 class InvalidMessageError(ChatLogError, TypeError):
     """Raised when an object given as a message is not a supported ``BaseMessage``.
 
-    Nothing of the call that passed it is published.
+    Also when a message cannot be stored as it is: a field of the wrong type,
+    text with a lone surrogate, or a structure nested deeper than
+    ``chatlog.histories.storable.MAX_NESTING``. Nothing of the call that
+    passed it is published.
     """
 
 
@@ -38,7 +41,8 @@ class MessageSerializationError(ChatLogError, ValueError):
     """Raised when a message holds a value that cannot be stored loss-free as JSON.
 
     Typical causes: objects in ``additional_kwargs``, ``response_metadata`` or
-    ``artifact`` that are not JSON types. Nothing of the call is published.
+    ``artifact`` that are not JSON types, ``NaN`` or infinities, reference
+    cycles, non-string keys. Nothing of the call is published.
     """
 
 

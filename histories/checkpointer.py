@@ -10,8 +10,8 @@ them with a strict allowlist (:mod:`chatlog.histories.checkpoint_serde`).
 
 from __future__ import annotations
 
+import asyncio
 import random
-import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -30,7 +30,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from chatlog.errors import MessageTooLargeError, ProjectionLagError
+from chatlog.errors import ProjectionLagError
 from chatlog.histories.checkpoint_read_model import CheckpointReader, StoredEntry, ThreadSelection
 from chatlog.histories.checkpoint_serde import checked_serde
 from chatlog.histories.read_your_writes import (
@@ -40,8 +40,8 @@ from chatlog.histories.read_your_writes import (
     wait_until_applied,
 )
 from chatlog.identifiers import validate_session_id
-from chatlog.producers.admin import ensure_topic
-from chatlog.producers.producer import EncodedEvent, EventProducer, LogPosition
+from chatlog.producers.lazy import LazyProducer
+from chatlog.producers.producer import EncodedEvent, EventProducer, LogPosition, sized_record
 from chatlog.schemas.checkpoint_codec import CONTENT_TYPE, CheckpointCodec
 from chatlog.schemas.checkpoint_events import (
     ChannelBlob,
@@ -71,9 +71,15 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         with ChatLogCheckpointSaver(Settings.from_env()) as saver:
             graph = builder.compile(checkpointer=saver)
 
+    The ``a*`` methods never block the event loop: reads go through
+    redis.asyncio, and the producer's first use (checkpoint topic creation,
+    bootstrap) and each hand-over of a record to the Kafka client run on a
+    worker thread.
+
     Args:
         settings: Connections and topics; default ``Settings.from_env()``.
-        producer: Producer to publish with (default: own one, closed by :meth:`close`).
+        producer: Producer to publish with, or a :class:`~chatlog.producers.lazy.LazyProducer`
+            made on first use (default: own one, closed by :meth:`close`).
         redis_client: Redis client to read with (default: from ``settings.redis_url``).
         serde: Serializer; default :class:`~chatlog.histories.checkpoint_serde.CheckpointSerializer`
             (LangGraph's format, read with a strict allowlist; a compiled
@@ -93,7 +99,7 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         self,
         settings: Settings | None = None,
         *,
-        producer: EventProducer | None = None,
+        producer: EventProducer | LazyProducer | None = None,
         redis_client: redis.Redis | None = None,
         serde: SerializerProtocol | None = None,
         read_timeout_s: float | None = None,
@@ -111,44 +117,31 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         )
         self.codec = CheckpointCodec()
         self.written = WrittenPositions()
-        self._producer = producer
-        self._owns_producer = producer is None
-        self._topic_ready = False
-        self._lock = threading.Lock()
+        self.producers = LazyProducer.of(
+            producer, self.settings, topics=(self.settings.checkpoint_topic,)
+        )
 
     # -- lifecycle -----------------------------------------------------------
 
     @property
     def producer(self) -> EventProducer:
         """The producer, created (and the checkpoint topic ensured) on first use."""
-        with self._lock:
-            if not self._topic_ready:
-                if self.settings.auto_create_topic:
-                    ensure_topic(
-                        self.settings.checkpoint_topic,
-                        self.settings.partitions,
-                        self.settings.replication_factor,
-                        settings=self.settings,
-                    )
-                self._topic_ready = True
-            if self._producer is None:
-                self._producer = EventProducer(self.settings)
-            return self._producer
+        return self.producers.get()
 
     def close(self) -> None:
         """Flush and close what this saver created (its producer and Redis pool)."""
-        with self._lock:
-            if self._owns_producer and self._producer is not None:
-                self._producer.close()
-                self._producer = None
+        self.producers.close()
         self.reader.close()
         if self._owns_redis:
             self.redis.close()
 
     async def aclose(self) -> None:
-        """Async :meth:`close`: the running loop's Redis client is closed before it returns."""
+        """Async :meth:`close`: the running loop's Redis client is closed before it returns.
+
+        The producer's flush and the sync pool's close run on a worker thread.
+        """
         await self.reader.aclose()
-        self.close()
+        await asyncio.to_thread(self.close)
 
     def __enter__(self) -> ChatLogCheckpointSaver:
         return self
@@ -160,24 +153,24 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
 
     def _encode(self, thread_id: str, payload: CheckpointPayload) -> EncodedEvent:
         event = CheckpointEvent(thread_id, payload, source=self.settings.source)
-        value = self.codec.encode(event)
-        if len(value) > self.settings.max_event_bytes:
-            raise MessageTooLargeError(
-                f"checkpoint event for thread {thread_id!r} is {len(value)} bytes, over the "
-                f"limit of {self.settings.max_event_bytes} (CHATLOG_MAX_EVENT_BYTES)"
-            )
-        headers = [
-            ("event-type", event.event_type.encode()),
-            ("content-type", CONTENT_TYPE.encode()),
-        ]
-        return EncodedEvent(thread_id.encode("utf-8"), value, headers)
+        return sized_record(
+            f"checkpoint event for thread {thread_id!r}",
+            thread_id,
+            lambda: self.codec.encode(event),
+            headers=[
+                ("event-type", event.event_type.encode()),
+                ("content-type", CONTENT_TYPE.encode()),
+            ],
+            max_event_bytes=self.settings.max_event_bytes,
+        )
 
     def _publish(self, thread_id: str, record: EncodedEvent) -> None:
         positions = self.producer.send_encoded(self.settings.checkpoint_topic, [record])
         self.written.record(thread_id, positions)
 
     async def _apublish(self, thread_id: str, record: EncodedEvent) -> None:
-        positions: list[LogPosition] = await self.producer.asend_encoded(
+        producer = await self.producers.aget()
+        positions: list[LogPosition] = await producer.asend_encoded(
             self.settings.checkpoint_topic, [record]
         )
         self.written.record(thread_id, positions)

@@ -17,8 +17,9 @@ from chatlog.histories.read_your_writes import (
     projection_lag,
     wait_until_applied,
 )
-from chatlog.histories.sessions import check_owner, session_owner
+from chatlog.histories.sessions import asession_owner, check_owner, session_owner
 from chatlog.identifiers import validate_session_id, validate_user_id
+from chatlog.producers.lazy import LazyProducer
 from chatlog.producers.producer import EventProducer, LogPosition
 from chatlog.schemas.events import (
     ChatEvent,
@@ -40,9 +41,15 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
 
     Usually obtained from :meth:`chatlog.ChatLog.history`.
 
+    The ``a*`` methods never block the event loop: the owner check reads Redis
+    through redis.asyncio, and the producer's first use (topic creation,
+    bootstrap) and each hand-over of records to the Kafka client run on a
+    worker thread.
+
     Args:
         session_id: The conversation; non-empty, at most 256 bytes, no control characters.
-        producer: Publishes the events.
+        producer: Publishes the events (a :class:`~chatlog.producers.lazy.LazyProducer`
+            is made on the first write, not here).
         reader: Reads the Redis read model.
         user_id: The user the session belongs to, stamped on every event.
         source: Application name stamped on every event.
@@ -55,7 +62,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         self,
         session_id: str,
         *,
-        producer: EventProducer,
+        producer: EventProducer | LazyProducer,
         reader: ReadModelReader,
         user_id: str | None = None,
         source: str | None = None,
@@ -67,7 +74,11 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         self.session_id = validate_session_id(session_id)
         self.user_id = validate_user_id(user_id)
         self.source = source
-        self.producer = producer
+        self._producers = (
+            producer
+            if isinstance(producer, LazyProducer)
+            else LazyProducer.of(producer, producer.settings, topics=())
+        )
         self.reader = reader
         self.read_timeout_s = read_timeout_s
         self.max_messages = max_messages
@@ -77,6 +88,11 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         self.session_ttl_s = session_ttl_s
         self._owner_checked = False
 
+    @property
+    def producer(self) -> EventProducer:
+        """The producer this history publishes with (made on first use)."""
+        return self._producers.get()
+
     # -- writes ------------------------------------------------------------
 
     def _check_write_access(self) -> None:
@@ -84,9 +100,22 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         # the owner) can change that, so one check per history object suffices.
         if self._owner_checked:
             return
-        owner = session_owner(self.reader, self.session_id)
+        self._owner_seen(session_owner(self.reader, self.session_id))
+
+    async def _acheck_write_access(self) -> None:
+        if self._owner_checked:
+            return
+        self._owner_seen(await asession_owner(self.reader, self.session_id))
+
+    def _owner_seen(self, owner: str | None) -> None:
         check_owner(self.session_id, owner, self.user_id)
         self._owner_checked = owner is not None
+
+    def _build(self, payloads: Sequence[Payload]) -> list[ChatEvent]:
+        return [
+            ChatEvent(self.session_id, payload, user_id=self.user_id, source=self.source)
+            for payload in payloads
+        ]
 
     def _events(self, payloads: Sequence[Payload]) -> list[ChatEvent]:
         """Events for ``payloads``, after checking that this user may write the session.
@@ -96,10 +125,16 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
                 user while this history has none); nothing is published.
         """
         self._check_write_access()
-        return [
-            ChatEvent(self.session_id, payload, user_id=self.user_id, source=self.source)
-            for payload in payloads
-        ]
+        return self._build(payloads)
+
+    async def _aevents(self, payloads: Sequence[Payload]) -> list[ChatEvent]:
+        """Async :meth:`_events`: the owner check reads Redis without blocking the loop."""
+        await self._acheck_write_access()
+        return self._build(payloads)
+
+    async def _apublish(self, events: Sequence[ChatEvent]) -> None:
+        producer = await self._producers.aget()
+        self._remember(await producer.apublish(events))
 
     def _remember(self, positions: Sequence[LogPosition]) -> None:
         self._written.record(self.session_id, positions)
@@ -122,9 +157,9 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Async :meth:`add_messages`; waits for acknowledgements without blocking the loop."""
-        events = self._events([to_event(m) for m in messages])
+        events = await self._aevents([to_event(m) for m in messages])
         if events:
-            self._remember(await self.producer.apublish(events))
+            await self._apublish(events)
 
     def clear(self) -> None:
         """Publish ``SessionCleared``: every message so far is removed from the history.
@@ -136,7 +171,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
 
     async def aclear(self) -> None:
         """Async :meth:`clear`."""
-        self._remember(await self.producer.apublish(self._events([SessionCleared()])))
+        await self._apublish(await self._aevents([SessionCleared()]))
 
     def delete(self) -> None:
         """Publish ``SessionDeleted``: the session's messages, meta and owner are removed.

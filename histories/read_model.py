@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import redis
+import redis.asyncio as aioredis
 
 from chatlog.errors import ReadModelError
 from chatlog.keys import META_OFFSET, META_OWNER, META_PARTITION, ReadModelKeys
@@ -184,6 +185,16 @@ class ReadModelReader:
         if self.active is not None:
             self._follow(self.active.get(self.client))
         return self.keys
+
+    async def acurrent_keys(self) -> ReadModelKeys:
+        """Async :meth:`current_keys`: the pointer is read through redis.asyncio."""
+        if self.active is not None:
+            self._follow(await self.active.aget(self._async_clients.get()))
+        return self.keys
+
+    def async_client(self) -> aioredis.Redis:
+        """The redis.asyncio client of the running event loop (made like :attr:`client`)."""
+        return self._async_clients.get()
 
     def _refresh(self, pipe: Any, session_id: str) -> None:
         if self.refresh_ttl_ms > 0:

@@ -147,6 +147,20 @@ def session_owner(reader: ReadModelReader, session_id: str) -> str | None:
     return owner.decode() if isinstance(owner, bytes) else owner
 
 
+async def asession_owner(reader: ReadModelReader, session_id: str) -> str | None:
+    """Async :func:`session_owner`, through redis.asyncio.
+
+    Raises:
+        ReadModelError: Redis could not be read.
+    """
+    keys = await reader.acurrent_keys()
+    try:
+        owner = await reader.async_client().hget(keys.meta(session_id), META_OWNER)
+    except redis.RedisError as exc:
+        raise ReadModelError(f"reading the owner of session {session_id!r} failed: {exc}") from exc
+    return owner.decode() if isinstance(owner, bytes) else owner
+
+
 def check_owner(session_id: str, owner: str | None, user_id: str | None) -> None:
     """Refuse access to an owned session under another (or no) user id.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, overload
 
@@ -17,7 +16,7 @@ from chatlog.histories.session_pages import SessionPage, sessions_page
 from chatlog.histories.sessions import SessionInfo, list_sessions
 from chatlog.identifiers import validate_session_id, validate_user_id
 from chatlog.namespaces import ActiveNamespace
-from chatlog.producers.admin import ensure_topic
+from chatlog.producers.lazy import LazyProducer
 from chatlog.producers.producer import EventProducer
 from chatlog.schemas.events import USER_EVENT_SESSION_ID, ChatEvent, SessionDeleted, UserDeleted
 from chatlog.session_scope import new_session_id, scoped_session_id, unscoped_session_id
@@ -59,23 +58,14 @@ class ChatLog:
         if self.settings.session_ttl_refresh_on_read and self.settings.session_ttl_s:
             self.reader.refresh_ttl_ms = int(self.settings.session_ttl_s * 1000)
         self.written = WrittenPositions()
-        self._producer: EventProducer | None = None
-        self._lock = threading.Lock()
+        #: Made on first use; histories and savers hold this, not the producer, so
+        #: handing them out never blocks and async callers make it off the loop.
+        self.producers = LazyProducer(self.settings, topics=(self.settings.topic,))
 
     @property
     def producer(self) -> EventProducer:
         """The shared producer, created (and the topic ensured) on first use."""
-        with self._lock:
-            if self._producer is None:
-                if self.settings.auto_create_topic:
-                    ensure_topic(
-                        self.settings.topic,
-                        self.settings.partitions,
-                        self.settings.replication_factor,
-                        settings=self.settings,
-                    )
-                self._producer = EventProducer(self.settings)
-            return self._producer
+        return self.producers.get()
 
     def history(
         self,
@@ -99,7 +89,7 @@ class ChatLog:
         validate_user_id(user_id)
         return ChatLogMessageHistory(
             self.stored_session_id(session_id, user_id),
-            producer=self.producer,
+            producer=self.producers,
             reader=self.reader,
             user_id=user_id,
             source=self.settings.source,
@@ -162,7 +152,7 @@ class ChatLog:
 
         return ChatLogCheckpointSaver(
             self.settings,
-            producer=self.producer,
+            producer=self.producers,
             redis_client=self.redis,
             read_timeout_s=read_timeout_s,
         )
@@ -274,17 +264,17 @@ class ChatLog:
 
     def close(self) -> None:
         """Flush and close the producer and the Redis pool (and async Redis clients)."""
-        with self._lock:
-            if self._producer is not None:
-                self._producer.close()
-                self._producer = None
+        self.producers.close()
         self.reader.close()
         self.redis.close()
 
     async def aclose(self) -> None:
-        """Async :meth:`close`: the running loop's Redis client is closed before it returns."""
+        """Async :meth:`close`: the running loop's Redis client is closed before it returns.
+
+        The producer's flush and the sync pool's close run on a worker thread.
+        """
         await self.reader.aclose()
-        self.close()
+        await asyncio.to_thread(self.close)
 
     def __enter__(self) -> ChatLog:
         return self

@@ -137,9 +137,15 @@ class KafkaPythonTransport:
     async def asend(
         self, topic: str, encoded: Sequence[EncodedEvent]
     ) -> list[LogPosition]:
-        """Async :meth:`send`: awaits the acknowledgements without blocking the loop."""
+        """Async :meth:`send`: awaits the acknowledgements without blocking the loop.
+
+        kafka-python's ``send`` blocks while it fetches a topic's metadata (the
+        first send to a topic) or waits for buffer space, and replacing a
+        broken producer bootstraps a new one; so the hand-over runs on a
+        worker thread, and only the acknowledgements are awaited here.
+        """
         loop = asyncio.get_running_loop()
-        producer, futures = self._send(topic, encoded)
+        producer, futures = await asyncio.to_thread(self._send, topic, encoded)
         waiters = []
         for future in futures:
             waiter: asyncio.Future[Any] = loop.create_future()

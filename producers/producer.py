@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from chatlog.errors import InvalidMessageError, MessageSerializationError, MessageTooLargeError
 from chatlog.producers.records import EncodedEvent, LogPosition
 from chatlog.producers.size_limit import check_event_size
 from chatlog.schemas.codec import CONTENT_TYPE, EventCodec
 from chatlog.schemas.events import ChatEvent
 from chatlog.settings import Settings
 
-__all__ = ["EncodedEvent", "EventProducer", "LogPosition", "PublishTransport"]
+__all__ = ["EncodedEvent", "EventProducer", "LogPosition", "PublishTransport", "encode_event",
+           "sized_record"]
 
 
 class PublishTransport(Protocol):
@@ -55,19 +57,8 @@ class EventProducer:
         return self._transport
 
     def encode(self, event: ChatEvent) -> EncodedEvent:
-        """Encode ``event`` and check it (and its stored form) against the size limit.
-
-        Raises:
-            MessageTooLargeError: the encoded event, or the JSON the read model
-                would store for it, exceeds ``max_event_bytes``.
-        """
-        value = self.codec.encode(event)
-        check_event_size(event, value, self.settings.max_event_bytes)
-        headers = [
-            ("event-type", event.event_type.encode()),
-            ("content-type", CONTENT_TYPE.encode()),
-        ]
-        return EncodedEvent(event.session_id.encode("utf-8"), value, headers)
+        """Encode ``event`` and check it against the size limit (:func:`encode_event`)."""
+        return encode_event(self.codec, event, self.settings.max_event_bytes)
 
     def publish(self, events: Sequence[ChatEvent]) -> list[LogPosition]:
         """Publish ``events`` in order and wait until the broker acknowledged all of them.
@@ -112,6 +103,63 @@ class EventProducer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def encode_event(codec: EventCodec, event: ChatEvent, max_event_bytes: int) -> EncodedEvent:
+    """``event`` encoded for the log, checked against the size limit; never sends anything.
+
+    Raises:
+        MessageTooLargeError: the encoded event, or the JSON the read model
+            would store for its message, exceeds ``max_event_bytes``.
+        InvalidMessageError: a text field is not valid Unicode (a lone surrogate).
+        MessageSerializationError: a field does not fit the Avro schema.
+    """
+    record = sized_record(
+        f"event for session {event.session_id!r}",
+        event.session_id,
+        lambda: codec.encode(event),
+        headers=[
+            ("event-type", event.event_type.encode()),
+            ("content-type", CONTENT_TYPE.encode()),
+        ],
+        max_event_bytes=max_event_bytes,
+    )
+    check_event_size(event, record.value, max_event_bytes)
+    return record
+
+
+def sized_record(
+    what: str,
+    key: str,
+    encode: Callable[[], bytes],
+    *,
+    headers: list[tuple[str, bytes]],
+    max_event_bytes: int,
+) -> EncodedEvent:
+    """The record of ``encode()`` keyed by ``key``, its encoder's failures typed, size checked.
+
+    ``what`` names the event in errors (``"event for session 'abc'"``).
+
+    Raises:
+        MessageTooLargeError: the encoded event exceeds ``max_event_bytes``.
+        InvalidMessageError: a text field is not valid Unicode (a lone surrogate).
+        MessageSerializationError: a field does not fit the Avro schema.
+    """
+    try:
+        value = encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidMessageError(
+            f"{what} holds text that is not valid Unicode ({exc.reason}); replace lone "
+            "surrogates before writing"
+        ) from exc
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise MessageSerializationError(f"{what} does not fit the event schema: {exc}") from exc
+    if len(value) > max_event_bytes:
+        raise MessageTooLargeError(
+            f"{what} is {len(value)} bytes, over the limit of {max_event_bytes} "
+            "(CHATLOG_MAX_EVENT_BYTES)"
+        )
+    return EncodedEvent(key.encode("utf-8"), value, headers)
 
 
 def _transport(settings: Settings) -> PublishTransport:
