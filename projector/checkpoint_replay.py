@@ -24,7 +24,7 @@ from chatlog.projector.checkpoint_projection import (
     CheckpointRecord,
     decode_record,
 )
-from chatlog.projector.replay import ReplayProgress
+from chatlog.projector.replay_progress import ReplayProgress
 from chatlog.schemas.checkpoint_codec import CheckpointCodec
 from chatlog.settings import Settings
 

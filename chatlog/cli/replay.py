@@ -29,7 +29,7 @@ def _settings(ctx: click.Context) -> Settings:
 @contextmanager
 def _progress_bar(title: str, *, quiet: bool) -> Iterator[Any]:
     """A callback that draws a rich progress bar on stderr (or nothing when ``quiet``)."""
-    from chatlog.projector.replay import ReplayProgress
+    from chatlog.projector.replay_progress import ReplayProgress
 
     if quiet:
         yield None
@@ -100,8 +100,9 @@ def replay_rebuild(
 
     Resumes an unfinished rebuild of the same namespace from its checkpoint.
     """
+    from chatlog.cli.timestamps import parse_timestamp
     from chatlog.projector.gc_threshold import SERVICE_GC_THRESHOLD
-    from chatlog.projector.replay import Replayer, parse_timestamp
+    from chatlog.projector.replay import Replayer
 
     settings = _settings(ctx)
     client = redis.Redis.from_url(target_redis_url) if target_redis_url else None
