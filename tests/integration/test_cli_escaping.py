@@ -23,7 +23,7 @@ from chatlog import ChatLog, Settings
 from chatlog.cli import cli
 from chatlog.keys import ReadModelKeys
 from chatlog.projector import Projector
-from tests.conftest import cli_args
+from tests.helpers import cli_args
 
 BRACKETS = "x-[/]"
 LINK = "[link=https://evil.example]click me"
