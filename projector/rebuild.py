@@ -100,6 +100,8 @@ class NamespaceRebuild:
             self.target.mark(
                 namespace,
                 state=STATE_BUILDING,
+                # Keys do not name their topic; the marker lets `replay namespaces` tell.
+                topic=self.target.settings.topic,
                 as_of_ms="" if as_of_ms is None else str(as_of_ms),
                 started_at=str(int(time.time() * 1000)),
             )

@@ -21,7 +21,8 @@ from datetime import datetime
 
 import redis
 
-from chatlog.projector.namespace_admin import NamespaceAdmin
+from chatlog.keys import validate_namespace
+from chatlog.projector.namespace_admin import NamespaceAdmin, NamespaceListing
 from chatlog.projector.rebuild import CATCH_UP_ROUNDS, HANDOFF_S, NamespaceRebuild
 from chatlog.projector.replay_log import ReplayLog
 from chatlog.projector.replay_progress import ProgressCallback, ReplayProgress
@@ -34,6 +35,7 @@ __all__ = [
     "CATCH_UP_ROUNDS",
     "HANDOFF_S",
     "SETTLE_S",
+    "NamespaceListing",
     "ProgressCallback",
     "ReplayProgress",
     "Replayer",
@@ -84,14 +86,27 @@ class Replayer:
     def drop(self, namespace: str, *, allow_active: bool = False) -> int:
         """Delete every key of ``namespace``; return how many were deleted.
 
+        Only keys that parse back to exactly ``namespace`` go: never a key of
+        a namespace it is a prefix of (``chatlog`` vs ``chatlog:v2``), nor of
+        another application sharing the database.
+
         Raises:
+            ConfigurationError: ``namespace`` is no valid namespace name.
             NamespaceInUseError: ``namespace`` is the active one (unless ``allow_active``).
         """
         return self.admin.drop(namespace, allow_active=allow_active)
 
     def has_keys(self, namespace: str) -> bool:
         """Whether ``namespace`` holds any key."""
-        return self.admin.has_keys(namespace)
+        return self.admin.has_keys(validate_namespace(namespace))
+
+    def namespaces(self) -> NamespaceListing:
+        """The namespaces of the topic in this Redis: key counts, the active one, rebuilds.
+
+        Raises:
+            ReadModelError: Redis cannot be read.
+        """
+        return self.admin.namespaces()
 
     # -- rebuild -------------------------------------------------------------
 
@@ -119,6 +134,7 @@ class Replayer:
         new appends so the namespace stays current while they move over.
 
         Raises:
+            ConfigurationError: ``namespace`` is no valid namespace name.
             ReplayError: the options conflict, or an unfinished rebuild of
                 ``namespace`` was started with another ``as_of``.
             TopicError: the topic is missing or cannot be read.
@@ -126,7 +142,7 @@ class Replayer:
         """
         rebuild = NamespaceRebuild(self.log, self.admin, gc_threshold=self.gc_threshold)
         return rebuild.run(
-            namespace or self.settings.namespace,
+            validate_namespace(self.settings.namespace if namespace is None else namespace),
             as_of=as_of,
             switch=switch,
             on_progress=on_progress,
@@ -149,6 +165,7 @@ class Replayer:
         event meanwhile, in which case the replay reads on and tries again.
 
         Raises:
+            ConfigurationError: ``namespace`` is no valid namespace name.
             InvalidSessionIdError: the session id is unusable.
             TopicError: the topic is missing or cannot be read.
             ReplayError: the session kept changing faster than it could be rebuilt.
@@ -157,7 +174,7 @@ class Replayer:
             self.log,
             self.admin,
             session_id,
-            namespace or self.active_namespace(),
+            validate_namespace(self.active_namespace() if namespace is None else namespace),
             on_progress=on_progress,
         )
 
@@ -176,7 +193,12 @@ class Replayer:
         of the log when it has none). Sessions that differ are checked again
         for up to ``settle_s`` while the log is folded further, so a live
         projector moving the read model on is not mistaken for a difference.
+
+        Raises:
+            ConfigurationError: ``namespace`` is no valid namespace name.
         """
         return Verifier(self.log, self.target).run(
-            namespace or self.active_namespace(), on_progress=on_progress, settle_s=settle_s
+            validate_namespace(self.active_namespace() if namespace is None else namespace),
+            on_progress=on_progress,
+            settle_s=settle_s,
         )

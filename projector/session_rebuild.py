@@ -113,7 +113,7 @@ def rebuild_session(
                 "to rebuild it; try again"
             )
     finally:
-        admin.drop(scratch, allow_active=True)
+        admin.delete_keys(scratch)
     messages = target.call(lambda: target.redis.llen(live.messages(session_id)))
     progress.finished_at = time.monotonic()
     return SessionReplay(session_id, namespace, partition, events, int(messages), progress)

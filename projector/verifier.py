@@ -82,6 +82,7 @@ class Verifier:
             lambda: {
                 ReadModelKeys.session_of(k.decode())
                 for k in client.scan_iter(match=keys.session_pattern(), count=1000)
+                if keys.owns(k)
             }
         )
         sessions = set(expected.sessions) | stored

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from chatlog.cli.escaping import escape_markup, visible_json
-from chatlog.errors import ChatLogError, NamespaceInUseError
-from chatlog.keys import active_namespace_key
+from chatlog.errors import ChatLogError, ConfigurationError, NamespaceInUseError
+from chatlog.keys import active_namespace_key, validate_namespace
 from chatlog.settings import Settings
 
 console = Console()
@@ -61,6 +61,18 @@ def _progress_bar(title: str, *, quiet: bool) -> Iterator[Any]:
         yield update
 
 
+def _namespace_flag(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> str | None:
+    """Validate a ``--namespace`` value here, so the error names the flag."""
+    if value is None:
+        return None
+    try:
+        return validate_namespace(value, setting="--namespace")
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+
+
 def _emit(payload: dict[str, Any], *, as_json: bool, lines: list[str]) -> None:
     if as_json:
         click.echo(visible_json(json.dumps(payload, ensure_ascii=False)))
@@ -75,7 +87,13 @@ def replay() -> None:
 
 
 @replay.command("rebuild")
-@click.option("--namespace", "target", required=True, help="Namespace to build (a new one).")
+@click.option(
+    "--namespace",
+    "target",
+    required=True,
+    callback=_namespace_flag,
+    help="Namespace to build (a new one).",
+)
 @click.option(
     "--redis-url",
     "target_redis_url",
@@ -139,7 +157,13 @@ def replay_rebuild(
 
 
 @replay.command("drop")
-@click.option("--namespace", "target", required=True, help="Namespace to delete.")
+@click.option(
+    "--namespace",
+    "target",
+    required=True,
+    callback=_namespace_flag,
+    help="Namespace to delete.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def replay_drop(ctx: click.Context, target: str, as_json: bool) -> None:
@@ -156,7 +180,13 @@ def replay_drop(ctx: click.Context, target: str, as_json: bool) -> None:
 
 @replay.command("session")
 @click.argument("session_id")
-@click.option("--namespace", "target", default=None, help="Namespace (default: the active one).")
+@click.option(
+    "--namespace",
+    "target",
+    default=None,
+    callback=_namespace_flag,
+    help="Namespace (default: the active one).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, no progress bar.")
 @click.pass_context
 def replay_session(ctx: click.Context, session_id: str, target: str | None, as_json: bool) -> None:
@@ -181,6 +211,7 @@ def replay_session(ctx: click.Context, session_id: str, target: str | None, as_j
     "--namespace",
     "target",
     default=None,
+    callback=_namespace_flag,
     help="Namespace to rebuild LangGraph checkpoints into (default: the configured one, "
     "where ChatLogCheckpointSaver reads).",
 )
@@ -205,7 +236,13 @@ def replay_checkpoints_command(ctx: click.Context, target: str | None, as_json: 
 
 
 @replay.command("verify")
-@click.option("--namespace", "target", default=None, help="Namespace (default: the active one).")
+@click.option(
+    "--namespace",
+    "target",
+    default=None,
+    callback=_namespace_flag,
+    help="Namespace (default: the active one).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, no progress bar.")
 @click.pass_context
 def replay_verify(ctx: click.Context, target: str | None, as_json: bool) -> None:
@@ -248,3 +285,27 @@ def replay_status(ctx: click.Context, as_json: bool) -> None:
             f"Active namespace: [bold]{escape_markup(active)}[/] (pointer {escape_markup(key)})"
         ],
     )
+
+
+@replay.command("namespaces")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def replay_namespaces(ctx: click.Context, as_json: bool) -> None:
+    """List the topic's namespaces in Redis: key counts, the active one, rebuilds in progress."""
+    from chatlog.projector.namespace_admin import list_namespaces
+
+    listing = list_namespaces(_settings(ctx))
+    lines = [f"Namespaces of topic [bold]{escape_markup(listing.topic)}[/]:"]
+    for info in listing.namespaces:
+        notes = []
+        if info.active:
+            notes.append("[green]active[/]")
+        if info.rebuilding:
+            notes.append("[yellow]rebuild in progress (or interrupted)[/]")
+        elif info.rebuild.get("state"):
+            notes.append(f"rebuilt ({escape_markup(info.rebuild['state'])})")
+        lines.append(
+            f"  {escape_markup(info.namespace)}: {info.keys} keys, {info.sessions} sessions"
+            + (f" - {', '.join(notes)}" if notes else "")
+        )
+    _emit(listing.as_dict(), as_json=as_json, lines=lines)
