@@ -125,6 +125,16 @@ class ReadModelReader:
             self._follow(self.active.get(self.client))
         return self.keys
 
+    async def acurrent_keys(self) -> ReadModelKeys:
+        """Async :meth:`current_keys`."""
+        if self.active is not None:
+            self._follow(await self.active.aget(self.async_client()))
+        return self.keys
+
+    def async_client(self) -> Any:
+        """The running event loop's redis.asyncio client (closed by :meth:`close`)."""
+        return self._async_clients.get()
+
     def _refresh(self, pipe: Any, session_id: str) -> None:
         if self.refresh_ttl_ms > 0:
             keys = self.keys

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any, NamedTuple
 
 import redis
 
@@ -20,9 +21,12 @@ from chatlog.keys import (
     META_COUNT,
     META_CREATED,
     META_DELETED,
+    META_OFFSET,
     META_OWNER,
+    META_PARTITION,
     META_TTL,
     META_UPDATED,
+    ReadModelKeys,
 )
 
 
@@ -64,18 +68,48 @@ def list_sessions(reader: ReadModelReader, user_id: str) -> list[SessionInfo]:
     keys = reader.current_keys()
     client = reader.client
     try:
-        members = client.zrevrange(keys.user_sessions(user_id), 0, -1)
-        if not members:
+        ids = _ids(client.zrevrange(keys.user_sessions(user_id), 0, -1))
+        if not ids:
             return []
-        ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
         pipe = client.pipeline(transaction=False)
-        fields = [META_OWNER, META_COUNT, META_CREATED, META_UPDATED, META_DELETED, META_TTL]
-        for session_id in ids:
-            pipe.hmget(keys.meta(session_id), fields)
-            pipe.pexpiretime(keys.meta(session_id))
+        _queue_meta(pipe, keys, ids)
         replies = pipe.execute()
     except redis.RedisError as exc:
         raise ReadModelError(f"listing the sessions of user {user_id!r} failed: {exc}") from exc
+    return _sessions_of(user_id, ids, replies)
+
+
+async def alist_sessions(reader: ReadModelReader, user_id: str) -> list[SessionInfo]:
+    """Async :func:`list_sessions`."""
+    keys = await reader.acurrent_keys()
+    client = reader.async_client()
+    try:
+        ids = _ids(await client.zrevrange(keys.user_sessions(user_id), 0, -1))
+        if not ids:
+            return []
+        pipe = client.pipeline(transaction=False)
+        _queue_meta(pipe, keys, ids)
+        replies = await pipe.execute()
+    except redis.RedisError as exc:
+        raise ReadModelError(f"listing the sessions of user {user_id!r} failed: {exc}") from exc
+    return _sessions_of(user_id, ids, replies)
+
+
+_LISTED_FIELDS = [META_OWNER, META_COUNT, META_CREATED, META_UPDATED, META_DELETED, META_TTL]
+
+
+def _ids(members: list[Any]) -> list[str]:
+    return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
+
+def _queue_meta(pipe: Any, keys: ReadModelKeys, ids: list[str]) -> None:
+    for session_id in ids:
+        pipe.hmget(keys.meta(session_id), _LISTED_FIELDS)
+        pipe.pexpiretime(keys.meta(session_id))
+
+
+def _sessions_of(user_id: str, ids: list[str], replies: list[Any]) -> list[SessionInfo]:
+    """The listed sessions ``user_id`` really owns, from the replies :func:`_queue_meta` asked."""
     sessions = []
     for index, session_id in enumerate(ids):
         (owner, count, created, updated, deleted, ttl) = replies[2 * index]
@@ -95,6 +129,49 @@ def list_sessions(reader: ReadModelReader, user_id: str) -> list[SessionInfo]:
         )
     sessions.sort(key=lambda s: (s.updated_at or _EPOCH, s.session_id), reverse=True)
     return sessions
+
+
+class SessionPosition(NamedTuple):
+    """A session's tracking position: its last applied event (``-1``/``None``: nothing)."""
+
+    partition: int | None
+    offset: int
+
+
+def _position(reply: list[Any]) -> SessionPosition:
+    partition, offset = reply
+    return SessionPosition(
+        int(partition) if partition is not None else None,
+        int(offset) if offset is not None else -1,
+    )
+
+
+def session_positions(reader: ReadModelReader, ids: list[str]) -> list[SessionPosition]:
+    """The tracking position of each of ``ids``, in one round trip.
+
+    Raises:
+        ReadModelError: Redis could not be read.
+    """
+    keys = reader.current_keys()
+    pipe = reader.client.pipeline(transaction=False)
+    for session_id in ids:
+        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET])
+    try:
+        return [_position(reply) for reply in pipe.execute()]
+    except redis.RedisError as exc:
+        raise ReadModelError(f"reading session positions failed: {exc}") from exc
+
+
+async def asession_positions(reader: ReadModelReader, ids: list[str]) -> list[SessionPosition]:
+    """Async :func:`session_positions`."""
+    keys = await reader.acurrent_keys()
+    pipe = reader.async_client().pipeline(transaction=False)
+    for session_id in ids:
+        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET])
+    try:
+        return [_position(reply) for reply in await pipe.execute()]
+    except redis.RedisError as exc:
+        raise ReadModelError(f"reading session positions failed: {exc}") from exc
 
 
 _EPOCH = datetime.fromtimestamp(0, tz=timezone.utc)
