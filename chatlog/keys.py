@@ -123,6 +123,10 @@ class ReadModelKeys:
         """Sorted set of a user's sessions scored by last activity (epoch milliseconds)."""
         return f"{self.namespace}:u:{{{user_id}}}:sessions"
 
+    def session_prefix(self) -> str:
+        """What every key of one of the namespace's sessions starts with (up to the tag's ``{``)."""
+        return f"{self.namespace}:s:{{"
+
     def session_pattern(self) -> str:
         """SCAN pattern matching every session meta key of the namespace.
 

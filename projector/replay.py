@@ -186,6 +186,7 @@ class Replayer:
         *,
         on_progress: ProgressCallback | None = None,
         settle_s: float = SETTLE_S,
+        repair: bool = False,
     ) -> VerifyReport:
         """Recompute every session from the log and report each one the read model gets wrong.
 
@@ -194,11 +195,25 @@ class Replayer:
         for up to ``settle_s`` while the log is folded further, so a live
         projector moving the read model on is not mistaken for a difference.
 
+        With ``repair``, exactly the sessions that differ are rebuilt with
+        :meth:`rebuild_session` (nothing else is touched) and checked again:
+        the report's ``repaired`` lists what was rebuilt, ``remaining`` what
+        still differs, and ``healthy`` says whether the namespace matches now.
+
         Raises:
             ConfigurationError: ``namespace`` is no valid namespace name.
+            ReplayError: a session kept changing faster than it could be repaired.
         """
+        namespace = validate_namespace(
+            self.active_namespace() if namespace is None else namespace
+        )
+
+        def repair_session(session_id: str) -> SessionReplay:
+            return self.rebuild_session(session_id, namespace)
+
         return Verifier(self.log, self.target).run(
-            validate_namespace(self.active_namespace() if namespace is None else namespace),
+            namespace,
             on_progress=on_progress,
             settle_s=settle_s,
+            repair=repair_session if repair else None,
         )

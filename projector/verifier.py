@@ -10,7 +10,8 @@ to settle before calling a session different.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from chatlog.keys import ReadModelKeys
@@ -18,6 +19,7 @@ from chatlog.projector.positions import AppliedPositions
 from chatlog.projector.replay_log import ReplayLog
 from chatlog.projector.replay_progress import ProgressCallback, ReplayProgress
 from chatlog.projector.replay_target import ReplayTarget
+from chatlog.projector.session_rebuild import SessionReplay
 from chatlog.projector.verify import ExpectedState, SessionDifference, compare
 
 #: How long verify waits for a moving read model to settle before reporting.
@@ -26,17 +28,30 @@ SETTLE_S = 5.0
 
 @dataclass(slots=True)
 class VerifyReport:
-    """What :meth:`Replayer.verify` found: every session whose read model differs."""
+    """What :meth:`Replayer.verify` found: every session whose read model differs.
+
+    With ``repair``, ``repaired`` holds the one-session rebuild of each
+    session in ``differences`` and ``remaining`` those that still differ after it.
+    """
 
     namespace: str
     sessions_checked: int
     differences: list[SessionDifference]
     progress: ReplayProgress
+    repaired: list[SessionReplay] = field(default_factory=list)
+    remaining: list[SessionDifference] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """Whether the read model matches the log."""
+        """Whether the read model matched the log (before any repair)."""
         return not self.differences
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the read model matches the log now: it did, or every difference was repaired."""
+        return not self.differences or (
+            len(self.repaired) == len(self.differences) and not self.remaining
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (``--json``)."""
@@ -46,8 +61,22 @@ class VerifyReport:
             "sessions_checked": self.sessions_checked,
             "events_read": self.progress.done,
             "differences": [d.as_dict() for d in self.differences],
+            "repaired": [r.as_dict() for r in self.repaired],
+            "remaining": [d.as_dict() for d in self.remaining],
+            "healthy": self.healthy,
             "seconds": round(self.progress.elapsed_s, 3),
         }
+
+
+@dataclass(slots=True)
+class _Check:
+    """One verify run's state: the fold so far and where it reached."""
+
+    keys: ReadModelKeys
+    expected: ExpectedState
+    reached: dict[int, int]
+    progress: ReplayProgress
+    on_progress: ProgressCallback | None
 
 
 class Verifier:
@@ -68,8 +97,14 @@ class Verifier:
         *,
         on_progress: ProgressCallback | None = None,
         settle_s: float = SETTLE_S,
+        repair: Callable[[str], SessionReplay] | None = None,
     ) -> VerifyReport:
-        """Verify ``namespace``; see :meth:`chatlog.projector.Replayer.verify`."""
+        """Verify ``namespace``; see :meth:`chatlog.projector.Replayer.verify`.
+
+        With ``repair``, it is called with each session that differs, and the
+        repaired sessions are then checked again against the log up to its end
+        (a repair rebuilds a session from its whole partition).
+        """
         client = self.target.redis
         keys = ReadModelKeys(namespace)
         positions = AppliedPositions(client, namespace)
@@ -78,32 +113,62 @@ class Verifier:
         progress = ReplayProgress(namespace=namespace, partitions_total=len(ends))
         expected = ExpectedState(session_ttl_s=self.target.settings.session_ttl_s)
         reached = self._fold(expected, begins, ends, progress, on_progress)
+        # Every session with any key (a list without its meta hash too), so a
+        # stray list the log knows nothing of is reported as well.
+        session_prefix = keys.session_prefix().encode()
         stored = self.target.call(
             lambda: {
                 ReadModelKeys.session_of(k.decode())
-                for k in client.scan_iter(match=keys.session_pattern(), count=1000)
-                if keys.owns(k)
+                for k in client.scan_iter(match=keys.all_pattern(), count=1000)
+                if k.startswith(session_prefix) and keys.owns(k)
             }
         )
         sessions = set(expected.sessions) | stored
-        differences = self._differences(keys, expected, sessions)
+        check = _Check(keys, expected, reached, progress, on_progress)
+        differences = self._settle(check, sessions, lambda: self._ends(positions), settle_s)
+        report = VerifyReport(namespace, len(sessions), differences, progress)
+        if repair is not None and differences:
+            report.repaired = [repair(d.session_id) for d in differences]
+            report.remaining = self._settle(
+                check, {d.session_id for d in differences}, lambda: self.log.ends(None), settle_s
+            )
+        progress.positions = check.reached
+        progress.finished_at = time.monotonic()
+        return report
+
+    def _settle(
+        self,
+        check: _Check,
+        sessions: set[str],
+        ends: Callable[[], dict[int, int]],
+        settle_s: float,
+    ) -> list[SessionDifference]:
+        """The sessions of ``sessions`` that still differ once the read model stopped moving.
+
+        Sessions that differ are compared again for up to ``settle_s`` while the
+        log is folded further (up to ``ends()``), so a live projector moving
+        the read model on is not mistaken for a difference.
+        """
+        differences = self._differences(check.keys, check.expected, sessions)
         deadline = time.monotonic() + settle_s
         quiet_rounds = 0
         while differences and time.monotonic() < deadline:
             time.sleep(0.2)
-            newer = self._ends(positions)
-            if any(newer[p] > reached.get(p, 0) for p in newer):
+            newer = ends()
+            if any(newer[p] > check.reached.get(p, 0) for p in newer):
                 quiet_rounds = 0
-                reached = self._fold(expected, reached, newer, progress, on_progress)
+                check.reached = self._fold(
+                    check.expected, check.reached, newer, check.progress, check.on_progress
+                )
             else:
                 # Nothing was applied meanwhile: what still differs really differs.
                 quiet_rounds += 1
                 if quiet_rounds > 2:
                     break
-            differences = self._differences(keys, expected, {d.session_id for d in differences})
-        progress.positions = reached
-        progress.finished_at = time.monotonic()
-        return VerifyReport(namespace, len(sessions), differences, progress)
+            differences = self._differences(
+                check.keys, check.expected, {d.session_id for d in differences}
+            )
+        return differences
 
     def _ends(self, positions: AppliedPositions) -> dict[int, int]:
         """Where to fold the log to: the namespace's applied positions, else the log's end."""

@@ -243,14 +243,20 @@ def replay_checkpoints_command(ctx: click.Context, target: str | None, as_json: 
     callback=_namespace_flag,
     help="Namespace (default: the active one).",
 )
+@click.option(
+    "--repair", is_flag=True, help="Rebuild exactly the sessions that differ, then check them."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, no progress bar.")
 @click.pass_context
-def replay_verify(ctx: click.Context, target: str | None, as_json: bool) -> None:
-    """Recompute every session from the log; exit 1 if the read model differs anywhere."""
+def replay_verify(ctx: click.Context, target: str | None, repair: bool, as_json: bool) -> None:
+    """Recompute every session from the log; exit 1 if the read model differs anywhere.
+
+    With --repair, exit 1 only if a session still differs after its repair.
+    """
     from chatlog.projector.replay import Replayer
 
     with _progress_bar("verify", quiet=as_json) as update:
-        report = Replayer(_settings(ctx)).verify(target, on_progress=update)
+        report = Replayer(_settings(ctx)).verify(target, on_progress=update, repair=repair)
     lines = [
         f"Checked {report.sessions_checked} sessions of [bold]{escape_markup(report.namespace)}[/] "
         f"against "
@@ -263,8 +269,15 @@ def replay_verify(ctx: click.Context, target: str | None, as_json: bool) -> None
             f"(expected {diff.expected_count} messages, found {diff.actual_count}; "
             f"missing {diff.missing}, extra {diff.extra}, altered {diff.altered})"
         )
+    for replayed in report.repaired:
+        lines.append(
+            f"Repaired {escape_markup(replayed.session_id)} from partition {replayed.partition}: "
+            f"{replayed.events} events, {replayed.messages} messages."
+        )
+    for diff in report.remaining:
+        lines.append(f"[red]Still differs after repair[/]: {escape_markup(diff.session_id)}")
     _emit(report.as_dict(), as_json=as_json, lines=lines)
-    if not report.ok:
+    if not (report.healthy if repair else report.ok):
         sys.exit(1)
 
 
