@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -73,6 +73,15 @@ def _namespace_flag(
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
 
 
+def _namespace_option(
+    *, required: bool = False, help: str = "Namespace (default: the active one)."
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``--namespace`` option of a replay command (into the ``target`` parameter)."""
+    return click.option(
+        "--namespace", "target", required=required, callback=_namespace_flag, help=help
+    )
+
+
 def _emit(payload: dict[str, Any], *, as_json: bool, lines: list[str]) -> None:
     if as_json:
         click.echo(visible_json(json.dumps(payload, ensure_ascii=False)))
@@ -87,13 +96,7 @@ def replay() -> None:
 
 
 @replay.command("rebuild")
-@click.option(
-    "--namespace",
-    "target",
-    required=True,
-    callback=_namespace_flag,
-    help="Namespace to build (a new one).",
-)
+@_namespace_option(required=True, help="Namespace to build (a new one).")
 @click.option(
     "--redis-url",
     "target_redis_url",
@@ -157,13 +160,7 @@ def replay_rebuild(
 
 
 @replay.command("drop")
-@click.option(
-    "--namespace",
-    "target",
-    required=True,
-    callback=_namespace_flag,
-    help="Namespace to delete.",
-)
+@_namespace_option(required=True, help="Namespace to delete.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def replay_drop(ctx: click.Context, target: str, as_json: bool) -> None:
@@ -180,13 +177,7 @@ def replay_drop(ctx: click.Context, target: str, as_json: bool) -> None:
 
 @replay.command("session")
 @click.argument("session_id")
-@click.option(
-    "--namespace",
-    "target",
-    default=None,
-    callback=_namespace_flag,
-    help="Namespace (default: the active one).",
-)
+@_namespace_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, no progress bar.")
 @click.pass_context
 def replay_session(ctx: click.Context, session_id: str, target: str | None, as_json: bool) -> None:
@@ -207,13 +198,9 @@ def replay_session(ctx: click.Context, session_id: str, target: str | None, as_j
 
 
 @replay.command("checkpoints")
-@click.option(
-    "--namespace",
-    "target",
-    default=None,
-    callback=_namespace_flag,
+@_namespace_option(
     help="Namespace to rebuild LangGraph checkpoints into (default: the configured one, "
-    "where ChatLogCheckpointSaver reads).",
+    "where ChatLogCheckpointSaver reads)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, no progress bar.")
 @click.pass_context
@@ -236,13 +223,7 @@ def replay_checkpoints_command(ctx: click.Context, target: str | None, as_json: 
 
 
 @replay.command("verify")
-@click.option(
-    "--namespace",
-    "target",
-    default=None,
-    callback=_namespace_flag,
-    help="Namespace (default: the active one).",
-)
+@_namespace_option()
 @click.option(
     "--repair", is_flag=True, help="Rebuild exactly the sessions that differ, then check them."
 )
