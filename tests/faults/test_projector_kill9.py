@@ -127,4 +127,9 @@ def test_sigkilled_projector_loses_and_duplicates_nothing(
     )
     figures.assert_exact()
     assert figures.acknowledged == SESSIONS * EVENTS_PER_SESSION == logged
+    # Each kill was aimed at a batch's apply-commit window; every one must have hit it
+    # (left applied events uncommitted, which the restarted worker redelivered and skipped).
+    assert mid_batch_kills == KILLS, figures.line()
+    assert redelivered >= mid_batch_kills, figures.line()
+    assert len(rejoins) == KILLS, figures.line()  # every restart applied again
     assert exit_code == 0, worker.log_tail()
