@@ -7,6 +7,14 @@ must not import the projector.
 Every key of one session carries the session id as a Redis Cluster hash tag
 (``{...}``), so a session's keys share one slot and one Lua script can
 update them atomically.
+
+Namespaces are exact (:func:`validate_namespace`): a namespace holds no
+brace and no glob character, so the first ``{`` of a key opens its hash tag
+and :func:`namespace_of` parses any key back to the one namespace it belongs
+to. ``chatlog`` and ``chatlog:v2`` never share a key, and a SCAN pattern is
+only a filter: callers keep the keys a namespace :meth:`~ReadModelKeys.owns`.
+A new key kind must be added to :data:`TAGGED_SUFFIXES` or
+:data:`NAMESPACE_KEYS`, or ``replay drop`` will leave it behind.
 """
 
 from __future__ import annotations
