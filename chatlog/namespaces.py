@@ -88,8 +88,8 @@ class ActiveNamespace:
         # value that is no namespace would turn every key and SCAN pattern wrong.
         validate_namespace(
             value,
-            setting=f"the active-namespace pointer {self.key} (point it at a namespace with "
-            "`chatlog replay rebuild --switch`, or DEL it to use CHATLOG_NAMESPACE)",
+            setting=f"the active-namespace pointer {self.key} (switch readers to a rebuilt "
+            "namespace, or DEL the pointer to use CHATLOG_NAMESPACE)",
         )
         with self._lock:
             self._value, self._expires = value, now + self.ttl_s
