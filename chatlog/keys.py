@@ -7,11 +7,110 @@ must not import the projector.
 Every key of one session carries the session id as a Redis Cluster hash tag
 (``{...}``), so a session's keys share one slot and one Lua script can
 update them atomically.
+
+Namespaces are exact (:func:`validate_namespace`): a namespace holds no
+brace and no glob character, so the first ``{`` of a key opens its hash tag
+and :func:`namespace_of` parses any key back to the one namespace it belongs
+to. ``chatlog`` and ``chatlog:v2`` never share a key, and a SCAN pattern is
+only a filter: callers keep the keys a namespace :meth:`~ReadModelKeys.owns`.
+A new key kind must be added to :data:`TAGGED_SUFFIXES` or
+:data:`NAMESPACE_KEYS`, or ``replay drop`` will leave it behind.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
+
+from chatlog.errors import ConfigurationError
+
+#: The longest namespace name accepted (characters).
+MAX_NAMESPACE_LENGTH = 128
+#: Characters a namespace may not hold: Redis glob syntax (a namespace is part of
+#: SCAN patterns) and braces (the first ``{`` of a key opens its hash tag, which
+#: is how a key is parsed back into its namespace).
+NAMESPACE_FORBIDDEN = frozenset("*?[]\\{}")
+#: Prefix of the active-namespace pointers; no namespace may live under it.
+POINTER_PREFIX = "chatlog:active-namespace"
+
+#: Key kinds with a hash tag, ``<ns>:<kind>:{<id>}:<suffix>``, and their suffixes.
+TAGGED_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "s": ("msgs", "meta"),
+    "u": ("sessions",),
+    "t": ("meta", "cps", "nss", "cp", "cpv", "blobs", "w", "wi"),
+}
+#: Keys of a namespace without a hash tag, ``<ns>:<name>``.
+NAMESPACE_KEYS = ("positions", "rebuild")
+
+
+def namespace_problem(
+    value: object, *, max_length: int | None = MAX_NAMESPACE_LENGTH
+) -> str | None:
+    """Why ``value`` is not a usable namespace name, or ``None`` when it is."""
+    if not isinstance(value, str):
+        return f"a namespace must be a str, got {type(value).__name__}"
+    if not value:
+        return "a namespace must not be empty"
+    if max_length is not None and len(value) > max_length:
+        return f"namespace {value[:40]!r}... is {len(value)} characters; the limit is {max_length}"
+    for char in value:
+        if char in NAMESPACE_FORBIDDEN:
+            return (
+                f"namespace {value!r} contains {char!r}; glob characters (* ? [ ] \\) and "
+                "braces are not allowed, use letters, digits, ':', '-', '_' or '.'"
+            )
+        if char.isspace() or unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp", "Zs"):
+            return f"namespace {value!r} contains the whitespace or control character {char!r}"
+    if value == POINTER_PREFIX or value.startswith(POINTER_PREFIX + ":"):
+        return f"namespace {value!r} is reserved for the active-namespace pointers"
+    return None
+
+
+def validate_namespace(value: object, *, setting: str = "namespace") -> str:
+    r"""Return ``value`` if it is a usable namespace name.
+
+    A namespace is a non-empty ``str`` of at most :data:`MAX_NAMESPACE_LENGTH`
+    characters with no glob characters (``* ? [ ] \``), no braces, no
+    whitespace or control characters, and not under ``chatlog:active-namespace``.
+    It may contain ``:`` (``chatlog:v2``): keys are parsed back at their first
+    ``{``, so ``chatlog`` and ``chatlog:v2`` never share a key.
+
+    Raises:
+        ConfigurationError: it is not; the message names ``setting``.
+    """
+    problem = namespace_problem(value)
+    if problem:
+        raise ConfigurationError(f"{setting}: {problem}")
+    assert isinstance(value, str)
+    return value
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with Redis glob syntax escaped, so a SCAN pattern matches it literally."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def namespace_of(key: str) -> str | None:
+    """The namespace a read-model key belongs to, or ``None`` when it is no read-model key.
+
+    The inverse of :class:`ReadModelKeys`: a tagged key is
+    ``<ns>:<kind>:{<id>}:<suffix>`` (the first ``{`` opens the tag, since a
+    namespace holds no brace), an untagged one ``<ns>:<name>``.
+    """
+    brace = key.find("{")
+    if brace < 0:
+        namespace, sep, name = key.rpartition(":")
+        if not sep or name not in NAMESPACE_KEYS:
+            return None
+    else:
+        head, close = key[:brace], key.rfind("}")
+        if len(head) < 4 or head[-1] != ":" or head[-3] != ":" or close < brace:
+            return None
+        suffixes = TAGGED_SUFFIXES.get(head[-2], ())
+        if not key[close + 1 :].startswith(":") or key[close + 2 :] not in suffixes:
+            return None
+        namespace = head[:-3]
+    return namespace if namespace_problem(namespace, max_length=None) is None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +131,30 @@ class ReadModelKeys:
         """Sorted set of a user's sessions scored by last activity (epoch milliseconds)."""
         return f"{self.namespace}:u:{{{user_id}}}:sessions"
 
+    def session_prefix(self) -> str:
+        """What every key of one of the namespace's sessions starts with (up to the tag's ``{``)."""
+        return f"{self.namespace}:s:{{"
+
     def session_pattern(self) -> str:
-        """SCAN pattern matching every session meta key of the namespace."""
-        return f"{self.namespace}:s:*:meta"
+        """SCAN pattern matching every session meta key of the namespace.
+
+        Its matches can still include another application's keys that merely
+        look alike; keep those :meth:`owns`.
+        """
+        return f"{glob_escape(self.namespace)}:s:{{*}}:meta"
 
     def all_pattern(self) -> str:
-        """SCAN pattern matching every key of the namespace."""
-        return f"{self.namespace}:*"
+        """SCAN pattern matching every key of the namespace, and keys of namespaces below it.
+
+        ``chatlog:*`` also matches ``chatlog:v2``'s keys and other applications'
+        ``chatlog:...`` keys: keep only those this namespace :meth:`owns`.
+        """
+        return f"{glob_escape(self.namespace)}:*"
+
+    def owns(self, key: str | bytes) -> bool:
+        """Whether ``key`` is one of this namespace's keys (and no other namespace's)."""
+        text = key.decode("utf-8", "surrogateescape") if isinstance(key, bytes) else key
+        return namespace_of(text) == self.namespace
 
     def positions(self) -> str:
         """Hash of partition -> next offset applied to this namespace (every writer keeps it).
@@ -77,7 +193,7 @@ class ReadModelKeys:
 
     def thread_pattern(self) -> str:
         """SCAN pattern matching every checkpoint thread's meta key of the namespace."""
-        return f"{self.namespace}:t:*:meta"
+        return f"{glob_escape(self.namespace)}:t:{{*}}:meta"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,4 +256,4 @@ def active_namespace_key(topic: str) -> str:
     namespace never drops it). When it is absent, ``Settings.namespace`` is
     the active namespace; ``chatlog replay rebuild --switch`` sets it.
     """
-    return f"chatlog:active-namespace:{topic}"
+    return f"{POINTER_PREFIX}:{topic}"

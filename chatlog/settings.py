@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from chatlog.errors import ConfigurationError
+from chatlog.keys import validate_namespace
 
 DEFAULT_TOPIC = "chatlog.events"
 DEFAULT_NAMESPACE = "chatlog:v1"
@@ -138,10 +139,7 @@ class Settings:
             raise ConfigurationError(
                 f"topic {self.topic!r} is not usable: give a non-empty name not ending in .dlq"
             )
-        if not self.namespace or any(c in self.namespace for c in "{} \n"):
-            raise ConfigurationError(
-                f"namespace {self.namespace!r} must be non-empty, without braces or spaces"
-            )
+        validate_namespace(self.namespace, setting="CHATLOG_NAMESPACE (Settings.namespace)")
         for name in ("partitions", "replication_factor", "max_event_bytes", "max_poll_records",
                      "fetch_max_wait_ms"):
             if getattr(self, name) < 1:

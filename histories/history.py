@@ -137,7 +137,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         self._remember(await producer.apublish(events))
 
     def _remember(self, positions: Sequence[LogPosition]) -> None:
-        self._written.record(self.session_id, positions)
+        self._written.record(self.session_id, positions, user_id=self.user_id)
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append ``messages`` as one batch; return when the broker acknowledged all.
@@ -196,16 +196,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
 
     def _caught_up(self, snapshot: SessionSnapshot) -> bool:
         check_owner(self.session_id, snapshot.owner, self.user_id)
-        if self._written.covered(self.session_id, snapshot):
-            return True
-        # Nothing at all in Redis: the idle TTL may have removed what we wrote.
-        since = self._written.seconds_since_written(self.session_id)
-        return (
-            snapshot.partition is None
-            and self.session_ttl_s is not None
-            and since is not None
-            and since > self.session_ttl_s
-        )
+        return self._written.settled(self.session_id, snapshot, session_ttl_s=self.session_ttl_s)
 
     def _lag_error(self, snapshot: SessionSnapshot) -> ProjectionLagError:
         written = self._written.get(self.session_id)

@@ -34,7 +34,8 @@ from chatlog.schemas.events import (
 
 def delete_namespace(client: redis.Redis, namespace: str) -> None:
     """Delete the keys of one namespace (never FLUSHALL: the Redis may be shared)."""
-    keys = list(client.scan_iter(match=ReadModelKeys(namespace).all_pattern(), count=1000))
+    owned = ReadModelKeys(namespace)
+    keys = [k for k in client.scan_iter(match=owned.all_pattern(), count=1000) if owned.owns(k)]
     for start in range(0, len(keys), 1000):
         client.unlink(*keys[start : start + 1000])
 

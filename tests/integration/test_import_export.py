@@ -47,7 +47,6 @@ with warnings.catch_warnings():
         SQLChatMessageHistory,
     )
 
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def conversation(tag: str) -> list[BaseMessage]:
@@ -263,11 +262,18 @@ def test_cli_import_takes_its_source_url_from_the_environment(
         redis_client.delete(*redis_client.keys(prefix + "*"))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
 def sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """A SQLAlchemy URL and a table name of this test alone (dropped afterwards)."""
+    """A SQLAlchemy URL and a table name of this test alone (dropped afterwards).
+
+    The ``postgresql`` case needs a PostgreSQL server: the ``postgres_url``
+    fixture finds the machine's or starts one, and fails (never skips) without.
+    """
     table = f"chatlog_import_{uuid.uuid4().hex[:10]}"
-    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else POSTGRES_URL
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
     yield url, table
     engine = sa.create_engine(url)
     with engine.begin() as connection:
