@@ -35,7 +35,7 @@ POINTER_PREFIX = "chatlog:active-namespace"
 
 #: Key kinds with a hash tag, ``<ns>:<kind>:{<id>}:<suffix>``, and their suffixes.
 TAGGED_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "s": ("msgs", "meta"),
+    "s": ("msgs", "meta", "ix"),
     "u": ("sessions",),
     "t": ("meta", "cps", "nss", "cp", "cpv", "blobs", "w", "wi"),
 }
@@ -126,6 +126,15 @@ class ReadModelKeys:
     def meta(self, session_id: str) -> str:
         """Hash of a session's owner, partition, last applied offset, counts and timestamps."""
         return f"{self.namespace}:s:{{{session_id}}}:meta"
+
+    def index_outbox(self, session_id: str) -> str:
+        """List of a session's pending user-index changes (Redis Cluster only).
+
+        The user index lives in the user's slot, which a session's apply
+        script cannot reach on a cluster: the script queues the changes here,
+        in the session's slot, and the projector moves them on.
+        """
+        return f"{self.namespace}:s:{{{session_id}}}:ix"
 
     def user_sessions(self, user_id: str) -> str:
         """Sorted set of a user's sessions scored by last activity (epoch milliseconds)."""

@@ -1,4 +1,8 @@
-"""The async Redis clients chatlog opens: one per event loop, made like a sync client.
+"""The Redis clients chatlog opens: standalone or cluster, sync and one async per event loop.
+
+:func:`open_redis` is the one place a sync client is made from a URL: a
+``redis.Redis`` for a standalone server, a ``redis.cluster.RedisCluster`` for
+a Redis Cluster (``CHATLOG_REDIS_MODE``, by default asked of the server).
 
 redis.asyncio connections belong to the event loop that opened them, so a
 reader that serves both sync and async callers keeps one async client per
@@ -15,9 +19,14 @@ import asyncio
 import concurrent.futures
 import threading
 import weakref
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
+
+from chatlog.errors import ConfigurationError, ReadModelError
 
 #: The connection options an async client copies from a sync one. A sync
 #: client's other options hold sync-only objects (its ``Retry`` policy, connect
@@ -32,12 +41,72 @@ _CARRIED = frozenset({
 })
 
 
+def open_redis(url: str, *, mode: str = "auto", **options: Any) -> redis.Redis:
+    """A sync client for ``url``: ``redis.Redis``, or ``RedisCluster`` on a Redis Cluster.
+
+    ``mode`` is ``Settings.redis_mode``: ``auto`` asks the node ``url`` names
+    (``INFO cluster`` says ``cluster_enabled:1`` on a cluster node), so one
+    URL setting serves both deployments. A ``RedisCluster`` has the commands
+    and pipelines chatlog uses (each routed by its key's slot) but is not a
+    ``redis.Redis`` subclass; it is typed as one so call sites stay one shape,
+    and :func:`is_cluster` tells them apart where behaviour must differ.
+
+    Raises:
+        ConfigurationError: ``mode`` is not ``auto``, ``standalone`` or ``cluster``.
+        ReadModelError: ``auto`` could not ask the server.
+    """
+    if mode == "auto":
+        probe = redis.Redis.from_url(url, **options)
+        try:
+            enabled = probe.info("cluster").get("cluster_enabled")
+        except redis.RedisError as exc:
+            raise ReadModelError(
+                f"could not ask Redis whether it is a cluster ({exc}); is REDIS_URL right? "
+                "CHATLOG_REDIS_MODE=standalone or cluster skips the question"
+            ) from exc
+        finally:
+            probe.close()
+        mode = "cluster" if str(enabled) == "1" else "standalone"
+    if mode == "cluster":
+        return cast(redis.Redis, RedisCluster.from_url(url, **options))
+    if mode == "standalone":
+        return redis.Redis.from_url(url, **options)
+    raise ConfigurationError(f"Redis mode {mode!r} is not one of auto, standalone, cluster")
+
+
+def is_cluster(client: object) -> bool:
+    """Whether ``client`` (sync or async) talks to a Redis Cluster."""
+    return isinstance(client, (RedisCluster, AsyncRedisCluster))
+
+
+def primaries(client: redis.Redis) -> list[redis.Redis]:
+    """A client per primary: the nodes a SCAN must visit (just ``client`` when standalone)."""
+    if not is_cluster(client):
+        return [client]
+    cluster = cast(RedisCluster, client)
+    return [
+        cast(redis.Redis, cluster.get_redis_connection(node))
+        for node in cluster.get_primaries()
+    ]
+
+
 def async_client_like(client: redis.Redis) -> aioredis.Redis:
     """A redis.asyncio client that connects as ``client`` does (address, auth, TLS, timeouts).
 
     A ``rediss://`` client gives an async TLS connection with the same
     certificates and hostname checking.
     """
+    if is_cluster(client):
+        cluster = cast(RedisCluster, client)
+        node = cluster.get_default_node()
+        options = {
+            k: v for k, v in node.redis_connection.connection_pool.connection_kwargs.items()
+            if k in _CARRIED and k not in ("host", "port", "db")
+        }
+        if issubclass(node.redis_connection.connection_pool.connection_class,
+                      redis.SSLConnection):
+            options["ssl"] = True
+        return cast(aioredis.Redis, AsyncRedisCluster(host=node.host, port=node.port, **options))
     pool = client.connection_pool
     if issubclass(pool.connection_class, redis.SSLConnection):
         connection_class: type[aioredis.connection.AbstractConnection] = aioredis.SSLConnection
@@ -75,7 +144,9 @@ class AsyncClients:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            if self._url is not None:
+            if self._url is not None and is_cluster(self._like):
+                client = cast(aioredis.Redis, AsyncRedisCluster.from_url(self._url))
+            elif self._url is not None:
                 client = aioredis.Redis.from_url(self._url)
             else:
                 client = async_client_like(self._like)

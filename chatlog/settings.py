@@ -24,7 +24,11 @@ class Settings:
         kafka_bootstrap_servers: Comma-separated ``host:port`` list (``KAFKA_BOOTSTRAP_SERVERS``).
         redis_url: Redis URL for the read model (``REDIS_URL``). The ``CHATLOG_REDIS_*``
             credentials and TLS files are folded into it (what the URL itself says wins),
-            so every Redis client chatlog opens from it uses them.
+            so every Redis client chatlog opens from it uses them. On a Redis
+            Cluster it names any node.
+        redis_mode: ``auto`` (default: a server reporting ``cluster_enabled:1`` is a
+            cluster), ``standalone`` or ``cluster`` (``CHATLOG_REDIS_MODE``); see
+            :func:`chatlog.redis_clients.open_redis`.
         topic: Event topic (``CHATLOG_TOPIC``); the dead-letter topic is ``<topic>.dlq``.
         namespace: Redis key namespace of the read model (``CHATLOG_NAMESPACE``).
         partitions: Partitions when chatlog creates the topic (``CHATLOG_PARTITIONS``).
@@ -93,6 +97,7 @@ class Settings:
 
     kafka_bootstrap_servers: str = "localhost:9092"
     redis_url: str = "redis://localhost:6379/0"
+    redis_mode: str = "auto"
     topic: str = DEFAULT_TOPIC
     namespace: str = DEFAULT_NAMESPACE
     partitions: int = 12
@@ -147,6 +152,10 @@ class Settings:
         if self.transport not in TRANSPORTS:
             raise ConfigurationError(
                 f"transport {self.transport!r} is not one of {', '.join(TRANSPORTS)}"
+            )
+        if self.redis_mode not in REDIS_MODES:
+            raise ConfigurationError(
+                f"CHATLOG_REDIS_MODE {self.redis_mode!r} is not one of {', '.join(REDIS_MODES)}"
             )
         for name in ("read_timeout_s", "publish_timeout_s"):
             if getattr(self, name) <= 0:
@@ -228,10 +237,15 @@ class Settings:
 #: The Kafka clients chatlog can produce and project with (``Settings.transport``).
 TRANSPORTS = ("kafka-python", "confluent")
 
+#: How chatlog talks to Redis (``Settings.redis_mode``): ``auto`` asks the server
+#: (``INFO cluster``), ``standalone`` or ``cluster`` say it.
+REDIS_MODES = ("auto", "standalone", "cluster")
+
 #: Setting name -> environment variable.
 ENVIRONMENT: dict[str, str] = {
     "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
     "redis_url": "REDIS_URL",
+    "redis_mode": "CHATLOG_REDIS_MODE",
     "topic": "CHATLOG_TOPIC",
     "namespace": "CHATLOG_NAMESPACE",
     "partitions": "CHATLOG_PARTITIONS",

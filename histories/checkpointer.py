@@ -42,6 +42,7 @@ from chatlog.histories.read_your_writes import (
 from chatlog.identifiers import validate_session_id
 from chatlog.producers.lazy import LazyProducer
 from chatlog.producers.producer import EncodedEvent, EventProducer, LogPosition, sized_record
+from chatlog.redis_clients import open_redis
 from chatlog.schemas.checkpoint_codec import CONTENT_TYPE, CheckpointCodec
 from chatlog.schemas.checkpoint_events import (
     ChannelBlob,
@@ -109,7 +110,9 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         self.settings = settings or Settings.from_env()
         self.read_timeout_s = read_timeout_s or self.settings.read_timeout_s
         self._owns_redis = redis_client is None
-        self.redis = redis_client or redis.Redis.from_url(self.settings.redis_url)
+        self.redis = redis_client or open_redis(
+            self.settings.redis_url, mode=self.settings.redis_mode
+        )
         self.reader = CheckpointReader(
             self.redis,
             self.settings.namespace,

@@ -31,6 +31,7 @@ from chatlog.identifiers import validate_session_id, validate_user_id
 from chatlog.namespaces import ActiveNamespace
 from chatlog.producers.lazy import LazyProducer
 from chatlog.producers.producer import EventProducer
+from chatlog.redis_clients import open_redis
 from chatlog.schemas.events import USER_EVENT_SESSION_ID, ChatEvent, SessionDeleted, UserDeleted
 from chatlog.session_scope import new_session_id, scoped_session_id, unscoped_session_id
 from chatlog.settings import Settings
@@ -61,7 +62,9 @@ class ChatLog:
         self, settings: Settings | None = None, *, redis_client: redis.Redis | None = None
     ) -> None:
         self.settings = settings or Settings.from_env()
-        self.redis = redis_client or redis.Redis.from_url(self.settings.redis_url)
+        self.redis = redis_client or open_redis(
+            self.settings.redis_url, mode=self.settings.redis_mode
+        )
         self.reader = ReadModelReader(
             self.redis,
             self.settings.namespace,

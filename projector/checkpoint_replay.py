@@ -26,6 +26,7 @@ from chatlog.projector.checkpoint_projection import (
     decode_record,
 )
 from chatlog.projector.replay_progress import ReplayProgress
+from chatlog.redis_clients import open_redis
 from chatlog.schemas.checkpoint_codec import CheckpointCodec
 from chatlog.settings import Settings
 
@@ -51,7 +52,7 @@ def replay_checkpoints(
             nobody has written checkpoints to yet is not an error: nothing is replayed.
     """
     topic = settings.checkpoint_topic
-    client = redis_client or redis.Redis.from_url(settings.redis_url)
+    client = redis_client or open_redis(settings.redis_url, mode=settings.redis_mode)
     projection = CheckpointProjection(client, validate_namespace(namespace or settings.namespace))
     codec = CheckpointCodec()
 

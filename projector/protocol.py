@@ -62,6 +62,11 @@ NOTE_REJECTED: Final = "R"
 NOTE_PARTITION: Final = "P"
 #: Value: the error that stopped the session.
 NOTE_ERROR: Final = "E"
+#: Value: one entry of the session's index outbox (Redis Cluster only): ``INDEX_ADD``
+#: + score + space + user (``ZADD GT``), or ``INDEX_DROP`` + user (``ZREM``).
+NOTE_INDEX: Final = "X"
+INDEX_ADD: Final = "+"
+INDEX_DROP: Final = "-"
 
 # -- the apply script's arguments (redis_projection.lua) ------------------------
 # ARGV: the fixed head below; at ARG_POSITIONS the P position pairs (partition,
@@ -73,6 +78,9 @@ ARG_MESSAGES_PREFIX: Final = 1
 ARG_MESSAGES_SUFFIX: Final = 2
 ARG_META_PREFIX: Final = 3
 ARG_META_SUFFIX: Final = 4
+#: The user index key's text around the user id. An empty prefix (Redis Cluster)
+#: sends index changes to each session's outbox instead, whose key is the meta
+#: prefix, the session id and ARG_USER_SUFFIX (``ReadModelKeys.index_outbox``).
 ARG_USER_PREFIX: Final = 5
 ARG_USER_SUFFIX: Final = 6
 ARG_DEFAULT_TTL: Final = 7
@@ -149,6 +157,9 @@ SCRIPT_CONSTANTS: Final[dict[str, dict[str, int | str]]] = {
         "NOTE_REJECTED": NOTE_REJECTED,
         "NOTE_PARTITION": NOTE_PARTITION,
         "NOTE_ERROR": NOTE_ERROR,
+        "NOTE_INDEX": NOTE_INDEX,
+        "INDEX_ADD": INDEX_ADD,
+        "INDEX_DROP": INDEX_DROP,
         **_META_FIELDS,
         "F_COUNT": META_COUNT,
         "F_OWNER": META_OWNER,

@@ -33,6 +33,9 @@ local NOTE_OWNER = 'O'
 local NOTE_REJECTED = 'R'
 local NOTE_PARTITION = 'P'
 local NOTE_ERROR = 'E'
+local NOTE_INDEX = 'X'
+local INDEX_ADD = '+'
+local INDEX_DROP = '-'
 local F_PARTITION = 'partition'
 local F_OFFSET = 'offset'
 local F_COUNT = 'count'
@@ -61,6 +64,27 @@ local function note(index, code, value)
   notes[#notes + 1] = index
   notes[#notes + 1] = code
   notes[#notes + 1] = value
+end
+
+-- The owner's session index. On Redis Cluster (an empty user key prefix) the
+-- user's key lives in another slot, so the change goes to the session's own
+-- index outbox (meta prefix .. session .. ARG_USER_SUFFIX, same slot) and the
+-- caller moves it to the user index after every slot group of the batch.
+local deferred = user_p == ''
+local function index_drop(sid, user)
+  if deferred then
+    redis.call('RPUSH', meta_p .. sid .. user_s, INDEX_DROP .. user)
+  else
+    redis.call('ZREM', user_p .. user .. user_s, sid)
+  end
+end
+
+local function index_add(sid, user, score)
+  if deferred then
+    redis.call('RPUSH', meta_p .. sid .. user_s, INDEX_ADD .. string.format('%d', score) .. ' ' .. user)
+  else
+    redis.call('ZADD', user_p .. user .. user_s, 'GT', score, sid)
+  end
 end
 
 local function apply_session(index, sid, partition, first, stop)
@@ -197,9 +221,9 @@ local function apply_session(index, sid, partition, first, stop)
       if owner ~= '' then dropped[#dropped + 1] = owner end
     end
     for i = 1, #dropped do
-      if dropped[i] ~= final then redis.call('ZREM', user_p .. dropped[i] .. user_s, sid) end
+      if dropped[i] ~= final then index_drop(sid, dropped[i]) end
     end
-    if final ~= '' then redis.call('ZADD', user_p .. final .. user_s, 'GT', active, sid) end
+    if final ~= '' then index_add(sid, final, active) end
   end
   total_applied = total_applied + applied
   total_skipped = total_skipped + skipped
@@ -212,8 +236,10 @@ end
 
 local i = users_at + 2 * nusers
 local index = 0
+local outboxes = {}
 while i <= #ARGV do
   index = index + 1
+  if deferred then outboxes[index] = ARGV[i + SESSION_ID] end
   local first = i + SESSION_HEADER
   local stop = first - 1 + EVENT_WIDTH * tonumber(ARGV[i + SESSION_EVENT_COUNT])
   local ok, err = pcall(apply_session, index, ARGV[i + SESSION_ID],
@@ -222,6 +248,12 @@ while i <= #ARGV do
     note(index, NOTE_ERROR, type(err) == 'table' and (err.err or 'error') or tostring(err))
   end
   i = stop + 1
+end
+-- Every outbox entry of the call's sessions, this batch's and any a crash left
+-- behind, in order: the caller applies them and trims what it read.
+for k = 1, #outboxes do
+  local entries = redis.call('LRANGE', meta_p .. outboxes[k] .. user_s, 0, -1)
+  for e = 1, #entries do note(k, NOTE_INDEX, entries[e]) end
 end
 -- After every session of the batch: a deleted user's entries not newer than
 -- the deletion (a redelivered UserDeleted must not hide later sessions).

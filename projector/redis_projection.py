@@ -14,9 +14,10 @@ partitions' applied positions (:mod:`chatlog.projector.positions`).
 projector reads its next batch from Kafka while Redis runs this one.
 
 The script builds each session's keys from the templates of
-:class:`~chatlog.keys.ReadModelKeys`, so the projection needs a standalone
-Redis (or a server that lets a script reach keys it was not given, like
-Valkey): Redis Cluster requires every key a script touches to be declared.
+:class:`~chatlog.keys.ReadModelKeys`. On a standalone Redis one call covers
+many sessions and their owners' index keys; on a Redis Cluster the same script
+runs once per slot group with its keys declared, and the user index and
+positions follow in separate steps (:mod:`chatlog.projector.cluster_projection`).
 
 Lifecycle rules the script enforces (live projection and replay alike):
 
@@ -52,6 +53,7 @@ import redis
 from chatlog.errors import ChatLogError, ReadModelError
 from chatlog.keys import ReadModelKeys
 from chatlog.projector.changes import Change, Refusal, RefusalReason, change_of
+from chatlog.projector.cluster_projection import ClusterApply, ClusterPending
 from chatlog.projector.protocol import (
     EVENT_TYPES,
     NOTE_OWNER,
@@ -62,6 +64,7 @@ from chatlog.projector.protocol import (
     script_source,
 )
 from chatlog.projector.raw_pipeline import Command, PendingScripts, ScriptBatch
+from chatlog.redis_clients import is_cluster
 from chatlog.schemas.events import ChatEvent
 
 #: Sessions per script call: a script runs alone, so a call must not keep
@@ -114,7 +117,7 @@ class PendingApply:
         result: ApplyResult,
         changes: list[Change],
         sessions: list[str],
-        pending: PendingScripts | None,
+        pending: PendingScripts | ClusterPending | None,
     ) -> None:
         self._result = result
         self._changes = changes
@@ -215,6 +218,10 @@ class RedisProjection:
         for key in (self.keys.messages, self.keys.meta, self.keys.user_sessions):
             prefix, suffix = key("\x00").split("\x00")
             self._templates += [prefix, suffix]
+        self._cluster = (
+            ClusterApply(client, _APPLY, self.keys, per_call=SESSIONS_PER_CALL)
+            if is_cluster(client) else None
+        )
 
     def apply(
         self,
@@ -275,6 +282,12 @@ class RedisProjection:
                     args[2] += 1
                     args += (change.offset, op, change.arg, change.event_ms, change.user_id)
             changes.append(change)
+        if self._cluster is not None:
+            if not (sessions or users or advance):
+                return PendingApply(result, changes, [], None)
+            head = (self.session_ttl_ms, int(time.time() * 1000))
+            grouped = self._cluster.pending(list(sessions.values()), users, advance or {}, head)
+            return PendingApply(result, changes, grouped.order, grouped)
         pending = None
         if sessions or users or advance:
             pending = self._script.send(

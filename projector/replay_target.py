@@ -16,6 +16,7 @@ from chatlog.errors import ReadModelError
 from chatlog.keys import ReadModelKeys
 from chatlog.projector.changes import Change
 from chatlog.projector.redis_projection import ApplyResult, RedisProjection
+from chatlog.redis_clients import is_cluster, open_redis
 from chatlog.settings import Settings
 
 
@@ -29,7 +30,7 @@ class ReplayTarget:
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
-        self.redis = client or redis.Redis.from_url(settings.redis_url)
+        self.redis = client or open_redis(settings.redis_url, mode=settings.redis_mode)
 
     def apply(self, projection: RedisProjection, records: list[Change]) -> ApplyResult:
         """Apply ``records`` with the live projector's apply step.
@@ -59,10 +60,16 @@ class ReplayTarget:
 
     def home_redis(self) -> redis.Redis:
         """The Redis readers use (where the active-namespace pointer lives)."""
-        return self.redis if self.is_home() else redis.Redis.from_url(self.settings.redis_url)
+        return self.redis if self.is_home() else open_redis(
+            self.settings.redis_url, mode=self.settings.redis_mode
+        )
 
     def is_home(self) -> bool:
         """Whether the replay writes to the Redis readers use (``settings.redis_url``)."""
+        if is_cluster(self.redis):
+            # Any node names a cluster: home when the URL's node is one of ours.
+            url = redis.Redis.from_url(self.settings.redis_url).connection_pool.connection_kwargs
+            return self.redis.get_node(url.get("host"), url.get("port")) is not None  # type: ignore[attr-defined]
         kwargs = self.redis.connection_pool.connection_kwargs
         home = redis.Redis.from_url(self.settings.redis_url).connection_pool.connection_kwargs
         return all(kwargs.get(k) == home.get(k) for k in ("host", "port", "db", "path"))

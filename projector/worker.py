@@ -39,10 +39,12 @@ from chatlog.producers.rebalance import RebalanceListener
 from chatlog.projector.change_reader import ChangeReader
 from chatlog.projector.changes import Change, Refusal
 from chatlog.projector.checkpoint_projection import CheckpointProjection, decode_record
+from chatlog.projector.cluster_projection import TOPOLOGY_ERRORS
 from chatlog.projector.dead_letter import DeadLetter, DeadLetterQueue, key_text, short_reason
 from chatlog.projector.gc_threshold import young_gc_threshold
 from chatlog.projector.positions import BatchTarget, ProjectionTarget
 from chatlog.projector.redis_projection import ApplyResult, PendingApply, RedisProjection
+from chatlog.redis_clients import open_redis
 from chatlog.schemas.checkpoint_codec import CheckpointCodec
 from chatlog.schemas.codec import EventCodec
 from chatlog.settings import Settings
@@ -147,7 +149,7 @@ class Projector:
         self.settings = settings
         self.gc_threshold = gc_threshold
         self.namespace = namespace or settings.namespace
-        self.redis = redis_client or redis.Redis.from_url(settings.redis_url)
+        self.redis = redis_client or open_redis(settings.redis_url, mode=settings.redis_mode)
         self.projection = RedisProjection(
             self.redis, self.namespace, session_ttl_s=settings.session_ttl_s
         )
@@ -459,7 +461,9 @@ class Projector:
         while True:
             try:
                 return action()
-            except (redis.ConnectionError, redis.TimeoutError, ReadModelError) as exc:
+            except (redis.ConnectionError, redis.TimeoutError, ReadModelError,
+                    *TOPOLOGY_ERRORS) as exc:
+                # TOPOLOGY_ERRORS: a Redis Cluster failing over or resharding.
                 error: Exception = exc
             except ChatLogError as exc:  # the dead-letter publish failed
                 error = exc

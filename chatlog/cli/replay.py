@@ -9,13 +9,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
-import redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from chatlog.cli.escaping import escape_markup, visible_json
 from chatlog.errors import ChatLogError, ConfigurationError, NamespaceInUseError
 from chatlog.keys import active_namespace_key, validate_namespace
+from chatlog.redis_clients import open_redis
 from chatlog.settings import Settings
 
 console = Console()
@@ -126,7 +126,7 @@ def replay_rebuild(
     from chatlog.projector.replay import Replayer
 
     settings = _settings(ctx)
-    client = redis.Redis.from_url(target_redis_url) if target_redis_url else None
+    client = open_redis(target_redis_url, mode=settings.redis_mode) if target_redis_url else None
     replayer = Replayer(settings, redis_client=client, gc_threshold=SERVICE_GC_THRESHOLD)
     if (
         not in_place

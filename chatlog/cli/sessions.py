@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from chatlog.cli.escaping import escape_markup, visible, visible_json
+from chatlog.redis_clients import open_redis
 from chatlog.settings import Settings
 
 console = Console()
@@ -197,7 +198,6 @@ def import_(
     The owner comes from --user; the owners inside the file are used only
     with --trust-file-owners (a file can claim any user).
     """
-    import redis
     from click.core import ParameterSource
 
     from chatlog.histories import ChatLog
@@ -250,7 +250,7 @@ def import_(
                 **owners,
             )
         elif redis_url is not None:
-            source = redis.Redis.from_url(redis_url)
+            source = open_redis(redis_url, mode=chatlog.settings.redis_mode)
             try:
                 done = import_sessions(
                     chatlog,

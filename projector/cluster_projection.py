@@ -1,0 +1,223 @@
+"""Applying a batch on a Redis Cluster: one script call per slot group, the user index after.
+
+A script on a cluster may only touch keys of the node it runs on, and
+redis-py routes an ``EVALSHA`` by its declared keys, which must share a slot.
+The apply script is the standalone one (:mod:`chatlog.projector.redis_projection`),
+called differently:
+
+1. **Slot groups.** The batch's sessions are grouped by hash slot (a session's
+   keys share one, ``{session}``); each group is one ``EVALSHA`` declaring the
+   group's message, meta and index-outbox keys, so Redis checks they are local
+   and redis-py follows ``MOVED``/``ASK``. All calls go in one cluster pipeline
+   (one write and one read per node). The per-session work is unchanged.
+2. **The user index.** ``<ns>:u:{user}:sessions`` lives in the user's slot,
+   usually on another node, so with an empty user-key prefix the script queues
+   each index change in the session's outbox (``<ns>:s:{session}:ix``, the
+   session's slot) and returns every queued entry, a crash's leftovers too.
+   After every group applied, the entries go to the user index (``ZADD GT`` /
+   ``ZREM``, pipelined per node), then the outboxes are trimmed by what was read
+   and the batch's ``UserDeleted`` run (``ZREMRANGEBYSCORE``): the order the
+   standalone script keeps within its one call.
+3. **Positions last.** The namespace's applied positions advance only after
+   every group, index change and user deletion of the batch applied.
+
+A crash anywhere in between is redone by the redelivered batch: per-session
+offsets skip what applied, the outboxes still hold what the index missed, and
+every index step is idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ClusterError,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+
+from chatlog.errors import ReadModelError
+from chatlog.keys import ReadModelKeys
+from chatlog.projector.protocol import INDEX_ADD, NOTE_INDEX
+
+#: Errors of a cluster changing under the client (failover, resharding, a node
+#: gone): the batch is safe to send again once the topology settles.
+TOPOLOGY_ERRORS: tuple[type[Exception], ...] = (
+    ClusterDownError, TryAgainError, MovedError, AskError, SlotNotCoveredError,
+    ClusterError, RedisClusterException,
+)
+
+_NOTE_INDEX = NOTE_INDEX.encode()
+_INDEX_ADD = INDEX_ADD.encode()
+
+
+class ClusterApply:
+    """Runs the apply script on a Redis Cluster for one namespace (see the module doc)."""
+
+    def __init__(
+        self, client: redis.Redis, source: str, keys: ReadModelKeys, *, per_call: int
+    ) -> None:
+        self.client = cast(RedisCluster, client)
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self.keys = keys
+        self.per_call = per_call
+        prefix, suffix = keys.index_outbox("\x00").split("\x00")
+        meta_prefix = keys.meta("\x00").split("\x00")[0]
+        if prefix != meta_prefix:
+            raise AssertionError("the index outbox must share the meta key's prefix")
+        # The user index templates as the script reads them on a cluster: no
+        # user prefix, the outbox suffix in the user suffix's place.
+        self.templates: list[str] = []
+        for key in (keys.messages, keys.meta):
+            self.templates += key("\x00").split("\x00")
+        self.templates += ["", suffix]
+
+    def pending(
+        self,
+        sessions: list[list[Any]],
+        users: list[Any],
+        advance: Mapping[int, int],
+        head: Sequence[Any],
+    ) -> ClusterPending:
+        """The batch's calls, made (not sent): ``head`` is the ARGV after the templates."""
+        return ClusterPending(self, sessions, users, advance, head)
+
+
+class ClusterPending:
+    """A batch's slot-group calls, run when their replies are asked for.
+
+    Running on :meth:`replies` (not at creation) keeps the worker's contract:
+    a failed read sends the whole batch again, and batches run in the order
+    their replies are read.
+    """
+
+    def __init__(
+        self,
+        apply: ClusterApply,
+        sessions: list[list[Any]],
+        users: list[Any],
+        advance: Mapping[int, int],
+        head: Sequence[Any],
+    ) -> None:
+        self.apply = apply
+        self.users = users
+        self.advance = dict(advance)
+        self.head = head
+        keys = apply.keys
+        slot = apply.client.keyslot
+        groups: dict[int, list[list[Any]]] = {}
+        for args in sessions:
+            groups.setdefault(slot(keys.meta(args[0])), []).append(args)
+        #: Session ids in reply order, each call's padded to ``per_call`` (the
+        #: reply parser numbers a call's sessions from ``call * per_call``).
+        self.order: list[str] = []
+        self._calls: list[tuple[list[str], list[Any]]] = []
+        per_call = apply.per_call
+        for members in groups.values():
+            for start in range(0, len(members), per_call):
+                part = members[start : start + per_call]
+                declared: list[str] = []
+                argv: list[Any] = [*apply.templates, *head, "", 0, 0]
+                for args in part:
+                    sid = args[0]
+                    declared += (keys.messages(sid), keys.meta(sid), keys.index_outbox(sid))
+                    argv += args
+                self._calls.append((declared, argv))
+                self.order += [args[0] for args in part]
+                self.order += [""] * (per_call - len(part))
+
+    def replies(self) -> list[Any]:
+        """Run the batch; the session calls' replies with the index entries taken out.
+
+        Raises:
+            redis.ConnectionError, redis.TimeoutError: a node could not be reached.
+            ReadModelError: the cluster's topology is changing (retry), or any other failure.
+        """
+        try:
+            return self._run()
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
+        except TOPOLOGY_ERRORS as exc:
+            raise ReadModelError(
+                f"the Redis Cluster is changing (failover or resharding), retry: {exc}"
+            ) from exc
+        except redis.RedisError as exc:
+            raise ReadModelError(f"applying a batch to the Redis Cluster failed: {exc}") from exc
+
+    def _run(self) -> list[Any]:
+        apply = self.apply
+        replies = self._scripts([(d, a) for d, a in self._calls])
+        keys = apply.keys
+        index: list[tuple[str, list[bytes]]] = []
+        cleaned: list[Any] = []
+        for number, reply in enumerate(replies):
+            kept = [reply[0], reply[1]]
+            entries: dict[int, list[bytes]] = {}
+            for k in range(2, len(reply), 3):
+                if reply[k + 1] == _NOTE_INDEX:
+                    entries.setdefault(reply[k], []).append(reply[k + 2])
+                else:
+                    kept += reply[k : k + 3]
+            base = number * apply.per_call - 1
+            index += [(self.order[base + at], got) for at, got in entries.items()]
+            cleaned.append(kept)
+        client = apply.client
+        if index:
+            pipe = client.pipeline(transaction=False)
+            for sid, got in index:
+                for entry in got:
+                    if entry[:1] == _INDEX_ADD:
+                        score, _, user = entry[1:].partition(b" ")
+                        pipe.zadd(keys.user_sessions(user.decode()), {sid: int(score)}, gt=True)
+                    else:
+                        pipe.zrem(keys.user_sessions(entry[1:].decode()), sid)
+            _raise_first(pipe.execute(raise_on_error=False))
+        if index or self.users:
+            pipe = client.pipeline(transaction=False)
+            for sid, got in index:
+                pipe.ltrim(keys.index_outbox(sid), len(got), -1)
+            users = self.users
+            for k in range(0, len(users), 2):
+                pipe.zremrangebyscore(keys.user_sessions(users[k]), "-inf", users[k + 1])
+            _raise_first(pipe.execute(raise_on_error=False))
+        if self.advance:
+            pairs: list[Any] = []
+            for partition, offset in self.advance.items():
+                pairs += (partition, offset)
+            positions = keys.positions()
+            argv = [*apply.templates, *self.head, positions, len(self.advance), *pairs, 0]
+            self._scripts([([positions], argv)])
+        return cleaned
+
+    def _scripts(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """EVALSHA each call, pipelined per node; load the script where a node lacks it."""
+        apply = self.apply
+        for attempt in (1, 2):
+            pipe = apply.client.pipeline(transaction=False)
+            for declared, argv in calls:
+                pipe.execute_command("EVALSHA", apply.sha, len(declared), *declared, *argv)
+            replies = pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                # A promoted replica or a new node has an empty script cache:
+                # load it on every primary and send again (applying is idempotent).
+                apply.client.script_load(apply.source)
+                continue
+            _raise_first(replies)
+            return list(replies)
+        raise ReadModelError("applying a batch: the Redis Cluster keeps losing the apply script")
+
+
+def _raise_first(replies: Sequence[Any]) -> None:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
