@@ -22,6 +22,7 @@ import redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from chatlog.errors import ReadModelError
+from chatlog.redis_clients import is_cluster
 
 try:
     from hiredis import pack_command as _hiredis_pack
@@ -114,6 +115,27 @@ class InFlight:
             self._connection = None
 
 
+class ClusterInFlight:
+    """:class:`InFlight` on a Redis Cluster: the commands go out in a cluster pipeline.
+
+    Each command is routed by its keys' slot (an ``EVALSHA`` by its declared
+    keys), one write and one read per node; redis-py follows ``MOVED`` and
+    ``ASK``. The commands run when :meth:`replies` is called, so a failed read
+    sends them all again, as :class:`InFlight` does.
+    """
+
+    def __init__(self, client: redis.Redis, commands: Iterable[Command]) -> None:
+        self._client = client
+        self._commands = list(commands)
+
+    def replies(self) -> list[Any]:
+        """Run the commands and return their replies in order (errors in their places)."""
+        pipe = self._client.pipeline(transaction=False)
+        for command in self._commands:
+            pipe.execute_command(*command)
+        return list(pipe.execute(raise_on_error=False))
+
+
 def _pack(connection: Any, commands: list[Command]) -> Any:
     if _hiredis_pack is not None:
         return [b"".join([_hiredis_pack(command) for command in commands])]
@@ -171,9 +193,12 @@ class PendingScripts:
         self.commands = commands
         self._in_flight = self._send()
 
-    def _send(self) -> InFlight:
+    def _send(self) -> InFlight | ClusterInFlight:
+        client = self.batch.client
         try:
-            return InFlight(self.batch.client, self.commands(self.batch.sha))
+            if is_cluster(client):
+                return ClusterInFlight(client, self.commands(self.batch.sha))
+            return InFlight(client, self.commands(self.batch.sha))
         except (redis.ConnectionError, redis.TimeoutError):
             raise
         except redis.RedisError as exc:

@@ -18,8 +18,9 @@ import pytest
 import redis
 
 from chatlog import ChatLog, Settings
-from chatlog.cli.devstack import EmbeddedBroker, EmbeddedRedis
+from chatlog.cli.devstack import EmbeddedBroker, EmbeddedRedis, EmbeddedRedisCluster
 from chatlog.projector import Projector
+from chatlog.redis_clients import open_redis
 from chatlog.settings import TRANSPORTS
 from tests.fixtures.postgres import PostgresUnavailable, own_database, postgres_server
 from tests.helpers import delete_namespace_family, make_test_settings
@@ -107,6 +108,61 @@ def redis_url(embedded_redis: EmbeddedRedis | None) -> Iterator[str]:
         with RedisContainer() as container:
             host = container.get_container_host_ip()
             yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[EmbeddedRedisCluster]:
+    """A Redis Cluster of this test session's own: 3 primaries + 3 replicas, node timeout 1 s.
+
+    Tests that kill or reshard nodes start a cluster of their own instead.
+    """
+    cluster = EmbeddedRedisCluster(primaries=3, replicas=1)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+#: The Redis deployments every read-model behaviour test runs against.
+REDIS_MODES_UNDER_TEST = ("standalone", "cluster")
+
+
+@pytest.fixture(scope="module", params=REDIS_MODES_UNDER_TEST)
+def read_model_url(request: pytest.FixtureRequest, redis_url: str) -> str:
+    """The URL of each Redis deployment (standalone, cluster): the module runs once per mode."""
+    if request.param == "cluster":
+        cluster: EmbeddedRedisCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
+    return redis_url
+
+
+@pytest.fixture(scope="module")
+def read_model_settings(
+    request: pytest.FixtureRequest, kafka_bootstrap: str, read_model_url: str
+) -> Iterator[Settings]:
+    """Module settings (as :func:`module_settings`) on each Redis deployment in turn."""
+    overrides = getattr(request.module, "SETTINGS_OVERRIDES", {})
+    settings = make_test_settings(kafka_bootstrap, read_model_url, **overrides)
+    yield settings
+    client = open_redis(read_model_url)
+    delete_namespace_family(client, settings.namespace)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def read_model_chatlog(read_model_settings: Settings) -> Iterator[ChatLog]:
+    """A ChatLog on :func:`read_model_settings`."""
+    with ChatLog(read_model_settings) as chatlog:
+        yield chatlog
+
+
+@pytest.fixture(scope="module")
+def read_model_projector(
+    read_model_settings: Settings, read_model_chatlog: ChatLog
+) -> Iterator[Projector]:
+    """One projector per Redis deployment for the whole module."""
+    read_model_chatlog.producer  # creates the topics before the group joins
+    with Projector(read_model_settings).running() as projector:
+        yield projector
 
 
 @pytest.fixture
