@@ -15,6 +15,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
 
 from chatlog import ChatLog, Settings
+from chatlog.cli.devstack import EmbeddedRedisCluster
 from chatlog.errors import SessionOwnershipError
 from chatlog.histories.checkpointer import ChatLogCheckpointSaver
 from chatlog.projector import Projector
@@ -25,12 +26,13 @@ from tests.helpers import eventually, unique
 SETTINGS_OVERRIDES = {"partitions": 4}
 
 
-def test_the_client_factory_detects_the_deployment(read_model_url: str) -> None:
+def test_the_client_factory_detects_the_deployment(
+    read_model_url: str, redis_cluster: EmbeddedRedisCluster
+) -> None:
     """CHATLOG_REDIS_MODE=auto opens a RedisCluster on a cluster node and redis.Redis otherwise."""
     client = open_redis(read_model_url)
     try:
-        detected = "cluster" if is_cluster(client) else "standalone"
-        assert detected == ("cluster" if client.info("cluster")["cluster_enabled"] else "standalone")
+        assert is_cluster(client) == (read_model_url == redis_cluster.url)
     finally:
         client.close()
 
@@ -110,16 +112,25 @@ def test_delete_session_and_delete_user_empty_reads_and_listings(
 
 
 def test_a_session_ttl_expires_the_session_and_its_listing(
-    read_model_chatlog: ChatLog, read_model_projector: Projector
+    read_model_settings: Settings, read_model_chatlog: ChatLog, read_model_projector: Projector
 ) -> None:
-    """A per-session idle TTL removes the messages; the listing stops showing the session."""
+    """A 2 s per-session TTL expires every key of the idle session; other readers see nothing."""
     alice, session = unique("alice"), unique("t")
     history = read_model_chatlog.history(session, alice)
+    history.set_ttl(2)
     history.add_messages([HumanMessage("short-lived")])
-    history.set_ttl(1.0)
     assert history.messages == [HumanMessage("short-lived")]
-    eventually(lambda: history.messages == [])
-    eventually(lambda: read_model_chatlog.sessions(alice) == [])
+    keys = read_model_chatlog.reader.keys
+    client = open_redis(read_model_settings.redis_url)
+    try:
+        assert 0 < client.pttl(keys.meta(session)) <= 2000
+        assert 0 < client.pttl(keys.messages(session)) <= 2000
+        eventually(lambda: not client.exists(keys.messages(session), keys.meta(session)))
+    finally:
+        client.close()
+    with ChatLog(read_model_settings) as other_process:
+        assert other_process.history(session, alice).messages == []
+        assert other_process.sessions(alice) == []
 
 
 def test_rebuild_verify_and_drop_cover_every_node(
