@@ -21,6 +21,12 @@ called differently:
 3. **Positions last.** The namespace's applied positions advance only after
    every group, index change and user deletion of the batch applied.
 
+Each pipeline that writes messages or the index ends, per primary, with
+``WAIT <its replicas> <REPLICA_WAIT_MS>`` on the same connection: the batch
+counts as applied (and its Kafka offsets get committed) only once the
+primaries' replicas hold it, so a replica promoted after a primary dies
+(asynchronous replication) has every committed batch.
+
 A crash anywhere in between is redone by the redelivered batch: per-session
 offsets skip what applied, the outboxes still hold what the index missed, and
 every index step is idempotent.
@@ -55,6 +61,11 @@ TOPOLOGY_ERRORS: tuple[type[Exception], ...] = (
     ClusterDownError, TryAgainError, MovedError, AskError, SlotNotCoveredError,
     ClusterError, RedisClusterException,
 )
+
+#: How long a batch waits for the replicas of each primary to acknowledge it.
+#: A replica that does not answer in time (down, far behind) does not stop the
+#: projector: the batch then rests on its primary alone, as without replicas.
+REPLICA_WAIT_MS = 1000
 
 _NOTE_INDEX = NOTE_INDEX.encode()
 _INDEX_ADD = INDEX_ADD.encode()
@@ -181,6 +192,7 @@ class ClusterPending:
                         pipe.zadd(keys.user_sessions(user.decode()), {sid: int(score)}, gt=True)
                     else:
                         pipe.zrem(keys.user_sessions(entry[1:].decode()), sid)
+            _wait_for_replicas(client, pipe)
             _raise_first(pipe.execute(raise_on_error=False))
         if index or self.users:
             pipe = client.pipeline(transaction=False)
@@ -206,7 +218,8 @@ class ClusterPending:
             pipe = apply.client.pipeline(transaction=False)
             for declared, argv in calls:
                 pipe.execute_command("EVALSHA", apply.sha, len(declared), *declared, *argv)
-            replies = pipe.execute(raise_on_error=False)
+            _wait_for_replicas(apply.client, pipe)
+            replies = pipe.execute(raise_on_error=False)[: len(calls)]
             if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
                 # A promoted replica or a new node has an empty script cache:
                 # load it on every primary and send again (applying is idempotent).
@@ -215,6 +228,17 @@ class ClusterPending:
             _raise_first(replies)
             return list(replies)
         raise ReadModelError("applying a batch: the Redis Cluster keeps losing the apply script")
+
+
+def _wait_for_replicas(client: RedisCluster, pipe: Any) -> None:
+    """End ``pipe`` with a ``WAIT`` on each primary that has replicas (see the module doc)."""
+    replicas: dict[str, tuple[Any, int]] = {}
+    for nodes in client.nodes_manager.slots_cache.values():
+        if nodes:
+            replicas[nodes[0].name] = (nodes[0], len(nodes) - 1)
+    for node, count in replicas.values():
+        if count:
+            pipe.execute_command("WAIT", count, REPLICA_WAIT_MS, target_nodes=node)
 
 
 def _raise_first(replies: Sequence[Any]) -> None:
