@@ -267,6 +267,59 @@ class EmbeddedRedisCluster:
                 raise EmbeddedStackError(f"the Redis Cluster did not form within {timeout_s:g}s")
             time.sleep(0.1)
 
+    def primary_of(self, slot: int) -> EmbeddedRedis:
+        """The node serving ``slot`` now (as the first node that answers sees it)."""
+        import redis
+
+        for node in self.nodes:
+            if node.process is None or node.process.poll() is not None:
+                continue
+            with redis.Redis(port=node.port) as client:
+                shards: Any = client.execute_command("CLUSTER", "SLOTS")
+            for low, high, primary, *_replicas in shards:
+                if low <= slot <= high:
+                    port = int(primary[1])
+                    return next(n for n in self.nodes if n.port == port)
+        raise EmbeddedStackError("no node of the cluster answers")
+
+    def kill(self, node: EmbeddedRedis) -> None:
+        """SIGKILL ``node``'s process (a crash: its replica takes over after the node timeout)."""
+        if node.process is not None:
+            node.process.kill()
+            node.process.wait(timeout=10)
+
+    def move_slot(self, slot: int, target: EmbeddedRedis) -> int:
+        """Reshard ``slot`` to ``target`` the way redis-cli does; return the keys moved.
+
+        ``SETSLOT IMPORTING`` on the target, ``MIGRATING`` on the source, then
+        ``MIGRATE`` of the slot's keys in small steps (clients get ``ASK`` for
+        the keys already moved meanwhile), then ``SETSLOT NODE`` on every
+        primary (``MOVED`` from then on).
+        """
+        import redis
+
+        source = self.primary_of(slot)
+        if source is target:
+            return 0
+        target_id = _cluster(target.port, "MYID")
+        _cluster(target.port, "SETSLOT", slot, "IMPORTING", _cluster(source.port, "MYID"))
+        _cluster(source.port, "SETSLOT", slot, "MIGRATING", target_id)
+        moved = 0
+        with redis.Redis(port=source.port) as client:
+            while keys := client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 10):
+                client.execute_command(
+                    "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys
+                )
+                moved += len(keys)
+        # The target first, then the source: until the target owns the slot,
+        # a client sent there by MOVED would be sent back.
+        others = [n for n in self.nodes if n is not target and n is not source]
+        for node in (target, source, *others):
+            if node.process is not None and node.process.poll() is None:
+                if "myself,master" in _cluster(node.port, "NODES"):
+                    _cluster(node.port, "SETSLOT", slot, "NODE", target_id)
+        return moved
+
     def stop(self) -> None:
         """Stop every node (the data is gone)."""
         for node in self.nodes:
