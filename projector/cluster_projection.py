@@ -93,6 +93,13 @@ class ClusterApply:
             self.templates += key("\x00").split("\x00")
         self.templates += ["", suffix]
 
+    def refresh(self) -> None:
+        """Reload the slot map from any node that answers (after a node failed)."""
+        try:
+            self.client.nodes_manager.initialize()
+        except (redis.RedisError, RedisClusterException):
+            pass  # no node answers yet: the next retry refreshes again
+
     def pending(
         self,
         sessions: list[list[Any]],
@@ -157,8 +164,12 @@ class ClusterPending:
         try:
             return self._run()
         except (redis.ConnectionError, redis.TimeoutError):
+            # A node is gone: ask the cluster for its slot map again, or the
+            # retry goes to the dead node (a replica may have taken over).
+            self.apply.refresh()
             raise
         except TOPOLOGY_ERRORS as exc:
+            self.apply.refresh()
             raise ReadModelError(
                 f"the Redis Cluster is changing (failover or resharding), retry: {exc}"
             ) from exc

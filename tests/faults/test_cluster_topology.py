@@ -11,8 +11,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
+import redis
 from redis.cluster import RedisCluster
 
 from chatlog import ChatLog
@@ -21,9 +23,12 @@ from chatlog.keys import ReadModelKeys
 from chatlog.producers.admin import ensure_topic
 from chatlog.producers.producer import EventProducer
 from chatlog.projector import Projector
+from chatlog.projector.cluster_projection import TOPOLOGY_ERRORS
 from chatlog.redis_clients import open_redis
 from chatlog.settings import Settings
 from tests.faults.ledger import Ledger, message_event, reconcile, wait_caught_up
+
+T = TypeVar("T")
 
 SESSIONS = [f"topology-{n:03d}" for n in range(60)]
 USER = "topology-user"
@@ -50,12 +55,23 @@ def _write(producer: EventProducer, ledger: Ledger, done: threading.Event) -> No
         done.set()
 
 
+def _while_settling(action: Callable[[], T], timeout_s: float = 60.0) -> T:
+    """Run ``action`` again while the cluster still fails over (a node gone, a slot unserved)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return action()
+        except (redis.ConnectionError, *TOPOLOGY_ERRORS):
+            assert time.monotonic() < deadline, "the cluster did not settle"
+            time.sleep(0.2)
+
+
 def _run_under_load(
     settings: Settings, cluster: EmbeddedRedisCluster, change: Callable[[], None], scenario: str
 ) -> None:
     ensure_topic(settings.topic, settings.partitions, settings=settings)
     ensure_topic(settings.dlq_topic, settings.partitions, settings=settings)
-    client = open_redis(cluster.url)
+    client = open_redis(cluster.nodes[1].url)
     ledger = Ledger()
     done = threading.Event()
     with EventProducer(settings) as producer, Projector(settings).running():
@@ -68,12 +84,13 @@ def _run_under_load(
         change()
         writer.join(timeout=120)
         assert done.is_set(), "the writer did not finish"
-        wait_caught_up(client, settings.namespace, ledger, timeout_s=120)
-        figures = reconcile(scenario, client, settings.namespace, ledger)
+        _while_settling(lambda: wait_caught_up(client, settings.namespace, ledger, timeout_s=120))
+        figures = _while_settling(lambda: reconcile(scenario, client, settings.namespace, ledger))
         print(figures.line())
         figures.assert_exact()
         assert figures.acknowledged == ROUNDS * len(SESSIONS)
-        with ChatLog(settings) as chatlog:
+        # REDIS_URL names any node: a live one (the first may be the one killed).
+        with ChatLog(settings.with_(redis_url=cluster.nodes[1].url)) as chatlog:
             listed = chatlog.sessions(USER)
         assert sorted(s.session_id for s in listed) == SESSIONS
         assert all(s.message_count == ROUNDS for s in listed)
