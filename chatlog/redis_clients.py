@@ -79,17 +79,6 @@ def is_cluster(client: object) -> bool:
     return isinstance(client, (RedisCluster, AsyncRedisCluster))
 
 
-def primaries(client: redis.Redis) -> list[redis.Redis]:
-    """A client per primary: the nodes a SCAN must visit (just ``client`` when standalone)."""
-    if not is_cluster(client):
-        return [client]
-    cluster = cast(RedisCluster, client)
-    return [
-        cast(redis.Redis, cluster.get_redis_connection(node))
-        for node in cluster.get_primaries()
-    ]
-
-
 def async_client_like(client: redis.Redis) -> aioredis.Redis:
     """A redis.asyncio client that connects as ``client`` does (address, auth, TLS, timeouts).
 
@@ -97,7 +86,7 @@ def async_client_like(client: redis.Redis) -> aioredis.Redis:
     certificates and hostname checking.
     """
     if is_cluster(client):
-        cluster = cast(RedisCluster, client)
+        cluster: Any = client
         node = cluster.get_default_node()
         options = {
             k: v for k, v in node.redis_connection.connection_pool.connection_kwargs.items()

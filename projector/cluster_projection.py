@@ -34,12 +34,12 @@ every index step is idempotent.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import redis
-from redis.cluster import RedisCluster
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -77,7 +77,8 @@ class ClusterApply:
     def __init__(
         self, client: redis.Redis, source: str, keys: ReadModelKeys, *, per_call: int
     ) -> None:
-        self.client = cast(RedisCluster, client)
+        # redis-py's cluster client is untyped: Any, as the rest of chatlog sees redis.Redis.
+        self.client: Any = client
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
         self.keys = keys
@@ -95,10 +96,9 @@ class ClusterApply:
 
     def refresh(self) -> None:
         """Reload the slot map from any node that answers (after a node failed)."""
-        try:
+        # No node may answer yet: the next retry refreshes again.
+        with contextlib.suppress(redis.RedisError, RedisClusterException):
             self.client.nodes_manager.initialize()
-        except (redis.RedisError, RedisClusterException):
-            pass  # no node answers yet: the next retry refreshes again
 
     def pending(
         self,
@@ -241,7 +241,7 @@ class ClusterPending:
         raise ReadModelError("applying a batch: the Redis Cluster keeps losing the apply script")
 
 
-def _wait_for_replicas(client: RedisCluster, pipe: Any) -> None:
+def _wait_for_replicas(client: Any, pipe: Any) -> None:
     """End ``pipe`` with a ``WAIT`` on each primary that has replicas (see the module doc)."""
     replicas: dict[str, tuple[Any, int]] = {}
     for nodes in client.nodes_manager.slots_cache.values():

@@ -125,7 +125,7 @@ class ClusterInFlight:
     """
 
     def __init__(self, client: redis.Redis, commands: Iterable[Command]) -> None:
-        self._client = client
+        self._client: Any = client  # a RedisCluster (untyped in redis-py)
         self._commands = list(commands)
 
     def replies(self) -> list[Any]:

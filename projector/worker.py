@@ -461,10 +461,10 @@ class Projector:
         while True:
             try:
                 return action()
-            except (redis.ConnectionError, redis.TimeoutError, ReadModelError,
-                    *TOPOLOGY_ERRORS) as exc:
-                # TOPOLOGY_ERRORS: a Redis Cluster failing over or resharding.
+            except (redis.ConnectionError, redis.TimeoutError, ReadModelError) as exc:
                 error: Exception = exc
+            except TOPOLOGY_ERRORS as exc:  # a Redis Cluster failing over or resharding
+                error = exc
             except ChatLogError as exc:  # the dead-letter publish failed
                 error = exc
             self.stats.retries += 1

@@ -315,9 +315,9 @@ class EmbeddedRedisCluster:
         # a client sent there by MOVED would be sent back.
         others = [n for n in self.nodes if n is not target and n is not source]
         for node in (target, source, *others):
-            if node.process is not None and node.process.poll() is None:
-                if "myself,master" in _cluster(node.port, "NODES"):
-                    _cluster(node.port, "SETSLOT", slot, "NODE", target_id)
+            alive = node.process is not None and node.process.poll() is None
+            if alive and "myself,master" in _cluster(node.port, "NODES"):
+                _cluster(node.port, "SETSLOT", slot, "NODE", target_id)
         return moved
 
     def stop(self) -> None:

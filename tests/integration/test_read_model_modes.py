@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
@@ -18,6 +19,8 @@ from chatlog import ChatLog, Settings
 from chatlog.cli.devstack import EmbeddedRedisCluster
 from chatlog.errors import SessionOwnershipError
 from chatlog.histories.checkpointer import ChatLogCheckpointSaver
+from chatlog.histories.export import export_sessions
+from chatlog.histories.importers import import_sessions
 from chatlog.projector import Projector
 from chatlog.projector.replay import Replayer
 from chatlog.redis_clients import is_cluster, open_redis
@@ -74,6 +77,42 @@ def test_listing_shows_a_users_sessions_newest_first_with_counts(
     assert [s.session_id for s in asyncio.run(read_model_chatlog.asessions(alice))] == list(
         reversed(ids)
     )
+
+
+def test_windows_read_one_slot_in_one_transaction(
+    read_model_chatlog: ChatLog, read_model_projector: Projector
+) -> None:
+    """history.read(limit=, before=) pages back through a session (MULTI on the session's slot)."""
+    history = read_model_chatlog.history(unique("w"), unique("u"))
+    history.add_messages([HumanMessage(str(n)) for n in range(7)])
+    page = history.read(limit=3)
+    assert [m.content for m in page.messages] == ["4", "5", "6"]
+    older = history.read(limit=3, before=page.next_before)
+    assert [m.content for m in older.messages] == ["1", "2", "3"]
+
+
+def test_export_then_import_into_another_user_copies_every_message(
+    read_model_chatlog: ChatLog, read_model_projector: Projector
+) -> None:
+    """export_sessions reads a user's sessions; import_sessions writes them back for another."""
+    alice, bob = unique("alice"), unique("bob")
+    ids = [unique("e") for _ in range(4)]
+    for session in ids:
+        read_model_chatlog.history(session, alice).add_messages(
+            [HumanMessage(session), AIMessage("ok")]
+        )
+    exported = list(export_sessions(read_model_chatlog, user_id=alice))
+    assert sorted(e.session_id for e in exported) == sorted(ids)
+    copies = [replace(e, session_id=f"{e.session_id}-copy") for e in exported]
+    progress = import_sessions(read_model_chatlog, copies, user_id=bob)
+    assert progress.sessions == len(ids)
+    assert sorted(s.session_id for s in read_model_chatlog.sessions(bob)) == sorted(
+        f"{s}-copy" for s in ids
+    )
+    for session in ids:
+        assert read_model_chatlog.history(f"{session}-copy", bob).messages == [
+            HumanMessage(session), AIMessage("ok")
+        ]
 
 
 def test_ownership_refuses_another_user(
@@ -136,7 +175,7 @@ def test_a_session_ttl_expires_the_session_and_its_listing(
 def test_rebuild_verify_and_drop_cover_every_node(
     read_model_settings: Settings, read_model_chatlog: ChatLog, read_model_projector: Projector
 ) -> None:
-    """A rebuild into a new namespace verifies clean; drop deletes exactly its keys on every node."""
+    """A rebuild into a new namespace verifies clean; drop deletes exactly its keys everywhere."""
     user = unique("u")
     sessions = [unique("r") for _ in range(10)]
     for session in sessions:
