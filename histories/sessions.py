@@ -29,6 +29,7 @@ from chatlog.keys import (
     META_UPDATED,
     ReadModelKeys,
 )
+from chatlog.redis_clients import is_cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,8 +209,11 @@ def session_positions(reader: ReadModelReader, ids: list[str]) -> list[SessionPo
     pipe = reader.client.pipeline(transaction=False)
     for session_id in ids:
         pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET])
+    cluster = is_cluster(reader.client)
+    if cluster:
+        pipe.hgetall(keys.positions())
     try:
-        return [_position(reply) for reply in pipe.execute()]
+        return _positions(pipe.execute(), cluster=cluster)
     except redis.RedisError as exc:
         raise ReadModelError(f"reading session positions failed: {exc}") from exc
 
@@ -217,13 +221,38 @@ def session_positions(reader: ReadModelReader, ids: list[str]) -> list[SessionPo
 async def asession_positions(reader: ReadModelReader, ids: list[str]) -> list[SessionPosition]:
     """Async :func:`session_positions`."""
     keys = await reader.acurrent_keys()
-    pipe = reader.async_client().pipeline(transaction=False)
+    client = reader.async_client()
+    pipe = client.pipeline(transaction=False)
     for session_id in ids:
         pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET])
+    cluster = is_cluster(client)
+    if cluster:
+        pipe.hgetall(keys.positions())
     try:
-        return [_position(reply) for reply in await pipe.execute()]
+        return _positions(await pipe.execute(), cluster=cluster)
     except redis.RedisError as exc:
         raise ReadModelError(f"reading session positions failed: {exc}") from exc
+
+
+def _positions(replies: list[Any], *, cluster: bool) -> list[SessionPosition]:
+    """The sessions' positions; on a cluster, only as far as the user index has them too.
+
+    On a Redis Cluster the user index is written after the sessions' own keys
+    (:mod:`chatlog.projector.cluster_projection`), and the namespace position
+    of a partition advances after both: an event counts as applied for a
+    listing once that position passed it.
+    """
+    if not cluster:
+        return [_position(reply) for reply in replies]
+    done = {int(p): int(o) for p, o in replies[-1].items()}
+    found = []
+    for reply in replies[:-1]:
+        position = _position(reply)
+        if position.partition in done:
+            below = done[position.partition] - 1
+            position = SessionPosition(position.partition, min(position.offset, below))
+        found.append(position)
+    return found
 
 
 _EPOCH = datetime.fromtimestamp(0, tz=timezone.utc)

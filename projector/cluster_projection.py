@@ -21,7 +21,7 @@ called differently:
 3. **Positions last.** The namespace's applied positions advance only after
    every group, index change and user deletion of the batch applied.
 
-Each pipeline that writes messages or the index ends, per primary, with
+Each write of messages or index changes ends, per primary, with
 ``WAIT <its replicas> <REPLICA_WAIT_MS>`` on the same connection: the batch
 counts as applied (and its Kafka offsets get committed) only once the
 primaries' replicas hold it, so a replica promoted after a primary dies
@@ -54,6 +54,7 @@ from redis.exceptions import (
 from chatlog.errors import ReadModelError
 from chatlog.keys import ReadModelKeys
 from chatlog.projector.protocol import INDEX_ADD, NOTE_INDEX
+from chatlog.projector.raw_pipeline import Command, InFlight
 
 #: Errors of a cluster changing under the client (failover, resharding, a node
 #: gone): the batch is safe to send again once the topology settles.
@@ -66,6 +67,9 @@ TOPOLOGY_ERRORS: tuple[type[Exception], ...] = (
 #: A replica that does not answer in time (down, far behind) does not stop the
 #: projector: the batch then rests on its primary alone, as without replicas.
 REPLICA_WAIT_MS = 1000
+
+#: Replies that mean "not here (yet)": redis-py resends those itself.
+_REDIRECTS = (MovedError, AskError, TryAgainError)
 
 _NOTE_INDEX = NOTE_INDEX.encode()
 _INDEX_ADD = INDEX_ADD.encode()
@@ -193,26 +197,29 @@ class ClusterPending:
             base = number * apply.per_call - 1
             index += [(self.order[base + at], got) for at, got in entries.items()]
             cleaned.append(kept)
-        client = apply.client
+        slot = apply.client.keyslot
         if index:
-            pipe = client.pipeline(transaction=False)
+            commands: list[tuple[int, Command]] = []
             for sid, got in index:
                 for entry in got:
                     if entry[:1] == _INDEX_ADD:
                         score, _, user = entry[1:].partition(b" ")
-                        pipe.zadd(keys.user_sessions(user.decode()), {sid: int(score)}, gt=True)
+                        key = keys.user_sessions(user.decode())
+                        commands.append((slot(key), ("ZADD", key, "GT", int(score), sid)))
                     else:
-                        pipe.zrem(keys.user_sessions(entry[1:].decode()), sid)
-            _wait_for_replicas(client, pipe)
-            _raise_first(pipe.execute(raise_on_error=False))
+                        key = keys.user_sessions(entry[1:].decode())
+                        commands.append((slot(key), ("ZREM", key, sid)))
+            _raise_first(self._by_node(commands, wait=True))
         if index or self.users:
-            pipe = client.pipeline(transaction=False)
+            commands = []
             for sid, got in index:
-                pipe.ltrim(keys.index_outbox(sid), len(got), -1)
+                key = keys.index_outbox(sid)
+                commands.append((slot(key), ("LTRIM", key, len(got), -1)))
             users = self.users
             for k in range(0, len(users), 2):
-                pipe.zremrangebyscore(keys.user_sessions(users[k]), "-inf", users[k + 1])
-            _raise_first(pipe.execute(raise_on_error=False))
+                key = keys.user_sessions(users[k])
+                commands.append((slot(key), ("ZREMRANGEBYSCORE", key, "-inf", users[k + 1])))
+            _raise_first(self._by_node(commands, wait=False))
         if self.advance:
             pairs: list[Any] = []
             for partition, offset in self.advance.items():
@@ -223,33 +230,62 @@ class ClusterPending:
         return cleaned
 
     def _scripts(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """EVALSHA each call, pipelined per node; load the script where a node lacks it."""
+        """EVALSHA each call, sent per node; load the script where a node lacks it."""
         apply = self.apply
+        slot = apply.client.keyslot
+        commands = [
+            (slot(declared[0]), ("EVALSHA", apply.sha, len(declared), *declared, *argv))
+            for declared, argv in calls
+        ]
         for attempt in (1, 2):
-            pipe = apply.client.pipeline(transaction=False)
-            for declared, argv in calls:
-                pipe.execute_command("EVALSHA", apply.sha, len(declared), *declared, *argv)
-            _wait_for_replicas(apply.client, pipe)
-            replies = pipe.execute(raise_on_error=False)[: len(calls)]
+            replies = self._by_node(commands, wait=True)
             if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
                 # A promoted replica or a new node has an empty script cache:
                 # load it on every primary and send again (applying is idempotent).
                 apply.client.script_load(apply.source)
                 continue
             _raise_first(replies)
-            return list(replies)
+            return replies
         raise ReadModelError("applying a batch: the Redis Cluster keeps losing the apply script")
 
+    def _by_node(self, commands: list[tuple[int, Command]], *, wait: bool) -> list[Any]:
+        """Send each (slot, command) to its slot's primary, all nodes at once; replies in order.
 
-def _wait_for_replicas(client: Any, pipe: Any) -> None:
-    """End ``pipe`` with a ``WAIT`` on each primary that has replicas (see the module doc)."""
-    replicas: dict[str, tuple[Any, int]] = {}
-    for nodes in client.nodes_manager.slots_cache.values():
-        if nodes:
-            replicas[nodes[0].name] = (nodes[0], len(nodes) - 1)
-    for node, count in replicas.values():
-        if count:
-            pipe.execute_command("WAIT", count, REPLICA_WAIT_MS, target_nodes=node)
+        Each node's commands go out on one connection with the projector's
+        raw pipeline (redis-py's cluster pipeline costs ~100 µs of Python per
+        command); with ``wait``, each node's commands end with ``WAIT`` for its
+        replicas (see the module doc). A command the node redirects (the slot
+        moved or is moving: ``MOVED``, ``ASK``, ``TRYAGAIN``) is sent again
+        through redis-py, which follows the redirection and updates its map.
+        """
+        client = self.apply.client
+        manager = client.nodes_manager
+        groups: dict[str, tuple[Any, list[int]]] = {}
+        for number, (slot, _command) in enumerate(commands):
+            node = manager.get_node_from_slot(slot)
+            groups.setdefault(node.name, (node, []))[1].append(number)
+        flights = []
+        for node, numbers in groups.values():
+            batch = [commands[n][1] for n in numbers]
+            if wait and (count := _replica_count(manager, node)):
+                batch.append(("WAIT", count, REPLICA_WAIT_MS))
+            flights.append((numbers, InFlight(client.get_redis_connection(node), batch)))
+        replies: list[Any] = [None] * len(commands)
+        for numbers, flight in flights:
+            for number, reply in zip(numbers, flight.replies(), strict=False):
+                replies[number] = reply
+        for number, reply in enumerate(replies):
+            if isinstance(reply, _REDIRECTS):
+                replies[number] = client.execute_command(*commands[number][1])
+        return replies
+
+
+def _replica_count(manager: Any, node: Any) -> int:
+    """How many replicas ``node`` has in the client's slot map."""
+    for nodes in manager.slots_cache.values():
+        if nodes and nodes[0].name == node.name:
+            return len(nodes) - 1
+    return 0
 
 
 def _raise_first(replies: Sequence[Any]) -> None:
