@@ -140,10 +140,11 @@ class ClusterPending:
         groups: dict[int, list[list[Any]]] = {}
         for args in sessions:
             groups.setdefault(slot(keys.meta(args[0])), []).append(args)
-        #: Session ids in reply order, each call's padded to ``per_call`` (the
-        #: reply parser numbers a call's sessions from ``call * per_call``).
+        #: Session ids in reply order: :meth:`replies` merges the calls' replies
+        #: into one whose notes number the sessions 1.. in this order.
         self.order: list[str] = []
         self._calls: list[tuple[list[str], list[Any]]] = []
+        self._firsts: list[int] = []  # each call's first session's place in ``order``
         per_call = apply.per_call
         for members in groups.values():
             for start in range(0, len(members), per_call):
@@ -155,8 +156,8 @@ class ClusterPending:
                     declared += (keys.messages(sid), keys.meta(sid), keys.index_outbox(sid))
                     argv += args
                 self._calls.append((declared, argv))
-                self.order += [args[0] for args in part]
-                self.order += [""] * (per_call - len(part))
+                self._firsts.append(len(self.order))
+                self.order.extend(args[0] for args in part)
 
     def replies(self) -> list[Any]:
         """Run the batch; the session calls' replies with the index entries taken out.
@@ -182,25 +183,25 @@ class ClusterPending:
 
     def _run(self) -> list[Any]:
         apply = self.apply
-        replies = self._scripts([(d, a) for d, a in self._calls])
+        replies = self._scripts(self._calls)
         keys = apply.keys
-        index: list[tuple[str, list[bytes]]] = []
-        cleaned: list[Any] = []
-        for number, reply in enumerate(replies):
-            kept = [reply[0], reply[1]]
-            entries: dict[int, list[bytes]] = {}
+        order = self.order
+        index: dict[str, list[bytes]] = {}
+        merged: list[Any] = [0, 0]
+        for first, reply in zip(self._firsts, replies, strict=True):
+            merged[0] += reply[0]
+            merged[1] += reply[1]
             for k in range(2, len(reply), 3):
+                at = first + reply[k]  # the session's number in ``order``, from 1
                 if reply[k + 1] == _NOTE_INDEX:
-                    entries.setdefault(reply[k], []).append(reply[k + 2])
+                    index.setdefault(order[at - 1], []).append(reply[k + 2])
                 else:
-                    kept += reply[k : k + 3]
-            base = number * apply.per_call - 1
-            index += [(self.order[base + at], got) for at, got in entries.items()]
-            cleaned.append(kept)
+                    merged += (at, reply[k + 1], reply[k + 2])
+        cleaned = [merged]
         slot = apply.client.keyslot
         if index:
             commands: list[tuple[int, Command]] = []
-            for sid, got in index:
+            for sid, got in index.items():
                 for entry in got:
                     if entry[:1] == _INDEX_ADD:
                         score, _, user = entry[1:].partition(b" ")
@@ -212,7 +213,7 @@ class ClusterPending:
             _raise_first(self._by_node(commands, wait=True))
         if index or self.users:
             commands = []
-            for sid, got in index:
+            for sid, got in index.items():
                 key = keys.index_outbox(sid)
                 commands.append((slot(key), ("LTRIM", key, len(got), -1)))
             users = self.users
