@@ -214,3 +214,11 @@ def test_json_logs_write_c1_controls_and_line_separators_as_escapes() -> None:
     assert len(written.splitlines()) == 1
     entry = json.loads(written)
     assert (entry["message"], entry["session_id"]) == (f"key {hostile}", hostile)
+
+
+def test_redis_mode_comes_from_its_variable_and_refuses_unknown_modes() -> None:
+    """CHATLOG_REDIS_MODE picks auto, standalone or cluster; anything else says what is allowed."""
+    assert Settings().redis_mode == "auto"
+    assert Settings.from_env({"CHATLOG_REDIS_MODE": "cluster"}).redis_mode == "cluster"
+    with pytest.raises(ConfigurationError, match="auto, standalone, cluster"):
+        Settings.from_env({"CHATLOG_REDIS_MODE": "sentinel"})
