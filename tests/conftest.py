@@ -141,11 +141,7 @@ def read_model_settings(
 ) -> Iterator[Settings]:
     """Module settings (as :func:`module_settings`) on each Redis deployment in turn."""
     overrides = getattr(request.module, "SETTINGS_OVERRIDES", {})
-    settings = make_test_settings(kafka_bootstrap, read_model_url, **overrides)
-    yield settings
-    client = open_redis(read_model_url)
-    delete_namespace_family(client, settings.namespace)
-    client.close()
+    yield from _module_namespace(kafka_bootstrap, read_model_url, overrides)
 
 
 @pytest.fixture(scope="module")
@@ -205,9 +201,16 @@ def module_settings(
         **getattr(request.module, "SETTINGS_OVERRIDES", {}),
         **getattr(request, "param", {}),
     }
-    settings = make_test_settings(kafka_bootstrap, redis_url, **overrides)
+    yield from _module_namespace(kafka_bootstrap, redis_url, overrides)
+
+
+def _module_namespace(
+    kafka_bootstrap: str, url: str, overrides: dict[str, Any]
+) -> Iterator[Settings]:
+    """Settings with their own topic and namespace; the namespace is deleted afterwards."""
+    settings = make_test_settings(kafka_bootstrap, url, **overrides)
     yield settings
-    client = redis.Redis.from_url(redis_url)
+    client = open_redis(url)
     delete_namespace_family(client, settings.namespace)
     client.close()
 
