@@ -205,6 +205,26 @@ def test_rebuild_verify_and_drop_cover_every_node(
         client.close()
 
 
+def test_verify_repair_rebuilds_a_tampered_session_in_place(
+    read_model_settings: Settings, read_model_chatlog: ChatLog, read_model_projector: Projector
+) -> None:
+    """verify --repair swaps one session's rebuilt keys in (one script on the session's slot)."""
+    user, session = unique("u"), unique("v")
+    history = read_model_chatlog.history(session, user)
+    history.add_messages([HumanMessage("kept"), AIMessage("also kept")])
+    assert len(history.messages) == 2
+    keys = read_model_chatlog.reader.keys
+    client = open_redis(read_model_settings.redis_url)
+    try:
+        client.lpop(keys.messages(session))
+    finally:
+        client.close()
+    report = Replayer(read_model_settings).verify(repair=True)
+    assert [d.session_id for d in report.differences] == [session]
+    assert report.healthy
+    assert history.messages == [HumanMessage("kept"), AIMessage("also kept")]
+
+
 def test_the_checkpoint_saver_round_trips(
     read_model_settings: Settings, read_model_projector: Projector
 ) -> None:
