@@ -208,7 +208,7 @@ def test_rebuild_verify_and_drop_cover_every_node(
 def test_verify_repair_rebuilds_a_tampered_session_in_place(
     read_model_settings: Settings, read_model_chatlog: ChatLog, read_model_projector: Projector
 ) -> None:
-    """verify --repair swaps one session's rebuilt keys in (one script on the session's slot)."""
+    """Verify --repair swaps one session's rebuilt keys in (one script on the session's slot)."""
     user, session = unique("u"), unique("v")
     history = read_model_chatlog.history(session, user)
     history.add_messages([HumanMessage("kept"), AIMessage("also kept")])
