@@ -8,14 +8,16 @@ called differently:
 1. **Slot groups.** The batch's sessions are grouped by hash slot (a session's
    keys share one, ``{session}``); each group is one ``EVALSHA`` declaring the
    group's message, meta and index-outbox keys, so Redis checks they are local
-   and redis-py follows ``MOVED``/``ASK``. All calls go in one cluster pipeline
-   (one write and one read per node). The per-session work is unchanged.
+   (during a slot migration a call gets ``ASK`` or ``TRYAGAIN`` instead of
+   half-running). Each node's calls go out on one connection, all nodes at
+   once; a redirected call is resent through redis-py, which follows
+   ``MOVED``/``ASK``. The per-session work is unchanged.
 2. **The user index.** ``<ns>:u:{user}:sessions`` lives in the user's slot,
    usually on another node, so with an empty user-key prefix the script queues
    each index change in the session's outbox (``<ns>:s:{session}:ix``, the
    session's slot) and returns every queued entry, a crash's leftovers too.
    After every group applied, the entries go to the user index (``ZADD GT`` /
-   ``ZREM``, pipelined per node), then the outboxes are trimmed by what was read
+   ``ZREM``, sent per node), then the outboxes are trimmed by what was read
    and the batch's ``UserDeleted`` run (``ZREMRANGEBYSCORE``): the order the
    standalone script keeps within its one call.
 3. **Positions last.** The namespace's applied positions advance only after
