@@ -214,6 +214,10 @@ class EmbeddedRedisCluster:
             "--cluster-enabled", "yes",
             "--cluster-node-timeout", str(node_timeout_ms),
             "--cluster-require-full-coverage", "no",
+            # Replicas sync at once (the default waits 5 s for more replicas to
+            # share a diskless transfer): a replica that never synced refuses
+            # to fail over, and WAIT for it would block.
+            "--repl-diskless-sync-delay", "0",
         ]
         # An explicit bus port: the default (port + 10000) may be taken or past 65535.
         self.bus_ports = [free_port() for _ in range(primaries * (1 + replicas))]
@@ -257,7 +261,7 @@ class EmbeddedRedisCluster:
             replicas = sum(1 for line in lines if "slave" in line.split()[2].split(","))
             if replicas != self.primaries * self.replicas:
                 return False
-        return True
+        return all(_replica_synced(node.port) for node in self.nodes[self.primaries :])
 
     @staticmethod
     def _wait(timeout_s: float, ready: Callable[[], bool]) -> None:
@@ -324,6 +328,15 @@ class EmbeddedRedisCluster:
         """Stop every node (the data is gone)."""
         for node in self.nodes:
             node.stop()
+
+
+def _replica_synced(port: int) -> bool:
+    """Whether the replica at ``port`` finished its sync with its primary (link up)."""
+    import redis
+
+    with redis.Redis(port=port) as client:
+        info: Any = client.info("replication")
+    return bool(info.get("master_link_status") == "up")
 
 
 def _cluster(port: int, *args: object) -> str:

@@ -8,10 +8,11 @@ stops after a fixed number of append rounds.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -55,8 +56,12 @@ def _write(producer: EventProducer, ledger: Ledger, done: threading.Event) -> No
         done.set()
 
 
-def _while_settling(action: Callable[[], T], timeout_s: float = 60.0) -> T:
-    """Run ``action`` again while the cluster still fails over (a node gone, a slot unserved)."""
+def _while_settling(client: Any, action: Callable[[], T], timeout_s: float = 90.0) -> T:
+    """Run ``action`` again while the cluster still fails over (a node gone, a slot unserved).
+
+    A cluster pipeline does not reload the slot map after a connection error:
+    reload it here, as a reader following the topology does.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -64,6 +69,8 @@ def _while_settling(action: Callable[[], T], timeout_s: float = 60.0) -> T:
         except (redis.ConnectionError, *TOPOLOGY_ERRORS):
             assert time.monotonic() < deadline, "the cluster did not settle"
             time.sleep(0.2)
+            with contextlib.suppress(redis.RedisError, *TOPOLOGY_ERRORS):
+                client.nodes_manager.initialize()
 
 
 def _run_under_load(
@@ -84,8 +91,9 @@ def _run_under_load(
         change()
         writer.join(timeout=120)
         assert done.is_set(), "the writer did not finish"
-        _while_settling(lambda: wait_caught_up(client, settings.namespace, ledger, timeout_s=120))
-        figures = _while_settling(lambda: reconcile(scenario, client, settings.namespace, ledger))
+        namespace = settings.namespace
+        _while_settling(client, lambda: wait_caught_up(client, namespace, ledger, timeout_s=120))
+        figures = _while_settling(client, lambda: reconcile(scenario, client, namespace, ledger))
         print(figures.line())
         figures.assert_exact()
         assert figures.acknowledged == ROUNDS * len(SESSIONS)
