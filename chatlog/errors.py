@@ -51,10 +51,10 @@ class MessageTooLargeError(ChatLogError, ValueError):
 
 
 class CheckpointTooLargeError(MessageTooLargeError):
-    """Raised when a checkpoint or write call is over ``Settings.max_checkpoint_bytes``
-    even compressed, so it cannot be split into records of ``max_event_bytes``.
+    """Raised when a checkpoint or write call is too large even compressed and split.
 
-    Nothing of the call is published. ``channel`` names the largest channel
+    It is over ``Settings.max_checkpoint_bytes``, or ``max_event_bytes`` is too
+    small to split it. Nothing of the call is published. ``channel`` names the largest channel
     value of the call; keep less state in it (or raise
     ``CHATLOG_MAX_CHECKPOINT_BYTES``).
     """

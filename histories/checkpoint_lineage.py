@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from langgraph.checkpoint.base import DeltaChannelHistory, PendingWrite, writes_sort_key
 
 from chatlog.schemas.checkpoint_events import TypedValue
-from chatlog.schemas.checkpoint_stored import StoredWrite, read_blob, read_write
+from chatlog.schemas.checkpoint_stored import SEPARATOR, StoredWrite, read_blob, read_write
 
 # KEYS: CheckpointKeys.all(). ARGV: checkpoint ns, checkpoint id ('' = latest), channels...
 # Returns {partition, offset, owner, {member, {write}, {channel, blob}...}...}.
@@ -82,8 +82,9 @@ return out
 
 
 class Ancestor(NamedTuple):
-    """One ancestor on the path: its writes and the seeds found there."""
+    """One ancestor on the path: its id, its writes and the seeds found there."""
 
+    checkpoint_id: str
     writes: list[StoredWrite]
     seeds: dict[str, TypedValue]
 
@@ -101,9 +102,10 @@ def lineage(reply: list[Any]) -> Lineage:
     """Parse :data:`LINEAGE_SCRIPT`'s reply."""
     partition, offset, owner = reply[0], reply[1], reply[2]
     ancestors = []
-    for _, writes, seeds in reply[3:]:
+    for member, writes, seeds in reply[3:]:
         ancestors.append(
             Ancestor(
+                member.decode().split(SEPARATOR)[1],
                 [read_write(w) for w in writes if w is not None],
                 {
                     seeds[k].decode(): read_blob(seeds[k + 1])

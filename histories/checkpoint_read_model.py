@@ -92,6 +92,8 @@ class StoredEntry(NamedTuple):
     stored: StoredCheckpoint
     values: dict[str, TypedValue]
     writes: list[StoredWrite]
+    #: Every ``(channel, version)`` the checkpoint refers to.
+    versions: tuple[tuple[str, str], ...] = ()
 
 
 class ThreadSelection(NamedTuple):
@@ -125,6 +127,10 @@ def _entry(raw: list[Any]) -> StoredEntry:
         read_checkpoint(checkpoint),
         blobs,
         [read_write(w) for w in writes if w is not None],
+        tuple(
+            (channel, field.split(SEPARATOR)[2])
+            for channel, field in zip(flat[::2], flat[1::2], strict=True)
+        ),
     )
 
 

@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import zstandard
+
 from chatlog.errors import CheckpointTooLargeError, EventDecodeError
 from chatlog.schemas.checkpoint_events import (
     ChannelBlob,
@@ -28,8 +30,6 @@ from chatlog.schemas.checkpoint_events import (
     TypedValue,
     WritesPut,
 )
-
-import zstandard
 
 #: Type tag prefix of a compressed value.
 COMPRESSED = "zstd+"
