@@ -335,11 +335,7 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        """Publish the pending writes of ``task_id`` against the checkpoint in ``config``.
-
-        Writes against a checkpoint the thread no longer has (deleted, pruned,
-        expired) are dropped by the projector.
-        """
+        """Publish the pending writes of ``task_id`` against the checkpoint in ``config``."""
         thread_id, records = self._writes_event(config, writes, task_id, task_path)
         self._check_owner_before_write(thread_id, config)
         self._publish(thread_id, records)

@@ -7,9 +7,10 @@
 -- the thread's, '0' never), the number n of its arguments and the n arguments:
 --   OP_PUT: index member, checkpoint ns, stored checkpoint, stored versions, run id,
 --      (blob field, blob)*
---   OP_WRITES: index member, (write field, stored write, overwrite flag)* - HSETNX unless
---      the flag is 1, as LangGraph's savers keep the first write of a (task, index) >= 0;
---      writes whose checkpoint is not in the thread (deleted, pruned) are dropped
+--   OP_WRITES: (write field, stored write, overwrite flag)* - HSETNX unless the flag is 1,
+--      as LangGraph's savers keep the first write of a (task, index) >= 0. Writes are kept
+--      even before their checkpoint arrives: LangGraph publishes a task's writes and the
+--      checkpoint they belong to from different threads, in either order.
 --   OP_DELETE: drop the thread's checkpoints, blobs, writes and chunks (the meta stays)
 --   OP_DROP: index members of checkpoints to drop with their writes; blobs no
 --      remaining checkpoint refers to go too
@@ -138,15 +139,13 @@ apply_op = function(offset, op, a, n)
       redis.call('HSET', blobs, ARGV[j], ARGV[j + 1])
     end
   elseif op == OP_WRITES then
-    if redis.call('HEXISTS', cps, ARGV[a]) == 1 then
-      for j = a + 1, a + n - 1, 3 do
-        if ARGV[j + 2] == '1' then
-          redis.call('HSET', w, ARGV[j], ARGV[j + 1])
-        else
-          redis.call('HSETNX', w, ARGV[j], ARGV[j + 1])
-        end
-        redis.call('ZADD', wi, 0, ARGV[j])
+    for j = a, a + n - 1, 3 do
+      if ARGV[j + 2] == '1' then
+        redis.call('HSET', w, ARGV[j], ARGV[j + 1])
+      else
+        redis.call('HSETNX', w, ARGV[j], ARGV[j + 1])
       end
+      redis.call('ZADD', wi, 0, ARGV[j])
     end
   elseif op == OP_DELETE then
     drop_thread()

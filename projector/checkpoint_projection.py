@@ -113,7 +113,7 @@ def _put_arguments(put: CheckpointPut) -> list[Any]:
 
 
 def _writes_arguments(writes: WritesPut) -> list[Any]:
-    args: list[Any] = [checkpoint_member(writes.checkpoint_ns, writes.checkpoint_id)]
+    args: list[Any] = []
     for write in writes.writes:
         args.extend(stored_write(writes, write))
         args.append("1" if write.index < 0 else "0")
