@@ -10,7 +10,7 @@ wait for its own writes in the same round trip.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from chatlog.schemas.checkpoint_stored import SEPARATOR
@@ -89,7 +89,7 @@ def index_reply(reply: list[Any]) -> IndexReply:
 def thread_infos(reply: IndexReply) -> list[ThreadInfo]:
     """A user index reply as threads, newest first."""
     return [
-        ThreadInfo(thread, datetime.fromtimestamp(score / 1000, tz=UTC))
+        ThreadInfo(thread, datetime.fromtimestamp(score / 1000, tz=timezone.utc))
         for thread, score in reply.entries
     ]
 

@@ -224,7 +224,7 @@ class CheckpointProjection:
                     f"reading chunks of thread {thread_id!r} failed: {exc}"
                 ) from exc
             for name, value in zip(missing, found, strict=True):
-                if value is not None:
+                if isinstance(value, bytes):
                     parts[thread_id][name] = value
         return parts
 
