@@ -42,15 +42,6 @@ HOUR_MS = 3_600_000
 
 
 @pytest.fixture
-def saver(
-    module_settings: Settings, module_projector: Projector
-) -> Iterator[ChatLogCheckpointSaver]:
-    """A checkpoint saver on the module's log."""
-    with ChatLogCheckpointSaver(module_settings) as made:
-        yield made
-
-
-@pytest.fixture
 def scratch(redis_client: redis.Redis) -> Iterator[str]:
     """A namespace of its own for driving the projection directly."""
     namespace = f"test:{uuid.uuid4().hex[:10]}"
@@ -226,7 +217,7 @@ def test_a_chunked_checkpoint_appears_only_when_complete(
 
 
 def test_retried_put_and_put_writes_leave_the_thread_as_one_call(
-    saver: ChatLogCheckpointSaver, redis_client: redis.Redis
+    module_saver: ChatLogCheckpointSaver, redis_client: redis.Redis
 ) -> None:
     """The same put and put_writes published twice store exactly what one call stores."""
     once, twice = unique("once"), unique("twice")
@@ -236,12 +227,14 @@ def test_retried_put_and_put_writes_leave_the_thread_as_one_call(
     writes = [("a", "w1"), ("__error__", "boom")]
     for thread, times in ((once, 1), (twice, 2)):
         for _ in range(times):
-            config = saver.put(_config(thread, user_id="u"), checkpoint, {"step": 1}, {"a": "1"})
-            saver.put_writes(config, writes, "task-1")
-        assert saver.get_tuple(_config(thread)) is not None
+            config = module_saver.put(
+                _config(thread, user_id="u"), checkpoint, {"step": 1}, {"a": "1"}
+            )
+            module_saver.put_writes(config, writes, "task-1")
+        assert module_saver.get_tuple(_config(thread)) is not None
 
     def state(thread: str) -> list[Any]:
-        keys = saver.reader.keys.thread(thread)
+        keys = module_saver.reader.keys.thread(thread)
         return [
             redis_client.zrange(keys.index, 0, -1),
             redis_client.hgetall(keys.checkpoints),
@@ -253,24 +246,24 @@ def test_retried_put_and_put_writes_leave_the_thread_as_one_call(
         ]
 
     assert state(twice) == state(once)
-    assert [t.thread_id for t in saver.threads("u")].count(twice) == 1
+    assert [t.thread_id for t in module_saver.threads("u")].count(twice) == 1
 
 
 def test_late_writes_after_delete_thread_recreate_like_in_memory_saver(
-    saver: ChatLogCheckpointSaver,
+    module_saver: ChatLogCheckpointSaver,
 ) -> None:
     """A put after delete_thread starts the thread again; the deleted history stays gone."""
     thread = unique("late")
     first = create_checkpoint(empty_checkpoint(), None, 1)
-    config = saver.put(_config(thread), first, {}, {})
-    saver.delete_thread(thread)
-    saver.put_writes(config, [("a", "late")], "task")
-    assert saver.get_tuple(_config(thread)) is None
+    config = module_saver.put(_config(thread), first, {}, {})
+    module_saver.delete_thread(thread)
+    module_saver.put_writes(config, [("a", "late")], "task")
+    assert module_saver.get_tuple(_config(thread)) is None
     second = create_checkpoint(first, None, 2)
-    saver.put(config, second, {}, {})
-    found = saver.get_tuple(_config(thread))
+    module_saver.put(config, second, {}, {})
+    found = module_saver.get_tuple(_config(thread))
     assert found is not None and found.checkpoint["id"] == second["id"]
-    assert [t.checkpoint["id"] for t in saver.list(_config(thread))] == [second["id"]]
+    assert [t.checkpoint["id"] for t in module_saver.list(_config(thread))] == [second["id"]]
 
 
 def test_the_projector_refuses_another_users_event(redis_client: redis.Redis, scratch: str) -> None:

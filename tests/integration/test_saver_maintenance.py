@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import json
 import operator
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 import pytest
@@ -72,15 +71,6 @@ def _asking_graph(saver: BaseCheckpointSaver[Any]) -> Any:
     return builder.compile(checkpointer=saver)
 
 
-@pytest.fixture
-def saver(
-    module_settings: Settings, module_projector: Projector
-) -> Iterator[ChatLogCheckpointSaver]:
-    """A checkpoint saver on the module's log."""
-    with ChatLogCheckpointSaver(module_settings) as made:
-        yield made
-
-
 def _config(thread_id: str, **extra: Any) -> Any:
     return {"configurable": {"thread_id": thread_id, **extra}}
 
@@ -89,17 +79,17 @@ def _ids(saver: ChatLogCheckpointSaver, thread_id: str) -> list[str]:
     return [t.config["configurable"]["checkpoint_id"] for t in saver.list(_config(thread_id))]
 
 
-def test_keep_latest_keeps_delta_channels_whole(saver: ChatLogCheckpointSaver) -> None:
+def test_keep_latest_keeps_delta_channels_whole(module_saver: ChatLogCheckpointSaver) -> None:
     """After keep_latest a DeltaChannel rebuilds the same value and the graph goes on."""
-    graph, thread = _delta_graph(saver), unique("delta")
+    graph, thread = _delta_graph(module_saver), unique("delta")
     for turn in range(7):
         graph.invoke({"items": [f"turn {turn}"], "count": 0}, _config(thread))
     before = graph.get_state(_config(thread)).values
-    count_before = len(_ids(saver, thread))
-    saver.prune([thread], strategy="keep_latest")
+    count_before = len(_ids(module_saver, thread))
+    module_saver.prune([thread], strategy="keep_latest")
     after = graph.get_state(_config(thread)).values
     assert after == before
-    assert 1 < len(_ids(saver, thread)) < count_before
+    assert 1 < len(_ids(module_saver, thread)) < count_before
     graph.invoke({"items": ["turn 7"], "count": 0}, _config(thread))
     assert graph.get_state(_config(thread)).values["items"] == [
         *before["items"],
@@ -108,44 +98,46 @@ def test_keep_latest_keeps_delta_channels_whole(saver: ChatLogCheckpointSaver) -
     ]
 
 
-def test_delta_history_is_the_base_walk_in_one_round_trip(saver: ChatLogCheckpointSaver) -> None:
+def test_delta_history_is_the_base_walk_in_one_round_trip(
+    module_saver: ChatLogCheckpointSaver,
+) -> None:
     """get_delta_channel_history equals LangGraph's get_tuple walk, for every checkpoint."""
-    graph, thread = _delta_graph(saver), unique("walk")
+    graph, thread = _delta_graph(module_saver), unique("walk")
     for turn in range(5):
         graph.invoke({"items": [f"turn {turn}"], "count": 0}, _config(thread))
-    configs = [t.config for t in saver.list(_config(thread))]
+    configs = [t.config for t in module_saver.list(_config(thread))]
     assert len(configs) > 5
     for config in configs:
-        ours = saver.get_delta_channel_history(config=config, channels=["items", "count"])
+        ours = module_saver.get_delta_channel_history(config=config, channels=["items", "count"])
         walked = BaseCheckpointSaver.get_delta_channel_history(
-            saver, config=config, channels=["items", "count"]
+            module_saver, config=config, channels=["items", "count"]
         )
         assert ours == walked
         assert (
             asyncio.run(
-                saver.aget_delta_channel_history(config=config, channels=["items", "count"])
+                module_saver.aget_delta_channel_history(config=config, channels=["items", "count"])
             )
             == walked
         )
 
 
-def test_keep_latest_keeps_a_pending_interrupt(saver: ChatLogCheckpointSaver) -> None:
+def test_keep_latest_keeps_a_pending_interrupt(module_saver: ChatLogCheckpointSaver) -> None:
     """A run paused on interrupt() resumes after keep_latest as if nothing was pruned."""
-    graph, thread = _asking_graph(saver), unique("ask")
+    graph, thread = _asking_graph(module_saver), unique("ask")
     graph.invoke({"question": "first"}, _config(thread))
     graph.invoke(Command(resume="yes"), _config(thread))
     graph.invoke({"question": "second"}, _config(thread))
     assert graph.get_state(_config(thread)).interrupts
-    saver.prune([thread], strategy="keep_latest")
-    assert len(_ids(saver, thread)) == 1
+    module_saver.prune([thread], strategy="keep_latest")
+    assert len(_ids(module_saver, thread)) == 1
     assert graph.invoke(Command(resume="ok"), _config(thread))["answer"] == "second -> ok"
 
 
 def test_copy_delete_for_runs_and_prune_replay_to_the_same_threads(
-    saver: ChatLogCheckpointSaver, module_settings: Settings
+    module_saver: ChatLogCheckpointSaver, module_settings: Settings
 ) -> None:
     """Replaying the checkpoint log reproduces copy_thread, delete_for_runs and prune."""
-    graph = _delta_graph(saver)
+    graph = _delta_graph(module_saver)
     source, target, pruned = unique("src"), unique("dst"), unique("pruned")
     runs = [unique("run") for _ in range(3)]
     for turn, run in enumerate(runs):
@@ -154,17 +146,17 @@ def test_copy_delete_for_runs_and_prune_replay_to_the_same_threads(
             {"items": [f"a{turn}"], "count": 0}, {**_config(source), "metadata": {"run_id": run}}
         )
         graph.invoke({"items": [f"b{turn}"], "count": 0}, _config(pruned))
-    saver.copy_thread(source, target)
+    module_saver.copy_thread(source, target)
     assert graph.get_state(_config(target)).values == graph.get_state(_config(source)).values
-    assert _ids(saver, target) == _ids(saver, source)
-    saver.delete_for_runs([runs[0]])
-    left = {t.metadata.get("run_id") for t in saver.list(_config(source))}
+    assert _ids(module_saver, target) == _ids(module_saver, source)
+    module_saver.delete_for_runs([runs[0]])
+    left = {t.metadata.get("run_id") for t in module_saver.list(_config(source))}
     assert left == {runs[1], runs[2]}
     # The copy's checkpoints are its own: a run deletion on the source leaves them.
-    assert {t.metadata.get("run_id") for t in saver.list(_config(target))} == set(runs)
-    saver.prune([pruned], strategy="delete")
+    assert {t.metadata.get("run_id") for t in module_saver.list(_config(target))} == set(runs)
+    module_saver.prune([pruned], strategy="delete")
     expected = {
-        t: [(c.checkpoint, c.metadata, c.pending_writes) for c in saver.list(_config(t))]
+        t: [(c.checkpoint, c.metadata, c.pending_writes) for c in module_saver.list(_config(t))]
         for t in (source, target, pruned)
     }
     namespace = f"{module_settings.namespace}-rebuilt"
@@ -180,23 +172,23 @@ def test_copy_delete_for_runs_and_prune_replay_to_the_same_threads(
 
 
 def test_a_thread_belongs_to_its_first_user(
-    saver: ChatLogCheckpointSaver, module_settings: Settings
+    module_saver: ChatLogCheckpointSaver, module_settings: Settings
 ) -> None:
     """Another user's reads and writes are refused; threads(user) lists newest first."""
-    graph = _asking_graph(saver)
+    graph = _asking_graph(module_saver)
     alice, bob = unique("alice"), unique("bob")
     older, newer = unique("t-old"), unique("t-new")
     graph.invoke({"question": "q1"}, _config(older, user_id=alice))
     graph.invoke({"question": "q2"}, _config(newer, user_id=alice))
     with pytest.raises(ThreadOwnershipError):
-        saver.get_tuple(_config(older, user_id=bob))
+        module_saver.get_tuple(_config(older, user_id=bob))
     with pytest.raises(ThreadOwnershipError):
         graph.invoke({"question": "mine now"}, _config(older, user_id=bob))
     with pytest.raises(ThreadOwnershipError):
-        list(saver.list(_config(newer, user_id=bob)))
-    assert [t.thread_id for t in saver.threads(alice)] == [newer, older]
-    assert saver.threads(bob) == []
-    assert [t.thread_id for t in asyncio.run(saver.athreads(alice))] == [newer, older]
+        list(module_saver.list(_config(newer, user_id=bob)))
+    assert [t.thread_id for t in module_saver.threads(alice)] == [newer, older]
+    assert module_saver.threads(bob) == []
+    assert [t.thread_id for t in asyncio.run(module_saver.athreads(alice))] == [newer, older]
     result = CliRunner().invoke(
         cli, cli_args(module_settings, "threads", "list", "--user", alice, "--json")
     )
