@@ -54,6 +54,20 @@ class MessageTooLargeError(ChatLogError, ValueError):
     """
 
 
+class CheckpointTooLargeError(MessageTooLargeError):
+    """Raised when a checkpoint or write call is too large even compressed and split.
+
+    It is over ``Settings.max_checkpoint_bytes``, or ``max_event_bytes`` is too
+    small to split it. Nothing of the call is published. ``channel`` names the largest channel
+    value of the call; keep less state in it (or raise
+    ``CHATLOG_MAX_CHECKPOINT_BYTES``).
+    """
+
+    def __init__(self, message: str, *, channel: str) -> None:
+        super().__init__(message)
+        self.channel = channel
+
+
 class EventDecodeError(ChatLogError, ValueError):
     """Raised when bytes are not a chatlog event: bad magic, unknown schema or corrupt body."""
 
@@ -112,6 +126,14 @@ class ProjectionLagError(ChatLogError, TimeoutError):
 
 class SessionOwnershipError(ChatLogError, PermissionError):
     """Raised when a session is read or written under a user id that does not own it."""
+
+
+class ThreadOwnershipError(SessionOwnershipError):
+    """Raised when a LangGraph thread is read or written under a user id that does not own it.
+
+    The thread's owner is the first ``config["configurable"]["user_id"]`` that
+    wrote it; use that user's config, or another thread id.
+    """
 
 
 class EmbeddedStackError(ChatLogError):

@@ -189,7 +189,17 @@ class ReadModelKeys:
             blobs=f"{prefix}:blobs",
             writes=f"{prefix}:w",
             write_index=f"{prefix}:wi",
+            runs=f"{prefix}:runs",
+            chunks=f"{prefix}:chunks",
         )
+
+    def user_threads(self, user_id: str) -> str:
+        """Sorted set of a user's LangGraph threads by the time of their last event."""
+        return f"{self.namespace}:u:{{{user_id}}}:threads"
+
+    def run_checkpoints(self, run_id: str) -> str:
+        """Sorted set (scores 0) of ``<thread> NUL <index member>`` a LangGraph run wrote."""
+        return f"{self.namespace}:r:{{{run_id}}}:checkpoints"
 
     def thread_pattern(self) -> str:
         """SCAN pattern matching every checkpoint thread's meta key of the namespace."""
@@ -209,6 +219,8 @@ class CheckpointKeys:
         blobs: Hash of channel values by namespace, channel and version (NUL-joined).
         writes: Hash of pending writes by namespace, checkpoint, task and index (NUL-joined).
         write_index: Sorted set (all scores 0) of the ``writes`` fields, by lex order.
+        runs: Hash of the run id of each checkpoint that has one, by index member.
+        chunks: Hash of the parts of chunked events not yet complete, by group and index.
     """
 
     meta: str
@@ -219,6 +231,8 @@ class CheckpointKeys:
     blobs: str
     writes: str
     write_index: str
+    runs: str
+    chunks: str
 
     def all(self) -> list[str]:
         """Every key, in script order (``meta`` first)."""
@@ -231,6 +245,8 @@ class CheckpointKeys:
             self.blobs,
             self.writes,
             self.write_index,
+            self.runs,
+            self.chunks,
         ]
 
 

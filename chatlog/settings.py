@@ -14,6 +14,8 @@ from chatlog.keys import validate_namespace
 DEFAULT_TOPIC = "chatlog.events"
 DEFAULT_NAMESPACE = "chatlog:v1"
 DEFAULT_GROUP = "chatlog-projector"
+#: Longest TTL accepted (100 years): an expiry in epoch milliseconds must fit Redis PEXPIREAT.
+MAX_TTL_S = 100 * 365 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,14 @@ class Settings:
             session id (``CHATLOG_SCOPE_SESSIONS_BY_USER``), so no user can take another
             user's session id; every history then needs a user. Off by default: stored
             ids stay the application's ids (see :mod:`chatlog.session_scope`).
+        thread_ttl_s: Idle time after which a LangGraph thread expires, judged by the
+            time of its last checkpoint event; ``None`` never (``CHATLOG_THREAD_TTL``).
+            ``config["configurable"]["thread_ttl_s"]`` overrides it per thread.
+        thread_ttl_refresh_on_read: Saver reads publish a ``ThreadTouched`` event that
+            pushes the thread's expiry to now + TTL (``CHATLOG_THREAD_TTL_ON_READ``).
+        max_checkpoint_bytes: Largest checkpoint or write call the saver splits into
+            chunks of at most ``max_event_bytes`` (``CHATLOG_MAX_CHECKPOINT_BYTES``);
+            larger calls are refused before anything is published.
 
     """
 
@@ -133,6 +143,9 @@ class Settings:
     session_ttl_s: float | None = None
     session_ttl_refresh_on_read: bool = False
     scope_sessions_by_user: bool = False
+    thread_ttl_s: float | None = None
+    thread_ttl_refresh_on_read: bool = False
+    max_checkpoint_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not self.topic or self.topic.endswith(".dlq"):
@@ -141,7 +154,7 @@ class Settings:
             )
         validate_namespace(self.namespace, setting="CHATLOG_NAMESPACE (Settings.namespace)")
         for name in ("partitions", "replication_factor", "max_event_bytes", "max_poll_records",
-                     "fetch_max_wait_ms"):
+                     "fetch_max_wait_ms", "max_checkpoint_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.transport not in TRANSPORTS:
@@ -154,6 +167,11 @@ class Settings:
         if self.session_ttl_s is not None and self.session_ttl_s <= 0:
             raise ConfigurationError(
                 f"session_ttl_s must be positive (or unset for no expiry), got {self.session_ttl_s}"
+            )
+        if self.thread_ttl_s is not None and not 0 < self.thread_ttl_s <= MAX_TTL_S:
+            raise ConfigurationError(
+                f"thread_ttl_s must be positive and at most {MAX_TTL_S} (or unset for no expiry), "
+                f"got {self.thread_ttl_s}"
             )
         _check_security(self)
         # Folded in once here rather than passed at each of the many call sites
@@ -250,6 +268,9 @@ ENVIRONMENT: dict[str, str] = {
     "session_ttl_s": "CHATLOG_SESSION_TTL",
     "session_ttl_refresh_on_read": "CHATLOG_SESSION_TTL_ON_READ",
     "scope_sessions_by_user": "CHATLOG_SCOPE_SESSIONS_BY_USER",
+    "thread_ttl_s": "CHATLOG_THREAD_TTL",
+    "thread_ttl_refresh_on_read": "CHATLOG_THREAD_TTL_ON_READ",
+    "max_checkpoint_bytes": "CHATLOG_MAX_CHECKPOINT_BYTES",
     "kafka_security_protocol": "CHATLOG_KAFKA_SECURITY_PROTOCOL",
     "kafka_sasl_mechanism": "CHATLOG_KAFKA_SASL_MECHANISM",
     "kafka_sasl_username": "CHATLOG_KAFKA_SASL_USERNAME",

@@ -38,7 +38,9 @@ class Applied(Protocol):
         """Offset of the last applied event."""
 
 
-A = TypeVar("A", bound=Applied)
+#: What a read returns; unbounded, since an index read (a user's threads) carries
+#: several threads' positions rather than one.
+A = TypeVar("A")
 
 
 class WrittenPositions:

@@ -322,7 +322,19 @@ class ChatLog:
         # positions has one more entry (the UserDeleted event) than session_ids.
         for session_id, position in zip(stored_ids, positions, strict=False):
             self.written.record(session_id, [position], user_id=user_id)
+        self._delete_user_threads(user_id)
         return session_ids
+
+    def _delete_user_threads(self, user_id: str) -> None:
+        """The user's LangGraph threads go too (``ChatLogCheckpointSaver.delete_user_threads``)."""
+        try:
+            saver = self.checkpointer()
+        except ImportError:
+            return  # without the langgraph extra no thread can exist
+        try:
+            saver.delete_user_threads(user_id)
+        finally:
+            saver.close()  # closes only what the saver opened, not the shared producer
 
     def close(self) -> None:
         """Flush and close the producer and the Redis pool (and async Redis clients)."""

@@ -13,7 +13,7 @@ from chatlog.schemas.events import ChatEvent
 from chatlog.settings import Settings
 
 __all__ = ["EncodedEvent", "EventProducer", "LogPosition", "PublishTransport", "encode_event",
-           "sized_record"]
+           "sized_record", "typed_encode"]
 
 
 class PublishTransport(Protocol):
@@ -145,8 +145,24 @@ def sized_record(
         InvalidMessageError: a text field is not valid Unicode (a lone surrogate).
         MessageSerializationError: a field does not fit the Avro schema.
     """
+    value = typed_encode(what, encode)
+    if len(value) > max_event_bytes:
+        raise MessageTooLargeError(
+            f"{what} is {len(value)} bytes, over the limit of {max_event_bytes} "
+            "(CHATLOG_MAX_EVENT_BYTES)"
+        )
+    return EncodedEvent(key.encode("utf-8"), value, headers)
+
+
+def typed_encode(what: str, encode: Callable[[], bytes]) -> bytes:
+    """``encode()``, with the encoder's failures raised as chatlog's typed errors.
+
+    Raises:
+        InvalidMessageError: a text field is not valid Unicode (a lone surrogate).
+        MessageSerializationError: a field does not fit the Avro schema.
+    """
     try:
-        value = encode()
+        return encode()
     except UnicodeEncodeError as exc:
         raise InvalidMessageError(
             f"{what} holds text that is not valid Unicode ({exc.reason}); replace lone "
@@ -154,12 +170,6 @@ def sized_record(
         ) from exc
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise MessageSerializationError(f"{what} does not fit the event schema: {exc}") from exc
-    if len(value) > max_event_bytes:
-        raise MessageTooLargeError(
-            f"{what} is {len(value)} bytes, over the limit of {max_event_bytes} "
-            "(CHATLOG_MAX_EVENT_BYTES)"
-        )
-    return EncodedEvent(key.encode("utf-8"), value, headers)
 
 
 def _transport(settings: Settings) -> PublishTransport:

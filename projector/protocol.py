@@ -94,14 +94,25 @@ EVENT_USER: Final = 4
 EVENT_WIDTH: Final = 5
 
 # -- the checkpoint apply script (checkpoint_projection.lua) ---------------------
-# KEYS: CheckpointKeys.all(). ARGV: the partition, then per event its offset,
-# op, the number n of its arguments and the n arguments.
+# KEYS: CheckpointKeys.all(). ARGV: the partition, the user and run index key
+# prefixes and suffixes, the thread id, then per event its offset, op, event
+# time, user, TTL, the number n of its arguments and the n arguments.
 
 CHECKPOINT_OP_PUT: Final = "P"
 CHECKPOINT_OP_WRITES: Final = "W"
 CHECKPOINT_OP_DELETE: Final = "D"
+CHECKPOINT_OP_DROP: Final = "X"
+CHECKPOINT_OP_MULTI: Final = "M"
+CHECKPOINT_OP_TOUCH: Final = "T"
+CHECKPOINT_OP_CHUNK: Final = "K"
+CHECKPOINT_OP_CHUNK_DONE: Final = "Z"
 CHECKPOINT_ARG_PARTITION: Final = 1
-CHECKPOINT_ARG_EVENTS: Final = 2
+CHECKPOINT_ARG_USER_PREFIX: Final = 2
+CHECKPOINT_ARG_USER_SUFFIX: Final = 3
+CHECKPOINT_ARG_RUN_PREFIX: Final = 4
+CHECKPOINT_ARG_RUN_SUFFIX: Final = 5
+CHECKPOINT_ARG_THREAD: Final = 6
+CHECKPOINT_ARG_EVENTS: Final = 7
 
 # -- the one-session swap (session_swap.lua) ------------------------------------
 
@@ -160,11 +171,24 @@ SCRIPT_CONSTANTS: Final[dict[str, dict[str, int | str]]] = {
     },
     "checkpoint_projection": {
         "ARG_PARTITION": CHECKPOINT_ARG_PARTITION,
+        "ARG_USER_PREFIX": CHECKPOINT_ARG_USER_PREFIX,
+        "ARG_USER_SUFFIX": CHECKPOINT_ARG_USER_SUFFIX,
+        "ARG_RUN_PREFIX": CHECKPOINT_ARG_RUN_PREFIX,
+        "ARG_RUN_SUFFIX": CHECKPOINT_ARG_RUN_SUFFIX,
+        "ARG_THREAD": CHECKPOINT_ARG_THREAD,
         "ARG_EVENTS": CHECKPOINT_ARG_EVENTS,
         "OP_PUT": CHECKPOINT_OP_PUT,
         "OP_WRITES": CHECKPOINT_OP_WRITES,
         "OP_DELETE": CHECKPOINT_OP_DELETE,
+        "OP_DROP": CHECKPOINT_OP_DROP,
+        "OP_MULTI": CHECKPOINT_OP_MULTI,
+        "OP_TOUCH": CHECKPOINT_OP_TOUCH,
+        "OP_CHUNK": CHECKPOINT_OP_CHUNK,
+        "OP_CHUNK_DONE": CHECKPOINT_OP_CHUNK_DONE,
         **_META_FIELDS,
+        "F_OWNER": META_OWNER,
+        "F_TTL": META_TTL,
+        "F_EXPIRY": META_EXPIRY,
     },
     "session_swap": {
         "KEY_SCRATCH_MESSAGES": SWAP_KEY_SCRATCH_MESSAGES,

@@ -212,3 +212,13 @@ def chatlog(settings: Settings, chatlog_factory: Callable[[Settings], ChatLog]) 
 def projector(settings: Settings, projector_factory: Callable[..., Projector]) -> Projector:
     """A running projector on this test's settings."""
     return projector_factory(settings)
+
+
+@pytest.fixture
+def module_saver(module_settings: Settings, module_projector: Projector) -> Iterator[Any]:
+    """A ChatLogCheckpointSaver on the module's log (its projector running), closed after."""
+    # Imported here: langgraph is an optional extra.
+    from chatlog.histories.checkpointer import ChatLogCheckpointSaver
+
+    with ChatLogCheckpointSaver(module_settings) as saver:
+        yield saver

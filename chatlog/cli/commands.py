@@ -385,6 +385,10 @@ from chatlog.cli.replay import replay  # noqa: E402 - registered here
 
 cli.add_command(replay)
 
+from chatlog.cli.threads import threads  # noqa: E402 - registered here
+
+cli.add_command(threads)
+
 
 def main() -> None:
     """Console-script entry point: typed chatlog errors exit 1 with their message."""
