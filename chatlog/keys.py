@@ -36,8 +36,9 @@ POINTER_PREFIX = "chatlog:active-namespace"
 #: Key kinds with a hash tag, ``<ns>:<kind>:{<id>}:<suffix>``, and their suffixes.
 TAGGED_SUFFIXES: dict[str, tuple[str, ...]] = {
     "s": ("msgs", "meta"),
-    "u": ("sessions",),
-    "t": ("meta", "cps", "nss", "cp", "cpv", "blobs", "w", "wi"),
+    "u": ("sessions", "threads"),
+    "t": ("meta", "cps", "nss", "cp", "cpv", "blobs", "w", "wi", "runs", "chunks"),
+    "r": ("checkpoints",),
 }
 #: Keys of a namespace without a hash tag, ``<ns>:<name>``.
 NAMESPACE_KEYS = ("positions", "rebuild")
