@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from chatlog.errors import ChatLogError, EventDecodeError
-from chatlog.projector.changes import Change, Refusal, RefusalReason, change_of
+from chatlog.projector.changes import Change, Refusal, RefusalReason, change_of, ttl_arg
 from chatlog.projector.protocol import (
     OP_APPEND,
     OP_CLEAR,
@@ -35,8 +35,8 @@ from chatlog.schemas.event_reader import (
 from chatlog.schemas.stored import MARK_JSON_ESCAPES, PLAIN_TEMPLATES_UTF8, plain_message_utf8
 
 #: What one event does to the read model: ``(session_id, user_id or "", event
-#: time in epoch milliseconds, op, arg)``. See :func:`read_change` for the ops.
-ChangeFields = tuple[str, str, int, str, bytes]
+#: time in epoch milliseconds, op, arg, key)``. See :func:`read_change` for the ops.
+ChangeFields = tuple[str, str, int, str, bytes, str]
 
 
 class ChangeReader:
@@ -100,7 +100,7 @@ def _wrong_key(key: bytes | None, session_id: str) -> Refusal:
 
 
 def read_change(data: bytes, start: int) -> ChangeFields | None:
-    """What the v2 ``ChatEvent`` body at ``data[start]`` does to the read model.
+    """What the v3 ``ChatEvent`` body at ``data[start]`` does to the read model.
 
     The projector's shortcut past :func:`~chatlog.schemas.event_reader.read_event` and
     :func:`~chatlog.schemas.stored.stored_message`: it takes the few fields the
@@ -112,7 +112,7 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
       ``stored_message(payload).encode()``, byte for byte.
     - ``"C"``, ``"D"``, ``"U"``: :class:`SessionCleared`,
       :class:`SessionDeleted`, :class:`UserDeleted`; ``arg`` is ``b""``.
-    - ``"T"``: :class:`SessionTtlSet`; ``arg`` is ``str(max(ttl_ms, 0))`` as
+    - ``"T"``: :class:`SessionTtlSet`; ``arg`` is ``ttl_arg(ttl_ms)`` (clamped) as
       ASCII, or ``b""`` for ``ttl_ms=None``.
 
     Returns:
@@ -125,7 +125,7 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
         It never returns fields for a body :func:`read_event` refuses.
 
     Raises:
-        EventDecodeError: the bytes are not a valid v2 body. Only bodies
+        EventDecodeError: the bytes are not a valid v3 body. Only bodies
             :func:`read_event` refuses too; it may also return ``None`` for one.
     """
     # One function with the reads written out: on a plain message a BodyReader and
@@ -236,9 +236,11 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
             # The usual message, ASCII text that needs no JSON escape, is
             # rendered here; plain_message_utf8 does all others.
             if content.isascii() and content.translate(MARK_JSON_ESCAPES) == content:
-                return (session_id, user_id, ms, OP_APPEND, template[0] + content + template[1])
+                return (
+                    session_id, user_id, ms, OP_APPEND, template[0] + content + template[1], ""
+                )
             stored = plain_message_utf8(kind, content)
-            return None if stored is None else (session_id, user_id, ms, OP_APPEND, stored)
+            return None if stored is None else (session_id, user_id, ms, OP_APPEND, stored, "")
         pos += 1
         if branch == 2:
             op, arg = OP_CLEAR, b""
@@ -250,7 +252,7 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
             reader = BodyReader(data, pos)
             ttl_ms = reader.optional_long()
             pos = reader.pos
-            op, arg = OP_SET_TTL, b"" if ttl_ms is None else str(max(ttl_ms, 0)).encode()
+            op, arg = OP_SET_TTL, b"" if ttl_ms is None else ttl_arg(ttl_ms)
         else:
             return None
     except EventDecodeError:
@@ -261,6 +263,6 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
         raise EventDecodeError(
             f"corrupt event body: {len(data) - pos} trailing bytes after the record"
         )
-    return (session_id, user_id, ms, op, arg)
+    return (session_id, user_id, ms, op, arg, "")
 
 

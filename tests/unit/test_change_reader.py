@@ -32,6 +32,7 @@ from chatlog.schemas.stored import (
     plain_message_utf8,
     stored_message,
 )
+from chatlog.ttl import MAX_TTL_MS
 from tests.helpers import events
 
 codec = EventCodec()
@@ -95,9 +96,10 @@ def _slow_fields(data: bytes, start: int) -> ChangeFields:
     event = read_event(data, start)
     payload = event.payload
     ms = (event.occurred_at - EPOCH) // timedelta(milliseconds=1)
-    op, arg = "A", b""
+    op, arg, key = "A", b"", ""
     if isinstance(payload, MessageAppended):
         arg = stored_message(payload).encode()
+        key = payload.id or ""
     elif isinstance(payload, SessionCleared):
         op = "C"
     elif isinstance(payload, SessionDeleted):
@@ -106,8 +108,9 @@ def _slow_fields(data: bytes, start: int) -> ChangeFields:
         op = "U"
     else:
         op = "T"
-        arg = b"" if payload.ttl_ms is None else str(max(payload.ttl_ms, 0)).encode()
-    return (event.session_id, event.user_id or "", ms, op, arg)
+        ttl = payload.ttl_ms
+        arg = b"" if ttl is None else str(min(max(ttl, 0), MAX_TTL_MS)).encode()
+    return (event.session_id, event.user_id or "", ms, op, arg, key)
 
 
 def _assert_safe(data: bytes, start: int = HEADER_SIZE) -> ChangeFields | None:
@@ -173,7 +176,7 @@ def test_plain_messages_give_the_stored_json_byte_for_byte(event: ChatEvent) -> 
     fields = read_change(data, HEADER_SIZE)
     if _has_plain_template(event.payload):
         assert fields is not None
-        assert fields[3:] == ("A", stored_message(event.payload).encode())
+        assert fields[3:] == ("A", stored_message(event.payload).encode(), "")
         assert fields == _slow_fields(data, HEADER_SIZE)
     else:
         assert fields is None
@@ -188,7 +191,7 @@ def test_tricky_content_renders_like_stored_message(kind: str, content: str) -> 
     fields = read_change(data, HEADER_SIZE)
     if kind.encode() in PLAIN_TEMPLATES_UTF8:
         assert fields is not None
-        assert fields[:2] + fields[3:] == ("s", "u", "A", stored_message(event.payload).encode())
+        assert fields[:2] + fields[3:] == ("s", "u", "A", stored_message(event.payload).encode(), "")
         assert fields == _slow_fields(data, HEADER_SIZE)
     else:
         assert fields is None
@@ -228,7 +231,7 @@ def test_lifecycle_events_give_their_op_and_arg() -> None:
         event = ChatEvent("s", payload, user_id=None, event_id=UUID)
         fields = read_change(codec.encode(event), HEADER_SIZE)
         ms = (event.occurred_at - EPOCH) // timedelta(milliseconds=1)
-        assert fields == ("s", "", ms, op, arg)
+        assert fields == ("s", "", ms, op, arg, "")
 
 
 @pytest.mark.parametrize(
@@ -283,7 +286,7 @@ def test_unusual_but_valid_encodings_give_the_same_fields_or_none() -> None:
     for body in bodies:
         read_event(body, 0)  # valid, however odd
         _assert_safe(body, 0)
-    assert read_change(bodies[1], 0) == ("s" * 70, "u" * 100, 5, "C", b"")
+    assert read_change(bodies[1], 0) == ("s" * 70, "u" * 100, 5, "C", b"", "")
     assert read_change(bodies[9], 0) is not None
 
 
