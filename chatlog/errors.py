@@ -125,6 +125,10 @@ class ConcurrentAppendError(ChatLogError):
         self.found = found
 
 
+class InvalidVersionError(ChatLogError, ValueError):
+    """Raised when an ``expected_version`` is not an int from 0 to 2**63 - 1."""
+
+
 class InvalidTtlError(ChatLogError, ValueError):
     """Raised when a TTL is not a finite, non-negative number of at most 100 years."""
 

@@ -135,6 +135,11 @@ META_CREATED = "created_at"
 META_UPDATED = "updated_at"
 #: Set (to the deletion's event time) while the meta hash is a deleted session's tombstone.
 META_DELETED = "deleted"
+#: Verdicts of conditional appends (the values of ``ReadModelKeys.verdicts``): applied,
+#: a duplicate of an applied call, or refused (followed by the message count found).
+VERDICT_APPLIED = "A"
+VERDICT_DUPLICATE = "D"
+VERDICT_CONFLICT = "V"
 #: Set (to the expiry, epoch ms) while the meta hash is an idle-expired session's tombstone.
 META_EXPIRED = "expired"
 #: The session's own idle TTL in milliseconds (``SessionTtlSet``); absent: the default.

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import redis
 
 from chatlog.errors import ReadModelError
-from chatlog.keys import META_OFFSET, META_OWNER, META_PARTITION, ReadModelKeys
+from chatlog.keys import META_COUNT, META_OFFSET, META_OWNER, META_PARTITION, ReadModelKeys
 from chatlog.namespaces import ActiveNamespace
 from chatlog.redis_clients import AsyncClients
 
@@ -47,6 +47,31 @@ def _snapshot(reply: list[Any]) -> SessionSnapshot:
         partition=int(partition) if partition is not None else None,
         owner=owner.decode() if owner is not None else None,
         messages=messages,
+    )
+
+
+class SessionVersion(NamedTuple):
+    """A session's tracking position, owner and message count (its version), and one verdict.
+
+    ``verdict`` is the projector's verdict on the conditional append at the
+    offset asked for (``chatlog.keys.VERDICT_*``), ``None`` while there is none.
+    """
+
+    offset: int
+    partition: int | None
+    owner: str | None
+    count: int
+    verdict: str | None
+
+
+def _version(meta: list[Any], verdict: Any) -> SessionVersion:
+    partition, offset, owner, count = meta
+    return SessionVersion(
+        offset=int(offset) if offset is not None else -1,
+        partition=int(partition) if partition is not None else None,
+        owner=owner.decode() if owner is not None else None,
+        count=int(count or 0),
+        verdict=verdict.decode() if verdict is not None else None,
     )
 
 
@@ -118,6 +143,35 @@ class ReadModelReader:
             raise ReadModelError(
                 f"reading session {session_id!r} from Redis failed: {exc}"
             ) from exc
+
+    def version(self, session_id: str, *, verdict_of: int = -1) -> SessionVersion:
+        """The session's version (message count), and the verdict at offset ``verdict_of``."""
+        if self.active is not None:
+            self._follow(self.active.get(self.client))
+        keys = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER, META_COUNT])
+        pipe.hget(keys.verdicts(session_id), str(verdict_of))
+        try:
+            meta, verdict = pipe.execute()
+        except redis.RedisError as exc:
+            raise ReadModelError(f"reading session {session_id!r} failed: {exc}") from exc
+        return _version(meta, verdict)
+
+    async def aversion(self, session_id: str, *, verdict_of: int = -1) -> SessionVersion:
+        """Async :meth:`version`."""
+        client = self._async_clients.get()
+        if self.active is not None:
+            self._follow(await self.active.aget(client))
+        keys = self.keys
+        pipe = client.pipeline(transaction=False)
+        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER, META_COUNT])
+        pipe.hget(keys.verdicts(session_id), str(verdict_of))
+        try:
+            meta, verdict = await pipe.execute()
+        except redis.RedisError as exc:
+            raise ReadModelError(f"reading session {session_id!r} failed: {exc}") from exc
+        return _version(meta, verdict)
 
     def current_keys(self) -> ReadModelKeys:
         """The key builder of the namespace readers use now (following a rebuild's switch)."""

@@ -32,6 +32,9 @@ from chatlog.keys import (
     META_PARTITION,
     META_TTL,
     META_UPDATED,
+    VERDICT_APPLIED,
+    VERDICT_CONFLICT,
+    VERDICT_DUPLICATE,
 )
 from chatlog.ttl import MAX_TTL_MS
 
@@ -73,12 +76,9 @@ NOTE_DUPLICATE: Final = "K"
 NOTE_CONFLICT: Final = "V"
 
 # -- verdicts of conditional appends (the <ns>:s:{session}:verdicts hash) --------
-# Field: the event's offset; value: one of these, the refusal followed by the
-# message count the projector found. Writers read it to answer their caller.
+# Field: the event's offset; value: chatlog.keys.VERDICT_*, the refusal followed
+# by the message count the projector found. Writers read it to answer their caller.
 
-VERDICT_APPLIED: Final = "A"
-VERDICT_DUPLICATE: Final = "D"
-VERDICT_CONFLICT: Final = "V"
 #: How long a session's verdicts hash lives after its last verdict (one hour):
 #: far longer than any writer waits (its read timeout), and bounded.
 VERDICT_TTL_MS: Final = 3_600_000

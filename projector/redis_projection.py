@@ -178,7 +178,7 @@ class PendingApply:
                     left_out.add((session_id, change.offset))
                     name = change.event_type
                     result.skipped_by_type[name] = result.skipped_by_type.get(name, 0) + 1
-            elif code == _NOTE_DUPLICATE or code == _NOTE_CONFLICT:
+            elif code in (_NOTE_DUPLICATE, _NOTE_CONFLICT):
                 left_out.add((session_id, int(value)))
                 if code == _NOTE_DUPLICATE:
                     result.deduplicated += 1

@@ -1,4 +1,6 @@
-"""A hand-written Avro reader for the newest ``chatlog.ChatEvent`` schema (v3; v2 bodies are v3 bodies without its last payload).
+"""A hand-written Avro reader for the newest ``chatlog.ChatEvent`` schema (v3).
+
+A v2 body is a v3 body without the last payload branch, so it reads both.
 
 The projector decodes every event of the log, and fastavro's generic reader
 (a file-object read per field, then the ``uuid``/``timestamp-millis``
