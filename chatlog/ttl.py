@@ -28,10 +28,10 @@ def ttl_ms_of(ttl_s: object, what: str = "ttl_s") -> int | None:
         raise InvalidTtlError(f"{what} must be a number of seconds or None, got {ttl_s!r}")
     if not math.isfinite(ttl_s) or ttl_s < 0:
         raise InvalidTtlError(f"{what} must be finite and not negative (0: never), got {ttl_s!r}")
-    ttl_ms = int(ttl_s * 1000)
-    if ttl_ms > MAX_TTL_MS:
+    # Compared before converting: a huge float times 1000 overflows to infinity.
+    if ttl_s > MAX_TTL_MS / 1000:
         raise InvalidTtlError(
             f"{what} {ttl_s!r} is over the limit of {MAX_TTL_MS // 1000} s (100 years); "
             "use 0 for a session that never expires"
         )
-    return ttl_ms
+    return int(ttl_s * 1000)

@@ -172,5 +172,5 @@ events = st.builds(
 
 
 def without_ids(messages: list[BaseMessage]) -> list[BaseMessage]:
-    """``messages`` without their ids (chatlog gives every message one), to compare with literals."""
+    """``messages`` without their ids (chatlog gives each message one), to compare to literals."""
     return [m.model_copy(update={"id": None}) for m in messages]

@@ -192,7 +192,7 @@ def test_script_and_fold_agree_on_random_change_sequences(
 
 
 def test_redelivered_record_does_not_revive_an_expired_session(redis_client: redis.Redis) -> None:
-    """Seven appends, a 1 s TTL, one append 1 ms later, the last record again: gone, as the fold says."""
+    """Seven appends, a 1 s TTL, an append 1 ms later, the last record again: gone, as folded."""
     namespace = f"test:diff:{uuid.uuid4().hex[:10]}"
     keys = ReadModelKeys(namespace)
     steps: list[Step] = [(OP_APPEND, "s0", "u1", 1, None, "", 0)] * 7

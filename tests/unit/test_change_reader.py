@@ -191,7 +191,8 @@ def test_tricky_content_renders_like_stored_message(kind: str, content: str) -> 
     fields = read_change(data, HEADER_SIZE)
     if kind.encode() in PLAIN_TEMPLATES_UTF8:
         assert fields is not None
-        assert fields[:2] + fields[3:] == ("s", "u", "A", stored_message(event.payload).encode(), "")
+        stored = stored_message(event.payload).encode()
+        assert fields[:2] + fields[3:] == ("s", "u", "A", stored, "")
         assert fields == _slow_fields(data, HEADER_SIZE)
     else:
         assert fields is None
