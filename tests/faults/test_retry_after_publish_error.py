@@ -59,7 +59,7 @@ def test_a_retry_after_publish_error_leaves_each_message_once(
         written: [HumanMessage("q1"), AIMessage("a1")],
         unwritten: [HumanMessage("q2"), AIMessage("a2")],
     }
-    for session, messages in calls.items():
+    for session in calls:
         chatlog.history(session, user).add_messages([HumanMessage("before")])
     # What a lost acknowledgement leaves behind: the call's records in the log.
     assign_message_ids(calls[written])
