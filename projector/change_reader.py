@@ -32,7 +32,16 @@ from chatlog.schemas.event_reader import (
     UUID_SHAPE,
     BodyReader,
 )
-from chatlog.schemas.stored import MARK_JSON_ESCAPES, PLAIN_TEMPLATES_UTF8, plain_message_utf8
+from chatlog.schemas.stored import (
+    MARK_JSON_ESCAPES,
+    PLAIN_ID_TEMPLATES_UTF8,
+    PLAIN_TEMPLATES_UTF8,
+    plain_message_utf8,
+)
+
+#: What follows the id of a plain message with an id: the plain tail without
+#: its first two fields (name and id).
+PLAIN_ID_TAIL = PLAIN_TAIL[2:]
 
 #: What one event does to the read model: ``(session_id, user_id or "", event
 #: time in epoch milliseconds, op, arg, key)``. See :func:`read_change` for the ops.
@@ -228,7 +237,25 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
             # The plain message's tail also ends the data, so there can be no
             # trailing bytes, and the content is all there.
             if data[end:] != PLAIN_TAIL:
-                return None
+                # A plain message with an id, as chatlog writes them: name null,
+                # then the id as a one-byte-length string, then the plain tail.
+                if data[end : end + 2] != b"\x00\x02" or data[end + 2] & 0x81:
+                    return None
+                cut = end + 3 + (data[end + 2] >> 1)
+                if data[cut:] != PLAIN_ID_TAIL:
+                    return None
+                key = data[end + 3 : cut]
+                template_id = PLAIN_ID_TEMPLATES_UTF8.get(kind)
+                content = data[pos:end]
+                if (
+                    template_id is None
+                    or not (content + key).isascii()
+                    or (content + key).translate(MARK_JSON_ESCAPES) != content + key
+                ):
+                    return None
+                prefix, middle, suffix = template_id
+                stored = prefix + content + middle + key + suffix
+                return (session_id, user_id, ms, OP_APPEND, stored, key.decode())
             template = PLAIN_TEMPLATES_UTF8.get(kind)
             if template is None:
                 return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -380,3 +381,21 @@ def test_spliced_events_give_the_slow_paths_fields_or_nothing(
     cut = data.draw(st.integers(min_value=0, max_value=len(encoded) - at), label="cut")
     insert = data.draw(st.binary(max_size=8), label="insert")
     _assert_safe(encoded[:at] + insert + encoded[at + cut :])
+
+
+@pytest.mark.parametrize("kind", sorted(MESSAGE_TYPES))
+def test_plain_messages_with_ids_take_the_shortcut_byte_for_byte(kind: str) -> None:
+    """Messages as chatlog writes them (a uuid4 id) are read without the slow path, exactly."""
+    for content in ("hello", "", "x" * 300, "é", 'q"uote'):
+        for message_id in (str(uuid.uuid4()), "m-1", "x" * 70, 'a"b', "é"):
+            event = ChatEvent("s", MessageAppended(kind, content, id=message_id), user_id="u")
+            data = codec.encode(event)
+            fields = read_change(data, HEADER_SIZE)
+            if fields is None:
+                continue
+            assert fields == _slow_fields(data, HEADER_SIZE)
+            assert fields[5] == message_id
+    plain = ChatEvent("s", MessageAppended(kind, "hi", id=str(uuid.uuid4())), user_id="u")
+    assert (read_change(codec.encode(plain), HEADER_SIZE) is None) == (
+        kind.encode() not in PLAIN_TEMPLATES_UTF8
+    )
