@@ -12,7 +12,8 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import redis
@@ -46,6 +47,20 @@ def _best(run: Callable[[], None]) -> float:
     return min(times)
 
 
+def _read_all(reader: ChangeReader, records: list[_Record]) -> None:
+    for record in records:
+        reader.read(record)
+
+
+def _apply_all(target: RedisProjection, changes: list[Any]) -> None:
+    for start in range(0, len(changes), 500):
+        target.apply(changes[start : start + 500])
+
+
+def _apply_next(targets: Iterator[RedisProjection], changes: list[Any]) -> None:
+    _apply_all(next(targets), changes)
+
+
 def measure(client: redis.Redis) -> dict[str, Any]:
     """The figures, measured on ``client`` in throw-away namespaces."""
     codec = EventCodec()
@@ -71,17 +86,13 @@ def measure(client: redis.Redis) -> dict[str, Any]:
         ]
         records = [_Record(n, e, codec) for n, e in enumerate(events)]
         label = "with_ids" if with_ids else "without_ids"
-        read = _best(lambda: [reader.read(r) for r in records])
+        read = _best(partial(_read_all, reader, records))
         read_changes = [reader.read(r) for r in records]
-        run_ns = [0]
-
-        def apply(batch: list[Any] = read_changes) -> None:
-            run_ns[0] += 1
-            target = RedisProjection(client, f"{namespace}:{label}:{run_ns[0]}")
-            for start in range(0, len(batch), 500):
-                target.apply(batch[start : start + 500])
-
-        applied = _best(apply)
+        # A fresh namespace per run, so every run appends rather than skips.
+        targets = iter(
+            [RedisProjection(client, f"{namespace}:{label}:{n}") for n in range(RUNS)]
+        )
+        applied = _best(partial(_apply_next, targets, read_changes))
         figures[f"read_us_per_message_{label}"] = round(read / EVENTS * 1e6, 2)
         figures[f"apply_us_per_message_{label}"] = round(applied / EVENTS * 1e6, 2)
     for key in client.scan_iter(f"{namespace}*", count=1000):

@@ -245,7 +245,8 @@ def _plain_id_template(kind: str) -> tuple[bytes, bytes, bytes]:
     text = render_message(MessageAppended(kind, "", id=marker))
     at = text.index('"content":""') + len('"content":')
     cut = text.index(marker)
-    return (text[: at + 1].encode(), text[at + 1 : cut].encode(), text[cut + len(marker) :].encode())
+    prefix, middle, suffix = text[: at + 1], text[at + 1 : cut], text[cut + len(marker) :]
+    return prefix.encode(), middle.encode(), suffix.encode()
 
 
 #: Like :data:`PLAIN_TEMPLATES_UTF8` for a plain message that carries an ``id``
