@@ -7,21 +7,31 @@ from typing import Any, NamedTuple
 import redis
 
 from chatlog.errors import ReadModelError
-from chatlog.keys import META_COUNT, META_OFFSET, META_OWNER, META_PARTITION, ReadModelKeys
+from chatlog.keys import (
+    META_COUNT,
+    META_EXPIRED,
+    META_OFFSET,
+    META_OWNER,
+    META_PARTITION,
+    ReadModelKeys,
+)
 from chatlog.namespaces import ActiveNamespace
 from chatlog.redis_clients import AsyncClients
 
 # Read-time TTL refresh (Settings.session_ttl_refresh_on_read): push a live
 # session's expiry to now + its TTL (the session's override, else ARGV[1]).
-# A tombstone or a session without expiry is left alone.
+# A tombstone, an expired session or a session without expiry is left alone.
+# The message-id set (KEYS[3]) lives as long as the messages.
 _REFRESH_TTL = """
 local ttl = tonumber(redis.call('HGET', KEYS[2], 'ttl_ms') or ARGV[1])
 if ttl and ttl > 0 and redis.call('HEXISTS', KEYS[2], 'deleted') == 0
+    and redis.call('HEXISTS', KEYS[2], 'expired') == 0
     and redis.call('PTTL', KEYS[2]) > 0 then
   local now = redis.call('TIME')
   local at = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + ttl
   redis.call('PEXPIREAT', KEYS[1], at)
   redis.call('PEXPIREAT', KEYS[2], at)
+  redis.call('PEXPIREAT', KEYS[3], at)
 end
 return 0
 """
@@ -41,7 +51,10 @@ class SessionSnapshot(NamedTuple):
 
 
 def _snapshot(reply: list[Any]) -> SessionSnapshot:
-    (partition, offset, owner), messages = reply
+    (partition, offset, owner, expired), messages = reply
+    if expired is not None:
+        # Idle-expired: its keys linger briefly for the projector, not for readers.
+        owner, messages = None, []
     return SessionSnapshot(
         offset=int(offset) if offset is not None else -1,
         partition=int(partition) if partition is not None else None,
@@ -64,8 +77,13 @@ class SessionVersion(NamedTuple):
     verdict: str | None
 
 
+_VERSION_FIELDS = [META_PARTITION, META_OFFSET, META_OWNER, META_COUNT, META_EXPIRED]
+
+
 def _version(meta: list[Any], verdict: Any) -> SessionVersion:
-    partition, offset, owner, count = meta
+    partition, offset, owner, count, expired = meta
+    if expired is not None:
+        owner, count = None, 0
     return SessionVersion(
         offset=int(offset) if offset is not None else -1,
         partition=int(partition) if partition is not None else None,
@@ -116,7 +134,7 @@ class ReadModelReader:
             self._follow(self.active.get(self.client))
         keys = self.keys
         pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER])
+        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER, META_EXPIRED])
         pipe.lrange(keys.messages(session_id), start, stop)
         self._refresh(pipe, session_id)
         try:
@@ -134,7 +152,7 @@ class ReadModelReader:
             self._follow(await self.active.aget(client))
         keys = self.keys
         pipe = client.pipeline(transaction=False)
-        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER])
+        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER, META_EXPIRED])
         pipe.lrange(keys.messages(session_id), start, stop)
         self._refresh(pipe, session_id)
         try:
@@ -150,7 +168,7 @@ class ReadModelReader:
             self._follow(self.active.get(self.client))
         keys = self.keys
         pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER, META_COUNT])
+        pipe.hmget(keys.meta(session_id), _VERSION_FIELDS)
         pipe.hget(keys.verdicts(session_id), str(verdict_of))
         try:
             meta, verdict = pipe.execute()
@@ -165,7 +183,7 @@ class ReadModelReader:
             self._follow(await self.active.aget(client))
         keys = self.keys
         pipe = client.pipeline(transaction=False)
-        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER, META_COUNT])
+        pipe.hmget(keys.meta(session_id), _VERSION_FIELDS)
         pipe.hget(keys.verdicts(session_id), str(verdict_of))
         try:
             meta, verdict = await pipe.execute()
@@ -184,9 +202,10 @@ class ReadModelReader:
             keys = self.keys
             pipe.eval(
                 _REFRESH_TTL,
-                2,
+                3,
                 keys.messages(session_id),
                 keys.meta(session_id),
+                keys.message_ids(session_id),
                 self.refresh_ttl_ms,
             )
 

@@ -20,6 +20,7 @@ from chatlog.keys import (
     META_COUNT,
     META_CREATED,
     META_DELETED,
+    META_EXPIRED,
     META_OWNER,
     META_TTL,
     META_UPDATED,
@@ -69,7 +70,9 @@ def list_sessions(reader: ReadModelReader, user_id: str) -> list[SessionInfo]:
             return []
         ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
         pipe = client.pipeline(transaction=False)
-        fields = [META_OWNER, META_COUNT, META_CREATED, META_UPDATED, META_DELETED, META_TTL]
+        fields = [
+            META_OWNER, META_COUNT, META_CREATED, META_UPDATED, META_DELETED, META_TTL, META_EXPIRED
+        ]
         for session_id in ids:
             pipe.hmget(keys.meta(session_id), fields)
             pipe.pexpiretime(keys.meta(session_id))
@@ -78,9 +81,9 @@ def list_sessions(reader: ReadModelReader, user_id: str) -> list[SessionInfo]:
         raise ReadModelError(f"listing the sessions of user {user_id!r} failed: {exc}") from exc
     sessions = []
     for index, session_id in enumerate(ids):
-        (owner, count, created, updated, deleted, ttl) = replies[2 * index]
+        (owner, count, created, updated, deleted, ttl, expired) = replies[2 * index]
         expires = int(replies[2 * index + 1])
-        if owner is None or owner.decode() != user_id or deleted is not None:
+        if owner is None or owner.decode() != user_id or deleted is not None or expired:
             continue
         sessions.append(
             SessionInfo(
@@ -108,9 +111,11 @@ def session_owner(reader: ReadModelReader, session_id: str) -> str | None:
     """
     keys = reader.current_keys()
     try:
-        owner = reader.client.hget(keys.meta(session_id), META_OWNER)
+        owner, expired = reader.client.hmget(keys.meta(session_id), [META_OWNER, META_EXPIRED])
     except redis.RedisError as exc:
         raise ReadModelError(f"reading the owner of session {session_id!r} failed: {exc}") from exc
+    if expired is not None:
+        return None  # idle-expired: the next writer starts it afresh
     return owner.decode() if isinstance(owner, bytes) else owner
 
 

@@ -85,6 +85,10 @@ VERDICT_TTL_MS: Final = 3_600_000
 #: How long an idle-expired session's tombstone is kept after the projector found it expired (7
 #: days): redelivered records older than it are skipped, not revived, within that window.
 EXPIRED_TOMBSTONE_MS: Final = 7 * 24 * 3_600_000
+#: How long an expired session's messages and ids stay (hidden from readers) after
+#: the projector found it expired (5 minutes): a later record of the log inside
+#: the session's window (a replay's next batch) continues it, as the fold does.
+EXPIRED_GRACE_MS: Final = 300_000
 
 # -- the apply script's arguments (redis_projection.lua) ------------------------
 # ARGV: the fixed head below; at ARG_POSITIONS the P position pairs (partition,
@@ -139,6 +143,8 @@ SWAP_KEY_SCRATCH_MESSAGES: Final = 1
 SWAP_KEY_SCRATCH_META: Final = 2
 SWAP_KEY_LIVE_MESSAGES: Final = 3
 SWAP_KEY_LIVE_META: Final = 4
+SWAP_KEY_SCRATCH_IDS: Final = 5
+SWAP_KEY_LIVE_IDS: Final = 6
 SWAP_ARG_LAST_OFFSET: Final = 1
 
 _META_FIELDS: Final = {
@@ -192,6 +198,7 @@ SCRIPT_CONSTANTS: Final[dict[str, dict[str, int | str]]] = {
         "VERDICT_CONFLICT": VERDICT_CONFLICT,
         "VERDICT_TTL_MS": VERDICT_TTL_MS,
         "EXPIRED_TOMBSTONE_MS": EXPIRED_TOMBSTONE_MS,
+        "EXPIRED_GRACE_MS": EXPIRED_GRACE_MS,
         "MAX_TTL_MS": MAX_TTL_MS,
         **_META_FIELDS,
         "F_COUNT": META_COUNT,
@@ -216,6 +223,8 @@ SCRIPT_CONSTANTS: Final[dict[str, dict[str, int | str]]] = {
         "KEY_SCRATCH_META": SWAP_KEY_SCRATCH_META,
         "KEY_LIVE_MESSAGES": SWAP_KEY_LIVE_MESSAGES,
         "KEY_LIVE_META": SWAP_KEY_LIVE_META,
+        "KEY_SCRATCH_IDS": SWAP_KEY_SCRATCH_IDS,
+        "KEY_LIVE_IDS": SWAP_KEY_LIVE_IDS,
         "ARG_LAST_OFFSET": SWAP_ARG_LAST_OFFSET,
         "F_OFFSET": META_OFFSET,
     },

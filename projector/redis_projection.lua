@@ -46,6 +46,7 @@ local VERDICT_DUPLICATE = 'D'
 local VERDICT_CONFLICT = 'V'
 local VERDICT_TTL_MS = 3600000
 local EXPIRED_TOMBSTONE_MS = 604800000
+local EXPIRED_GRACE_MS = 300000
 local MAX_TTL_MS = 3153600000000
 local F_PARTITION = 'partition'
 local F_OFFSET = 'offset'
@@ -116,8 +117,7 @@ local function apply_session(index, sid, partition, first, stop)
   local owner = state[4] or ''
   local former = owner
   local active = tonumber(state[5] or '0')
-  -- [exactly] An idle-expired session's tombstone restarts like a deleted one's.
-  local deleted = (state[6] or state[10]) and true or false
+  local deleted = state[6] and true or false
   local was_deleted = deleted
   local ttl = state[7] or ''
   local applied, skipped = 0, 0
@@ -246,6 +246,7 @@ local function apply_session(index, sid, partition, first, stop)
     local expires_arg = string.format('%d', expires)
     local tombstone_until = string.format('%d', now + EXPIRED_TOMBSTONE_MS)
     local verdicts_until = string.format('%d', now + VERDICT_TTL_MS)
+    local grace_until = string.format('%d', now + EXPIRED_GRACE_MS)
     if #verdict_fields > 0 then
       redis.call('HSET', verdicts, unpack(verdict_fields))
       redis.call('PEXPIREAT', verdicts, verdicts_until)
@@ -286,21 +287,25 @@ local function apply_session(index, sid, partition, first, stop)
       end
       -- [exactly] a deletion then a write without a user in one batch: no owner left
       if owner == '' and state[4] then gone_fields[#gone_fields + 1] = F_OWNER end
-      if was_deleted then
-        gone_fields[#gone_fields + 1] = F_DELETED
-        gone_fields[#gone_fields + 1] = F_EXPIRED
-      end
+      if was_deleted then gone_fields[#gone_fields + 1] = F_DELETED end
+      -- [exactly] a later event inside the expired window continues the session
+      if state[10] then gone_fields[#gone_fields + 1] = F_EXPIRED end
       redis.call('HSET', meta, unpack(fields))
       if #gone_fields > 0 then redis.call('HDEL', meta, unpack(gone_fields)) end
     end
     if ttl_ms > 0 then
       if expires <= now then
         -- Judged by event time: a replay of an idle-expired session must not revive it.
-        -- [exactly] Its tombstone keeps the tracking position (and nothing of the
-        -- user) for EXPIRED_TOMBSTONE_MS, so a redelivered record is skipped.
-        redis.call('DEL', msgs, meta, ids)
-        redis.call('HSET', meta, F_PARTITION, partition, F_OFFSET, last, F_EXPIRED, expires_arg)
+        -- [exactly] Marked expired (readers see no session) rather than deleted:
+        -- the meta hash keeps the session's state for EXPIRED_TOMBSTONE_MS, so a
+        -- redelivered record is skipped and a later record is judged by event
+        -- time as the fold judges it (continuing the session when it falls
+        -- inside the window, as at a replay's batch boundary); the messages and
+        -- ids stay for EXPIRED_GRACE_MS for that, hidden from readers.
+        redis.call('HSET', meta, F_EXPIRED, expires_arg)
         redis.call('PEXPIREAT', meta, tombstone_until)
+        redis.call('PEXPIREAT', msgs, grace_until)
+        redis.call('PEXPIREAT', ids, grace_until)
         if not deleted then former = owner end
         gone = true
       else
