@@ -33,8 +33,17 @@ Lifecycle rules the script enforces (live projection and replay alike):
   expires at (last event time + TTL), the TTL being the session's
   ``SessionTtlSet`` override or the deployment default. A session whose
   expiry is already past (a replay of old events, a projector far behind)
-  is deleted on the spot, so replays never bring expired sessions back.
+  is expired on the spot, so replays never bring expired sessions back.
 * ``UserDeleted`` removes the user's index entries not newer than the event.
+* Message ids: an append of an id the session holds (its ``:ids`` set) is a
+  duplicate verdict (``ApplyResult.deduplicated``), neither applied nor
+  dead-lettered; clear, deletion and expiry forget the ids.
+* ``MessagesAppended``: all of its messages or none, at its expected version;
+  the verdict goes to the session's ``:verdicts`` hash for the writer
+  (``ApplyResult.conflicts`` counts refusals).
+* An idle-expired session is marked ``expired`` rather than deleted: its
+  meta keeps the position 7 days (redelivery is skipped) and a later record
+  inside its window continues it, judged by event time like verify's fold.
 """
 
 from __future__ import annotations

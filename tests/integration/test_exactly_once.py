@@ -39,6 +39,8 @@ def test_resent_messages_are_appended_once(
     module_chatlog.history(session, user).add_messages(messages)
     history.add_messages([HumanMessage("next")])
     assert history.messages[:2] == messages
+    assert module_projector.stats.deduplicated >= 4
+    assert module_projector.stats.dead_lettered == 0
     assert without_ids(history.messages) == [
         HumanMessage("hi"),
         AIMessage("hello"),
