@@ -215,7 +215,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
             self._caught_up,
             self._lag_error,
             self.read_timeout_s,
-        ).count
+        ).version
 
     async def aget_version(self) -> int:
         """Async :attr:`version`."""
@@ -225,7 +225,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
             self._lag_error,
             self.read_timeout_s,
         )
-        return snapshot.count
+        return snapshot.version
 
     def clear(self) -> None:
         """Publish ``SessionCleared``: every message so far is removed from the history.

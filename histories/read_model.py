@@ -73,7 +73,7 @@ class SessionVersion(NamedTuple):
     offset: int
     partition: int | None
     owner: str | None
-    count: int
+    version: int
     verdict: str | None
 
 
@@ -83,12 +83,12 @@ _VERSION_FIELDS = [META_PARTITION, META_OFFSET, META_OWNER, META_COUNT, META_EXP
 def _version(meta: list[Any], verdict: Any) -> SessionVersion:
     partition, offset, owner, count, expired = meta
     if expired is not None:
-        owner, count = None, 0
+        owner, count = None, b"0"
     return SessionVersion(
         offset=int(offset) if offset is not None else -1,
         partition=int(partition) if partition is not None else None,
         owner=owner.decode() if owner is not None else None,
-        count=int(count or 0),
+        version=int(count or 0),
         verdict=verdict.decode() if verdict is not None else None,
     )
 

@@ -254,8 +254,8 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
                 ):
                     return None
                 prefix, middle, suffix = template_id
-                stored = prefix + content + middle + key + suffix
-                return (session_id, user_id, ms, OP_APPEND, stored, key.decode())
+                rendered = prefix + content + middle + key + suffix
+                return (session_id, user_id, ms, OP_APPEND, rendered, key.decode())
             template = PLAIN_TEMPLATES_UTF8.get(kind)
             if template is None:
                 return None
