@@ -192,3 +192,12 @@ def chatlog(settings: Settings, chatlog_factory: Callable[[Settings], ChatLog]) 
 def projector(settings: Settings, projector_factory: Callable[..., Projector]) -> Projector:
     """A running projector on this test's settings."""
     return projector_factory(settings)
+
+
+@pytest.fixture
+def own_broker() -> Iterator[EmbeddedBroker]:
+    """A broker of this test's own, so pausing it stalls no other test."""
+    broker = EmbeddedBroker()
+    broker.start()
+    yield broker
+    broker.stop()

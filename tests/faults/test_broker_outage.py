@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -22,15 +22,6 @@ PUBLISH_TIMEOUT_S = 3.0
 #: Room above the configured timeout for connection set-up and thread scheduling.
 SLACK_S = 10.0
 SESSIONS = [f"broker-outage-{n}" for n in range(8)]
-
-
-@pytest.fixture
-def own_broker() -> Iterator[EmbeddedBroker]:
-    """A broker of this test's own, so pausing it stalls no other test."""
-    broker = EmbeddedBroker()
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 def _append(chatlog: ChatLog, ledger: Ledger, session_id: str, text: str) -> None:

@@ -10,7 +10,7 @@ broker is back, and the projected session holds each message once, in order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -29,26 +29,17 @@ from tests.helpers import unique
 PUBLISH_TIMEOUT_S = 2.0
 
 
-@pytest.fixture
-def frozen_broker() -> Iterator[EmbeddedBroker]:
-    """A broker of this test's own, so pausing it stalls no other test."""
-    broker = EmbeddedBroker()
-    broker.start()
-    yield broker
-    broker.stop()
-
-
 @pytest.mark.slow
 def test_a_retry_after_publish_error_leaves_each_message_once(
     kafka_client: str,
     settings_factory: Callable[..., Settings],
     chatlog_factory: Callable[[Settings], ChatLog],
-    frozen_broker: EmbeddedBroker,
+    own_broker: EmbeddedBroker,
     redis_client: redis.Redis,
 ) -> None:
     """Written-but-unacknowledged and never-written appends, retried: once each, on both clients."""
     settings = settings_factory(
-        kafka_bootstrap_servers=frozen_broker.bootstrap_servers,
+        kafka_bootstrap_servers=own_broker.bootstrap_servers,
         publish_timeout_s=PUBLISH_TIMEOUT_S,
         transport=kafka_client,
     )
@@ -67,14 +58,14 @@ def test_a_retry_after_publish_error_leaves_each_message_once(
         [ChatEvent(written, to_event(m), user_id=user) for m in calls[written]]
     )
     errors: dict[str, PublishError] = {}
-    frozen_broker.pause()
+    own_broker.pause()
     try:
         for session, messages in calls.items():
             with pytest.raises(PublishError) as raised:
                 chatlog.history(session, user).add_messages(messages)
             errors[session] = raised.value
     finally:
-        frozen_broker.resume()
+        own_broker.resume()
     for session, messages in calls.items():
         assert errors[session].message_ids == tuple(m.id for m in messages)
         # The retry: the same message objects, now carrying their ids.
