@@ -330,7 +330,10 @@ local function apply_session(index, sid, partition, first, stop)
     for i = 1, #dropped do
       if dropped[i] ~= final then redis.call('ZREM', user_p .. dropped[i] .. user_s, sid) end
     end
-    if final ~= '' then redis.call('ZADD', user_p .. final .. user_s, 'GT', active, sid) end
+    -- [exactly] a batch of verdicts only is no activity: it lists nothing again
+    if final ~= '' and applied > 0 then
+      redis.call('ZADD', user_p .. final .. user_s, 'GT', active, sid)
+    end
   end
   total_applied = total_applied + applied
   total_skipped = total_skipped + skipped

@@ -436,8 +436,6 @@ class Projector:
             return
         self.stats.applied += result.applied
         self.stats.skipped += result.skipped
-        self.stats.deduplicated += result.deduplicated
-        self.stats.conflicts += result.conflicts
         self.stats.dead_lettered += len(letters)
         for name, count in result.applied_by_type.items():
             self.stats.applied_by_type[name] = self.stats.applied_by_type.get(name, 0) + count
