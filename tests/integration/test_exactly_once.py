@@ -16,8 +16,12 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from chatlog import ChatLog, Settings
 from chatlog.errors import ConcurrentAppendError, InvalidTtlError, InvalidVersionError
+from chatlog.histories.export import SessionExport
+from chatlog.histories.importers import import_message_id, import_sessions
+from chatlog.histories.messages import to_event
 from chatlog.projector import Projector
 from chatlog.projector.replay import Replayer
+from chatlog.schemas.events import ChatEvent
 from tests.helpers import eventually, unique, without_ids
 
 SETTINGS_OVERRIDES = {"partitions": 2}
@@ -174,3 +178,24 @@ def test_two_writers_racing_on_a_version_never_both_win(
     assert stored == [m.decode() for m in redis_client.lrange(live, 0, -1)]
     assert replayer.verify(rebuilt).ok
     assert replayer.verify().ok
+
+
+def test_an_import_rerun_after_a_crash_sends_each_message_once(
+    module_chatlog: ChatLog, module_projector: Projector
+) -> None:
+    """A run that published part of a session and died, then two full runs: each message once."""
+    session, user = unique("s"), unique("u")
+    source = SessionExport(session, user, (HumanMessage("q"), AIMessage("a"), HumanMessage("q2")))
+    # What the crashed run left in the log: the first two messages, with their import ids.
+    crashed = [
+        m.model_copy(update={"id": import_message_id(session, n)})
+        for n, m in enumerate(source.messages[:2])
+    ]
+    module_chatlog.producer.publish(
+        [ChatEvent(session, to_event(m), user_id=user) for m in crashed]
+    )
+    for _ in range(2):
+        import_sessions(module_chatlog, [source])
+    history = module_chatlog.history(session, user)
+    assert without_ids(history.messages) == [HumanMessage("q"), AIMessage("a"), HumanMessage("q2")]
+    assert [m.id for m in history.messages] == [import_message_id(session, n) for n in range(3)]
