@@ -80,11 +80,16 @@ class PublishError(ChatLogError):
     """Raised when the broker did not acknowledge an append within the publish timeout.
 
     The append may or may not be in the log; it was not acknowledged, so it is
-    never reported as a success. The projector applies each *log record* once,
-    but a retried append is a new record: if the unacknowledged one did reach
-    the log, a retry shows the message twice. Read the history before retrying
-    when a duplicate matters.
+    never reported as a success. Retrying is safe for messages: every message
+    carries an id (chatlog assigns a uuid4 to a message without one, on the
+    caller's object), and the projector appends an id a session already holds
+    only once, so re-sending the same message objects ends with each message
+    once. ``message_ids`` lists the ids of the call, for a caller that builds
+    new objects to retry.
     """
+
+    #: The message ids of the failed call (empty for non-message events).
+    message_ids: tuple[str, ...] = ()
 
 
 class BrokerUnavailableError(PublishError):
@@ -122,6 +127,28 @@ class ProjectionLagError(ChatLogError, TimeoutError):
         super().__init__(message)
         self.lag = lag
         self.partition = partition
+
+
+class ConcurrentAppendError(ChatLogError):
+    """Raised when an ``add_messages(..., expected_version=n)`` found another version.
+
+    The session did not hold exactly ``expected`` messages when the projector
+    applied the call, so none of its messages were appended. Read the
+    history again (``history.version``), decide, and retry with the version found.
+    """
+
+    def __init__(self, message: str, *, expected: int, found: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.found = found
+
+
+class InvalidVersionError(ChatLogError, ValueError):
+    """Raised when an ``expected_version`` is not an int from 0 to 2**63 - 1."""
+
+
+class InvalidTtlError(ChatLogError, ValueError):
+    """Raised when a TTL is not a finite, non-negative number of at most 100 years."""
 
 
 class SessionOwnershipError(ChatLogError, PermissionError):

@@ -128,6 +128,14 @@ class ReadModelKeys:
         """Hash of a session's owner, partition, last applied offset, counts and timestamps."""
         return f"{self.namespace}:s:{{{session_id}}}:meta"
 
+    def message_ids(self, session_id: str) -> str:
+        """Set of the message ids a session holds (idempotent appends; same slot)."""
+        return f"{self.namespace}:s:{{{session_id}}}:ids"
+
+    def verdicts(self, session_id: str) -> str:
+        """Hash of offset -> verdict of a session's conditional appends (expires; same slot)."""
+        return f"{self.namespace}:s:{{{session_id}}}:verdicts"
+
     def user_sessions(self, user_id: str) -> str:
         """Sorted set of a user's sessions scored by last activity (epoch milliseconds)."""
         return f"{self.namespace}:u:{{{user_id}}}:sessions"
@@ -260,6 +268,13 @@ META_CREATED = "created_at"
 META_UPDATED = "updated_at"
 #: Set (to the deletion's event time) while the meta hash is a deleted session's tombstone.
 META_DELETED = "deleted"
+#: Verdicts of conditional appends (the values of ``ReadModelKeys.verdicts``): applied,
+#: a duplicate of an applied call, or refused (followed by the message count found).
+VERDICT_APPLIED = "A"
+VERDICT_DUPLICATE = "D"
+VERDICT_CONFLICT = "V"
+#: Set (to the expiry, epoch ms) while the meta hash is an idle-expired session's tombstone.
+META_EXPIRED = "expired"
 #: The session's own idle TTL in milliseconds (``SessionTtlSet``); absent: the default.
 META_TTL = "ttl_ms"
 #: When the session's keys expire (epoch milliseconds), ``0`` when they never do.

@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from chatlog.errors import ConfigurationError
 from chatlog.keys import validate_namespace
+from chatlog.ttl import MAX_TTL_MS
 
 DEFAULT_TOPIC = "chatlog.events"
 DEFAULT_NAMESPACE = "chatlog:v1"
@@ -164,9 +165,10 @@ class Settings:
         for name in ("read_timeout_s", "publish_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.session_ttl_s is not None and self.session_ttl_s <= 0:
+        if self.session_ttl_s is not None and not 0 < self.session_ttl_s <= MAX_TTL_MS / 1000:
             raise ConfigurationError(
-                f"session_ttl_s must be positive (or unset for no expiry), got {self.session_ttl_s}"
+                f"session_ttl_s must be positive and at most {MAX_TTL_MS // 1000} s (100 years), "
+                f"or unset for no expiry; got {self.session_ttl_s}"
             )
         if self.thread_ttl_s is not None and not 0 < self.thread_ttl_s <= MAX_TTL_S:
             raise ConfigurationError(

@@ -8,21 +8,31 @@ import redis
 import redis.asyncio as aioredis
 
 from chatlog.errors import ReadModelError
-from chatlog.keys import META_OFFSET, META_OWNER, META_PARTITION, ReadModelKeys
+from chatlog.keys import (
+    META_COUNT,
+    META_EXPIRED,
+    META_OFFSET,
+    META_OWNER,
+    META_PARTITION,
+    ReadModelKeys,
+)
 from chatlog.namespaces import ActiveNamespace
 from chatlog.redis_clients import AsyncClients
 
 # Read-time TTL refresh (Settings.session_ttl_refresh_on_read): push a live
 # session's expiry to now + its TTL (the session's override, else ARGV[1]).
-# A tombstone or a session without expiry is left alone.
+# A tombstone, an expired session or a session without expiry is left alone.
+# The message-id set (KEYS[3]) lives as long as the messages.
 _REFRESH_TTL = """
 local ttl = tonumber(redis.call('HGET', KEYS[2], 'ttl_ms') or ARGV[1])
 if ttl and ttl > 0 and redis.call('HEXISTS', KEYS[2], 'deleted') == 0
+    and redis.call('HEXISTS', KEYS[2], 'expired') == 0
     and redis.call('PTTL', KEYS[2]) > 0 then
   local now = redis.call('TIME')
   local at = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + ttl
   redis.call('PEXPIREAT', KEYS[1], at)
   redis.call('PEXPIREAT', KEYS[2], at)
+  redis.call('PEXPIREAT', KEYS[3], at)
 end
 return 0
 """
@@ -45,7 +55,10 @@ class SessionSnapshot(NamedTuple):
 
 
 def _snapshot(reply: list[Any]) -> SessionSnapshot:
-    (partition, offset, owner), messages = reply
+    (partition, offset, owner, expired), messages = reply
+    if expired is not None:
+        # Idle-expired: its keys linger briefly for the projector, not for readers.
+        owner, messages = None, []
     return SessionSnapshot(
         offset=int(offset) if offset is not None else -1,
         partition=int(partition) if partition is not None else None,
@@ -56,11 +69,43 @@ def _snapshot(reply: list[Any]) -> SessionSnapshot:
 
 def _window_snapshot(reply: list[Any], limit: int | None, before: int | None) -> SessionSnapshot:
     meta, length, messages = reply[:3]
+    if meta[3] is not None:
+        length = 0  # idle-expired: empty to readers, as in _snapshot
     if before is None:
-        start = int(length) - len(messages)
+        start = int(length) - len(messages) if length else 0
     else:
         start = 0 if limit is None else max(before - limit, 0)
     return _snapshot([meta, messages])._replace(start=start)
+
+
+class SessionVersion(NamedTuple):
+    """A session's tracking position, owner and message count (its version), and one verdict.
+
+    ``verdict`` is the projector's verdict on the conditional append at the
+    offset asked for (``chatlog.keys.VERDICT_*``), ``None`` while there is none.
+    """
+
+    offset: int
+    partition: int | None
+    owner: str | None
+    version: int
+    verdict: str | None
+
+
+_VERSION_FIELDS = [META_PARTITION, META_OFFSET, META_OWNER, META_COUNT, META_EXPIRED]
+
+
+def _version(meta: list[Any], verdict: Any) -> SessionVersion:
+    partition, offset, owner, count, expired = meta
+    if expired is not None:
+        owner, count = None, b"0"
+    return SessionVersion(
+        offset=int(offset) if offset is not None else -1,
+        partition=int(partition) if partition is not None else None,
+        owner=owner.decode() if owner is not None else None,
+        version=int(count or 0),
+        verdict=verdict.decode() if verdict is not None else None,
+    )
 
 
 def _range(limit: int | None) -> tuple[int, int]:
@@ -104,7 +149,7 @@ class ReadModelReader:
             self._follow(self.active.get(self.client))
         keys = self.keys
         pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER])
+        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER, META_EXPIRED])
         pipe.lrange(keys.messages(session_id), start, stop)
         self._refresh(pipe, session_id)
         try:
@@ -122,7 +167,7 @@ class ReadModelReader:
             self._follow(await self.active.aget(client))
         keys = self.keys
         pipe = client.pipeline(transaction=False)
-        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER])
+        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER, META_EXPIRED])
         pipe.lrange(keys.messages(session_id), start, stop)
         self._refresh(pipe, session_id)
         try:
@@ -169,7 +214,7 @@ class ReadModelReader:
 
     def _window(self, pipe: Any, session_id: str, limit: int | None, before: int | None) -> None:
         keys = self.keys
-        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER])
+        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER, META_EXPIRED])
         pipe.llen(keys.messages(session_id))
         if before is None:
             start, stop = _range(limit)
@@ -179,6 +224,35 @@ class ReadModelReader:
             start, stop = (0 if limit is None else max(before - limit, 0)), before - 1
         pipe.lrange(keys.messages(session_id), start, stop)
         self._refresh(pipe, session_id)
+
+    def version(self, session_id: str, *, verdict_of: int = -1) -> SessionVersion:
+        """The session's version (message count), and the verdict at offset ``verdict_of``."""
+        if self.active is not None:
+            self._follow(self.active.get(self.client))
+        keys = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(keys.meta(session_id), _VERSION_FIELDS)
+        pipe.hget(keys.verdicts(session_id), str(verdict_of))
+        try:
+            meta, verdict = pipe.execute()
+        except redis.RedisError as exc:
+            raise ReadModelError(f"reading session {session_id!r} failed: {exc}") from exc
+        return _version(meta, verdict)
+
+    async def aversion(self, session_id: str, *, verdict_of: int = -1) -> SessionVersion:
+        """Async :meth:`version`."""
+        client = self._async_clients.get()
+        if self.active is not None:
+            self._follow(await self.active.aget(client))
+        keys = self.keys
+        pipe = client.pipeline(transaction=False)
+        pipe.hmget(keys.meta(session_id), _VERSION_FIELDS)
+        pipe.hget(keys.verdicts(session_id), str(verdict_of))
+        try:
+            meta, verdict = await pipe.execute()
+        except redis.RedisError as exc:
+            raise ReadModelError(f"reading session {session_id!r} failed: {exc}") from exc
+        return _version(meta, verdict)
 
     def current_keys(self) -> ReadModelKeys:
         """The key builder of the namespace readers use now (following a rebuild's switch)."""
@@ -201,9 +275,10 @@ class ReadModelReader:
             keys = self.keys
             pipe.eval(
                 _REFRESH_TTL,
-                2,
+                3,
                 keys.messages(session_id),
                 keys.meta(session_id),
+                keys.message_ids(session_id),
                 self.refresh_ttl_ms,
             )
 

@@ -91,6 +91,12 @@ class ProjectorMetrics:
             "chatlog_events_dead_lettered", "Events sent to the dead-letter topic.",
             ["event_type"], registry=r,
         )
+        self.verdicts = prom.Counter(
+            "chatlog_events_verdicts",
+            "Events decided without a change: a message id the session held (duplicate) "
+            "or a conditional append at another version (conflict).",
+            ["verdict"], registry=r,
+        )
         self.batches = prom.Counter(
             "chatlog_batches", "Batches applied and committed.", registry=r
         )
@@ -149,6 +155,10 @@ class ProjectorMetrics:
             self.skipped.labels(name).inc(count)
         for name in dead_lettered_types:
             self.dead_lettered.labels(name).inc()
+        if result.deduplicated:
+            self.verdicts.labels("duplicate").inc(result.deduplicated)
+        if result.conflicts:
+            self.verdicts.labels("conflict").inc(result.conflicts)
         now = time.time()
         observe = self.end_to_end_seconds.observe
         for change in result.applied_records:

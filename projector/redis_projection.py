@@ -33,8 +33,17 @@ Lifecycle rules the script enforces (live projection and replay alike):
   expires at (last event time + TTL), the TTL being the session's
   ``SessionTtlSet`` override or the deployment default. A session whose
   expiry is already past (a replay of old events, a projector far behind)
-  is deleted on the spot, so replays never bring expired sessions back.
+  is expired on the spot, so replays never bring expired sessions back.
 * ``UserDeleted`` removes the user's index entries not newer than the event.
+* Message ids: an append of an id the session holds (its ``:ids`` set) is a
+  duplicate verdict (``ApplyResult.deduplicated``), neither applied nor
+  dead-lettered; clear, deletion and expiry forget the ids.
+* ``MessagesAppended``: all of its messages or none, at its expected version;
+  the verdict goes to the session's ``:verdicts`` hash for the writer
+  (``ApplyResult.conflicts`` counts refusals).
+* An idle-expired session is marked ``expired`` rather than deleted: its
+  meta keeps the position 7 days (redelivery is skipped) and a later record
+  inside its window continues it, judged by event time like verify's fold.
 """
 
 from __future__ import annotations
@@ -54,6 +63,8 @@ from chatlog.keys import ReadModelKeys
 from chatlog.projector.changes import Change, Refusal, RefusalReason, change_of
 from chatlog.projector.protocol import (
     EVENT_TYPES,
+    NOTE_CONFLICT,
+    NOTE_DUPLICATE,
     NOTE_OWNER,
     NOTE_PARTITION,
     NOTE_REJECTED,
@@ -77,6 +88,7 @@ _OP = itemgetter(5)  # Change.op, read at C speed
 _NOTE_SKIPPED, _NOTE_OWNER, _NOTE_REJECTED, _NOTE_PARTITION = (
     code.encode() for code in (NOTE_SKIPPED, NOTE_OWNER, NOTE_REJECTED, NOTE_PARTITION)
 )
+_NOTE_DUPLICATE, _NOTE_CONFLICT = NOTE_DUPLICATE.encode(), NOTE_CONFLICT.encode()
 
 
 class LogRecord(NamedTuple):
@@ -99,6 +111,10 @@ class ApplyResult:
     skipped_by_type: dict[str, int] = field(default_factory=dict)
     #: The changes applied to the read model (for end-to-end latency metrics).
     applied_records: list[Change] = field(default_factory=list)
+    #: Appends whose message ids the session already held: verdicts, not dead letters.
+    deduplicated: int = 0
+    #: Conditional appends refused by their expected version: verdicts, not dead letters.
+    conflicts: int = 0
 
 
 class PendingApply:
@@ -171,6 +187,12 @@ class PendingApply:
                     left_out.add((session_id, change.offset))
                     name = change.event_type
                     result.skipped_by_type[name] = result.skipped_by_type.get(name, 0) + 1
+            elif code in (_NOTE_DUPLICATE, _NOTE_CONFLICT):
+                left_out.add((session_id, int(value)))
+                if code == _NOTE_DUPLICATE:
+                    result.deduplicated += 1
+                else:
+                    result.conflicts += 1
             elif code == _NOTE_OWNER:
                 owners[session_id] = _text(value)
             elif code == _NOTE_REJECTED:
@@ -215,6 +237,10 @@ class RedisProjection:
         for key in (self.keys.messages, self.keys.meta, self.keys.user_sessions):
             prefix, suffix = key("\x00").split("\x00")
             self._templates += [prefix, suffix]
+        self._id_templates: list[str] = []
+        for key in (self.keys.message_ids, self.keys.verdicts):
+            prefix, suffix = key("\x00").split("\x00")
+            self._id_templates += [prefix, suffix]
 
     def apply(
         self,
@@ -269,11 +295,13 @@ class RedisProjection:
                 if args is None:
                     sessions[change.session_id] = [
                         change.session_id, change.partition, 1,
-                        change.offset, op, change.arg, change.event_ms, change.user_id,
+                        change.offset, op, change.arg, change.event_ms, change.user_id, change.key,
                     ]
                 else:
                     args[2] += 1
-                    args += (change.offset, op, change.arg, change.event_ms, change.user_id)
+                    args += (
+                        change.offset, op, change.arg, change.event_ms, change.user_id, change.key
+                    )
             changes.append(change)
         pending = None
         if sessions or users or advance:
@@ -296,6 +324,7 @@ class RedisProjection:
         Each call's ARGV is laid out as :mod:`~chatlog.projector.protocol` says:
         the key templates (``ARG_MESSAGES_PREFIX`` ..), ``ARG_DEFAULT_TTL``,
         ``ARG_NOW``, ``ARG_POSITIONS_KEY``, ``ARG_POSITION_COUNT``, the
+        message-id and verdict key templates (``ARG_IDS_PREFIX`` ..), the
         position pairs, the user deletions, then the sessions.
         """
         head = ("EVALSHA", sha, 0, *self._templates, self.session_ttl_ms, now_ms)
@@ -306,13 +335,13 @@ class RedisProjection:
             for args in sessions[start : start + SESSIONS_PER_CALL]:
                 argv += args
             if start != last:
-                yield (*head, "", 0, 0, *argv)
+                yield (*head, "", 0, *self._id_templates, 0, *argv)
                 continue
             pairs: list[int] = []
             for partition, offset in advance.items():
                 pairs += (partition, offset)
             yield (
-                *head, self.keys.positions(), len(advance), *pairs,
+                *head, self.keys.positions(), len(advance), *self._id_templates, *pairs,
                 len(users) // 2, *users, *argv,
             )
 

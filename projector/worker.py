@@ -72,6 +72,10 @@ class ProjectorStats:
     applied: int = 0
     skipped: int = 0
     dead_lettered: int = 0
+    #: Verdicts (neither applied nor dead-lettered): appends of ids a session held,
+    #: conditional appends refused by their expected version.
+    deduplicated: int = 0
+    conflicts: int = 0
     commits_failed: int = 0
     retries: int = 0
     applied_by_type: dict[str, int] = field(default_factory=dict)
@@ -363,6 +367,8 @@ class Projector:
         self.stats.batches += 1
         self.stats.applied += result.applied
         self.stats.skipped += result.skipped
+        self.stats.deduplicated += result.deduplicated
+        self.stats.conflicts += result.conflicts
         self.stats.dead_lettered += len(letters)
         for name, count in result.applied_by_type.items():
             self.stats.applied_by_type[name] = self.stats.applied_by_type.get(name, 0) + count

@@ -28,6 +28,7 @@ from chatlog.schemas.events import (
     ChatEvent,
     InvalidToolCall,
     MessageAppended,
+    MessagesAppended,
     Payload,
     SessionCleared,
     SessionDeleted,
@@ -68,9 +69,7 @@ def _load_versions() -> list[SchemaVersion]:
         digest = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
         # The single-object header stores the fingerprint little-endian; the
         # hex digest from fastavro is big-endian.
-        versions.append(
-            SchemaVersion(match["name"], int(match["version"]), digest[::-1], parsed)
-        )
+        versions.append(SchemaVersion(match["name"], int(match["version"]), digest[::-1], parsed))
     return sorted(versions, key=lambda v: (v.name, v.version))
 
 
@@ -238,37 +237,13 @@ def _event_to_avro(event: ChatEvent) -> dict[str, Any]:
 
 def _payload_to_avro(payload: Payload) -> tuple[str, dict[str, Any]]:
     if isinstance(payload, MessageAppended):
+        return ("chatlog.MessageAppended", _message_to_avro(payload))
+    if isinstance(payload, MessagesAppended):
         return (
-            "chatlog.MessageAppended",
+            "chatlog.MessagesAppended",
             {
-                "type": payload.type,
-                "content": payload.content
-                if isinstance(payload.content, str)
-                else list(payload.content),
-                "name": payload.name,
-                "id": payload.id,
-                "role": payload.role,
-                "tool_calls": [
-                    {"name": c.name, "args": c.args, "id": c.id} for c in payload.tool_calls
-                ],
-                "invalid_tool_calls": [
-                    {"name": c.name, "args": c.args, "id": c.id, "error": c.error}
-                    for c in payload.invalid_tool_calls
-                ],
-                "usage_metadata": None
-                if payload.usage_metadata is None
-                else {
-                    "input_tokens": payload.usage_metadata.input_tokens,
-                    "output_tokens": payload.usage_metadata.output_tokens,
-                    "total_tokens": payload.usage_metadata.total_tokens,
-                    "details": payload.usage_metadata.details,
-                },
-                "tool_call_id": payload.tool_call_id,
-                "artifact": payload.artifact,
-                "status": payload.status,
-                "additional_kwargs": payload.additional_kwargs,
-                "response_metadata": payload.response_metadata,
-                "extra": payload.extra,
+                "expected_version": payload.expected_version,
+                "messages": [_message_to_avro(m) for m in payload.messages],
             },
         )
     if isinstance(payload, SessionCleared):
@@ -280,6 +255,35 @@ def _payload_to_avro(payload: Payload) -> tuple[str, dict[str, Any]]:
     if isinstance(payload, SessionTtlSet):
         return ("chatlog.SessionTtlSet", {"ttl_ms": payload.ttl_ms})
     raise TypeError(f"not a chatlog payload event: {type(payload).__name__}")
+
+
+def _message_to_avro(payload: MessageAppended) -> dict[str, Any]:
+    return {
+        "type": payload.type,
+        "content": payload.content if isinstance(payload.content, str) else list(payload.content),
+        "name": payload.name,
+        "id": payload.id,
+        "role": payload.role,
+        "tool_calls": [{"name": c.name, "args": c.args, "id": c.id} for c in payload.tool_calls],
+        "invalid_tool_calls": [
+            {"name": c.name, "args": c.args, "id": c.id, "error": c.error}
+            for c in payload.invalid_tool_calls
+        ],
+        "usage_metadata": None
+        if payload.usage_metadata is None
+        else {
+            "input_tokens": payload.usage_metadata.input_tokens,
+            "output_tokens": payload.usage_metadata.output_tokens,
+            "total_tokens": payload.usage_metadata.total_tokens,
+            "details": payload.usage_metadata.details,
+        },
+        "tool_call_id": payload.tool_call_id,
+        "artifact": payload.artifact,
+        "status": payload.status,
+        "additional_kwargs": payload.additional_kwargs,
+        "response_metadata": payload.response_metadata,
+        "extra": payload.extra,
+    }
 
 
 def event_from_avro(record: Any) -> ChatEvent:
@@ -296,25 +300,13 @@ def event_from_avro(record: Any) -> ChatEvent:
 
 
 def _payload_from_avro(name: str, body: dict[str, Any]) -> Payload:
-    if name == "chatlog.MessageAppended":
-        content = body["content"]
-        usage = body["usage_metadata"]
-        return MessageAppended(
-            type=body["type"],
-            content=content if isinstance(content, str) else tuple(content),
-            name=body["name"],
-            id=body["id"],
-            role=body["role"],
-            tool_calls=tuple(ToolCall(**c) for c in body["tool_calls"]),
-            invalid_tool_calls=tuple(InvalidToolCall(**c) for c in body["invalid_tool_calls"]),
-            usage_metadata=None if usage is None else UsageMetadata(**usage),
-            tool_call_id=body["tool_call_id"],
-            artifact=body["artifact"],
-            status=body["status"],
-            additional_kwargs=body["additional_kwargs"],
-            response_metadata=body["response_metadata"],
-            extra=body["extra"],
+    if name == "chatlog.MessagesAppended":
+        return MessagesAppended(
+            expected_version=body["expected_version"],
+            messages=tuple(_message_from_avro(m) for m in body["messages"]),
         )
+    if name == "chatlog.MessageAppended":
+        return _message_from_avro(body)
     if name == "chatlog.SessionCleared":
         return SessionCleared()
     if name == "chatlog.SessionDeleted":
@@ -324,3 +316,24 @@ def _payload_from_avro(name: str, body: dict[str, Any]) -> Payload:
     if name == "chatlog.SessionTtlSet":
         return SessionTtlSet(ttl_ms=body["ttl_ms"])
     raise EventDecodeError(f"unknown payload record {name!r}: upgrade chatlog")
+
+
+def _message_from_avro(body: dict[str, Any]) -> MessageAppended:
+    content = body["content"]
+    usage = body["usage_metadata"]
+    return MessageAppended(
+        type=body["type"],
+        content=content if isinstance(content, str) else tuple(content),
+        name=body["name"],
+        id=body["id"],
+        role=body["role"],
+        tool_calls=tuple(ToolCall(**c) for c in body["tool_calls"]),
+        invalid_tool_calls=tuple(InvalidToolCall(**c) for c in body["invalid_tool_calls"]),
+        usage_metadata=None if usage is None else UsageMetadata(**usage),
+        tool_call_id=body["tool_call_id"],
+        artifact=body["artifact"],
+        status=body["status"],
+        additional_kwargs=body["additional_kwargs"],
+        response_metadata=body["response_metadata"],
+        extra=body["extra"],
+    )

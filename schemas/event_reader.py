@@ -1,4 +1,6 @@
-"""A hand-written Avro reader for the newest ``chatlog.ChatEvent`` schema (v2).
+"""A hand-written Avro reader for the newest ``chatlog.ChatEvent`` schema (v3).
+
+A v2 body is a v3 body without the last payload branch, so it reads both.
 
 The projector decodes every event of the log, and fastavro's generic reader
 (a file-object read per field, then the ``uuid``/``timestamp-millis``
@@ -28,6 +30,7 @@ from chatlog.schemas.events import (
     ChatEvent,
     InvalidToolCall,
     MessageAppended,
+    MessagesAppended,
     Payload,
     SessionCleared,
     SessionDeleted,
@@ -38,7 +41,7 @@ from chatlog.schemas.events import (
 )
 
 #: The schema this reader is written for: ``(record name, version)``.
-SCHEMA = ("chatlog.ChatEvent", 2)
+SCHEMA = ("chatlog.ChatEvent", 3)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: What follows the content of a message with nothing else set, to the end of
@@ -150,10 +153,10 @@ class BodyReader:
 
 
 def read_event(data: bytes, start: int) -> ChatEvent:
-    """Decode the v2 ``ChatEvent`` body that begins at ``data[start]`` and fills the rest.
+    """Decode the v3 ``ChatEvent`` body that begins at ``data[start]`` and fills the rest.
 
     Raises:
-        EventDecodeError: the bytes are not one complete, valid v2 body.
+        EventDecodeError: the bytes are not one complete, valid v3 body.
     """
     reader = BodyReader(data, start)
     try:
@@ -195,6 +198,14 @@ def _payload(reader: BodyReader) -> Payload:
         return UserDeleted()
     if branch == 4:
         return SessionTtlSet(ttl_ms=reader.optional_long())
+    if branch == 5:
+        expected = reader.long()
+        messages: list[MessageAppended] = []
+        count = reader.block()
+        while count:
+            messages.extend(_message(reader) for _ in range(count))
+            count = reader.block()
+        return MessagesAppended(expected, tuple(messages))
     raise EventDecodeError(f"corrupt event body: payload union branch {branch}")
 
 

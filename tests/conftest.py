@@ -222,3 +222,12 @@ def module_saver(module_settings: Settings, module_projector: Projector) -> Iter
 
     with ChatLogCheckpointSaver(module_settings) as saver:
         yield saver
+
+
+@pytest.fixture
+def own_broker() -> Iterator[EmbeddedBroker]:
+    """A broker of this test's own, so pausing it stalls no other test."""
+    broker = EmbeddedBroker()
+    broker.start()
+    yield broker
+    broker.stop()
