@@ -215,7 +215,8 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         self.written.record(thread_id, positions)
 
     async def _apublish(self, thread_id: str, records: list[EncodedEvent]) -> None:
-        positions: list[LogPosition] = await self.producer.asend_encoded(
+        producer = await self.producers.aget()
+        positions: list[LogPosition] = await producer.asend_encoded(
             self.settings.checkpoint_topic, records
         )
         self.written.record(thread_id, positions)
