@@ -35,7 +35,7 @@ POINTER_PREFIX = "chatlog:active-namespace"
 
 #: Key kinds with a hash tag, ``<ns>:<kind>:{<id>}:<suffix>``, and their suffixes.
 TAGGED_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "s": ("msgs", "meta"),
+    "s": ("msgs", "meta", "ids", "verdicts"),
     "u": ("sessions", "threads"),
     "t": ("meta", "cps", "nss", "cp", "cpv", "blobs", "w", "wi", "runs", "chunks"),
     "r": ("checkpoints",),

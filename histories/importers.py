@@ -348,9 +348,11 @@ def import_sessions(
         history = chatlog.history(session.session_id, owner)
         held = history.messages
         messages = _with_import_ids(session.session_id, session.messages)
+        # Compared without ids: a session imported before ids existed holds the
+        # same messages under other ids, and a source changed since the last run
+        # (same places, so the same ids, other content) is a conflict to report.
         existing, incoming = _comparable(held), _comparable(messages)
-        same_ids = [m.id for m in held] == [m.id for m in messages[: len(held)]]
-        if not same_ids and existing != incoming[: len(existing)]:
+        if existing != incoming[: len(existing)]:
             progress.conflicts.append(session.session_id)
         elif len(existing) == len(incoming):
             progress.unchanged.append(session.session_id)
