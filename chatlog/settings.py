@@ -83,6 +83,9 @@ class Settings:
             ``SessionTtlSet`` event overrides it.
         session_ttl_refresh_on_read: Reads push a session's expiry to now + TTL too
             (``CHATLOG_SESSION_TTL_ON_READ``); a rebuild only sees appends.
+        allow_eviction: Accept a Redis ``maxmemory-policy`` that can evict chatlog's
+            keys (``CHATLOG_ALLOW_EVICTION``); then loss detection and repair are what
+            keep readers from a shorter history. Refused at start otherwise.
 
     """
 
@@ -127,6 +130,7 @@ class Settings:
     ready_max_lag: int = 1_000
     session_ttl_s: float | None = None
     session_ttl_refresh_on_read: bool = False
+    allow_eviction: bool = False
 
     def __post_init__(self) -> None:
         if not self.topic or self.topic.endswith(".dlq"):
@@ -246,6 +250,7 @@ ENVIRONMENT: dict[str, str] = {
     "transport": "CHATLOG_TRANSPORT",
     "session_ttl_s": "CHATLOG_SESSION_TTL",
     "session_ttl_refresh_on_read": "CHATLOG_SESSION_TTL_ON_READ",
+    "allow_eviction": "CHATLOG_ALLOW_EVICTION",
     "kafka_security_protocol": "CHATLOG_KAFKA_SECURITY_PROTOCOL",
     "kafka_sasl_mechanism": "CHATLOG_KAFKA_SASL_MECHANISM",
     "kafka_sasl_username": "CHATLOG_KAFKA_SASL_USERNAME",

@@ -28,8 +28,10 @@ from chatlog.schemas.checkpoint_stored import (
     read_write,
 )
 
-# KEYS: CheckpointKeys.all(). ARGV: all namespaces ('1'/'0'), checkpoint ns,
-# checkpoint id ('' = any), before id ('' = none), limit (-1 = none).
+# KEYS: CheckpointKeys.all(), then the namespace's repairing key (while it
+# exists the read model is being rebuilt: the reply is {'R'}). ARGV: all
+# namespaces ('1'/'0'), checkpoint ns, checkpoint id ('' = any), before id
+# ('' = none), limit (-1 = none).
 # Returns {partition, offset, {member, checkpoint, versions json, {blob}, {write}}...}.
 # Index members are "<ns>\0<id>" with score 0, so one namespace's checkpoints
 # are the lex range [ns\0, ns\1) and ZREVRANGEBYLEX walks them newest first
@@ -39,6 +41,7 @@ local meta, idx, nss, cps, cpv, blobs, w, wi =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local all_ns, cns, cid, before = ARGV[1] == '1', ARGV[2], ARGV[3], ARGV[4]
 local remaining = tonumber(ARGV[5])
+if redis.call('EXISTS', KEYS[9]) == 1 then return {'R'} end
 local state = redis.call('HMGET', meta, 'partition', 'offset')
 local out = {state[1], state[2]}
 local namespaces = {cns}
@@ -102,6 +105,8 @@ class ThreadSelection(NamedTuple):
     partition: int | None
     offset: int
     entries: list[StoredEntry]
+    #: The namespace is being repaired: nothing was selected (wait, or raise).
+    repairing: bool = False
 
 
 def _entry(raw: list[Any]) -> StoredEntry:
@@ -125,6 +130,8 @@ def _entry(raw: list[Any]) -> StoredEntry:
 
 
 def _selection(reply: list[Any]) -> ThreadSelection:
+    if len(reply) == 1:
+        return ThreadSelection(partition=None, offset=-1, entries=[], repairing=True)
     partition, offset = reply[0], reply[1]
     return ThreadSelection(
         partition=int(partition) if partition is not None else None,
@@ -176,7 +183,7 @@ class CheckpointReader:
             before: Only checkpoints with an id below this one.
             limit: At most this many (``None``: all); must be positive.
         """
-        keys = self.keys.thread(thread_id).all()
+        keys = [*self.keys.thread(thread_id).all(), self.keys.repairing()]
         try:
             reply = self._script(
                 keys=keys, args=self._args(checkpoint_ns, checkpoint_id, before, limit)
@@ -198,7 +205,7 @@ class CheckpointReader:
         client = self._async_clients.get()
         if self._async_script is None:
             self._async_script = client.register_script(_SELECT)
-        keys = self.keys.thread(thread_id).all()
+        keys = [*self.keys.thread(thread_id).all(), self.keys.repairing()]
         try:
             # One script object for every loop: each call names its loop's client.
             reply = await self._async_script(

@@ -30,13 +30,14 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from chatlog.errors import MessageTooLargeError, ProjectionLagError
+from chatlog.errors import ChatLogError, MessageTooLargeError
 from chatlog.histories.checkpoint_read_model import CheckpointReader, StoredEntry, ThreadSelection
 from chatlog.histories.checkpoint_serde import checked_serde
 from chatlog.histories.read_your_writes import (
     WrittenPositions,
     await_until_applied,
     projection_lag,
+    repairing_error,
     wait_until_applied,
 )
 from chatlog.identifiers import validate_session_id
@@ -328,7 +329,15 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
 
     # -- reads -------------------------------------------------------------------
 
-    def _lag_error(self, thread_id: str, selection: ThreadSelection) -> ProjectionLagError:
+    def _caught_up(self, thread_id: str, selection: ThreadSelection) -> bool:
+        return not selection.repairing and self.written.covered(thread_id, selection)
+
+    def _lag_error(self, thread_id: str, selection: ThreadSelection) -> ChatLogError:
+        if selection.repairing:
+            return repairing_error(
+                f"thread {thread_id!r}", "the read model namespace is being repaired",
+                self.read_timeout_s,
+            )
         written = self.written.get(thread_id)
         assert written is not None
         return projection_lag(
@@ -345,7 +354,7 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
     def _select(self, thread_id: str, **query: Any) -> ThreadSelection:
         return wait_until_applied(
             lambda: self.reader.select(thread_id, **query),
-            lambda selection: self.written.covered(thread_id, selection),
+            lambda selection: self._caught_up(thread_id, selection),
             lambda selection: self._lag_error(thread_id, selection),
             self.read_timeout_s,
         )
@@ -353,7 +362,7 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
     async def _aselect(self, thread_id: str, **query: Any) -> ThreadSelection:
         return await await_until_applied(
             lambda: self.reader.aselect(thread_id, **query),
-            lambda selection: self.written.covered(thread_id, selection),
+            lambda selection: self._caught_up(thread_id, selection),
             lambda selection: self._lag_error(thread_id, selection),
             self.read_timeout_s,
         )

@@ -7,13 +7,14 @@ from collections.abc import Sequence
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
-from chatlog.errors import ProjectionLagError
+from chatlog.errors import ChatLogError
 from chatlog.histories.messages import from_stored, to_event
 from chatlog.histories.read_model import ReadModelReader, SessionSnapshot
 from chatlog.histories.read_your_writes import (
     WrittenPositions,
     await_until_applied,
     projection_lag,
+    repairing_error,
     wait_until_applied,
 )
 from chatlog.histories.sessions import check_owner, session_owner
@@ -159,6 +160,8 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
     # -- reads ------------------------------------------------------------
 
     def _caught_up(self, snapshot: SessionSnapshot) -> bool:
+        if snapshot.incomplete is not None:
+            return False  # wait for the repair rather than serve a shorter history
         check_owner(self.session_id, snapshot.owner, self.user_id)
         if self._written.covered(self.session_id, snapshot):
             return True
@@ -171,7 +174,11 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
             and since > self.session_ttl_s
         )
 
-    def _lag_error(self, snapshot: SessionSnapshot) -> ProjectionLagError:
+    def _lag_error(self, snapshot: SessionSnapshot) -> ChatLogError:
+        if snapshot.incomplete is not None:
+            return repairing_error(
+                f"session {self.session_id!r}", snapshot.incomplete, self.read_timeout_s
+            )
         written = self._written.get(self.session_id)
         assert written is not None
         return projection_lag(
@@ -191,6 +198,8 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
             SessionOwnershipError: the session belongs to another user (or to a
                 user while this history has none).
             ProjectionLagError: this object's writes were not projected in time.
+            ReadModelRepairingError: the session lost state and its repair outlasted
+                the read timeout (a shorter history is never returned).
         """
         return wait_until_applied(
             lambda: self.reader.read(self.session_id, limit=limit),

@@ -10,6 +10,14 @@ from chatlog.errors import ReadModelError
 from chatlog.keys import META_OFFSET, META_OWNER, META_PARTITION, ReadModelKeys
 from chatlog.namespaces import ActiveNamespace
 from chatlog.redis_clients import AsyncClients
+from chatlog.session_integrity import INTEGRITY_FIELDS, has_hole
+
+#: The meta fields one read takes: the tracking position, the owner, then the
+#: fields of the integrity check.
+_FIELDS = [META_PARTITION, META_OFFSET, META_OWNER, *INTEGRITY_FIELDS]
+#: Why a snapshot cannot be served (SessionSnapshot.incomplete).
+REPAIRING = "the read model namespace is being repaired"
+HOLE = "the session lost part of its keys and waits for its repair"
 
 # Read-time TTL refresh (Settings.session_ttl_refresh_on_read): push a live
 # session's expiry to now + its TTL (the session's override, else ARGV[1]).
@@ -32,21 +40,30 @@ class SessionSnapshot(NamedTuple):
 
     ``offset`` and ``partition`` are the tracking position of the last
     applied event (``-1`` and ``None`` when the projector has seen nothing).
+    ``incomplete`` says why the messages must not be served (the namespace is
+    being repaired, or the session has a hole), ``None`` when they can.
     """
 
     offset: int
     partition: int | None
     owner: str | None
     messages: list[bytes]
+    incomplete: str | None = None
 
 
 def _snapshot(reply: list[Any]) -> SessionSnapshot:
-    (partition, offset, owner), messages = reply
+    (partition, offset, owner, *integrity), messages, length, repairing = reply[:4]
+    incomplete = None
+    if repairing:
+        incomplete = REPAIRING
+    elif has_hole(integrity, partition is not None, int(length)):
+        incomplete = HOLE
     return SessionSnapshot(
         offset=int(offset) if offset is not None else -1,
         partition=int(partition) if partition is not None else None,
         owner=owner.decode() if owner is not None else None,
         messages=messages,
+        incomplete=incomplete,
     )
 
 
@@ -57,9 +74,11 @@ def _range(limit: int | None) -> tuple[int, int]:
 class ReadModelReader:
     """Reads sessions of one namespace; sync through redis-py, async through redis.asyncio.
 
-    The meta hash is read before the list in the same pipeline: the projector
-    updates both atomically, so the list is at least as new as the offset and
-    an offset that covers a write guarantees the list holds it.
+    The meta hash, the list and the namespace's repairing flag are read in one
+    transaction (one round trip), so the meta's ``count`` and the list's
+    length describe the same moment: when they disagree, a key was lost
+    (:mod:`chatlog.session_integrity`), the snapshot says so in
+    ``incomplete``, and the session is handed to the projector's repair.
 
     Async reads use one redis.asyncio client per event loop, made from
     ``redis_url`` or else like ``client`` (TLS included); :meth:`close` closes them.
@@ -89,17 +108,17 @@ class ReadModelReader:
         start, stop = _range(limit)
         if self.active is not None:
             self._follow(self.active.get(self.client))
-        keys = self.keys
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER])
-        pipe.lrange(keys.messages(session_id), start, stop)
-        self._refresh(pipe, session_id)
+        pipe = self.client.pipeline(transaction=True)
+        self._commands(pipe, session_id, start, stop)
         try:
-            return _snapshot(pipe.execute()[:2])
+            snapshot = _snapshot(pipe.execute())
+            if snapshot.incomplete is HOLE:
+                self.client.sadd(self.keys.repair_requests(), session_id)
         except redis.RedisError as exc:
             raise ReadModelError(
                 f"reading session {session_id!r} from Redis failed: {exc}"
             ) from exc
+        return snapshot
 
     async def aread(self, session_id: str, *, limit: int | None = None) -> SessionSnapshot:
         """Async :meth:`read`."""
@@ -107,23 +126,32 @@ class ReadModelReader:
         client = self._async_clients.get()
         if self.active is not None:
             self._follow(await self.active.aget(client))
-        keys = self.keys
-        pipe = client.pipeline(transaction=False)
-        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET, META_OWNER])
-        pipe.lrange(keys.messages(session_id), start, stop)
-        self._refresh(pipe, session_id)
+        pipe = client.pipeline(transaction=True)
+        self._commands(pipe, session_id, start, stop)
         try:
-            return _snapshot((await pipe.execute())[:2])
+            snapshot = _snapshot(await pipe.execute())
+            if snapshot.incomplete is HOLE:
+                await client.sadd(self.keys.repair_requests(), session_id)
         except redis.RedisError as exc:
             raise ReadModelError(
                 f"reading session {session_id!r} from Redis failed: {exc}"
             ) from exc
+        return snapshot
 
     def current_keys(self) -> ReadModelKeys:
         """The key builder of the namespace readers use now (following a rebuild's switch)."""
         if self.active is not None:
             self._follow(self.active.get(self.client))
         return self.keys
+
+    def _commands(self, pipe: Any, session_id: str, start: int, stop: int) -> None:
+        """One read's commands; :func:`_snapshot` unpacks their replies in this order."""
+        keys = self.keys
+        pipe.hmget(keys.meta(session_id), _FIELDS)
+        pipe.lrange(keys.messages(session_id), start, stop)
+        pipe.llen(keys.messages(session_id))
+        pipe.exists(keys.repairing())
+        self._refresh(pipe, session_id)
 
     def _refresh(self, pipe: Any, session_id: str) -> None:
         if self.refresh_ttl_ms > 0:

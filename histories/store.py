@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from chatlog.errors import InvalidUserIdError
+from chatlog.eviction_guard import guard_eviction
 from chatlog.histories.history import ChatLogMessageHistory
 from chatlog.histories.read_model import ReadModelReader
 from chatlog.histories.read_your_writes import WrittenPositions
@@ -54,6 +55,7 @@ class ChatLog:
         )
         if self.settings.session_ttl_refresh_on_read and self.settings.session_ttl_s:
             self.reader.refresh_ttl_ms = int(self.settings.session_ttl_s * 1000)
+        guard_eviction(self.redis, self.settings)
         self.written = WrittenPositions()
         self._producer: EventProducer | None = None
         self._lock = threading.Lock()

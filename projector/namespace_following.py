@@ -32,13 +32,19 @@ class NamespaceFollower:
     ) -> None:
         self.client = client
         self.settings = settings
-        self.projection = RedisProjection(client, namespace, session_ttl_s=settings.session_ttl_s)
+        self.projection = self._projection(namespace)
         self.target = ProjectionTarget(
             client, namespace, active=None if pinned else ActiveNamespace.of(settings)
         )
         # Next offset per partition this worker sent to the current namespace:
         # a batch starting at or below it cannot leave a gap there.
         self.known: dict[int, int] = {}
+
+    def _projection(self, namespace: str) -> RedisProjection:
+        # Live batches check the namespace for lost state (ReadModelRepair).
+        return RedisProjection(
+            self.client, namespace, session_ttl_s=self.settings.session_ttl_s, detect_loss=True
+        )
 
     @property
     def namespace(self) -> str:
@@ -69,9 +75,7 @@ class NamespaceFollower:
             {p: offset for p, offset in first.items() if offset > known.get(p, -1)}
         )
         if plan.namespace != self.namespace:
-            self.projection = RedisProjection(
-                self.client, plan.namespace, session_ttl_s=self.settings.session_ttl_s
-            )
+            self.projection = self._projection(plan.namespace)
         for tp in consumer.assignment():
             if tp.topic == self.settings.topic and tp.partition in plan.rewind:
                 consumer.seek(tp, plan.rewind[tp.partition])

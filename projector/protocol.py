@@ -63,6 +63,18 @@ NOTE_PARTITION: Final = "P"
 #: Value: the error that stopped the session.
 NOTE_ERROR: Final = "E"
 
+# -- loss detection (issue 14): notes of the damage checks -----------------------
+# KEYS: empty (no check: replays and rebuilds), or KEYS[KEY_GENERATION], the
+# namespace's generation key (ReadModelKeys.generation): while it is missing
+# the script applies nothing and replies {0, 0, 0, NOTE_LOST, ''}.
+
+KEY_GENERATION: Final = 1
+#: The namespace lost its generation key: nothing of the call was applied.
+NOTE_LOST: Final = "L"
+#: Value: the session's list length; its meta and list disagree (a key was lost),
+#: so none of its events were applied.
+NOTE_HOLE: Final = "H"
+
 # -- the apply script's arguments (redis_projection.lua) ------------------------
 # ARGV: the fixed head below; at ARG_POSITIONS the P position pairs (partition,
 # next offset); then the number U of user deletions and U (user, event ms)
@@ -149,6 +161,9 @@ SCRIPT_CONSTANTS: Final[dict[str, dict[str, int | str]]] = {
         "NOTE_REJECTED": NOTE_REJECTED,
         "NOTE_PARTITION": NOTE_PARTITION,
         "NOTE_ERROR": NOTE_ERROR,
+        "KEY_GENERATION": KEY_GENERATION,
+        "NOTE_LOST": NOTE_LOST,
+        "NOTE_HOLE": NOTE_HOLE,
         **_META_FIELDS,
         "F_COUNT": META_COUNT,
         "F_OWNER": META_OWNER,

@@ -33,6 +33,9 @@ local NOTE_OWNER = 'O'
 local NOTE_REJECTED = 'R'
 local NOTE_PARTITION = 'P'
 local NOTE_ERROR = 'E'
+local KEY_GENERATION = 1
+local NOTE_LOST = 'L'
+local NOTE_HOLE = 'H'
 local F_PARTITION = 'partition'
 local F_OFFSET = 'offset'
 local F_COUNT = 'count'
@@ -42,6 +45,13 @@ local F_DELETED = 'deleted'
 local F_TTL = 'ttl_ms'
 local F_CREATED = 'created_at'
 local F_EXPIRY = 'expiry'
+
+-- Loss detection (issue 14): a live projector passes the namespace's
+-- generation key; without it the namespace lost its keys (a flush, a restart
+-- without persistence), and applying would leave sessions without their past.
+if #KEYS >= KEY_GENERATION and redis.call('EXISTS', KEYS[KEY_GENERATION]) == 0 then
+  return {0, 0, 0, NOTE_LOST, ''}
+end
 
 local msgs_p, msgs_s = ARGV[ARG_MESSAGES_PREFIX], ARGV[ARG_MESSAGES_SUFFIX]
 local meta_p, meta_s = ARGV[ARG_META_PREFIX], ARGV[ARG_META_SUFFIX]
@@ -70,6 +80,15 @@ local function apply_session(index, sid, partition, first, stop)
   if state[1] and state[1] ~= partition then
     note(index, NOTE_PARTITION, state[1])
     return
+  end
+  -- Loss detection (issue 14): meta and list must agree (a tombstone has no
+  -- list); otherwise one of them was lost and the session is rebuilt first.
+  if #KEYS >= KEY_GENERATION and not state[6] then
+    local held = redis.call('LLEN', msgs)
+    if (state[1] and tonumber(state[3] or '0') ~= held) or (not state[1] and held > 0) then
+      note(index, NOTE_HOLE, held)
+      return
+    end
   end
   local last = tonumber(state[2] or '-1')
   local count = tonumber(state[3] or '0')

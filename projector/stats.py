@@ -18,6 +18,11 @@ class ProjectorStats:
     applied_by_type: dict[str, int] = field(default_factory=dict)
     dead_lettered_by_type: dict[str, int] = field(default_factory=dict)
     last_poll_at: float = 0.0
+    #: Read-model repairs this worker ran (loss detection, issue 14).
+    namespace_repairs: int = 0
+    session_repairs: int = 0
+    #: Time spent in namespace repairs, in seconds.
+    repair_seconds: float = 0.0
 
     def count_applied(self, applied: int, skipped: int, by_type: dict[str, int]) -> None:
         """Add one apply step's verdicts."""

@@ -24,7 +24,8 @@ import redis
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 
-from chatlog.errors import BrokerUnavailableError
+from chatlog.errors import BrokerUnavailableError, ReadModelError
+from chatlog.eviction_guard import guard_eviction
 from chatlog.producers.producer import EventProducer
 from chatlog.producers.rebalance import RebalanceListener
 from chatlog.projector.change_reader import ChangeReader
@@ -44,7 +45,8 @@ from chatlog.projector.namespace_following import NamespaceFollower
 from chatlog.projector.outage_retry import RETRY_MAX_S, RETRY_MIN_S, OutageRetry
 from chatlog.projector.polled_batch import PolledBatch
 from chatlog.projector.positions import BatchTarget
-from chatlog.projector.redis_projection import RedisProjection
+from chatlog.projector.read_model_repair import ReadModelRepair
+from chatlog.projector.redis_projection import ApplyResult, RedisProjection
 from chatlog.projector.stats import ProjectorStats
 from chatlog.schemas.codec import EventCodec
 from chatlog.settings import Settings
@@ -62,6 +64,10 @@ log = logging.getLogger("chatlog.projector")
 #: at 100 ms that was most of append -> visible p90/p99 at 1k msg/s (90 and
 #: 120 ms; 17 and 22-34 ms at 10 ms, for about 10% of a core more).
 IDLE_POLL_MS = 10
+
+#: Repairs tried for one batch before it waits out a backoff (the damage came
+#: back each time: something keeps deleting keys).
+REPAIR_ROUNDS = 3
 
 
 class Projector:
@@ -114,6 +120,7 @@ class Projector:
         self._assigned = threading.Event()
         self._retry = OutageRetry(self._stop, self.stats, metrics)
         self.commits = OffsetCommits(settings.transport, self.stats, metrics)
+        self.repair = ReadModelRepair(settings, self.redis, self.stats, metrics, self._stop)
         # Checkpoints stay in the configured namespace, where ChatLogCheckpointSaver
         # reads them: a rebuild's namespace switch moves chat sessions only (the
         # checkpoint log is rebuilt by chatlog.projector.checkpoint_replay).
@@ -204,9 +211,12 @@ class Projector:
         commits it. Redis runs what one connection sends in order, so N+1
         always sees everything N did.
         """
+        guard_eviction(self.redis, self.settings)
         self._open()
         consumer = self.consumer
         assert consumer is not None
+        # A namespace that lost everything while no projector ran is rebuilt first.
+        self._retry(lambda: self.repair.ensure_generation(self.namespace), "check the read model")
         with young_gc_threshold(self.gc_threshold):
             self._loop(consumer)
 
@@ -235,6 +245,8 @@ class Projector:
                 if in_flight is not None:
                     self._finish(in_flight)
                     in_flight = None
+                # Nothing is in Redis now: look for lost state now and then.
+                self._retry(lambda: self.repair.check(self.namespace), "check the read model")
                 if prepared is not None:
                     in_flight = self._send(prepared)
                 elif not batch and consumer.assignment():
@@ -258,6 +270,11 @@ class Projector:
         """
         checkpoint_topic = self.settings.checkpoint_topic
         if any(tp.topic == checkpoint_topic for tp in batch):
+            # The checkpoint script has no loss check of its own: a namespace that
+            # lost its keys is repaired before checkpoints are applied to it.
+            self._retry(
+                lambda: self.repair.ensure_generation(self.namespace), "check the read model"
+            )
             self.checkpoints.process(
                 {t: r for t, r in batch.items() if t.topic == checkpoint_topic}
             )
@@ -307,7 +324,7 @@ class Projector:
 
     def _finish(self, batch: PolledBatch) -> None:
         """Read the batch's verdicts, dead-letter what failed, commit its offsets."""
-        result = self._retry(batch.result, "apply to Redis")
+        result = self._retry(lambda: self._result(batch), "apply to Redis")
         apply_seconds = time.perf_counter() - batch.started
         if result is None:
             return  # stopping during an outage: nothing committed, the batch comes again
@@ -335,6 +352,26 @@ class Projector:
             )
         if self.on_batch is not None:
             self.on_batch(self, result.applied)
+
+    def _result(self, batch: PolledBatch) -> ApplyResult:
+        """The batch's verdicts, after repairing what its apply found lost (then sent again)."""
+        result = batch.result()
+        namespace = batch.projection.keys.namespace
+        for _ in range(REPAIR_ROUNDS):
+            if not (result.namespace_lost or result.holes):
+                return result
+            if result.namespace_lost:
+                self.repair.ensure_generation(namespace)
+            else:
+                self.repair.repair_sessions(namespace, result.holes)
+            # The repair moved the namespace's positions: check them again.
+            self.following.known.clear()
+            result = _merged(result, batch.result())
+        if result.namespace_lost or result.holes:
+            raise ReadModelError(
+                f"namespace {namespace!r} kept losing state during {REPAIR_ROUNDS} repairs"
+            )
+        return result
 
     def _plan(self, first: dict[int, int]) -> BatchTarget:
         """Follow a namespace switch and seek back gaps (see :class:`NamespaceFollower`)."""
@@ -372,3 +409,22 @@ class Projector:
             self._producer.close()
             self._producer = None
         self._assigned.clear()
+
+
+def _merged(first: ApplyResult, again: ApplyResult) -> ApplyResult:
+    """One batch's verdicts from its first send and its send after a repair.
+
+    What the first send applied, the second skipped; refusals are the second's
+    (the same records get the same verdicts).
+    """
+    again.applied += first.applied
+    again.skipped = max(again.skipped - first.applied, 0)
+    for name, count in first.applied_by_type.items():
+        again.applied_by_type[name] = again.applied_by_type.get(name, 0) + count
+        left = again.skipped_by_type.get(name, 0) - count
+        if left > 0:
+            again.skipped_by_type[name] = left
+        else:
+            again.skipped_by_type.pop(name, None)
+    again.applied_records = first.applied_records + again.applied_records
+    return again
