@@ -20,12 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from chatlog.errors import (
-    ChatLogError,
-    ConfigurationError,
-    ReadModelError,
-    ReadModelRepairingError,
-)
+from chatlog.errors import ConfigurationError, ReadModelError, ReadModelRepairingError
 from chatlog.histories.store import ChatLog
 from chatlog.keys import ReadModelKeys
 from chatlog.producers.admin import ensure_topic
@@ -279,7 +274,3 @@ def test_an_evicting_maxmemory_policy_is_refused_unless_allowed(
     with Projector(tolerant).running() as projector:
         assert projector.assignment()
 
-
-def test_loss_is_a_chatlog_error() -> None:
-    """ReadModelRepairingError is part of the one error tree."""
-    assert issubclass(ReadModelRepairingError, ChatLogError)
