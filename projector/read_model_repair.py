@@ -176,10 +176,8 @@ class ReadModelRepair:
                     self.client.delete(flag)
             self.repairing = False
         seconds = time.monotonic() - started
-        self.stats.namespace_repairs += 1
         self.stats.repair_seconds += seconds
-        if self.metrics is not None:
-            self.metrics.repaired("namespace")
+        self._count("namespace")
         log.warning(
             "read model namespace %r repaired in %.1fs: %d events applied, %d checkpoint events",
             namespace,
@@ -188,6 +186,14 @@ class ReadModelRepair:
             checkpoints.applied,
             extra={"namespace": namespace, "scope": "namespace"},
         )
+
+    def _count(self, scope: str) -> None:
+        if scope == "namespace":
+            self.stats.namespace_repairs += 1
+        else:
+            self.stats.session_repairs += 1
+        if self.metrics is not None:
+            self.metrics.repaired(scope)
 
     def _wait_for_generation(self, keys: ReadModelKeys) -> None:
         while not self._stop.is_set():
@@ -212,9 +218,7 @@ class ReadModelRepair:
                 extra={"namespace": namespace, "session_id": session_id, "scope": "session"},
             )
             done = replayer.rebuild_session(session_id, namespace)
-            self.stats.session_repairs += 1
-            if self.metrics is not None:
-                self.metrics.repaired("session")
+            self._count("session")
             log.warning(
                 "session %r of namespace %r repaired: %d messages",
                 session_id,

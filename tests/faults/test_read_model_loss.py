@@ -152,20 +152,14 @@ def _run_loss(settings: Settings, client: redis.Redis, lose: Callable[[], None],
 
 
 @pytest.mark.slow
-def test_flushall_under_live_projector_is_repaired_and_readers_never_get_a_truncated_history(
-    settings_factory: Callable[..., Settings], own_redis: DurableRedis
+@pytest.mark.parametrize("scenario", ["flushall", "restart-empty"])
+def test_lost_redis_under_live_projector_is_repaired_and_no_read_is_truncated(
+    settings_factory: Callable[..., Settings], own_redis: DurableRedis, scenario: str
 ) -> None:
-    """FLUSHALL mid-stream: one namespace repair, every session exact, no truncated read."""
-    settings = settings_factory(redis_url=own_redis.url)
-    client = redis.Redis.from_url(own_redis.url)
-    _run_loss(settings, client, client.flushall, "flushall")
+    """FLUSHALL, or redis-server SIGKILLed and restarted empty on its port, mid-stream.
 
-
-@pytest.mark.slow
-def test_redis_restarted_empty_under_live_projector_is_repaired(
-    settings_factory: Callable[..., Settings], own_redis: DurableRedis
-) -> None:
-    """redis-server killed and restarted empty on its port: the same guarantees as a flush."""
+    One namespace repair, every session exact, no truncated read.
+    """
     settings = settings_factory(redis_url=own_redis.url)
     client = redis.Redis.from_url(own_redis.url)
 
@@ -173,7 +167,8 @@ def test_redis_restarted_empty_under_live_projector_is_repaired(
         own_redis.kill()
         own_redis.start()
 
-    _run_loss(settings, client, restart_empty, "restart-empty")
+    _run_loss(settings, client, client.flushall if scenario == "flushall" else restart_empty,
+              scenario)
 
 
 def _texts(chatlog: ChatLog, session: str) -> list[str]:
