@@ -38,9 +38,8 @@ import redis
 
 from chatlog.errors import ReadModelError
 from chatlog.keys import ReadModelKeys
-from chatlog.producers.admin import end_offsets
-from chatlog.producers.log_reader import beginning_offsets
 from chatlog.projector.checkpoint_replay import replay_checkpoints
+from chatlog.projector.lag import consumer_lag
 from chatlog.projector.replay import Replayer, ReplayProgress
 from chatlog.session_integrity import INTEGRITY_FIELDS, has_hole
 from chatlog.settings import Settings
@@ -85,6 +84,8 @@ class ReadModelRepair:
         self.metrics = metrics
         self._stop = stop
         self._checked_at = 0.0
+        # Namespaces this worker saw with a generation: one missing later was lost.
+        self._seen: set[str] = set()
         #: Whether a namespace repair is running now (the worker's readiness).
         self.repairing = False
 
@@ -103,24 +104,28 @@ class ReadModelRepair:
         pipe = self.client.pipeline(transaction=False)
         pipe.exists(keys.generation())
         pipe.exists(keys.positions())
-        has_generation, has_positions = pipe.execute()
+        pipe.hget(keys.rebuild(), "state")
+        has_generation, has_positions, rebuild_state = pipe.execute()
         if has_generation:
+            self._seen.add(namespace)
             return False
-        if has_positions or self._log_is_empty():
-            # Filled by a rebuild (or by a chatlog before generations), or new over
-            # an empty log: complete as it is.
+        # Positions without an unfinished rebuild: filled by a rebuild (or by a
+        # chatlog before generations), complete. A repair that failed half-way
+        # leaves its rebuild "building": that one is repaired again.
+        complete = has_positions and rebuild_state != b"building"
+        if complete or (namespace not in self._seen and not self._group_applied_before()):
+            # A namespace new to a group that never committed is filled from
+            # the beginning of the log by the live projection itself.
             self.client.set(keys.generation(), _generation(), nx=True)
+            self._seen.add(namespace)
             return False
-        self.repair_namespace(
-            namespace, reason="its generation key and applied positions are gone (or it is new)"
-        )
+        self.repair_namespace(namespace, reason="its generation key and applied positions are gone")
+        self._seen.add(namespace)
         return True
 
-    def _log_is_empty(self) -> bool:
-        topic = self.settings.topic
-        ends = end_offsets(self.settings, topic)
-        begins = beginning_offsets(self.settings, topic, list(ends))
-        return all(ends[p] <= begins.get(p, 0) for p in ends)
+    def _group_applied_before(self) -> bool:
+        """Whether the projector's group committed offsets on the topic (it applied events)."""
+        return any(p.committed for p in consumer_lag(self.settings).partitions)
 
     def repair_namespace(self, namespace: str, *, reason: str) -> None:
         """Rebuild ``namespace`` in place from the log, then give it a new generation.

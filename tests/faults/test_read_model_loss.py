@@ -124,9 +124,12 @@ def _run_loss(settings: Settings, client: redis.Redis, lose: Callable[[], None],
         reader.join(timeout=60)
         stats = projector.stats
     assert not reads.errors, reads.errors
-    truncated = sum(
-        1 for session, texts in reads.served if texts != ledger.expected(session)[: len(texts)]
-    )
+    bad = [
+        (session, texts[:3], len(texts), ledger.expected(session)[:3])
+        for session, texts in reads.served
+        if texts != ledger.expected(session)[: len(texts)]
+    ]
+    truncated = len(bad)
     figures = reconcile(
         scenario,
         client,
@@ -146,7 +149,7 @@ def _run_loss(settings: Settings, client: redis.Redis, lose: Callable[[], None],
     assert stats.namespace_repairs == 1, figures.line()
     assert stats.repair_seconds > 0
     assert recovered_s >= stats.repair_seconds
-    assert truncated == 0, figures.line()
+    assert truncated == 0, (figures.line(), bad[:5])
     assert figures.extra["reads"] == len(reads.served) + reads.refused + reads.unavailable > 0
     assert reads.refused >= 0 and reads.unavailable >= 0
 
