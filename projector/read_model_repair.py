@@ -4,10 +4,12 @@ Loss detection (the marker):
 
 * Every namespace a live projector applies to has a *generation* key
   (:meth:`~chatlog.keys.ReadModelKeys.generation`, ``<token>:<created ms>``),
-  written once the namespace is known complete: on a namespace a rebuild
-  filled (its applied positions exist) or that already had one, at once; on
-  a namespace with neither (new, or wholly lost: a flush, a restart without
-  persistence, its keys deleted), after rebuilding it from the log. The
+  written once the namespace is known complete: at once on a namespace that
+  already had one, that a finished rebuild filled (its applied positions
+  exist), or that is new to a group that never committed (the live
+  projection fills it from the beginning of the log); after rebuilding it
+  from the log on one that lost its keys (a flush, a restart without
+  persistence, its keys deleted), or that a repair left half-built. The
   apply script refuses every call while the key is missing, so nothing is
   applied to a namespace that lost its past; the projector then repairs.
 * Per session, the meta hash's ``count`` must equal the list's length, and a
