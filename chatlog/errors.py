@@ -150,6 +150,16 @@ class InvalidVersionError(ChatLogError, ValueError):
 class InvalidTtlError(ChatLogError, ValueError):
     """Raised when a TTL is not a finite, non-negative number of at most 100 years."""
 
+class ReadModelRepairingError(ChatLogError, TimeoutError):
+    """Raised when a read finds its session incomplete and the repair outlasts the read timeout.
+
+    The read model lost state (a Redis restart without persistence, a flush,
+    an eviction, a stray ``DEL``) and the projector is rebuilding it from the
+    log; a read never serves the shorter history meanwhile. Retry the read
+    later, check that a projector is running (``chatlog projector run``; it
+    repairs what it detects), or raise ``CHATLOG_READ_TIMEOUT``.
+    """
+
 
 class SessionOwnershipError(ChatLogError, PermissionError):
     """Raised when a session is read or written under a user id that does not own it."""

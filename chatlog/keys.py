@@ -41,7 +41,7 @@ TAGGED_SUFFIXES: dict[str, tuple[str, ...]] = {
     "r": ("checkpoints",),
 }
 #: Keys of a namespace without a hash tag, ``<ns>:<name>``.
-NAMESPACE_KEYS = ("positions", "rebuild")
+NAMESPACE_KEYS = ("positions", "rebuild", "generation", "repairing", "repair-requests")
 
 
 def namespace_problem(
@@ -177,6 +177,28 @@ class ReadModelKeys:
     def rebuild(self) -> str:
         """Hash describing the rebuild that fills this namespace (state, as-of time, totals)."""
         return f"{self.namespace}:rebuild"
+
+    def generation(self) -> str:
+        """String ``<token>:<created ms>`` naming the current life of this namespace.
+
+        Written once the namespace is known complete (a projector's first
+        apply, the end of a repair); its absence under a running projector
+        means the namespace lost its keys. The apply script refuses batches
+        while it is missing.
+        """
+        return f"{self.namespace}:generation"
+
+    def repairing(self) -> str:
+        """String present (with an expiry the repairer refreshes) while the namespace is rebuilt.
+
+        Readers of the namespace wait, then raise, instead of serving what the
+        repair has not reached yet.
+        """
+        return f"{self.namespace}:repairing"
+
+    def repair_requests(self) -> str:
+        """Set of session ids a reader found incomplete, drained by the projector."""
+        return f"{self.namespace}:repair-requests"
 
     @staticmethod
     def session_of(meta_key: str) -> str:

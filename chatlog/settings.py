@@ -99,6 +99,9 @@ class Settings:
         max_checkpoint_bytes: Largest checkpoint or write call the saver splits into
             chunks of at most ``max_event_bytes`` (``CHATLOG_MAX_CHECKPOINT_BYTES``);
             larger calls are refused before anything is published.
+        allow_eviction: Accept a Redis ``maxmemory-policy`` that can evict chatlog's
+            keys (``CHATLOG_ALLOW_EVICTION``); then loss detection and repair are what
+            keep readers from a shorter history. Refused at start otherwise.
 
     """
 
@@ -147,6 +150,7 @@ class Settings:
     thread_ttl_s: float | None = None
     thread_ttl_refresh_on_read: bool = False
     max_checkpoint_bytes: int = 64 * 1024 * 1024
+    allow_eviction: bool = False
 
     def __post_init__(self) -> None:
         if not self.topic or self.topic.endswith(".dlq"):
@@ -273,6 +277,7 @@ ENVIRONMENT: dict[str, str] = {
     "thread_ttl_s": "CHATLOG_THREAD_TTL",
     "thread_ttl_refresh_on_read": "CHATLOG_THREAD_TTL_ON_READ",
     "max_checkpoint_bytes": "CHATLOG_MAX_CHECKPOINT_BYTES",
+    "allow_eviction": "CHATLOG_ALLOW_EVICTION",
     "kafka_security_protocol": "CHATLOG_KAFKA_SECURITY_PROTOCOL",
     "kafka_sasl_mechanism": "CHATLOG_KAFKA_SASL_MECHANISM",
     "kafka_sasl_username": "CHATLOG_KAFKA_SASL_USERNAME",

@@ -30,8 +30,10 @@ from chatlog.schemas.checkpoint_stored import (
     read_write,
 )
 
-# KEYS: CheckpointKeys.all(). ARGV: all namespaces ('1'/'0'), checkpoint ns,
-# checkpoint id ('' = any), before id ('' = none), limit (-1 = none).
+# KEYS: CheckpointKeys.all(), then the namespace's repairing key (while it
+# exists the read model is being rebuilt: the reply is {'R'}). ARGV: all
+# namespaces ('1'/'0'), checkpoint ns, checkpoint id ('' = any), before id
+# ('' = none), limit (-1 = none).
 # Returns {partition, offset, owner, {member, checkpoint, versions json, {blob}, {write}}...}.
 # Index members are "<ns>\0<id>" with score 0, so one namespace's checkpoints
 # are the lex range [ns\0, ns\1) and ZREVRANGEBYLEX walks them newest first
@@ -41,6 +43,7 @@ local meta, idx, nss, cps, cpv, blobs, w, wi =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local all_ns, cns, cid, before = ARGV[1] == '1', ARGV[2], ARGV[3], ARGV[4]
 local remaining = tonumber(ARGV[5])
+if redis.call('EXISTS', KEYS[#KEYS]) == 1 then return {'R'} end
 local state = redis.call('HMGET', meta, 'partition', 'offset', 'owner')
 local out = {state[1], state[2], state[3] or false}
 local namespaces = {cns}
@@ -108,6 +111,8 @@ class ThreadSelection(NamedTuple):
     offset: int
     entries: list[StoredEntry]
     owner: str | None = None
+    #: The namespace is being repaired: nothing was selected (wait, or raise).
+    repairing: bool = False
 
 
 def _entry(raw: list[Any]) -> StoredEntry:
@@ -135,6 +140,8 @@ def _entry(raw: list[Any]) -> StoredEntry:
 
 
 def _selection(reply: list[Any]) -> ThreadSelection:
+    if len(reply) == 1:
+        return ThreadSelection(partition=None, offset=-1, entries=[], repairing=True)
     partition, offset, owner = reply[0], reply[1], reply[2]
     return ThreadSelection(
         partition=int(partition) if partition is not None else None,
@@ -207,7 +214,7 @@ class CheckpointReader:
             before: Only checkpoints with an id below this one.
             limit: At most this many (``None``: all); must be positive.
         """
-        keys = self.keys.thread(thread_id).all()
+        keys = [*self.keys.thread(thread_id).all(), self.keys.repairing()]
         args = self._args(checkpoint_ns, checkpoint_id, before, limit)
         return _selection(self._run(_SELECT, keys, args, f"reading thread {thread_id!r}"))
 
@@ -221,7 +228,7 @@ class CheckpointReader:
         limit: int | None = None,
     ) -> ThreadSelection:
         """Async :meth:`select`."""
-        keys = self.keys.thread(thread_id).all()
+        keys = [*self.keys.thread(thread_id).all(), self.keys.repairing()]
         args = self._args(checkpoint_ns, checkpoint_id, before, limit)
         return _selection(await self._arun(_SELECT, keys, args, f"reading thread {thread_id!r}"))
 

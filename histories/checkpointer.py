@@ -31,7 +31,12 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from chatlog.errors import ConfigurationError, ProjectionLagError, ThreadOwnershipError
+from chatlog.errors import (
+    ChatLogError,
+    ConfigurationError,
+    ProjectionLagError,
+    ThreadOwnershipError,
+)
 from chatlog.histories.checkpoint_lineage import Lineage, delta_history
 from chatlog.histories.checkpoint_read_model import CheckpointReader, StoredEntry, ThreadSelection
 from chatlog.histories.checkpoint_serde import checked_serde
@@ -40,6 +45,7 @@ from chatlog.histories.read_your_writes import (
     WrittenPositions,
     await_until_applied,
     projection_lag,
+    repairing_error,
     wait_until_applied,
 )
 from chatlog.histories.thread_index import IndexReply, ThreadInfo, run_checkpoints, thread_infos
@@ -526,7 +532,7 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
             for thread in self.written.sessions()
         )
 
-    def _index_lag(self, reply: IndexReply) -> ProjectionLagError:
+    def _index_lag(self, reply: IndexReply) -> ChatLogError:
         for thread in self.written.sessions():
             applied = _Position(*reply.positions.get(thread, (None, -1)))
             if not self.written.covered(thread, applied):
@@ -631,7 +637,15 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
 
     # -- reads -------------------------------------------------------------------
 
-    def _lag_error(self, thread_id: str, selection: ThreadSelection) -> ProjectionLagError:
+    def _caught_up(self, thread_id: str, selection: ThreadSelection) -> bool:
+        return not selection.repairing and self.written.covered(thread_id, selection)
+
+    def _lag_error(self, thread_id: str, selection: ThreadSelection) -> ChatLogError:
+        if selection.repairing:
+            return repairing_error(
+                f"thread {thread_id!r}", "the read model namespace is being repaired",
+                self.read_timeout_s,
+            )
         written = self.written.get(thread_id)
         assert written is not None
         return projection_lag(
@@ -648,7 +662,7 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
     def _select(self, thread_id: str, **query: Any) -> ThreadSelection:
         return wait_until_applied(
             lambda: self.reader.select(thread_id, **query),
-            lambda selection: self.written.covered(thread_id, selection),
+            lambda selection: self._caught_up(thread_id, selection),
             lambda selection: self._lag_error(thread_id, selection),
             self.read_timeout_s,
         )
@@ -656,7 +670,7 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
     async def _aselect(self, thread_id: str, **query: Any) -> ThreadSelection:
         return await await_until_applied(
             lambda: self.reader.aselect(thread_id, **query),
-            lambda selection: self.written.covered(thread_id, selection),
+            lambda selection: self._caught_up(thread_id, selection),
             lambda selection: self._lag_error(thread_id, selection),
             self.read_timeout_s,
         )

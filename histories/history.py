@@ -8,9 +8,9 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
 from chatlog.errors import (
+    ChatLogError,
     ConcurrentAppendError,
     InvalidVersionError,
-    ProjectionLagError,
     PublishError,
 )
 from chatlog.histories.message_ids import assign_message_ids
@@ -21,6 +21,7 @@ from chatlog.histories.read_your_writes import (
     WrittenPositions,
     await_until_applied,
     projection_lag,
+    repairing_error,
     wait_until_applied,
 )
 from chatlog.histories.sessions import asession_owner, check_owner, session_owner
@@ -297,10 +298,15 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
     # -- reads ------------------------------------------------------------
 
     def _caught_up(self, snapshot: SessionSnapshot | SessionVersion) -> bool:
+        if getattr(snapshot, "incomplete", None) is not None:
+            return False  # wait for the repair rather than serve a shorter history
         check_owner(self.session_id, snapshot.owner, self.user_id)
         return self._written.settled(self.session_id, snapshot, session_ttl_s=self.session_ttl_s)
 
-    def _lag_error(self, snapshot: SessionSnapshot | SessionVersion) -> ProjectionLagError:
+    def _lag_error(self, snapshot: SessionSnapshot | SessionVersion) -> ChatLogError:
+        incomplete = getattr(snapshot, "incomplete", None)
+        if incomplete is not None:
+            return repairing_error(f"session {self.session_id!r}", incomplete, self.read_timeout_s)
         written = self._written.get(self.session_id)
         assert written is not None
         return projection_lag(
@@ -320,6 +326,8 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
             SessionOwnershipError: the session belongs to another user (or to a
                 user while this history has none).
             ProjectionLagError: this object's writes were not projected in time.
+            ReadModelRepairingError: the session lost state and its repair outlasted
+                the read timeout (a shorter history is never returned).
         """
         return wait_until_applied(
             lambda: self.reader.read(self.session_id, limit=limit),

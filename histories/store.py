@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, NamedTuple, overload
 import redis
 
 from chatlog.errors import InvalidUserIdError, ProjectionLagError
+from chatlog.eviction_guard import guard_eviction
 from chatlog.histories.history import ChatLogMessageHistory
 from chatlog.histories.read_model import ReadModelReader
 from chatlog.histories.read_your_writes import (
@@ -70,6 +71,7 @@ class ChatLog:
         )
         if self.settings.session_ttl_refresh_on_read and self.settings.session_ttl_s:
             self.reader.refresh_ttl_ms = int(self.settings.session_ttl_s * 1000)
+        guard_eviction(self.redis, self.settings)
         self.written = WrittenPositions()
         #: Made on first use; histories and savers hold this, not the producer, so
         #: handing them out never blocks and async callers make it off the loop.

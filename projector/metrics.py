@@ -131,6 +131,12 @@ class ProjectorMetrics:
             "chatlog_retries", "Retries of a failed apply or dead-letter publish.",
             ["operation"], registry=r,
         )
+        self.repairs = prom.Counter(
+            "chatlog_read_model_repairs",
+            "Read-model repairs after detected lost state (namespace: rebuilt in place; "
+            "session: one session rebuilt).",
+            ["scope"], registry=r,
+        )
         self.ready = prom.Gauge(
             "chatlog_ready", "1 when partitions are assigned and caught up.", registry=r
         )
@@ -179,6 +185,24 @@ class ProjectorMetrics:
             # it; the unauthenticated probe says only what is being retried.
             self._readiness = Probe(False, f"retrying {operation} ({type(error).__name__})")
         self.ready.set(0)
+
+    def repair_started(self, scope: str, namespace: str) -> None:
+        """A repair began; a namespace-wide one makes the worker unready until it ends."""
+        if scope != "namespace":
+            return
+        with self._lock:
+            self._last_iteration = time.monotonic()
+            self._readiness = Probe(False, f"repairing read model namespace {namespace!r}")
+        self.ready.set(0)
+
+    def repair_progressed(self) -> None:
+        """A running repair applied a batch: the worker is alive (and still not ready)."""
+        self._last_iteration = time.monotonic()
+
+    def repaired(self, scope: str) -> None:
+        """Count a finished repair; readiness is refreshed at the loop's next iteration."""
+        self.repairs.labels(scope).inc()
+        self._last_refresh = 0.0
 
     def rebalanced(self, kind: str, partitions: set[TopicPartition]) -> None:
         """Record a partition assignment or revocation (see :class:`RebalanceListener`)."""

@@ -90,6 +90,18 @@ EXPIRED_TOMBSTONE_MS: Final = 7 * 24 * 3_600_000
 #: the session's window (a replay's next batch) continues it, as the fold does.
 EXPIRED_GRACE_MS: Final = 300_000
 
+# -- loss detection (issue 14): notes of the damage checks -----------------------
+# KEYS: empty (no check: replays and rebuilds), or KEYS[KEY_GENERATION], the
+# namespace's generation key (ReadModelKeys.generation): while it is missing
+# the script applies nothing and replies {0, 0, 0, NOTE_LOST, ''}.
+
+KEY_GENERATION: Final = 1
+#: The namespace lost its generation key: nothing of the call was applied.
+NOTE_LOST: Final = "L"
+#: Value: the session's list length; its meta and list disagree (a key was lost),
+#: so none of its events were applied.
+NOTE_HOLE: Final = "H"
+
 # -- the apply script's arguments (redis_projection.lua) ------------------------
 # ARGV: the fixed head below; at ARG_POSITIONS the P position pairs (partition,
 # next offset); then the number U of user deletions and U (user, event ms)
@@ -211,6 +223,9 @@ SCRIPT_CONSTANTS: Final[dict[str, dict[str, int | str]]] = {
         "EXPIRED_TOMBSTONE_MS": EXPIRED_TOMBSTONE_MS,
         "EXPIRED_GRACE_MS": EXPIRED_GRACE_MS,
         "MAX_TTL_MS": MAX_TTL_MS,
+        "KEY_GENERATION": KEY_GENERATION,
+        "NOTE_LOST": NOTE_LOST,
+        "NOTE_HOLE": NOTE_HOLE,
         **_META_FIELDS,
         "F_COUNT": META_COUNT,
         "F_OWNER": META_OWNER,

@@ -48,6 +48,9 @@ local VERDICT_TTL_MS = 3600000
 local EXPIRED_TOMBSTONE_MS = 604800000
 local EXPIRED_GRACE_MS = 300000
 local MAX_TTL_MS = 3153600000000
+local KEY_GENERATION = 1
+local NOTE_LOST = 'L'
+local NOTE_HOLE = 'H'
 local F_PARTITION = 'partition'
 local F_OFFSET = 'offset'
 local F_COUNT = 'count'
@@ -58,6 +61,13 @@ local F_TTL = 'ttl_ms'
 local F_CREATED = 'created_at'
 local F_EXPIRY = 'expiry'
 local F_EXPIRED = 'expired'
+
+-- Loss detection (issue 14): a live projector passes the namespace's
+-- generation key; without it the namespace lost its keys (a flush, a restart
+-- without persistence), and applying would leave sessions without their past.
+if #KEYS >= KEY_GENERATION and redis.call('EXISTS', KEYS[KEY_GENERATION]) == 0 then
+  return {0, 0, 0, NOTE_LOST, ''}
+end
 
 local msgs_p, msgs_s = ARGV[ARG_MESSAGES_PREFIX], ARGV[ARG_MESSAGES_SUFFIX]
 local meta_p, meta_s = ARGV[ARG_META_PREFIX], ARGV[ARG_META_SUFFIX]
@@ -111,6 +121,16 @@ local function apply_session(index, sid, partition, first, stop)
   if state[1] and state[1] ~= partition then
     note(index, NOTE_PARTITION, state[1])
     return
+  end
+  -- Loss detection (issue 14): meta and list must agree (a deletion or an
+  -- expiry tombstone has no list, or one about to expire); otherwise one of
+  -- them was lost and the session is rebuilt first.
+  if #KEYS >= KEY_GENERATION and not state[6] and not state[10] then
+    local held = redis.call('LLEN', msgs)
+    if (state[1] and tonumber(state[3] or '0') ~= held) or (not state[1] and held > 0) then
+      note(index, NOTE_HOLE, held)
+      return
+    end
   end
   local last = tonumber(state[2] or '-1')
   local count = tonumber(state[3] or '0')

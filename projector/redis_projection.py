@@ -65,6 +65,8 @@ from chatlog.projector.protocol import (
     EVENT_TYPES,
     NOTE_CONFLICT,
     NOTE_DUPLICATE,
+    NOTE_HOLE,
+    NOTE_LOST,
     NOTE_OWNER,
     NOTE_PARTITION,
     NOTE_REJECTED,
@@ -89,6 +91,7 @@ _NOTE_SKIPPED, _NOTE_OWNER, _NOTE_REJECTED, _NOTE_PARTITION = (
     code.encode() for code in (NOTE_SKIPPED, NOTE_OWNER, NOTE_REJECTED, NOTE_PARTITION)
 )
 _NOTE_DUPLICATE, _NOTE_CONFLICT = NOTE_DUPLICATE.encode(), NOTE_CONFLICT.encode()
+_NOTE_LOST, _NOTE_HOLE = NOTE_LOST.encode(), NOTE_HOLE.encode()
 
 
 class LogRecord(NamedTuple):
@@ -115,6 +118,12 @@ class ApplyResult:
     deduplicated: int = 0
     #: Conditional appends refused by their expected version: verdicts, not dead letters.
     conflicts: int = 0
+    #: Loss detection (live projection only): the namespace lost its generation key,
+    #: so some of the batch was not applied; repair the namespace, then send it again.
+    namespace_lost: bool = False
+    #: Sessions whose meta and list disagree (a key was lost): none of their
+    #: changes were applied; rebuild them, then send the batch again.
+    holes: list[str] = field(default_factory=list)
 
 
 class PendingApply:
@@ -155,13 +164,19 @@ class PendingApply:
         for call, reply in enumerate(replies):
             if isinstance(reply, Exception):
                 raise ReadModelError(f"applying a batch to Redis failed: {reply}")
+            if len(reply) == 5 and reply[3] == _NOTE_LOST:
+                result.namespace_lost = True
+                continue
             result.applied += reply[0]
             result.skipped += reply[1]
             base = call * SESSIONS_PER_CALL - 1
             notes += [
                 (base + reply[k], reply[k + 1], reply[k + 2]) for k in range(2, len(reply), 3)
             ]
-        if not notes:
+        if result.namespace_lost:
+            # What the other calls applied is applied again (and skipped) after the repair.
+            result.applied_records = []
+        elif not notes:
             # The common case: every change applied.
             result.applied_records = self._changes
         else:
@@ -195,6 +210,9 @@ class PendingApply:
                     result.conflicts += 1
             elif code == _NOTE_OWNER:
                 owners[session_id] = _text(value)
+            elif code == _NOTE_HOLE:
+                result.holes.append(session_id)
+                left_out.update((session_id, change.offset) for change in changes)
             elif code == _NOTE_REJECTED:
                 change = next(c for c in changes if c.offset == value)
                 left_out.add((session_id, change.offset))
@@ -224,10 +242,18 @@ class RedisProjection:
     """
 
     def __init__(
-        self, client: redis.Redis, namespace: str, *, session_ttl_s: float | None = None
+        self,
+        client: redis.Redis,
+        namespace: str,
+        *,
+        session_ttl_s: float | None = None,
+        detect_loss: bool = False,
     ) -> None:
         self.client = client
         self.keys = ReadModelKeys(namespace)
+        #: Loss detection (the live projector's): check the namespace's generation
+        #: key and each session's meta against its list (see ApplyResult.namespace_lost).
+        self.detect_loss = detect_loss
         #: The deployment's idle TTL in milliseconds (0: sessions never expire).
         self.session_ttl_ms = int(session_ttl_s * 1000) if session_ttl_s else 0
         self._script = ScriptBatch(client, _APPLY, "applying a batch to Redis")
@@ -327,7 +353,8 @@ class RedisProjection:
         message-id and verdict key templates (``ARG_IDS_PREFIX`` ..), the
         position pairs, the user deletions, then the sessions.
         """
-        head = ("EVALSHA", sha, 0, *self._templates, self.session_ttl_ms, now_ms)
+        keys = (1, self.keys.generation()) if self.detect_loss else (0,)
+        head = ("EVALSHA", sha, *keys, *self._templates, self.session_ttl_ms, now_ms)
         calls = range(0, max(len(sessions), 1), SESSIONS_PER_CALL)
         last = calls[-1]
         for start in calls:

@@ -43,7 +43,7 @@ def test_the_settings_choose_the_consumer(
 ) -> None:
     """CHATLOG_TRANSPORT runs the worker on the chosen client's consumer."""
     expected = {"kafka-python": KafkaConsumer, "confluent": ConfluentConsumer}
-    assert isinstance(module_projector._consumer, expected[module_settings.transport])
+    assert isinstance(module_projector.consumer, expected[module_settings.transport])
     assert module_projector.assignment()
 
 

@@ -137,6 +137,7 @@ def stored(client: redis.Redis, keys: ReadModelKeys, session: str) -> dict[str, 
     cuts=st.lists(st.integers(0, 30), max_size=6),
     replays=st.lists(st.integers(0, 6), max_size=4),
     default_ttl_s=st.sampled_from(DEFAULT_TTLS_S),
+    detect_loss=st.booleans(),
 )
 def test_script_and_fold_agree_on_random_change_sequences(
     redis_client: redis.Redis,
@@ -144,12 +145,21 @@ def test_script_and_fold_agree_on_random_change_sequences(
     cuts: list[int],
     replays: list[int],
     default_ttl_s: float | None,
+    detect_loss: bool,
 ) -> None:
-    """Every session, meta hash, position and user index equals the fold's."""
+    """Every session, meta hash, position and user index equals the fold's.
+
+    With the live projector's loss detection on, its checks (generation key,
+    meta ``count`` = list length) never fire on state the script wrote itself.
+    """
     namespace = f"test:diff:{uuid.uuid4().hex[:10]}"
     keys = ReadModelKeys(namespace)
     log = build_log(steps)
-    projection = RedisProjection(redis_client, namespace, session_ttl_s=default_ttl_s)
+    projection = RedisProjection(
+        redis_client, namespace, session_ttl_s=default_ttl_s, detect_loss=detect_loss
+    )
+    if detect_loss:
+        redis_client.set(keys.generation(), "differential")
     expected = ExpectedState(session_ttl_s=default_ttl_s)
     for change in log:
         expected.add(change)
@@ -160,6 +170,7 @@ def test_script_and_fold_agree_on_random_change_sequences(
             for change in batch:
                 advance[change.partition] = change.offset + 1
             result = projection.apply(batch, advance=advance)
+            assert not result.namespace_lost and not result.holes
             assert not [f for f in result.failed if f[1].reason.value != "ownership"]
             for change in batch:
                 if change not in result.applied_records:
