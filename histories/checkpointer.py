@@ -34,7 +34,6 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from chatlog.errors import (
     ChatLogError,
     ConfigurationError,
-    ProjectionLagError,
     ThreadOwnershipError,
 )
 from chatlog.histories.checkpoint_lineage import Lineage, delta_history
