@@ -82,12 +82,11 @@ class KafkaPythonTransport:
         pending = list(range(len(records)))
         try:
             for attempt in (1, 2):
+                # No flush: with linger 0 the sender drains each batch as soon as
+                # it is made, and a flush would wake it once more (a socket write
+                # and a lock hand-over per call) only to wait for the same acks
+                # the futures below wait for, within the same deadline.
                 producer, futures = self._send(topic, [records[i] for i in pending])
-                try:
-                    producer.flush(timeout=max(deadline - time.monotonic(), 0.001))
-                except KafkaError:
-                    self._clients.failed(producer)
-                    raise
                 refused: list[int] = []
                 for index, future in zip(pending, futures, strict=True):
                     try:
