@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -126,20 +126,12 @@ def kafka_python_read(
         tps = [TopicPartition(settings.topic, p) for p in ends]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        seen = 0
-        first: tuple[float, float, int] | None = None
-        deadline = time.monotonic() + timeout_s
-        while seen < expected:
-            if time.monotonic() > deadline:
-                raise ChatLogError(f"the raw consumer read {seen} of {expected} events")
+
+        def poll() -> int:
             batch = consumer.poll(timeout_ms=500, max_records=options["max_poll_records"])
-            for records in batch.values():
-                seen += len(records)
-            if first is None and seen:
-                first = (time.perf_counter(), time.process_time(), seen)
-        assert first is not None
-        return (expected - first[2], time.perf_counter() - first[0],
-                time.process_time() - first[1])
+            return sum(len(records) for records in batch.values())
+
+        return _timed_read(poll, expected, timeout_s, "the raw kafka-python consumer")
     finally:
         consumer.close(autocommit=False)
 
@@ -167,18 +159,31 @@ def confluent_read(
             confluent_kafka.TopicPartition(settings.topic, p, confluent_kafka.OFFSET_BEGINNING)
             for p in ends
         ])
-        seen = 0
-        first: tuple[float, float, int] | None = None
-        deadline = time.monotonic() + timeout_s
-        while seen < expected:
-            if time.monotonic() > deadline:
-                raise ChatLogError(f"the raw confluent consumer read {seen} of {expected} events")
-            messages = consumer.consume(5000, 0.5)
-            seen += sum(1 for m in messages if m.error() is None)
-            if first is None and seen:
-                first = (time.perf_counter(), time.process_time(), seen)
-        assert first is not None
-        return (expected - first[2], time.perf_counter() - first[0],
-                time.process_time() - first[1])
+
+        def poll() -> int:
+            return sum(1 for m in consumer.consume(5000, 0.5) if m.error() is None)
+
+        return _timed_read(poll, expected, timeout_s, "the raw confluent-kafka consumer")
     finally:
         consumer.close()
+
+
+def _timed_read(
+    poll: Callable[[], int], expected: int, timeout_s: float, what: str
+) -> tuple[int, float, float]:
+    """Call ``poll`` (records it read) until ``expected``; time all but the first records.
+
+    Raises:
+        ChatLogError: fewer than ``expected`` records within ``timeout_s``.
+    """
+    seen = 0
+    first: tuple[float, float, int] | None = None
+    deadline = time.monotonic() + timeout_s
+    while seen < expected:
+        if time.monotonic() > deadline:
+            raise ChatLogError(f"{what} read {seen} of {expected} events in {timeout_s:g}s")
+        seen += poll()
+        if first is None and seen:
+            first = (time.perf_counter(), time.process_time(), seen)
+    assert first is not None
+    return (expected - first[2], time.perf_counter() - first[0], time.process_time() - first[1])
