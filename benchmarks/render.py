@@ -50,8 +50,17 @@ def readme_block(results: Path, root: Path) -> str:
     """The whole README block (markers included) for ``results``, named relative to ``root``.
 
     While ``results`` does not exist the block says so instead of showing figures.
+
+    Raises:
+        ChatLogError: ``results`` is not inside ``root``.
     """
-    source = results.resolve().relative_to(root.resolve()).as_posix()
+    try:
+        source = results.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        raise ChatLogError(
+            f"the results file {results} is outside {root}: write it inside the repository "
+            "(e.g. benchmarks/results/full.json) so it is committed beside the README"
+        ) from None
     body = render(load_report(results), source) if results.exists() else NOT_YET_RUN
     return f"{BEGIN} {source} -->\n{body}{END}"
 

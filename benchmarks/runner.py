@@ -108,6 +108,9 @@ def run_benchmarks(
         finally:
             run.cleanup()
     report.seconds = time.monotonic() - started
+    if hasattr(os, "getloadavg"):
+        # With the load before the run (machine_facts): whether it stayed quiet.
+        report.machine["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     if json_path is not None:
         report.write_json(json_path)
     return report

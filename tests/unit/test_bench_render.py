@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from chatlog.benchmarks.render import readme_block, readme_results, update_readme
 from chatlog.benchmarks.report import BenchReport, Measure, Target
+from chatlog.errors import ChatLogError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,3 +39,12 @@ def test_rendered_table_carries_commit_spread_and_raw_runs(tmp_path: Path) -> No
     assert "| 0.90 x (0.80 x to 1.00 x over 2 runs) |" in text
     assert json.loads(results.read_text())["measures"][0]["runs"] == [[800.0, 1000.0],
                                                                       [1000.0, 1000.0]]
+
+
+def test_results_outside_the_repository_are_refused(tmp_path: Path) -> None:
+    """A table must name a file that can be committed beside the README."""
+    readme = tmp_path / "repo" / "README.md"
+    readme.parent.mkdir()
+    readme.write_text("<!-- bench-table: begin x.json -->\n<!-- bench-table: end -->\n")
+    with pytest.raises(ChatLogError, match="outside"):
+        update_readme(readme, tmp_path / "elsewhere.json")
