@@ -23,7 +23,7 @@ import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 from chatlog.errors import EventDecodeError
-from chatlog.schemas import event_reader
+from chatlog.schemas import event_reader, event_writer
 from chatlog.schemas.events import (
     ChatEvent,
     InvalidToolCall,
@@ -202,6 +202,8 @@ class EventCodec(SingleObjectCodec[ChatEvent]):
             (v for v in self.registry.versions if (v.name, v.version) == event_reader.SCHEMA),
             None,
         )
+        # Whether the newest schema is the one the hand-written writer lays out.
+        self._fast_writer = (self._writer.name, self._writer.version) == event_writer.SCHEMA
 
     @property
     def fast_header(self) -> bytes | None:
@@ -211,6 +213,14 @@ class EventCodec(SingleObjectCodec[ChatEvent]):
         :mod:`chatlog.schemas.event_reader` reads without fastavro.
         """
         return self._header if self._fast is self._writer else None
+
+    def encode(self, event: ChatEvent) -> bytes:
+        """Serialize ``event`` with the newest schema (by hand where :mod:`event_writer` can)."""
+        if self._fast_writer:
+            body = event_writer.write_event(event)
+            if body is not None:
+                return self._header + body
+        return super().encode(event)
 
     def _read_fast(self, data: bytes, writer: SchemaVersion) -> ChatEvent | None:
         if writer is self._fast and writer is self._writer:
