@@ -23,6 +23,9 @@ from chatlog.projector import Projector
 from chatlog.settings import TRANSPORTS
 from tests.helpers import delete_namespace_family, make_test_settings
 
+# Real PostgreSQL, SQLite files and moto's DynamoDB server for the read-model targets.
+pytest_plugins = ["tests.fixtures.target_servers"]
+
 
 def _docker_answers() -> bool:
     try:

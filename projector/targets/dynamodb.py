@@ -1,0 +1,447 @@
+"""The DynamoDB target: LangChain's ``DynamoDBChatMessageHistory`` item layout.
+
+URL: ``dynamodb://TABLE?region=REGION&endpoint_url=URL`` (both options
+optional; credentials come from boto3's usual chain). The messages table is
+LangChain's: key ``SessionId`` (string) only, one item per session whose
+``History`` attribute is the list of ``message_to_dict`` maps, so
+``DynamoDBChatMessageHistory(table_name=TABLE, session_id=...)`` reads
+chatlog's sessions. An existing table in that layout is used as it is; a
+missing one is created (on-demand billing).
+
+chatlog's own items go in a second table it creates, ``TABLE.chatlog``
+(key ``pk``/``sk``, strings), never on LangChain's table:
+
+* ``s#<session>`` / ``meta``: the fold's state as JSON, the message count,
+  the expiry and a ``version`` that every write is conditional on;
+* ``u#<user>`` / ``<session>``: the user's session index (``last_ms``);
+* ``positions`` / ``<partition>``: the partition's next offset.
+
+Each session of a batch is written with one ``TransactWriteItems`` (its
+``History`` item and its meta item, the meta conditional on the version it
+was read at), so data and the session's offset move together and a
+concurrent writer makes the batch fail and retry instead of losing an
+update. The index rows and then the positions (conditional: only forward)
+follow the sessions.
+
+Item size: DynamoDB refuses items over 400 KB. An append that would take a
+session's ``History`` past :data:`HISTORY_LIMIT_BYTES` is not applied: it
+comes back as a refusal (``ItemTooLargeError``'s text, reason
+``session-failed``) that the projector dead-letters, and the session keeps
+what it had; ``chatlog replay verify`` reports the session as missing
+messages. The projector never fails on it.
+
+What DynamoDB cannot do cheaply: idle expiry and user listings by time.
+chatlog's readers filter expired sessions by the meta item's ``expires_at``;
+LangChain's reader sees them until :meth:`DynamoDbTarget.sweep` deletes them.
+Numbers inside messages come back as DynamoDB numbers (a float with no
+fraction reads back as an integer), so messages are compared in a canonical
+JSON form (:meth:`DynamoDbTarget.stored_form`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from chatlog.errors import ItemTooLargeError, TargetError
+from chatlog.projector.changes import Change, Refusal, RefusalReason
+from chatlog.projector.protocol import OP_APPEND, OP_DELETE_USER
+from chatlog.projector.redis_projection import ApplyResult
+from chatlog.projector.targets.session_fold import (
+    SessionOutcome,
+    expires_at,
+    fold_batch,
+    session_from,
+    state_json,
+)
+from chatlog.projector.verify import ExpectedSession
+
+try:
+    import boto3
+    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+    from botocore.exceptions import BotoCoreError, ClientError
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise TargetError("the DynamoDB target needs boto3: pip install 'chatlog[dynamodb]'") from exc
+
+#: The largest ``History`` (sum of the messages' JSON bytes) chatlog writes:
+#: DynamoDB's 400 KB item limit less room for the key and attribute overhead.
+HISTORY_LIMIT_BYTES = 380_000
+#: The key attribute and the messages attribute of LangChain's layout.
+KEY = "SessionId"
+HISTORY = "History"
+_BATCH_GET = 100
+_BATCH_WRITE = 25
+_serialize = TypeSerializer().serialize
+_deserialize = TypeDeserializer().deserialize
+
+
+def _to_dynamo(value: Any) -> Any:
+    """JSON values as DynamoDB takes them (numbers as ``Decimal``)."""
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {k: _to_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_dynamo(v) for v in value]
+    return value
+
+
+def _from_dynamo(value: Any) -> Any:
+    """DynamoDB values back as JSON values (an integral number as ``int``)."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _from_dynamo(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_dynamo(v) for v in value]
+    return value
+
+
+def canonical(text: str) -> str:
+    """A stored message's canonical JSON: keys sorted, integral numbers as integers."""
+    return json.dumps(
+        _from_dynamo(_to_dynamo(json.loads(text))),
+        sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+    )
+
+
+def _message_attribute(text: str) -> dict[str, Any]:
+    return _serialize(_to_dynamo(json.loads(text)))  # type: ignore[no-any-return]
+
+
+def _message_text(attribute: dict[str, Any]) -> str:
+    return json.dumps(
+        _from_dynamo(_deserialize(attribute)),
+        sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+    )
+
+
+def _now(now_ms: int | None) -> int:
+    return int(time.time() * 1000) if now_ms is None else now_ms
+
+
+class DynamoDbTarget:
+    """The read model in DynamoDB, in LangChain's item layout.
+
+    Args:
+        url: ``dynamodb://TABLE?region=...&endpoint_url=...``.
+        session_ttl_s: The deployment's idle TTL.
+    """
+
+    def __init__(self, url: str, *, session_ttl_s: float | None = None) -> None:
+        parts = urlsplit(url)
+        self.table = parts.netloc + parts.path.rstrip("/")
+        if not self.table:
+            raise TargetError(f"{url!r} names no table: write dynamodb://TABLE")
+        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        self.url = f"dynamodb://{self.table}"
+        self.meta_table = f"{self.table}.chatlog"
+        self.default_ttl_ms = int(session_ttl_s * 1000) if session_ttl_s else 0
+        try:
+            self.client = boto3.client(
+                "dynamodb",
+                region_name=options.get("region"),
+                endpoint_url=options.get("endpoint_url"),
+            )
+            self._ensure_tables()
+        except (BotoCoreError, ClientError) as exc:
+            raise TargetError(f"opening DynamoDB target {self.url} failed: {exc}") from exc
+
+    def _ensure_tables(self) -> None:
+        existing = set()
+        for page in self.client.get_paginator("list_tables").paginate():
+            existing.update(page["TableNames"])
+        wanted = {
+            self.table: [(KEY, "HASH")],
+            self.meta_table: [("pk", "HASH"), ("sk", "RANGE")],
+        }
+        for name, schema in wanted.items():
+            if name in existing:
+                continue
+            self.client.create_table(
+                TableName=name,
+                KeySchema=[{"AttributeName": a, "KeyType": t} for a, t in schema],
+                AttributeDefinitions=[
+                    {"AttributeName": a, "AttributeType": "S"} for a, _ in schema
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        for name in wanted:
+            self.client.get_waiter("table_exists").wait(TableName=name)
+
+    # -- apply ---------------------------------------------------------------
+
+    def apply(self, changes: Sequence[Change], *, advance: Mapping[int, int]) -> ApplyResult:
+        """Apply ``changes`` with conditional writes per session, then ``advance``."""
+        try:
+            result = self._apply(changes)
+            self._advance(advance)
+        except (BotoCoreError, ClientError) as exc:
+            raise TargetError(
+                f"applying a batch to {self.url} failed: {exc}; applying it again is safe"
+            ) from exc
+        return result
+
+    def _apply(self, changes: Sequence[Change]) -> ApplyResult:
+        if not changes:
+            return ApplyResult()
+        touched = sorted({c.session_id for c in changes if c.op != OP_DELETE_USER})
+        loaded: dict[str, ExpectedSession] = {}
+        versions: dict[str, int] = {}
+        index: dict[str, dict[str, int]] = {}
+        metas = self._get(self.meta_table, [{"pk": f"s#{s}", "sk": "meta"} for s in touched])
+        histories = self._get(self.table, [{KEY: s} for s in touched])
+        for sid in touched:
+            meta = metas.get((f"s#{sid}", "meta"))
+            if meta is None:
+                continue
+            item = histories.get((sid,), {})
+            messages = [_message_text(m) for m in item.get(HISTORY, {}).get("L", [])]
+            loaded[sid] = session_from(meta["state"]["S"], messages)
+            versions[sid] = int(meta["version"]["N"])
+            owner = meta["owner"]["S"]
+            if owner:
+                row = self._get_one(self.meta_table, {"pk": f"u#{owner}", "sk": sid})
+                if row is not None:
+                    index.setdefault(owner, {})[sid] = int(row["last_ms"]["N"])
+        for user in sorted({c.user_id for c in changes if c.op == OP_DELETE_USER and c.user_id}):
+            for row in self._query(f"u#{user}"):
+                index.setdefault(user, {})[row["sk"]["S"]] = int(row["last_ms"]["N"])
+        outcome = fold_batch(
+            changes, loaded, index, default_ttl_ms=self.default_ttl_ms, admit=self._admit()
+        )
+        for sid, done in outcome.sessions.items():
+            self._write_session(sid, done, versions.get(sid))
+        self._write_index(outcome.listed, outcome.unlisted)
+        return outcome.result
+
+    def _admit(self) -> Callable[[ExpectedSession | None, Change], Refusal | None]:
+        sizes: dict[str, tuple[int, int]] = {}  # session -> (messages counted, bytes)
+
+        def admit(session: ExpectedSession | None, change: Change) -> Refusal | None:
+            if change.op != OP_APPEND or session is None:
+                return None
+            counted, size = sizes.get(change.session_id, (0, 0))
+            messages = session.messages
+            if counted > len(messages):  # cleared or restarted since last counted
+                counted, size = 0, 0
+            size += sum(len(m.encode("utf-8")) for m in messages[counted:])
+            sizes[change.session_id] = (len(messages), size)
+            if size + len(change.arg) <= HISTORY_LIMIT_BYTES:
+                return None
+            error = ItemTooLargeError(
+                f"session {change.session_id!r} would pass DynamoDB's 400 KB item limit "
+                f"({size + len(change.arg)} bytes of messages); the message at offset "
+                f"{change.offset} is not stored. Clear or delete the session."
+            )
+            return Refusal(RefusalReason.SESSION_FAILED, f"{type(error).__name__}: {error}")
+
+        return admit
+
+    def _write_session(self, sid: str, done: SessionOutcome, version: int | None) -> None:
+        session = done.session
+        messages = session.messages
+        meta = {
+            "pk": {"S": f"s#{sid}"},
+            "sk": {"S": "meta"},
+            "state": {"S": state_json(session)},
+            "count": {"N": str(len(messages))},
+            "owner": {"S": session.owner},
+            "expires_at": {"N": str(expires_at(session, self.default_ttl_ms))},
+            "version": {"N": str((version or 0) + 1)},
+        }
+        if version is None:
+            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        else:
+            condition = {
+                "ConditionExpression": "version = :v",
+                "ExpressionAttributeValues": {":v": {"N": str(version)}},
+            }
+        data: dict[str, Any]
+        if messages:
+            history = {"L": [_message_attribute(m) for m in messages]}
+            data = {"Put": {"TableName": self.table, "Item": {KEY: {"S": sid}, HISTORY: history}}}
+        else:
+            data = {"Delete": {"TableName": self.table, "Key": {KEY: {"S": sid}}}}
+        self.client.transact_write_items(TransactItems=[
+            data, {"Put": {"TableName": self.meta_table, "Item": meta, **condition}},
+        ])
+
+    def _write_index(
+        self, listed: Mapping[tuple[str, str], int], unlisted: set[tuple[str, str]]
+    ) -> None:
+        requests: list[dict[str, Any]] = [
+            {"PutRequest": {"Item": {
+                "pk": {"S": f"u#{user}"}, "sk": {"S": sid}, "last_ms": {"N": str(at)},
+            }}}
+            for (user, sid), at in listed.items()
+        ]
+        requests += [
+            {"DeleteRequest": {"Key": {"pk": {"S": f"u#{user}"}, "sk": {"S": sid}}}}
+            for user, sid in unlisted - set(listed)
+        ]
+        self._batch_write(self.meta_table, requests)
+
+    def _advance(self, advance: Mapping[int, int]) -> None:
+        for partition, offset in advance.items():
+            try:
+                self.client.update_item(
+                    TableName=self.meta_table,
+                    Key={"pk": {"S": "positions"}, "sk": {"S": str(partition)}},
+                    UpdateExpression="SET next_offset = :o",
+                    ConditionExpression="attribute_not_exists(next_offset) OR next_offset < :o",
+                    ExpressionAttributeValues={":o": {"N": str(offset)}},
+                )
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+                # Already recorded at or past this offset: positions only move forward.
+
+    # -- low-level -----------------------------------------------------------
+
+    def _get(
+        self, table: str, keys: list[dict[str, str]]
+    ) -> dict[tuple[str, ...], dict[str, Any]]:
+        found: dict[tuple[str, ...], dict[str, Any]] = {}
+        names = list(keys[0]) if keys else []
+        for start in range(0, len(keys), _BATCH_GET):
+            pending: dict[str, Any] = {table: {
+                "Keys": [{k: {"S": v} for k, v in key.items()}
+                         for key in keys[start : start + _BATCH_GET]],
+                "ConsistentRead": True,
+            }}
+            while pending:
+                reply = self.client.batch_get_item(RequestItems=pending)
+                for item in reply["Responses"].get(table, []):
+                    found[tuple(item[n]["S"] for n in names)] = item
+                pending = reply.get("UnprocessedKeys") or {}
+        return found
+
+    def _get_one(self, table: str, key: dict[str, str]) -> dict[str, Any] | None:
+        reply = self.client.get_item(
+            TableName=table, Key={k: {"S": v} for k, v in key.items()}, ConsistentRead=True
+        )
+        item: dict[str, Any] | None = reply.get("Item")
+        return item
+
+    def _query(self, pk: str) -> Iterator[dict[str, Any]]:
+        paginator = self.client.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self.meta_table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": pk}},
+            ConsistentRead=True,
+        ):
+            yield from page["Items"]
+
+    def _batch_write(self, table: str, requests: list[dict[str, Any]]) -> None:
+        for start in range(0, len(requests), _BATCH_WRITE):
+            pending: dict[str, Any] = {table: requests[start : start + _BATCH_WRITE]}
+            while pending:
+                reply = self.client.batch_write_item(RequestItems=pending)
+                pending = reply.get("UnprocessedItems") or {}
+
+    # -- reads ---------------------------------------------------------------
+
+    def positions(self) -> dict[int, int]:
+        """Every recorded partition's next offset to apply."""
+        rows = self._read(lambda: list(self._query("positions")))
+        return {int(r["sk"]["S"]): int(r["next_offset"]["N"]) for r in rows}
+
+    def read_session(self, session_id: str, *, now_ms: int | None = None) -> list[str]:
+        """The session's messages in canonical JSON; ``[]`` when expired or absent."""
+        meta = self._read(
+            lambda: self._get_one(self.meta_table, {"pk": f"s#{session_id}", "sk": "meta"})
+        )
+        if meta is not None:
+            expiry = int(meta["expires_at"]["N"])
+            if expiry and expiry <= _now(now_ms):
+                return []
+        item = self._read(lambda: self._get_one(self.table, {KEY: session_id}))
+        if item is None:
+            return []
+        return [_message_text(m) for m in item.get(HISTORY, {}).get("L", [])]
+
+    def stored_form(self, text: str) -> str:
+        """The form :meth:`read_session` returns a message the log stores as ``text``."""
+        return canonical(text)
+
+    def user_sessions(self, user_id: str, *, now_ms: int | None = None) -> dict[str, int]:
+        """The user's sessions that are not expired: session id -> last activity."""
+        now = _now(now_ms)
+        rows = self._read(lambda: list(self._query(f"u#{user_id}")))
+        listed = {r["sk"]["S"]: int(r["last_ms"]["N"]) for r in rows}
+        metas = self._read(lambda: self._get(
+            self.meta_table, [{"pk": f"s#{s}", "sk": "meta"} for s in sorted(listed)]
+        ))
+        found = {}
+        for sid, at in listed.items():
+            meta = metas.get((f"s#{sid}", "meta"))
+            expiry = int(meta["expires_at"]["N"]) if meta else 0
+            if not expiry or expiry > now:
+                found[sid] = at
+        return found
+
+    def scan_sessions(self) -> Iterator[str]:
+        """Every session with a meta item or a ``History`` item."""
+        found: set[str] = set()
+
+        def scan() -> None:
+            for page in self.client.get_paginator("scan").paginate(
+                TableName=self.table, ProjectionExpression=KEY
+            ):
+                found.update(item[KEY]["S"] for item in page["Items"])
+            for page in self.client.get_paginator("scan").paginate(
+                TableName=self.meta_table, ProjectionExpression="pk, sk"
+            ):
+                found.update(
+                    item["pk"]["S"][2:] for item in page["Items"]
+                    if item["pk"]["S"].startswith("s#")
+                )
+
+        self._read(scan)
+        return iter(sorted(found))
+
+    def sweep(self, *, now_ms: int | None = None) -> int:
+        """Delete the ``History`` items of idle-expired sessions; return how many."""
+        now = _now(now_ms)
+        expired: list[str] = []
+
+        def scan() -> None:
+            for page in self.client.get_paginator("scan").paginate(
+                TableName=self.meta_table,
+                FilterExpression="sk = :m AND expires_at > :z AND expires_at <= :now",
+                ExpressionAttributeValues={
+                    ":m": {"S": "meta"}, ":z": {"N": "0"}, ":now": {"N": str(now)},
+                },
+            ):
+                expired.extend(item["pk"]["S"][2:] for item in page["Items"])
+            self._batch_write(self.table, [
+                {"DeleteRequest": {"Key": {KEY: {"S": sid}}}} for sid in expired
+            ])
+
+        self._read(scan)
+        return len(expired)
+
+    def drop(self) -> None:
+        """Delete both tables."""
+        def delete() -> None:
+            for name in (self.table, self.meta_table):
+                self.client.delete_table(TableName=name)
+                self.client.get_waiter("table_not_exists").wait(TableName=name)
+
+        self._read(delete)
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self.client.close()
+
+    def _read(self, action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except (BotoCoreError, ClientError) as exc:
+            raise TargetError(f"DynamoDB target {self.url} failed: {exc}") from exc
