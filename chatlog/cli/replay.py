@@ -75,7 +75,12 @@ def replay() -> None:
 
 
 @replay.command("rebuild")
-@click.option("--namespace", "target", required=True, help="Namespace to build (a new one).")
+@click.option("--namespace", "target", default=None, help="Namespace to build (a new one).")
+@click.option(
+    "--target", "target_url", default=None,
+    help="Build into this read-model store instead: redis://, sqlite:///PATH, "
+    "postgresql://..., dynamodb://TABLE (see README, Backends).",
+)
 @click.option(
     "--redis-url",
     "target_redis_url",
@@ -89,7 +94,8 @@ def replay() -> None:
 @click.pass_context
 def replay_rebuild(
     ctx: click.Context,
-    target: str,
+    target: str | None,
+    target_url: str | None,
     target_redis_url: str | None,
     as_of: str | None,
     switch: bool,
@@ -100,6 +106,16 @@ def replay_rebuild(
 
     Resumes an unfinished rebuild of the same namespace from its checkpoint.
     """
+    if target_url is not None:
+        from chatlog.cli.targets import rebuild_target
+
+        # The URL may carry a password: the bar names no URL.
+        with _progress_bar("rebuild target", quiet=as_json) as update:
+            payload, lines = rebuild_target(_settings(ctx), target_url, on_progress=update)
+        _emit(payload, as_json=as_json, lines=lines)
+        return
+    if target is None:
+        raise click.UsageError("give --namespace NS (a Redis namespace) or --target URL")
     from chatlog.projector.gc_threshold import SERVICE_GC_THRESHOLD
     from chatlog.projector.replay import Replayer, parse_timestamp
 
@@ -205,14 +221,22 @@ def replay_checkpoints_command(ctx: click.Context, target: str | None, as_json: 
 
 @replay.command("verify")
 @click.option("--namespace", "target", default=None, help="Namespace (default: the active one).")
+@click.option("--target", "target_url", default=None, help="Verify this read-model store instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, no progress bar.")
 @click.pass_context
-def replay_verify(ctx: click.Context, target: str | None, as_json: bool) -> None:
+def replay_verify(
+    ctx: click.Context, target: str | None, target_url: str | None, as_json: bool
+) -> None:
     """Recompute every session from the log; exit 1 if the read model differs anywhere."""
     from chatlog.projector.replay import Replayer
 
     with _progress_bar("verify", quiet=as_json) as update:
-        report = Replayer(_settings(ctx)).verify(target, on_progress=update)
+        if target_url is not None:
+            from chatlog.cli.targets import verify_target
+
+            report = verify_target(_settings(ctx), target_url, on_progress=update)
+        else:
+            report = Replayer(_settings(ctx)).verify(target, on_progress=update)
     lines = [
         f"Checked {report.sessions_checked} sessions of [bold]{escape_markup(report.namespace)}[/] "
         f"against "

@@ -1,0 +1,131 @@
+"""Backend change by replay: rebuild into SQLite, PostgreSQL, DynamoDB; LangChain reads it.
+
+The log is written through :class:`~chatlog.ChatLog` on the embedded broker;
+``chatlog replay rebuild --target URL`` and ``chatlog replay verify --target
+URL`` run through the CLI against the real stores.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+
+import pytest
+from click.testing import CliRunner, Result
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+
+from chatlog import ChatLog, Settings
+from chatlog.cli import cli
+from chatlog.projector.targets import open_target
+from chatlog.projector.targets.sql import engine_url
+from tests.helpers import cli_args
+
+CONVERSATION: list[BaseMessage] = [
+    HumanMessage("What is the weather in Paris?", id="m1"),
+    AIMessage(
+        "",
+        id="m2",
+        tool_calls=[
+            {"name": "weather", "args": {"city": "Paris"}, "id": "c1", "type": "tool_call"}
+        ],
+        usage_metadata={"input_tokens": 12, "output_tokens": 5, "total_tokens": 17},
+    ),
+    ToolMessage("18 degrees, light rain", tool_call_id="c1", id="m3"),
+    AIMessage("18 °C and light rain in Paris.", id="m4", response_metadata={"model": "x"}),
+]
+
+
+def langchain_messages(kind: str, url: str, session_id: str) -> list[BaseMessage]:
+    """The session as LangChain's own history class for the store reads it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # langchain-community's sunset notice
+        if kind == "dynamodb":
+            from urllib.parse import parse_qs, urlsplit
+
+            from langchain_community.chat_message_histories import DynamoDBChatMessageHistory
+
+            parts = urlsplit(url)
+            endpoint = parse_qs(parts.query)["endpoint_url"][0]
+            dynamo = DynamoDBChatMessageHistory(
+                table_name=parts.netloc, session_id=session_id, endpoint_url=endpoint
+            )
+            return list(dynamo.messages)
+        from langchain_community.chat_message_histories import SQLChatMessageHistory
+
+        connect, table = engine_url(url)
+        sql = SQLChatMessageHistory(
+            session_id, table_name=table, connection=connect.render_as_string(False)
+        )
+        return list(sql.messages)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "dynamodb"])
+def test_rebuild_into_a_store_verifies_and_langchain_reads_it(
+    kind: str,
+    settings: Settings,
+    chatlog: ChatLog,
+    target_url_factory: Callable[[str], str],
+) -> None:
+    """Rebuild --target, then verify --target is clean and LangChain's class reads the session."""
+    chatlog.history("trip", "alice").add_messages(CONVERSATION)
+    chatlog.history("other", "bob").add_messages([HumanMessage("hi", id="b1")])
+    chatlog.history("gone", "bob").add_messages([HumanMessage("secret", id="g1")])
+    chatlog.history("gone", "bob").clear()
+    url = target_url_factory(kind)
+    runner = CliRunner()
+
+    def run(command: str) -> Result:
+        return runner.invoke(cli, cli_args(settings, "replay", command, "--target", url, "--json"))
+    try:
+        built = run("rebuild")
+        assert built.exit_code == 0, built.output
+        result = json.loads(built.output)
+        assert (result["events_read"], result["applied"], result["resumed"]) == (7, 7, False)
+        again = run("rebuild")
+        assert again.exit_code == 0, again.output
+        resumed = json.loads(again.output)
+        assert (resumed["resumed"], resumed["events_read"]) == (True, 0)
+
+        checked = run("verify")
+        assert checked.exit_code == 0, checked.output
+        report = json.loads(checked.output)
+        assert (report["ok"], report["sessions_checked"]) == (True, 3)
+
+        assert langchain_messages(kind, url, "trip") == CONVERSATION
+        assert langchain_messages(kind, url, "gone") == []
+        target = open_target(url, settings)
+        try:
+            assert set(target.user_sessions("bob")) == {"other", "gone"}
+            assert set(target.user_sessions("alice")) == {"trip"}
+        finally:
+            target.close()
+    finally:
+        target = open_target(url, settings)
+        target.drop()
+        target.close()
+
+
+def test_verify_reports_a_tampered_sql_session(
+    settings: Settings, chatlog: ChatLog, target_url_factory: Callable[[str], str]
+) -> None:
+    """A message row removed behind chatlog's back is reported missing, exit status 1."""
+    import sqlalchemy as sa
+
+    chatlog.history("t1", "alice").add_messages(CONVERSATION[:2])
+    url = target_url_factory("sqlite")
+    runner = CliRunner()
+
+    def run(command: str) -> Result:
+        return runner.invoke(cli, cli_args(settings, "replay", command, "--target", url, "--json"))
+    built = run("rebuild")
+    assert built.exit_code == 0, built.output
+    connect, table = engine_url(url)
+    engine = sa.create_engine(connect)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DELETE FROM {table} WHERE id = (SELECT MAX(id) FROM {table})"))
+    engine.dispose()
+    checked = run("verify")
+    assert checked.exit_code == 1, checked.output
+    [difference] = json.loads(checked.output)["differences"]
+    assert (difference["session_id"], difference["kinds"]) == ("t1", ["missing"])
