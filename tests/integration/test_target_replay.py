@@ -129,3 +129,27 @@ def test_verify_reports_a_tampered_sql_session(
     assert checked.exit_code == 1, checked.output
     [difference] = json.loads(checked.output)["differences"]
     assert (difference["session_id"], difference["kinds"]) == ("t1", ["missing"])
+
+
+def test_live_projector_continues_a_rebuilt_store_from_its_positions(
+    settings: Settings, chatlog: ChatLog, target_url_factory: Callable[[str], str]
+) -> None:
+    """A rebuild then the target's own projector: later appends arrive, nothing twice."""
+    from chatlog.projector.targets.live import TargetProjector
+    from chatlog.projector.targets.rebuild import TargetReplayer
+    from tests.helpers import eventually
+
+    history = chatlog.history("live", "alice")
+    history.add_messages(CONVERSATION[:2])
+    url = target_url_factory("sqlite")
+    target = open_target(url, settings)
+    assert TargetReplayer(settings, target).rebuild().applied == 2
+    worker = TargetProjector(settings, open_target(url, settings))
+    with worker.running():
+        history.add_messages(CONVERSATION[2:])
+        eventually(lambda: len(target.read_session("live")) == 4)
+    assert langchain_messages("sqlite", url, "live") == CONVERSATION
+    assert worker.applied == 2  # the rebuilt events were not read again
+    assert TargetReplayer(settings, target).verify().ok
+    target.drop()
+    target.close()
