@@ -59,6 +59,16 @@ from chatlog.projector.targets.session_fold import (
     state_json,
 )
 from chatlog.projector.verify import ExpectedSession
+from chatlog.target_layout import (
+    DYNAMODB_HISTORY,
+    DYNAMODB_KEY,
+    DYNAMODB_META,
+    DYNAMODB_POSITIONS,
+    dynamodb_meta_table,
+    dynamodb_session_of,
+    dynamodb_session_pk,
+    dynamodb_user_pk,
+)
 
 try:
     import boto3
@@ -70,9 +80,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 #: The largest ``History`` (sum of the messages' JSON bytes) chatlog writes:
 #: DynamoDB's 400 KB item limit less room for the key and attribute overhead.
 HISTORY_LIMIT_BYTES = 380_000
-#: The key attribute and the messages attribute of LangChain's layout.
-KEY = "SessionId"
-HISTORY = "History"
+KEY = DYNAMODB_KEY
+HISTORY = DYNAMODB_HISTORY
 _BATCH_GET = 100
 _BATCH_WRITE = 25
 _serialize = TypeSerializer().serialize
@@ -120,6 +129,10 @@ def _message_text(attribute: dict[str, Any]) -> str:
     )
 
 
+def _meta_key(session_id: str) -> dict[str, str]:
+    return {"pk": dynamodb_session_pk(session_id), "sk": DYNAMODB_META}
+
+
 def _now(now_ms: int | None) -> int:
     return int(time.time() * 1000) if now_ms is None else now_ms
 
@@ -139,7 +152,7 @@ class DynamoDbTarget:
             raise TargetError(f"{url!r} names no table: write dynamodb://TABLE")
         options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         self.url = f"dynamodb://{self.table}"
-        self.meta_table = f"{self.table}.chatlog"
+        self.meta_table = dynamodb_meta_table(self.table)
         self.default_ttl_ms = int(session_ttl_s * 1000) if session_ttl_s else 0
         try:
             self.client = boto3.client(
@@ -193,10 +206,10 @@ class DynamoDbTarget:
         loaded: dict[str, ExpectedSession] = {}
         versions: dict[str, int] = {}
         index: dict[str, dict[str, int]] = {}
-        metas = self._get(self.meta_table, [{"pk": f"s#{s}", "sk": "meta"} for s in touched])
+        metas = self._get(self.meta_table, [_meta_key(s) for s in touched])
         histories = self._get(self.table, [{KEY: s} for s in touched])
         for sid in touched:
-            meta = metas.get((f"s#{sid}", "meta"))
+            meta = metas.get((dynamodb_session_pk(sid), DYNAMODB_META))
             if meta is None:
                 continue
             item = histories.get((sid,), {})
@@ -205,11 +218,11 @@ class DynamoDbTarget:
             versions[sid] = int(meta["version"]["N"])
             owner = meta["owner"]["S"]
             if owner:
-                row = self._get_one(self.meta_table, {"pk": f"u#{owner}", "sk": sid})
+                row = self._get_one(self.meta_table, {"pk": dynamodb_user_pk(owner), "sk": sid})
                 if row is not None:
                     index.setdefault(owner, {})[sid] = int(row["last_ms"]["N"])
         for user in sorted({c.user_id for c in changes if c.op == OP_DELETE_USER and c.user_id}):
-            for row in self._query(f"u#{user}"):
+            for row in self._query(dynamodb_user_pk(user)):
                 index.setdefault(user, {})[row["sk"]["S"]] = int(row["last_ms"]["N"])
         outcome = fold_batch(
             changes, loaded, index, default_ttl_ms=self.default_ttl_ms, admit=self._admit()
@@ -246,8 +259,8 @@ class DynamoDbTarget:
         session = done.session
         messages = session.messages
         meta = {
-            "pk": {"S": f"s#{sid}"},
-            "sk": {"S": "meta"},
+            "pk": {"S": dynamodb_session_pk(sid)},
+            "sk": {"S": DYNAMODB_META},
             "state": {"S": state_json(session)},
             "count": {"N": str(len(messages))},
             "owner": {"S": session.owner},
@@ -276,12 +289,12 @@ class DynamoDbTarget:
     ) -> None:
         requests: list[dict[str, Any]] = [
             {"PutRequest": {"Item": {
-                "pk": {"S": f"u#{user}"}, "sk": {"S": sid}, "last_ms": {"N": str(at)},
+                "pk": {"S": dynamodb_user_pk(user)}, "sk": {"S": sid}, "last_ms": {"N": str(at)},
             }}}
             for (user, sid), at in listed.items()
         ]
         requests += [
-            {"DeleteRequest": {"Key": {"pk": {"S": f"u#{user}"}, "sk": {"S": sid}}}}
+            {"DeleteRequest": {"Key": {"pk": {"S": dynamodb_user_pk(user)}, "sk": {"S": sid}}}}
             for user, sid in unlisted - set(listed)
         ]
         self._batch_write(self.meta_table, requests)
@@ -291,7 +304,7 @@ class DynamoDbTarget:
             try:
                 self.client.update_item(
                     TableName=self.meta_table,
-                    Key={"pk": {"S": "positions"}, "sk": {"S": str(partition)}},
+                    Key={"pk": {"S": DYNAMODB_POSITIONS}, "sk": {"S": str(partition)}},
                     UpdateExpression="SET next_offset = :o",
                     ConditionExpression="attribute_not_exists(next_offset) OR next_offset < :o",
                     ExpressionAttributeValues={":o": {"N": str(offset)}},
@@ -349,13 +362,13 @@ class DynamoDbTarget:
 
     def positions(self) -> dict[int, int]:
         """Every recorded partition's next offset to apply."""
-        rows = self._read(lambda: list(self._query("positions")))
+        rows = self._read(lambda: list(self._query(DYNAMODB_POSITIONS)))
         return {int(r["sk"]["S"]): int(r["next_offset"]["N"]) for r in rows}
 
     def read_session(self, session_id: str, *, now_ms: int | None = None) -> list[str]:
         """The session's messages in canonical JSON; ``[]`` when expired or absent."""
         meta = self._read(
-            lambda: self._get_one(self.meta_table, {"pk": f"s#{session_id}", "sk": "meta"})
+            lambda: self._get_one(self.meta_table, _meta_key(session_id))
         )
         if meta is not None:
             expiry = int(meta["expires_at"]["N"])
@@ -373,14 +386,14 @@ class DynamoDbTarget:
     def user_sessions(self, user_id: str, *, now_ms: int | None = None) -> dict[str, int]:
         """The user's sessions that are not expired: session id -> last activity."""
         now = _now(now_ms)
-        rows = self._read(lambda: list(self._query(f"u#{user_id}")))
+        rows = self._read(lambda: list(self._query(dynamodb_user_pk(user_id))))
         listed = {r["sk"]["S"]: int(r["last_ms"]["N"]) for r in rows}
         metas = self._read(lambda: self._get(
-            self.meta_table, [{"pk": f"s#{s}", "sk": "meta"} for s in sorted(listed)]
+            self.meta_table, [_meta_key(s) for s in sorted(listed)]
         ))
         found = {}
         for sid, at in listed.items():
-            meta = metas.get((f"s#{sid}", "meta"))
+            meta = metas.get((dynamodb_session_pk(sid), DYNAMODB_META))
             expiry = int(meta["expires_at"]["N"]) if meta else 0
             if not expiry or expiry > now:
                 found[sid] = at
@@ -398,10 +411,8 @@ class DynamoDbTarget:
             for page in self.client.get_paginator("scan").paginate(
                 TableName=self.meta_table, ProjectionExpression="pk, sk"
             ):
-                found.update(
-                    item["pk"]["S"][2:] for item in page["Items"]
-                    if item["pk"]["S"].startswith("s#")
-                )
+                sessions = (dynamodb_session_of(item["pk"]["S"]) for item in page["Items"])
+                found.update(s for s in sessions if s is not None)
 
         self._read(scan)
         return iter(sorted(found))
@@ -416,10 +427,10 @@ class DynamoDbTarget:
                 TableName=self.meta_table,
                 FilterExpression="sk = :m AND expires_at > :z AND expires_at <= :now",
                 ExpressionAttributeValues={
-                    ":m": {"S": "meta"}, ":z": {"N": "0"}, ":now": {"N": str(now)},
+                    ":m": {"S": DYNAMODB_META}, ":z": {"N": "0"}, ":now": {"N": str(now)},
                 },
             ):
-                expired.extend(item["pk"]["S"][2:] for item in page["Items"])
+                expired.extend(dynamodb_session_of(item["pk"]["S"]) or "" for item in page["Items"])
             self._batch_write(self.table, [
                 {"DeleteRequest": {"Key": {KEY: {"S": sid}}}} for sid in expired
             ])

@@ -41,6 +41,7 @@ from chatlog.projector.targets.session_fold import (
     state_json,
 )
 from chatlog.projector.verify import ExpectedSession
+from chatlog.target_layout import MESSAGE_TABLE, sql_tables
 
 try:
     import sqlalchemy as sa
@@ -50,8 +51,6 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "the SQL target needs SQLAlchemy: pip install 'chatlog[postgres]'"
     ) from exc
 
-#: The messages table LangChain's SQLChatMessageHistory reads by default.
-MESSAGE_TABLE = "message_store"
 #: Rows per ``IN (...)`` list (SQLite allows 32766 bound parameters; keep it small).
 _CHUNK = 500
 
@@ -76,9 +75,7 @@ def engine_url(url: str) -> tuple[sa.URL, str]:
 
 
 def _tables(metadata: sa.MetaData, message_table: str) -> tuple[sa.Table, ...]:
-    # Beside the default message_store, chatlog's tables are chatlog_*; beside
-    # another messages table, <table>_chatlog_*, so read models share a database.
-    own = "chatlog" if message_table == MESSAGE_TABLE else f"{message_table}_chatlog"
+    names = sql_tables(message_table)
     messages = sa.Table(
         message_table,
         metadata,
@@ -89,7 +86,7 @@ def _tables(metadata: sa.MetaData, message_table: str) -> tuple[sa.Table, ...]:
         sa.Index(f"ix_{message_table}_session_id", "session_id"),
     )
     sessions = sa.Table(
-        f"{own}_sessions",
+        names.sessions,
         metadata,
         sa.Column("session_id", sa.Text, primary_key=True),
         sa.Column("state", sa.Text, nullable=False),
@@ -98,15 +95,15 @@ def _tables(metadata: sa.MetaData, message_table: str) -> tuple[sa.Table, ...]:
         sa.Column("expires_at", sa.BigInteger, nullable=False),
     )
     users = sa.Table(
-        f"{own}_user_sessions",
+        names.user_sessions,
         metadata,
         sa.Column("user_id", sa.Text, primary_key=True),
         sa.Column("session_id", sa.Text, primary_key=True),
         sa.Column("last_ms", sa.BigInteger, nullable=False),
-        sa.Index(f"ix_{own}_user_sessions_session_id", "session_id"),
+        sa.Index(f"ix_{names.user_sessions}_session_id", "session_id"),
     )
     positions = sa.Table(
-        f"{own}_positions",
+        names.positions,
         metadata,
         sa.Column("partition", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("next_offset", sa.BigInteger, nullable=False),
