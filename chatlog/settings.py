@@ -83,6 +83,10 @@ class Settings:
             ``SessionTtlSet`` event overrides it.
         session_ttl_refresh_on_read: Reads push a session's expiry to now + TTL too
             (``CHATLOG_SESSION_TTL_ON_READ``); a rebuild only sees appends.
+        read_model: Where ``ChatLog`` reads histories (``CHATLOG_READ_MODEL``): a
+            ``sqlite:///``, ``postgresql://`` or ``dynamodb://`` target URL that
+            ``chatlog projector run --target`` keeps current; ``None`` reads Redis
+            (``redis_url``).
 
     """
 
@@ -127,6 +131,7 @@ class Settings:
     ready_max_lag: int = 1_000
     session_ttl_s: float | None = None
     session_ttl_refresh_on_read: bool = False
+    read_model: str | None = None
 
     def __post_init__(self) -> None:
         if not self.topic or self.topic.endswith(".dlq"):
@@ -246,6 +251,7 @@ ENVIRONMENT: dict[str, str] = {
     "transport": "CHATLOG_TRANSPORT",
     "session_ttl_s": "CHATLOG_SESSION_TTL",
     "session_ttl_refresh_on_read": "CHATLOG_SESSION_TTL_ON_READ",
+    "read_model": "CHATLOG_READ_MODEL",
     "kafka_security_protocol": "CHATLOG_KAFKA_SECURITY_PROTOCOL",
     "kafka_sasl_mechanism": "CHATLOG_KAFKA_SASL_MECHANISM",
     "kafka_sasl_username": "CHATLOG_KAFKA_SASL_USERNAME",

@@ -11,7 +11,8 @@ The messages themselves are in LangChain's layouts (``message_store`` for
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from decimal import Decimal
+from typing import Any, NamedTuple
 
 #: The messages table LangChain's SQLChatMessageHistory reads by default.
 MESSAGE_TABLE = "message_store"
@@ -66,3 +67,25 @@ def dynamodb_session_of(pk: str) -> str | None:
     """The session id of a meta item's partition key; ``None`` for other items."""
     prefix = dynamodb_session_pk("")
     return pk[len(prefix) :] if pk.startswith(prefix) else None
+
+
+def to_dynamodb_value(value: Any) -> Any:
+    """A JSON value as DynamoDB stores it: every float a ``Decimal`` (boto3 refuses floats)."""
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {k: to_dynamodb_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_dynamodb_value(v) for v in value]
+    return value
+
+
+def from_dynamodb_value(value: Any) -> Any:
+    """A value read from DynamoDB as JSON: a number ``int`` when integral, else ``float``."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: from_dynamodb_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_dynamodb_value(v) for v in value]
+    return value

@@ -17,6 +17,7 @@ from chatlog.histories.read_your_writes import (
     wait_until_applied,
 )
 from chatlog.histories.sessions import check_owner, session_owner
+from chatlog.histories.target_reader import TargetSessionReader
 from chatlog.identifiers import validate_session_id, validate_user_id
 from chatlog.producers.producer import EventProducer, LogPosition
 from chatlog.schemas.events import (
@@ -55,7 +56,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         session_id: str,
         *,
         producer: EventProducer,
-        reader: ReadModelReader,
+        reader: ReadModelReader | TargetSessionReader,
         user_id: str | None = None,
         source: str | None = None,
         read_timeout_s: float = 5.0,
@@ -83,7 +84,10 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         # the owner) can change that, so one check per history object suffices.
         if self._owner_checked:
             return
-        owner = session_owner(self.reader, self.session_id)
+        if isinstance(self.reader, ReadModelReader):
+            owner = session_owner(self.reader, self.session_id)
+        else:
+            owner = self.reader.read(self.session_id, limit=0).owner
         check_owner(self.session_id, owner, self.user_id)
         self._owner_checked = owner is not None
 

@@ -12,6 +12,7 @@ from chatlog.histories.history import ChatLogMessageHistory
 from chatlog.histories.read_model import ReadModelReader
 from chatlog.histories.read_your_writes import WrittenPositions
 from chatlog.histories.sessions import SessionInfo, list_sessions
+from chatlog.histories.target_reader import TargetSessionReader, open_session_reader
 from chatlog.identifiers import validate_session_id, validate_user_id
 from chatlog.namespaces import ActiveNamespace
 from chatlog.producers.admin import ensure_topic
@@ -46,7 +47,7 @@ class ChatLog:
     ) -> None:
         self.settings = settings or Settings.from_env()
         self.redis = redis_client or redis.Redis.from_url(self.settings.redis_url)
-        self.reader = ReadModelReader(
+        self.reader: ReadModelReader | TargetSessionReader = ReadModelReader(
             self.redis,
             self.settings.namespace,
             redis_url=None if redis_client is not None else self.settings.redis_url,
@@ -54,6 +55,9 @@ class ChatLog:
         )
         if self.settings.session_ttl_refresh_on_read and self.settings.session_ttl_s:
             self.reader.refresh_ttl_ms = int(self.settings.session_ttl_s * 1000)
+        if self.settings.read_model:
+            # CHATLOG_READ_MODEL: reads from the SQL or DynamoDB read model instead.
+            self.reader = open_session_reader(self.settings.read_model) or self.reader
         self.written = WrittenPositions()
         self._producer: EventProducer | None = None
         self._lock = threading.Lock()
@@ -140,7 +144,10 @@ class ChatLog:
             InvalidUserIdError: the user id is unusable.
             ReadModelError: Redis could not be read.
         """
-        return list_sessions(self.reader, _required_user(user_id))
+        user = _required_user(user_id)
+        if not isinstance(self.reader, ReadModelReader):
+            return self.reader.list_sessions(user)
+        return list_sessions(self.reader, user)
 
     def delete_session(self, session_id: str, user_id: str | None = None) -> None:
         """Publish ``SessionDeleted``: the projector removes every key of the session.

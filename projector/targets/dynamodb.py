@@ -43,7 +43,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -68,6 +67,8 @@ from chatlog.target_layout import (
     dynamodb_session_of,
     dynamodb_session_pk,
     dynamodb_user_pk,
+    from_dynamodb_value,
+    to_dynamodb_value,
 )
 
 try:
@@ -88,43 +89,21 @@ _serialize = TypeSerializer().serialize
 _deserialize = TypeDeserializer().deserialize
 
 
-def _to_dynamo(value: Any) -> Any:
-    """JSON values as DynamoDB takes them (numbers as ``Decimal``)."""
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    if isinstance(value, dict):
-        return {k: _to_dynamo(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_to_dynamo(v) for v in value]
-    return value
-
-
-def _from_dynamo(value: Any) -> Any:
-    """DynamoDB values back as JSON values (an integral number as ``int``)."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _from_dynamo(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_dynamo(v) for v in value]
-    return value
-
-
 def canonical(text: str) -> str:
     """A stored message's canonical JSON: keys sorted, integral numbers as integers."""
     return json.dumps(
-        _from_dynamo(_to_dynamo(json.loads(text))),
+        from_dynamodb_value(to_dynamodb_value(json.loads(text))),
         sort_keys=True, ensure_ascii=False, separators=(",", ":"),
     )
 
 
 def _message_attribute(text: str) -> dict[str, Any]:
-    return _serialize(_to_dynamo(json.loads(text)))  # type: ignore[no-any-return]
+    return _serialize(to_dynamodb_value(json.loads(text)))  # type: ignore[no-any-return]
 
 
 def _message_text(attribute: dict[str, Any]) -> str:
     return json.dumps(
-        _from_dynamo(_deserialize(attribute)),
+        from_dynamodb_value(_deserialize(attribute)),
         sort_keys=True, ensure_ascii=False, separators=(",", ":"),
     )
 

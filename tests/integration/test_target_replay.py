@@ -153,3 +153,37 @@ def test_live_projector_continues_a_rebuilt_store_from_its_positions(
     assert TargetReplayer(settings, target).verify().ok
     target.drop()
     target.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "dynamodb"])
+def test_chatlog_reads_its_own_writes_from_the_read_model_url(
+    kind: str,
+    settings_factory: Callable[..., Settings],
+    chatlog_factory: Callable[[Settings], ChatLog],
+    target_url_factory: Callable[[str], str],
+) -> None:
+    """CHATLOG_READ_MODEL=URL: messages, last(n), ownership and listing come from the store."""
+    from chatlog.errors import SessionOwnershipError
+    from chatlog.projector.targets.live import TargetProjector
+
+    url = target_url_factory(kind)
+    settings = settings_factory(read_model=url)
+    chatlog = chatlog_factory(settings)
+    worker = TargetProjector(settings, open_target(url, settings))
+    try:
+        with worker.running():
+            history = chatlog.history("mine", "alice")
+            history.add_messages(CONVERSATION)
+            # Read-your-writes: waits until the target's projector applied them.
+            assert history.messages == CONVERSATION
+            assert history.last(2) == CONVERSATION[2:]
+            with pytest.raises(SessionOwnershipError):
+                chatlog.history("mine", "mallory").add_messages([HumanMessage("no")])
+            [info] = chatlog.sessions("alice")
+            assert (info.session_id, info.message_count) == ("mine", 4)
+            history.clear()
+            assert history.messages == []
+    finally:
+        target = open_target(url, settings)
+        target.drop()
+        target.close()
