@@ -16,6 +16,7 @@ Moving readers to another store is configuration (``CHATLOG_READ_MODEL``,
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from chatlog.errors import TopicError
@@ -78,14 +79,28 @@ class TargetReplayer:
         progress: ReplayProgress,
         on_progress: ProgressCallback | None,
     ) -> dict[int, int]:
-        reached = dict(starts)
-        for records, next_offsets in read_range(
-            self.settings, self.settings.topic, starts, ends, progress, self._decode
-        ):
+        def apply(records: list[Change], next_offsets: dict[int, int]) -> None:
             result = self.target.apply(records, advance=next_offsets)
             progress.applied += result.applied
             progress.skipped += result.skipped
             progress.failed += len(result.failed)
+
+        return self._each_batch(starts, ends, progress, on_progress, apply)
+
+    def _each_batch(
+        self,
+        starts: dict[int, int],
+        ends: dict[int, int],
+        progress: ReplayProgress,
+        on_progress: ProgressCallback | None,
+        handle: Callable[[list[Change], dict[int, int]], None],
+    ) -> dict[int, int]:
+        """``handle`` each polled batch of ``[starts, ends)``; return where every partition got."""
+        reached = dict(starts)
+        for records, next_offsets in read_range(
+            self.settings, self.settings.topic, starts, ends, progress, self._decode
+        ):
+            handle(records, next_offsets)
             reached.update(next_offsets)
             if on_progress is not None:
                 on_progress(progress)
@@ -127,16 +142,11 @@ class TargetReplayer:
         progress: ReplayProgress,
         on_progress: ProgressCallback | None,
     ) -> dict[int, int]:
-        reached = dict(starts)
-        for records, next_offsets in read_range(
-            self.settings, self.settings.topic, starts, ends, progress, self._decode
-        ):
+        def fold(records: list[Change], _next_offsets: dict[int, int]) -> None:
             for record in records:
                 expected.add(record)
-            reached.update(next_offsets)
-            if on_progress is not None:
-                on_progress(progress)
-        return reached
+
+        return self._each_batch(starts, ends, progress, on_progress, fold)
 
     def _differences(
         self, expected: ExpectedState, sessions: set[str]
