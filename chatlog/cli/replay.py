@@ -271,3 +271,19 @@ def replay_status(ctx: click.Context, as_json: bool) -> None:
             f"Active namespace: [bold]{escape_markup(active)}[/] (pointer {escape_markup(key)})"
         ],
     )
+
+
+@replay.command("sweep")
+@click.option("--target", "target_url", required=True, help="The SQL or DynamoDB read model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def replay_sweep(ctx: click.Context, target_url: str, as_json: bool) -> None:
+    """Delete idle-expired sessions' messages from a target (run it periodically, e.g. cron)."""
+    from chatlog.cli.targets import sweep_target
+
+    swept, url = sweep_target(_settings(ctx), target_url)
+    _emit(
+        {"target": url, "sessions_swept": swept},
+        as_json=as_json,
+        lines=[f"Swept {swept} idle-expired sessions from [bold]{escape_markup(url)}[/]."],
+    )

@@ -46,3 +46,12 @@ def verify_target(
         return TargetReplayer(settings, target).verify(on_progress=on_progress)
     finally:
         target.close()
+
+
+def sweep_target(settings: Settings, url: str) -> tuple[int, str]:
+    """``chatlog replay sweep --target URL``: how many sessions were swept, and the store."""
+    target = open_target(url, settings)
+    try:
+        return target.sweep(), target.url
+    finally:
+        target.close()

@@ -404,7 +404,9 @@ class DynamoDbTarget:
         def scan() -> None:
             for page in self.client.get_paginator("scan").paginate(
                 TableName=self.meta_table,
-                FilterExpression="sk = :m AND expires_at > :z AND expires_at <= :now",
+                FilterExpression="sk = :m AND expires_at > :z AND expires_at <= :now "
+                "AND #count > :z",
+                ExpressionAttributeNames={"#count": "count"},
                 ExpressionAttributeValues={
                     ":m": {"S": DYNAMODB_META}, ":z": {"N": "0"}, ":now": {"N": str(now)},
                 },
@@ -413,6 +415,15 @@ class DynamoDbTarget:
             self._batch_write(self.table, [
                 {"DeleteRequest": {"Key": {KEY: {"S": sid}}}} for sid in expired
             ])
+            for sid in expired:
+                # The count follows the item, as in SQL (the version stays: no state changed).
+                self.client.update_item(
+                    TableName=self.meta_table,
+                    Key={k: {"S": v} for k, v in _meta_key(sid).items()},
+                    UpdateExpression="SET #count = :z",
+                    ExpressionAttributeNames={"#count": "count"},
+                    ExpressionAttributeValues={":z": {"N": "0"}},
+                )
 
         self._read(scan)
         return len(expired)

@@ -63,6 +63,14 @@ class ReadModelTarget(Protocol):
         """Every session id the target holds state for (tombstones included), for verify."""
         ...
 
+    def sweep(self, *, now_ms: int | None = None) -> int:
+        """Delete the stored messages of idle-expired sessions; return how many sessions.
+
+        chatlog's readers already hide expired sessions; this makes LangChain's
+        readers (and the disk) agree. Redis expires keys by itself (0).
+        """
+        ...
+
     def drop(self) -> None:
         """Delete everything chatlog wrote to the target (its tables or items)."""
         ...

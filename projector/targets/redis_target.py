@@ -102,6 +102,10 @@ class RedisTarget:
         )
         return iter(sorted({ReadModelKeys.session_of(k.decode()) for k in keys}))
 
+    def sweep(self, *, now_ms: int | None = None) -> int:
+        """Nothing to do: Redis expires an idle session's keys by itself."""
+        return 0
+
     def drop(self) -> None:
         """Delete every key of the namespace."""
         keys = self._call(

@@ -20,7 +20,7 @@ with the positions, so the positions never run ahead of the data.
 What SQL cannot do cheaply: idle expiry. chatlog's readers filter expired
 sessions by ``expires_at``; LangChain's reader does not, so an expired
 session's rows stay visible to it until :meth:`SqlTarget.sweep` deletes them
-(run it periodically, e.g. ``chatlog replay sweep --target URL`` from cron).
+(``chatlog replay sweep --target URL``, e.g. from cron).
 """
 
 from __future__ import annotations
@@ -287,7 +287,8 @@ class SqlTarget:
         try:
             with self.engine.begin() as conn:
                 expired = [r[0] for r in conn.execute(
-                    sa.select(s.c.session_id).where(s.c.expires_at > 0, s.c.expires_at <= now)
+                    sa.select(s.c.session_id)
+                    .where(s.c.expires_at > 0, s.c.expires_at <= now, s.c.count > 0)
                 )]
                 for chunk in _chunks(expired):
                     conn.execute(sa.delete(m).where(m.c.session_id.in_(chunk)))
