@@ -187,3 +187,43 @@ def test_chatlog_reads_its_own_writes_from_the_read_model_url(
         target = open_target(url, settings)
         target.drop()
         target.close()
+
+
+def test_projector_run_with_a_target_projects_and_exits_zero_on_sigterm(
+    settings: Settings, chatlog: ChatLog, target_url_factory: Callable[[str], str]
+) -> None:
+    """`chatlog projector run --target URL` keeps the store current; SIGTERM exits 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import eventually
+
+    url = target_url_factory("sqlite")
+    chatlog.history("cli", "alice").add_messages(CONVERSATION)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", "from chatlog.cli import main; main()",
+         *cli_args(settings, "projector", "run", "--target", url)],
+        env={**os.environ, "CHATLOG_SESSION_TIMEOUT_MS": "6000",
+             "CHATLOG_HEARTBEAT_INTERVAL_MS": "1000"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    target = open_target(url, settings)
+    try:
+        eventually(lambda: len(target.read_session("cli")) == len(CONVERSATION), timeout_s=60)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    assert "4 applied, 0 dead-lettered" in err
+    assert langchain_messages("sqlite", url, "cli") == CONVERSATION
+    swept = CliRunner().invoke(
+        cli, cli_args(settings, "replay", "sweep", "--target", url, "--json")
+    )
+    assert swept.exit_code == 0, swept.output
+    assert json.loads(swept.output)["sessions_swept"] == 0  # no idle TTL configured
+    target.drop()
+    target.close()
