@@ -23,7 +23,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any
 
 from chatlog.projector.changes import Change, Refusal, RefusalReason
 from chatlog.projector.protocol import EVENT_TYPES, OP_APPEND, OP_DELETE_USER
@@ -39,16 +40,36 @@ KEPT = "\x00kept"
 _STATE_FIELDS = tuple(f.name for f in fields(ExpectedSession) if f.name != "messages")
 
 
+def _default(field: Field[Any]) -> object:
+    if field.default_factory is not MISSING:
+        return field.default_factory()
+    return field.default
+
+
+# Fields whose value is a set (JSON has none: stored as sorted lists).
+_SET_FIELDS = frozenset(
+    f.name for f in fields(ExpectedSession)
+    if f.name != "messages" and isinstance(_default(f), (set, frozenset))
+)
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"ExpectedSession holds a {type(value).__name__}, which JSON cannot store")
+
+
 def state_json(session: ExpectedSession) -> str:
     """The session's persisted state (every field but the messages) as JSON."""
-    return json.dumps({name: getattr(session, name) for name in _STATE_FIELDS})
+    return json.dumps({name: getattr(session, name) for name in _STATE_FIELDS}, default=_jsonable)
 
 
 def session_from(state: str, messages: list[str]) -> ExpectedSession:
     """A session loaded from :func:`state_json` text and its messages (or :data:`KEPT`)."""
-    loaded = json.loads(state)
-    return ExpectedSession(**{k: v for k, v in loaded.items() if k in _STATE_FIELDS},
-                           messages=messages)
+    loaded = {k: v for k, v in json.loads(state).items() if k in _STATE_FIELDS}
+    for name in _SET_FIELDS & set(loaded):
+        loaded[name] = set(loaded[name])
+    return ExpectedSession(**loaded, messages=messages)
 
 
 def expires_at(session: ExpectedSession, default_ttl_ms: int) -> int:
