@@ -125,11 +125,15 @@ def main(argv: list[str] | None = None) -> None:
         redis_rebuild = rebuild_rate(settings, f"{settings.namespace}:rebuild")
         redis_live = projector_rate(settings, options.events)
         rows.append(("redis (baseline)", redis_rebuild.per_second, redis_live.per_second))
+        print(f"redis: rebuild {redis_rebuild.per_second:,.0f} events/s, "
+              f"projector {redis_live.per_second:,.0f} events/s", flush=True)
         for number, (name, url) in enumerate(targets.items()):
             group = settings.with_(consumer_group=f"{settings.consumer_group}-{number}")
             rebuilt = target_rebuild_rate(group, url).per_second
             live = target_projector_rate(group, url, options.events).per_second
             rows.append((name, rebuilt, live))
+            print(f"{name}: rebuild {rebuilt:,.0f} events/s, projector {live:,.0f} events/s",
+                  flush=True)
     table = Table(title=f"{options.events} events of 500 B over {options.sessions} sessions "
                         f"({services})")
     for column in ("target", "rebuild events/s", "vs Redis", "projector events/s", "vs Redis"):
