@@ -92,6 +92,10 @@ def target_projector_rate(
     return Rate(expected - first[1], now - first[0])
 
 
+def _ratio(rate: float, base: float) -> str:
+    return f"{rate / base:.2f}x" if base > 0 else "-"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Seed a topic, measure every target, print the table (and write JSON)."""
     parser = argparse.ArgumentParser(prog="python -m chatlog.benchmarks.targets")
@@ -141,8 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     _, base_rebuild, base_live = rows[0]
     for name, rebuild, live in rows:
         table.add_row(
-            name, f"{rebuild:,.0f}", f"{rebuild / base_rebuild:.2f}x",
-            f"{live:,.0f}", f"{live / base_live:.2f}x",
+            name, f"{rebuild:,.0f}", _ratio(rebuild, base_rebuild),
+            f"{live:,.0f}", _ratio(live, base_live),
         )
     Console().print(table)
     if options.json:

@@ -1,7 +1,8 @@
 """The DynamoDB target: LangChain's ``DynamoDBChatMessageHistory`` item layout.
 
-URL: ``dynamodb://TABLE?region=REGION&endpoint_url=URL`` (both options
-optional; credentials come from boto3's usual chain). The messages table is
+URL: ``dynamodb://TABLE?region=REGION&endpoint_url=URL&writers=N`` (all
+optional; credentials come from boto3's usual chain; ``writers``: session
+transactions in flight at once, 1 to 10, default 1). The messages table is
 LangChain's: key ``SessionId`` (string) only, one item per session whose
 ``History`` attribute is the list of ``message_to_dict`` maps, so
 ``DynamoDBChatMessageHistory(table_name=TABLE, session_id=...)`` reads
@@ -43,6 +44,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -83,6 +85,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 HISTORY_LIMIT_BYTES = 380_000
 KEY = DYNAMODB_KEY
 HISTORY = DYNAMODB_HISTORY
+#: Session transactions in flight at once unless the URL says ``?writers=N`` (at
+#: most 10, boto3's connection pool). One by default: moto's server answers
+#: concurrent TransactWriteItems with HTTP 500s; DynamoDB itself takes them.
+WRITERS = 1
 _BATCH_GET = 100
 _BATCH_WRITE = 25
 _serialize = TypeSerializer().serialize
@@ -133,6 +139,11 @@ class DynamoDbTarget:
         self.url = f"dynamodb://{self.table}"
         self.meta_table = dynamodb_meta_table(self.table)
         self.default_ttl_ms = int(session_ttl_s * 1000) if session_ttl_s else 0
+        try:
+            writers = min(max(int(options.get("writers", WRITERS)), 1), 10)
+        except ValueError as exc:
+            raise TargetError(f"{url!r}: writers must be a number from 1 to 10") from exc
+        self._pool = ThreadPoolExecutor(writers, thread_name_prefix="chatlog-dynamodb")
         try:
             self.client = boto3.client(
                 "dynamodb",
@@ -206,8 +217,13 @@ class DynamoDbTarget:
         outcome = fold_batch(
             changes, loaded, index, default_ttl_ms=self.default_ttl_ms, admit=self._admit()
         )
-        for sid, done in outcome.sessions.items():
-            self._write_session(sid, done, versions.get(sid))
+        # Sessions are independent items: their transactions run side by side.
+        writes = [
+            self._pool.submit(self._write_session, sid, done, versions.get(sid))
+            for sid, done in outcome.sessions.items()
+        ]
+        for write in writes:
+            write.result()
         self._write_index(outcome.listed, outcome.unlisted)
         return outcome.result
 
@@ -259,9 +275,19 @@ class DynamoDbTarget:
             data = {"Put": {"TableName": self.table, "Item": {KEY: {"S": sid}, HISTORY: history}}}
         else:
             data = {"Delete": {"TableName": self.table, "Key": {KEY: {"S": sid}}}}
-        self.client.transact_write_items(TransactItems=[
-            data, {"Put": {"TableName": self.meta_table, "Item": meta, **condition}},
-        ])
+        try:
+            self.client.transact_write_items(TransactItems=[
+                data, {"Put": {"TableName": self.meta_table, "Item": meta, **condition}},
+            ])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            # botocore retries a call whose answer it lost; if the first attempt
+            # went through, the retry finds the version it wrote itself.
+            stored = self._get_one(self.meta_table, _meta_key(sid))
+            if stored is None or stored.get("version") != meta["version"] \
+                    or stored.get("state") != meta["state"]:
+                raise
 
     def _write_index(
         self, listed: Mapping[tuple[str, str], int], unlisted: set[tuple[str, str]]
@@ -439,6 +465,7 @@ class DynamoDbTarget:
 
     def close(self) -> None:
         """Close the client's connections."""
+        self._pool.shutdown()
         self.client.close()
 
     def _read(self, action: Callable[[], Any]) -> Any:
