@@ -11,6 +11,7 @@ a random differential test.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from itertools import pairwise
 
 import pytest
@@ -152,9 +153,9 @@ def test_session_idle_past_its_ttl_by_event_time_reads_empty(
 
 
 def test_drop_removes_the_read_model(
-    target_kind: str, target_url_factory: object
+    target_kind: str, target_url_factory: Callable[[str], str]
 ) -> None:
-    url = target_url_factory(target_kind)  # type: ignore[operator]
+    url = target_url_factory(target_kind)
     target = open_target(url, Settings())
     target.apply([Log().change(OP_APPEND, arg=message("a"))], advance={0: 1})
     target.drop()
@@ -211,7 +212,7 @@ def random_log(steps: list[tuple[str, str, str, int, int | None]]) -> list[Chang
 )
 def test_target_and_fold_agree_on_random_change_sequences(
     target_kind: str,
-    target_url_factory: object,
+    target_url_factory: Callable[[str], str],
     steps: list[tuple[str, str, str, int, int | None]],
     cuts: list[int],
     back: int,
@@ -224,7 +225,7 @@ def test_target_and_fold_agree_on_random_change_sequences(
     expected = ExpectedState()
     for change in log:
         expected.add(change)
-    target = open_target(target_url_factory(target_kind), Settings())  # type: ignore[operator]
+    target = open_target(target_url_factory(target_kind), Settings())
     try:
         bounds = sorted({0, len(log), *(c % (len(log) + 1) for c in cuts)})
         for start, stop in pairwise(bounds):
@@ -244,7 +245,6 @@ def test_target_and_fold_agree_on_random_change_sequences(
             ends[change.partition] = change.offset + 1
         assert target.positions() == ends
     finally:
-        target.drop()
         target.close()
 
 

@@ -77,32 +77,28 @@ def test_rebuild_into_a_store_verifies_and_langchain_reads_it(
 
     def run(command: str) -> Result:
         return runner.invoke(cli, cli_args(settings, "replay", command, "--target", url, "--json"))
+
+    built = run("rebuild")
+    assert built.exit_code == 0, built.output
+    result = json.loads(built.output)
+    assert (result["events_read"], result["applied"], result["resumed"]) == (7, 7, False)
+    again = run("rebuild")
+    assert again.exit_code == 0, again.output
+    resumed = json.loads(again.output)
+    assert (resumed["resumed"], resumed["events_read"]) == (True, 0)
+
+    checked = run("verify")
+    assert checked.exit_code == 0, checked.output
+    report = json.loads(checked.output)
+    assert (report["ok"], report["sessions_checked"]) == (True, 3)
+
+    assert langchain_messages(kind, url, "trip") == CONVERSATION
+    assert langchain_messages(kind, url, "gone") == []
+    target = open_target(url, settings)
     try:
-        built = run("rebuild")
-        assert built.exit_code == 0, built.output
-        result = json.loads(built.output)
-        assert (result["events_read"], result["applied"], result["resumed"]) == (7, 7, False)
-        again = run("rebuild")
-        assert again.exit_code == 0, again.output
-        resumed = json.loads(again.output)
-        assert (resumed["resumed"], resumed["events_read"]) == (True, 0)
-
-        checked = run("verify")
-        assert checked.exit_code == 0, checked.output
-        report = json.loads(checked.output)
-        assert (report["ok"], report["sessions_checked"]) == (True, 3)
-
-        assert langchain_messages(kind, url, "trip") == CONVERSATION
-        assert langchain_messages(kind, url, "gone") == []
-        target = open_target(url, settings)
-        try:
-            assert set(target.user_sessions("bob")) == {"other", "gone"}
-            assert set(target.user_sessions("alice")) == {"trip"}
-        finally:
-            target.close()
+        assert set(target.user_sessions("bob")) == {"other", "gone"}
+        assert set(target.user_sessions("alice")) == {"trip"}
     finally:
-        target = open_target(url, settings)
-        target.drop()
         target.close()
 
 
@@ -118,6 +114,7 @@ def test_verify_reports_a_tampered_sql_session(
 
     def run(command: str) -> Result:
         return runner.invoke(cli, cli_args(settings, "replay", command, "--target", url, "--json"))
+
     built = run("rebuild")
     assert built.exit_code == 0, built.output
     connect, table = engine_url(url)
@@ -151,7 +148,6 @@ def test_live_projector_continues_a_rebuilt_store_from_its_positions(
     assert langchain_messages("sqlite", url, "live") == CONVERSATION
     assert worker.applied == 2  # the rebuilt events were not read again
     assert TargetReplayer(settings, target).verify().ok
-    target.drop()
     target.close()
 
 
@@ -170,23 +166,18 @@ def test_chatlog_reads_its_own_writes_from_the_read_model_url(
     settings = settings_factory(read_model=url)
     chatlog = chatlog_factory(settings)
     worker = TargetProjector(settings, open_target(url, settings))
-    try:
-        with worker.running():
-            history = chatlog.history("mine", "alice")
-            history.add_messages(CONVERSATION)
-            # Read-your-writes: waits until the target's projector applied them.
-            assert history.messages == CONVERSATION
-            assert history.last(2) == CONVERSATION[2:]
-            with pytest.raises(SessionOwnershipError):
-                chatlog.history("mine", "mallory").add_messages([HumanMessage("no")])
-            [info] = chatlog.sessions("alice")
-            assert (info.session_id, info.message_count) == ("mine", 4)
-            history.clear()
-            assert history.messages == []
-    finally:
-        target = open_target(url, settings)
-        target.drop()
-        target.close()
+    with worker.running():
+        history = chatlog.history("mine", "alice")
+        history.add_messages(CONVERSATION)
+        # Read-your-writes: waits until the target's projector applied them.
+        assert history.messages == CONVERSATION
+        assert history.last(2) == CONVERSATION[2:]
+        with pytest.raises(SessionOwnershipError):
+            chatlog.history("mine", "mallory").add_messages([HumanMessage("no")])
+        [info] = chatlog.sessions("alice")
+        assert (info.session_id, info.message_count) == ("mine", 4)
+        history.clear()
+        assert history.messages == []
 
 
 def test_projector_run_with_a_target_projects_and_exits_zero_on_sigterm(
@@ -225,5 +216,4 @@ def test_projector_run_with_a_target_projects_and_exits_zero_on_sigterm(
     )
     assert swept.exit_code == 0, swept.output
     assert json.loads(swept.output)["sessions_swept"] == 0  # no idle TTL configured
-    target.drop()
     target.close()
