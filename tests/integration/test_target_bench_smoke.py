@@ -24,14 +24,14 @@ def test_target_benchmark_measures_every_store_next_to_redis(
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     monkeypatch.setenv("REDIS_URL", redis_url)
     # Several batches: rates are timed from the first batch to the last.
-    monkeypatch.setenv("CHATLOG_MAX_POLL_RECORDS", "100")
+    monkeypatch.setenv("CHATLOG_MAX_POLL_RECORDS", "50")
     results = tmp_path / "targets.json"
     main([
-        "--events", "1000", "--sessions", "40", "--postgres", postgres_url,
+        "--events", "400", "--sessions", "40", "--postgres", postgres_url,
         "--dynamodb-endpoint", dynamodb_endpoint, "--json", str(results),
     ])
     report = json.loads(results.read_text())
-    assert report["events"] == 1000
+    assert report["events"] == 400
     names = [row["target"] for row in report["rows"]]
     assert names == ["redis (baseline)", "sqlite", "postgresql", "dynamodb (moto)"]
     for row in report["rows"]:
