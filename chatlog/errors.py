@@ -236,3 +236,22 @@ class InvalidCursorError(ChatLogError, ValueError):
     Pass back the ``next_cursor`` (``next_before``) of the previous page
     unchanged, or ``None`` for the first page.
     """
+
+
+class TargetError(ReadModelError):
+    """Raised when a read-model target (SQL, DynamoDB, ...) cannot be opened, read or written.
+
+    The message names the target URL's store and what failed; check the URL
+    (``--target``, ``CHATLOG_READ_MODEL``), that the store answers, and that the
+    target's extra is installed (``pip install 'chatlog[postgres]'`` or
+    ``'chatlog[dynamodb]'``). Applying is idempotent: run the same command again.
+    """
+
+
+class ItemTooLargeError(TargetError):
+    """Raised when a session would pass a store's item size limit (DynamoDB's 400 KB).
+
+    The projector does not fail: the append that would pass the limit is
+    dead-lettered with this error's text and the session keeps what it had.
+    Clear or delete the session, or move to a target without the limit.
+    """

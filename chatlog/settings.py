@@ -102,6 +102,10 @@ class Settings:
         allow_eviction: Accept a Redis ``maxmemory-policy`` that can evict chatlog's
             keys (``CHATLOG_ALLOW_EVICTION``); then loss detection and repair are what
             keep readers from a shorter history. Refused at start otherwise.
+        read_model: Where ``ChatLog`` reads histories (``CHATLOG_READ_MODEL``): a
+            ``sqlite:///``, ``postgresql://`` or ``dynamodb://`` target URL that
+            ``chatlog projector run --target`` keeps current; ``None`` reads Redis
+            (``redis_url``).
 
     """
 
@@ -151,6 +155,7 @@ class Settings:
     thread_ttl_refresh_on_read: bool = False
     max_checkpoint_bytes: int = 64 * 1024 * 1024
     allow_eviction: bool = False
+    read_model: str | None = None
 
     def __post_init__(self) -> None:
         if not self.topic or self.topic.endswith(".dlq"):
@@ -278,6 +283,7 @@ ENVIRONMENT: dict[str, str] = {
     "thread_ttl_refresh_on_read": "CHATLOG_THREAD_TTL_ON_READ",
     "max_checkpoint_bytes": "CHATLOG_MAX_CHECKPOINT_BYTES",
     "allow_eviction": "CHATLOG_ALLOW_EVICTION",
+    "read_model": "CHATLOG_READ_MODEL",
     "kafka_security_protocol": "CHATLOG_KAFKA_SECURITY_PROTOCOL",
     "kafka_sasl_mechanism": "CHATLOG_KAFKA_SASL_MECHANISM",
     "kafka_sasl_username": "CHATLOG_KAFKA_SASL_USERNAME",

@@ -10,6 +10,7 @@ from langchain_core.messages import BaseMessage
 from chatlog.errors import (
     ChatLogError,
     ConcurrentAppendError,
+    ConfigurationError,
     InvalidVersionError,
     PublishError,
 )
@@ -25,6 +26,7 @@ from chatlog.histories.read_your_writes import (
     wait_until_applied,
 )
 from chatlog.histories.sessions import asession_owner, check_owner, session_owner
+from chatlog.histories.target_reader import TargetSessionReader
 from chatlog.identifiers import validate_session_id, validate_user_id
 from chatlog.keys import VERDICT_CONFLICT
 from chatlog.producers.lazy import LazyProducer
@@ -73,7 +75,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         session_id: str,
         *,
         producer: EventProducer | LazyProducer,
-        reader: ReadModelReader,
+        reader: ReadModelReader | TargetSessionReader,
         user_id: str | None = None,
         source: str | None = None,
         read_timeout_s: float = 5.0,
@@ -110,12 +112,27 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         # the owner) can change that, so one check per history object suffices.
         if self._owner_checked:
             return
-        self._owner_seen(session_owner(self.reader, self.session_id))
+        if isinstance(self.reader, ReadModelReader):
+            self._owner_seen(session_owner(self.reader, self.session_id))
+        else:
+            self._owner_seen(self.reader.read(self.session_id, limit=0).owner)
 
     async def _acheck_write_access(self) -> None:
         if self._owner_checked:
             return
-        self._owner_seen(await asession_owner(self.reader, self.session_id))
+        if isinstance(self.reader, ReadModelReader):
+            self._owner_seen(await asession_owner(self.reader, self.session_id))
+        else:
+            self._owner_seen((await self.reader.aread(self.session_id, limit=0)).owner)
+
+    def _redis_reader(self) -> ReadModelReader:
+        """The Redis reader, for what only the Redis read model answers."""
+        if isinstance(self.reader, ReadModelReader):
+            return self.reader
+        raise ConfigurationError(
+            "expected_version, version and paged reads need the Redis read model; with "
+            "CHATLOG_READ_MODEL set, a history reads messages, last(n) and its owner there"
+        )
 
     def _owner_seen(self, owner: str | None) -> None:
         check_owner(self.session_id, owner, self.user_id)
@@ -184,7 +201,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         self._remember([position])
         _verdict(
             wait_until_applied(
-                lambda: self.reader.version(self.session_id, verdict_of=position.offset),
+                lambda: self._redis_reader().version(self.session_id, verdict_of=position.offset),
                 _has_verdict,
                 self._lag_error,
                 self.read_timeout_s,
@@ -210,7 +227,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         self._remember([position])
         _verdict(
             await await_until_applied(
-                lambda: self.reader.aversion(self.session_id, verdict_of=position.offset),
+                lambda: self._redis_reader().aversion(self.session_id, verdict_of=position.offset),
                 _has_verdict,
                 self._lag_error,
                 self.read_timeout_s,
@@ -245,7 +262,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         one else appended in between.
         """
         return wait_until_applied(
-            lambda: self.reader.version(self.session_id),
+            lambda: self._redis_reader().version(self.session_id),
             self._caught_up,
             self._lag_error,
             self.read_timeout_s,
@@ -254,7 +271,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
     async def aget_version(self) -> int:
         """Async :attr:`version`."""
         snapshot = await await_until_applied(
-            lambda: self.reader.aversion(self.session_id),
+            lambda: self._redis_reader().aversion(self.session_id),
             self._caught_up,
             self._lag_error,
             self.read_timeout_s,
@@ -381,7 +398,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         check_page_arguments(limit, before)
         return message_page(
             wait_until_applied(
-                lambda: self.reader.read_window(self.session_id, limit=limit, before=before),
+                lambda: self._redis_reader().read_window(self.session_id, limit=limit, before=before),
                 self._caught_up,
                 self._lag_error,
                 self.read_timeout_s,
@@ -393,7 +410,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         check_page_arguments(limit, before)
         return message_page(
             await await_until_applied(
-                lambda: self.reader.aread_window(self.session_id, limit=limit, before=before),
+                lambda: self._redis_reader().aread_window(self.session_id, limit=limit, before=before),
                 self._caught_up,
                 self._lag_error,
                 self.read_timeout_s,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, NamedTuple, overload
 
 import redis
 
-from chatlog.errors import InvalidUserIdError, ProjectionLagError
+from chatlog.errors import ConfigurationError, InvalidUserIdError, ProjectionLagError
 from chatlog.eviction_guard import guard_eviction
 from chatlog.histories.history import ChatLogMessageHistory
 from chatlog.histories.read_model import ReadModelReader
@@ -28,6 +28,7 @@ from chatlog.histories.sessions import (
     list_sessions,
     session_positions,
 )
+from chatlog.histories.target_reader import TargetSessionReader, open_session_reader
 from chatlog.identifiers import validate_session_id, validate_user_id
 from chatlog.namespaces import ActiveNamespace
 from chatlog.producers.lazy import LazyProducer
@@ -72,6 +73,10 @@ class ChatLog:
         if self.settings.session_ttl_refresh_on_read and self.settings.session_ttl_s:
             self.reader.refresh_ttl_ms = int(self.settings.session_ttl_s * 1000)
         guard_eviction(self.redis, self.settings)
+        #: Where histories read: Redis, or the SQL/DynamoDB store of CHATLOG_READ_MODEL.
+        self.session_reader: ReadModelReader | TargetSessionReader = self.reader
+        if self.settings.read_model:
+            self.session_reader = open_session_reader(self.settings.read_model) or self.reader
         self.written = WrittenPositions()
         #: Made on first use; histories and savers hold this, not the producer, so
         #: handing them out never blocks and async callers make it off the loop.
@@ -105,7 +110,7 @@ class ChatLog:
         return ChatLogMessageHistory(
             self.stored_session_id(session_id, user_id),
             producer=self.producers,
-            reader=self.reader,
+            reader=self.session_reader,
             user_id=user_id,
             source=self.settings.source,
             read_timeout_s=read_timeout_s or self.settings.read_timeout_s,
@@ -209,6 +214,10 @@ class ChatLog:
         user_id = _required_user(user_id)
         if limit is None and cursor is not None:
             raise ValueError("cursor needs limit: pass the page size too")
+        if not isinstance(self.session_reader, ReadModelReader):
+            if limit is not None:
+                raise ConfigurationError("paging sessions needs the Redis read model")
+            return self.session_reader.list_sessions(user_id)
         own = self.written.sessions_of(user_id)
         if own:
             wait_until_applied(
@@ -237,6 +246,11 @@ class ChatLog:
         user_id = _required_user(user_id)
         if limit is None and cursor is not None:
             raise ValueError("cursor needs limit: pass the page size too")
+        if not isinstance(self.session_reader, ReadModelReader):
+            if limit is not None:
+                raise ConfigurationError("paging sessions needs the Redis read model")
+            target = self.session_reader
+            return await asyncio.to_thread(lambda: target.list_sessions(user_id))
         own = self.written.sessions_of(user_id)
         if own:
 
@@ -342,6 +356,8 @@ class ChatLog:
         """Flush and close the producer and the Redis pool (and async Redis clients)."""
         self.producers.close()
         self.reader.close()
+        if self.session_reader is not self.reader:
+            self.session_reader.close()
         self.redis.close()
 
     async def aclose(self) -> None:
@@ -350,6 +366,8 @@ class ChatLog:
         The producer's flush and the sync pool's close run on a worker thread.
         """
         await self.reader.aclose()
+        if self.session_reader is not self.reader:
+            await self.session_reader.aclose()
         await asyncio.to_thread(self.close)
 
     def __enter__(self) -> ChatLog:

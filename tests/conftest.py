@@ -24,6 +24,9 @@ from chatlog.settings import TRANSPORTS
 from tests.fixtures.postgres import PostgresUnavailable, own_database, postgres_server
 from tests.helpers import delete_namespace_family, make_test_settings
 
+# Real PostgreSQL, SQLite files and moto's DynamoDB server for the read-model targets.
+pytest_plugins = ["tests.fixtures.target_servers"]
+
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:

@@ -180,6 +180,11 @@ def projector() -> None:
     "--ready-max-lag", type=int, default=None, envvar="CHATLOG_READY_MAX_LAG",
     help="/readyz is 200 while the assigned partitions are at most this many events behind.",
 )
+@click.option(
+    "--target", "target_url", default=None,
+    help="Project into this read-model store instead of Redis (its own consumer group): "
+    "sqlite:///PATH, postgresql://..., dynamodb://TABLE.",
+)
 @click.pass_context
 def projector_run(
     ctx: click.Context,
@@ -187,6 +192,7 @@ def projector_run(
     metrics_host: str | None,
     log_format: str | None,
     ready_max_lag: int | None,
+    target_url: str | None,
 ) -> None:
     """Consume the log and keep the Redis read model up to date (SIGTERM drains and exits 0)."""
     from chatlog.cli.log_format import configure_logging
@@ -202,6 +208,12 @@ def projector_run(
     # A worker logs its rebalances and outages at INFO; -vv still asks for DEBUG.
     level = logging.DEBUG if ctx.obj["verbose"] > 1 else logging.INFO
     configure_logging(settings.log_format, level)
+    if target_url is not None:
+        from chatlog.projector.targets import open_target
+        from chatlog.projector.targets.live import run_target_service
+
+        run_target_service(settings, open_target(target_url, settings))
+        return
     run_service(settings)
 
 
