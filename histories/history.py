@@ -396,9 +396,10 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
             ProjectionLagError: this object's writes were not projected in time.
         """
         check_page_arguments(limit, before)
+        reader = self._redis_reader()
         return message_page(
             wait_until_applied(
-                lambda: self._redis_reader().read_window(self.session_id, limit=limit, before=before),
+                lambda: reader.read_window(self.session_id, limit=limit, before=before),
                 self._caught_up,
                 self._lag_error,
                 self.read_timeout_s,
@@ -408,9 +409,10 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
     async def aread(self, *, limit: int | None = None, before: int | None = None) -> MessagePage:
         """Async :meth:`read`."""
         check_page_arguments(limit, before)
+        reader = self._redis_reader()
         return message_page(
             await await_until_applied(
-                lambda: self._redis_reader().aread_window(self.session_id, limit=limit, before=before),
+                lambda: reader.aread_window(self.session_id, limit=limit, before=before),
                 self._caught_up,
                 self._lag_error,
                 self.read_timeout_s,
