@@ -63,7 +63,9 @@ def kafka_history_peer(
     try:
         written = conversation(messages, size, seed=2000)
         history.add_messages(written)
-        ours.add_messages(written)
+        # chatlog gives each message an id on the caller's object (LangGraph's
+        # rule), so it gets copies: the peer's read must equal what it was given.
+        ours.add_messages([m.model_copy() for m in written])
         Replayer(settings, redis_client=chatlog.redis).rebuild(settings.namespace)
         append_s: list[float] = []
         ours_append_s: list[float] = []
@@ -89,7 +91,7 @@ def kafka_history_peer(
             started = time.perf_counter()
             mine_read = reader.messages
             ours_read_s.append(time.perf_counter() - started)
-            if mine_read != written:
+            if [m.model_copy(update={"id": None}) for m in mine_read] != written:
                 raise ChatLogError("chatlog did not read back the peer benchmark's session")
         return PeerResult(append_s, read_s, ours_append_s, ours_read_s)
     finally:

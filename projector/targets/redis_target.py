@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis
 
 from chatlog.errors import TargetError
-from chatlog.keys import META_EXPIRY, ReadModelKeys
+from chatlog.keys import META_EXPIRED, META_EXPIRY, ReadModelKeys
 from chatlog.projector.changes import Change
 from chatlog.projector.positions import AppliedPositions
 from chatlog.projector.redis_projection import ApplyResult, RedisProjection
@@ -70,10 +70,16 @@ class RedisTarget:
         return AppliedPositions(self.client, self.namespace).read()
 
     def read_session(self, session_id: str, *, now_ms: int | None = None) -> list[str]:
-        """The session's messages (Redis expires idle sessions itself)."""
-        key = self.keys.messages(session_id)
-        stored: list[Any] = self._call(lambda: self.client.lrange(key, 0, -1))
-        return [m.decode("utf-8") for m in stored]
+        """The session's messages (Redis expires idle sessions itself).
+
+        An idle-expired session's list lingers a little while, hidden from
+        readers by its meta's ``expired`` mark: it reads as empty here too.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lrange(self.keys.messages(session_id), 0, -1)
+        pipe.hexists(self.keys.meta(session_id), META_EXPIRED)
+        stored, expired = self._call(pipe.execute)
+        return [] if expired else [m.decode("utf-8") for m in stored]
 
     def stored_form(self, text: str) -> str:
         """Messages are stored as the log's text, unchanged."""
