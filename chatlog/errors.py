@@ -173,3 +173,31 @@ class InvalidCursorError(ChatLogError, ValueError):
     Pass back the ``next_cursor`` (``next_before``) of the previous page
     unchanged, or ``None`` for the first page.
     """
+
+
+class EncryptionError(ChatLogError):
+    """Raised when encryption is misconfigured or a data key cannot be created, read or destroyed.
+
+    The message names the setting (``CHATLOG_ENCRYPTION_KEY``,
+    ``CHATLOG_ENCRYPTION_OLD_KEYS``) or the key store topic to fix.
+    """
+
+
+class EncryptionKeyRequiredError(EncryptionError, ConfigurationError):
+    """Raised when the log holds encrypted events and no key-encryption key is configured."""
+
+
+class UnknownKeyEncryptionKeyError(EncryptionError):
+    """Raised when a data key is wrapped by a key-encryption key chatlog was not given.
+
+    Add that key to ``CHATLOG_ENCRYPTION_OLD_KEYS`` (during a rotation), or run
+    ``chatlog keys rotate`` with it before it is retired.
+    """
+
+
+class DecryptionError(EncryptionError, ValueError):
+    """Raised when a ciphertext does not open under its data key and associated data.
+
+    The ciphertext was altered, or moved to another event or session; the
+    projector dead-letters such a record.
+    """

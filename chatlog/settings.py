@@ -87,6 +87,14 @@ class Settings:
             session id (``CHATLOG_SCOPE_SESSIONS_BY_USER``), so no user can take another
             user's session id; every history then needs a user. Off by default: stored
             ids stay the application's ids (see :mod:`chatlog.session_scope`).
+        encryption_key: The key-encryption key (``CHATLOG_ENCRYPTION_KEY``): base64 of
+            32 bytes, or ``file:PATH`` of a file holding that. When set, every
+            message's content is encrypted under a data key of its subject (the
+            user, else the session) kept in :attr:`keys_topic`; see
+            :mod:`chatlog.producers.key_store`. Needs ``chatlog[encryption]``.
+        encryption_old_keys: Earlier key-encryption keys still accepted for reading
+            (``CHATLOG_ENCRYPTION_OLD_KEYS``, comma-separated, same forms) while
+            ``chatlog keys rotate`` re-wraps the data keys under the new one.
 
     """
 
@@ -132,6 +140,9 @@ class Settings:
     session_ttl_s: float | None = None
     session_ttl_refresh_on_read: bool = False
     scope_sessions_by_user: bool = False
+    # Not in the repr: a logged Settings must never carry a key.
+    encryption_key: str | None = field(default=None, repr=False)
+    encryption_old_keys: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.topic or self.topic.endswith(".dlq"):
@@ -171,6 +182,11 @@ class Settings:
     def checkpoint_topic(self) -> str:
         """The LangGraph checkpoint log (``ChatLogCheckpointSaver``), keyed by thread id."""
         return f"{self.topic}.checkpoints"
+
+    @property
+    def keys_topic(self) -> str:
+        """The compacted data-key store of encryption (``CHATLOG_ENCRYPTION_KEY``)."""
+        return f"{self.topic}.keys"
 
     def kafka_client_options(self) -> dict[str, Any]:
         """Keyword options shared by every kafka-python client chatlog creates.
@@ -252,6 +268,8 @@ ENVIRONMENT: dict[str, str] = {
     "session_ttl_s": "CHATLOG_SESSION_TTL",
     "session_ttl_refresh_on_read": "CHATLOG_SESSION_TTL_ON_READ",
     "scope_sessions_by_user": "CHATLOG_SCOPE_SESSIONS_BY_USER",
+    "encryption_key": "CHATLOG_ENCRYPTION_KEY",
+    "encryption_old_keys": "CHATLOG_ENCRYPTION_OLD_KEYS",
     "kafka_security_protocol": "CHATLOG_KAFKA_SECURITY_PROTOCOL",
     "kafka_sasl_mechanism": "CHATLOG_KAFKA_SASL_MECHANISM",
     "kafka_sasl_username": "CHATLOG_KAFKA_SASL_USERNAME",
@@ -273,7 +291,15 @@ ENVIRONMENT: dict[str, str] = {
 }
 
 #: Settings whose values are secrets: shown masked by ``chatlog config show``.
-SECRET_SETTINGS = frozenset({"kafka_sasl_password", "kafka_ssl_password", "redis_password"})
+SECRET_SETTINGS = frozenset(
+    {
+        "kafka_sasl_password",
+        "kafka_ssl_password",
+        "redis_password",
+        "encryption_key",
+        "encryption_old_keys",
+    }
+)
 
 def _redis_url_with_credentials(settings: Settings) -> str:
     """``redis_url`` with the ACL user, password and TLS files added where it lacks them."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from chatlog.producers.key_store import DataKeyStore, key_store_of
 from chatlog.producers.records import EncodedEvent, LogPosition
 from chatlog.producers.size_limit import check_event_size
 from chatlog.schemas.codec import CONTENT_TYPE, EventCodec
@@ -38,15 +39,28 @@ class EventProducer:
     (``CHATLOG_TRANSPORT=confluent``, a fraction of the CPU per append).
     Thread-safe; share one per process.
 
+    With ``CHATLOG_ENCRYPTION_KEY`` set, every message is sealed under its
+    subject's data key before it is encoded (:attr:`key_store`): no message
+    field but its type and id reaches Kafka in clear.
+
     Raises:
         BrokerUnavailableError: (kafka-python) no broker answered within the publish timeout.
         ConfigurationError: (confluent) confluent-kafka is missing or the settings
             cannot be expressed for it.
     """
 
-    def __init__(self, settings: Settings, *, codec: EventCodec | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        codec: EventCodec | None = None,
+        key_store: DataKeyStore | None = None,
+    ) -> None:
         self.settings = settings
         self.codec = codec or EventCodec()
+        self._owns_key_store = key_store is None
+        #: The data keys messages are sealed under; ``None`` when encryption is off.
+        self.key_store = key_store if key_store is not None else key_store_of(settings)
         self._transport = _transport(settings)
 
     @property
@@ -61,7 +75,8 @@ class EventProducer:
             MessageTooLargeError: the encoded event, or the JSON the read model
                 would store for it, exceeds ``max_event_bytes``.
         """
-        value = self.codec.encode(event)
+        sealed = event if self.key_store is None else self.key_store.seal_event(event)
+        value = self.codec.encode(sealed)
         check_event_size(event, value, self.settings.max_event_bytes)
         headers = [
             ("event-type", event.event_type.encode()),
@@ -106,6 +121,8 @@ class EventProducer:
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush what is pending (up to ``timeout_s``) and close the connection."""
         self._transport.close(timeout_s)
+        if self._owns_key_store and self.key_store is not None:
+            self.key_store.close()
 
     def __enter__(self) -> EventProducer:
         return self

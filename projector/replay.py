@@ -41,6 +41,7 @@ from chatlog.identifiers import validate_session_id
 from chatlog.keys import ReadModelKeys, active_namespace_key
 from chatlog.namespaces import POINTER_TTL_S, ActiveNamespace
 from chatlog.producers.admin import end_offsets, partition_count
+from chatlog.producers.key_store import key_store_of
 from chatlog.producers.log_reader import beginning_offsets, read_range
 from chatlog.projector.change_reader import ChangeReader
 from chatlog.projector.changes import Change, Refusal
@@ -241,7 +242,10 @@ class Replayer:
         self.gc_threshold = gc_threshold
         self.redis = redis_client or redis.Redis.from_url(settings.redis_url)
         self.codec = EventCodec()
-        self.reader = ChangeReader(self.codec, settings.max_event_bytes)
+        self.key_store = key_store_of(settings)
+        self.reader = ChangeReader(
+            self.codec, settings.max_event_bytes, key_store=self.key_store
+        )
         self.active = ActiveNamespace.of(settings)
 
     # -- namespaces --------------------------------------------------------

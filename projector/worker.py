@@ -37,7 +37,8 @@ from chatlog.producers.admin import ensure_topic
 from chatlog.producers.producer import EventProducer
 from chatlog.producers.rebalance import RebalanceListener
 from chatlog.projector.change_reader import ChangeReader
-from chatlog.projector.changes import Change, Refusal
+from chatlog.producers.key_store import key_store_of
+from chatlog.projector.changes import Change, Refusal, RefusalReason
 from chatlog.projector.checkpoint_projection import CheckpointProjection, decode_record
 from chatlog.projector.dead_letter import DeadLetter, DeadLetterQueue, key_text, short_reason
 from chatlog.projector.gc_threshold import young_gc_threshold
@@ -72,6 +73,7 @@ class ProjectorStats:
     applied: int = 0
     skipped: int = 0
     dead_lettered: int = 0
+    shredded: int = 0
     commits_failed: int = 0
     retries: int = 0
     applied_by_type: dict[str, int] = field(default_factory=dict)
@@ -155,7 +157,10 @@ class Projector:
             self.redis, self.namespace, active=None if namespace else ActiveNamespace.of(settings)
         )
         self.codec = EventCodec()
-        self.reader = ChangeReader(self.codec, settings.max_event_bytes)
+        self.key_store = key_store_of(settings)
+        self.reader = ChangeReader(
+            self.codec, settings.max_event_bytes, key_store=self.key_store
+        )
         # Checkpoints stay in the configured namespace, where ChatLogCheckpointSaver
         # reads them: a rebuild's namespace switch moves chat sessions only (the
         # checkpoint log is rebuilt by chatlog.projector.checkpoint_replay).
@@ -316,6 +321,12 @@ class Projector:
             for raw in raws:
                 change = read(raw)
                 if type(change) is Refusal:
+                    if change.reason is RefusalReason.SHREDDED:  # type: ignore[union-attr]
+                        # Erased: skipped like a deleted session's event, never dead-lettered.
+                        self.stats.shredded += 1
+                        if self.metrics is not None:
+                            self.metrics.shredded.inc()
+                        continue
                     letters.append(DeadLetter(raw, str(change)))
                 else:
                     changes.append(change)  # type: ignore[arg-type]
@@ -550,7 +561,9 @@ class Projector:
                 self.metrics.rebalanced if self.metrics else None, before_revoke=self._revoked
             ),
         )
-        self._producer = EventProducer(settings, codec=self.codec)
+        # Dead letters are sent as they were read: this producer seals nothing,
+        # so it shares the worker's key store rather than opening another.
+        self._producer = EventProducer(settings, codec=self.codec, key_store=self.key_store)
         self._dlq = DeadLetterQueue(self._producer, settings.dlq_topic)
 
     def _kafka_python_consumer(self) -> KafkaConsumer:

@@ -28,6 +28,7 @@ from chatlog.schemas.events import (
     ChatEvent,
     InvalidToolCall,
     MessageAppended,
+    MessageSealed,
     Payload,
     SessionCleared,
     SessionDeleted,
@@ -203,6 +204,13 @@ class EventCodec(SingleObjectCodec[ChatEvent]):
             (v for v in self.registry.versions if (v.name, v.version) == event_reader.SCHEMA),
             None,
         )
+        # Older schemas whose bodies it reads too: v3 only added a payload
+        # branch at the end of the union, so a v2 body is a v3 body byte for byte.
+        self._fast_older = {
+            v.fingerprint: v
+            for v in self.registry.versions
+            if (v.name, v.version) in event_reader.OLDER_SCHEMAS
+        }
 
     @property
     def fast_header(self) -> bytes | None:
@@ -213,9 +221,24 @@ class EventCodec(SingleObjectCodec[ChatEvent]):
         """
         return self._header if self._fast is self._writer else None
 
+    @property
+    def fast_headers(self) -> frozenset[bytes]:
+        """The single-object headers of every schema the hand-written reader decodes.
+
+        :attr:`fast_header` and those of older schemas whose bodies have the
+        same layout (see :data:`~chatlog.schemas.event_reader.OLDER_SCHEMAS`).
+        """
+        if self._fast is not self._writer:
+            return frozenset()
+        return frozenset({self._header, *(MAGIC + f for f in self._fast_older)})
+
     def _read_fast(self, data: bytes, writer: SchemaVersion) -> ChatEvent | None:
-        if writer is self._fast and writer is self._writer:
+        if self._fast is not self._writer:
+            return None
+        if writer is self._fast:
             return event_reader.read_event(bytes(data), HEADER_SIZE)
+        if self._fast_older.get(writer.fingerprint) is writer:
+            return event_reader.read_event(bytes(data), HEADER_SIZE, sealed=False)
         return None
 
     def _to_avro(self, event: ChatEvent) -> dict[str, Any]:
@@ -279,6 +302,18 @@ def _payload_to_avro(payload: Payload) -> tuple[str, dict[str, Any]]:
         return ("chatlog.UserDeleted", {})
     if isinstance(payload, SessionTtlSet):
         return ("chatlog.SessionTtlSet", {"ttl_ms": payload.ttl_ms})
+    if isinstance(payload, MessageSealed):
+        return (
+            "chatlog.MessageSealed",
+            {
+                "subject": payload.subject,
+                "key_id": payload.key_id,
+                "type": payload.type,
+                "id": payload.id,
+                "nonce": payload.nonce,
+                "ciphertext": payload.ciphertext,
+            },
+        )
     raise TypeError(f"not a chatlog payload event: {type(payload).__name__}")
 
 
@@ -323,4 +358,13 @@ def _payload_from_avro(name: str, body: dict[str, Any]) -> Payload:
         return UserDeleted()
     if name == "chatlog.SessionTtlSet":
         return SessionTtlSet(ttl_ms=body["ttl_ms"])
+    if name == "chatlog.MessageSealed":
+        return MessageSealed(
+            subject=body["subject"],
+            key_id=body["key_id"],
+            type=body["type"],
+            id=body["id"],
+            nonce=bytes(body["nonce"]),
+            ciphertext=bytes(body["ciphertext"]),
+        )
     raise EventDecodeError(f"unknown payload record {name!r}: upgrade chatlog")

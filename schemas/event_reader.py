@@ -1,4 +1,4 @@
-"""A hand-written Avro reader for the newest ``chatlog.ChatEvent`` schema (v2).
+"""A hand-written Avro reader for the newest ``chatlog.ChatEvent`` schema (v3, and v2).
 
 The projector decodes every event of the log, and fastavro's generic reader
 (a file-object read per field, then the ``uuid``/``timestamp-millis``
@@ -28,6 +28,7 @@ from chatlog.schemas.events import (
     ChatEvent,
     InvalidToolCall,
     MessageAppended,
+    MessageSealed,
     Payload,
     SessionCleared,
     SessionDeleted,
@@ -38,7 +39,10 @@ from chatlog.schemas.events import (
 )
 
 #: The schema this reader is written for: ``(record name, version)``.
-SCHEMA = ("chatlog.ChatEvent", 2)
+SCHEMA = ("chatlog.ChatEvent", 3)
+#: Older schemas whose bodies are read the same way: v3 appended
+#: ``MessageSealed`` to the payload union, the rest is v2 byte for byte.
+OLDER_SCHEMAS = frozenset({("chatlog.ChatEvent", 2)})
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: What follows the content of a message with nothing else set, to the end of
@@ -130,6 +134,16 @@ class BodyReader:
             return self.string()
         raise EventDecodeError(f"corrupt event body: union branch {branch} of [null, string]")
 
+    def bytes_(self) -> bytes:
+        """The next Avro ``bytes``."""
+        size = self.long()
+        start = self.pos
+        end = start + size
+        if size < 0 or end > len(self.data):
+            raise EventDecodeError(f"corrupt event body: a bytes value of {size} bytes")
+        self.pos = end
+        return self.data[start:end]
+
     def optional_long(self) -> int | None:
         """The next ``[null, long]`` union."""
         branch = self.long()
@@ -149,8 +163,11 @@ class BodyReader:
         return count
 
 
-def read_event(data: bytes, start: int) -> ChatEvent:
-    """Decode the v2 ``ChatEvent`` body that begins at ``data[start]`` and fills the rest.
+def read_event(data: bytes, start: int, *, sealed: bool = True) -> ChatEvent:
+    """Decode the v3 ``ChatEvent`` body that begins at ``data[start]`` and fills the rest.
+
+    With ``sealed=False`` (a v2 writer) the ``MessageSealed`` branch is refused,
+    as fastavro would.
 
     Raises:
         EventDecodeError: the bytes are not one complete, valid v2 body.
@@ -164,7 +181,7 @@ def read_event(data: bytes, start: int) -> ChatEvent:
         user_id = reader.optional_string()
         occurred_at = _EPOCH + timedelta(microseconds=reader.long() * 1000)
         source = reader.optional_string()
-        payload = _payload(reader)
+        payload = _payload(reader, sealed)
     except EventDecodeError:
         raise
     except (IndexError, ValueError, OverflowError) as exc:  # UnicodeDecodeError is a ValueError
@@ -183,7 +200,7 @@ def read_event(data: bytes, start: int) -> ChatEvent:
     )
 
 
-def _payload(reader: BodyReader) -> Payload:
+def _payload(reader: BodyReader, sealed: bool) -> Payload:
     branch = reader.long()
     if branch == 0:
         return _message(reader)
@@ -195,6 +212,15 @@ def _payload(reader: BodyReader) -> Payload:
         return UserDeleted()
     if branch == 4:
         return SessionTtlSet(ttl_ms=reader.optional_long())
+    if branch == 5 and sealed:
+        return MessageSealed(
+            reader.string(),
+            reader.string(),
+            reader.string(),
+            reader.optional_string(),
+            reader.bytes_(),
+            reader.bytes_(),
+        )
     raise EventDecodeError(f"corrupt event body: payload union branch {branch}")
 
 

@@ -1,0 +1,246 @@
+"""Per-subject encryption and crypto-shredding on the real broker, Redis and key store."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+
+import pytest
+import redis
+from kafka import KafkaProducer
+from langchain_core.messages import AIMessage, HumanMessage
+
+from chatlog import ChatLog, Settings
+from chatlog.producers.key_store import DataKeyStore
+from chatlog.projector.replay import Replayer
+from chatlog.projector.worker import Projector
+from chatlog.schemas.codec import EventCodec
+from chatlog.schemas.events import MessageSealed
+from chatlog.schemas.sealing import KeyEncryptionKey
+from tests.helpers import delete_namespace, eventually, read_topic, unique
+
+#: A plaintext no other byte sequence in the log can contain by chance.
+SECRET = "zanzibar-7f3c-PLAINTEXT-canary"
+
+
+@dataclass
+class Deployment:
+    """One encrypted deployment: settings, its facade and a running projector."""
+
+    settings: Settings
+    chatlog: ChatLog
+    projector: Projector
+
+
+@pytest.fixture
+def deployment(
+    settings_factory: Callable[..., Settings],
+    chatlog_factory: Callable[[Settings], ChatLog],
+    projector_factory: Callable[..., Projector],
+) -> Iterator[Deployment]:
+    """An encrypted deployment with a projector (the topics exist before the group joins)."""
+    settings = settings_factory(
+        encryption_key=KeyEncryptionKey.generate().encoded(), partitions=3
+    )
+    chatlog = chatlog_factory(settings)
+    chatlog.producer  # noqa: B018 - creates the topics before the group joins
+    projector = projector_factory(settings)
+    yield Deployment(settings, chatlog, projector)
+    if projector.key_store is not None:
+        projector.key_store.close()
+
+
+def _write(chatlog: ChatLog, session_id: str, user_id: str | None, texts: list[str]) -> None:
+    history = chatlog.history(session_id, user_id=user_id)
+    history.add_messages(
+        [
+            HumanMessage(text, additional_kwargs={"note": text})
+            if i % 2 == 0
+            else AIMessage(text, response_metadata={"echo": text})
+            for i, text in enumerate(texts)
+        ]
+    )
+
+
+def _contents(chatlog: ChatLog, session_id: str, user_id: str | None) -> list[str]:
+    return [str(m.content) for m in chatlog.history(session_id, user_id=user_id).messages]
+
+
+def test_plaintext_never_reaches_any_topic(deployment: Deployment) -> None:
+    """A user's distinctive text is in no partition of events, keys or dead letters."""
+    chatlog, settings = deployment.chatlog, deployment.settings
+    _write(chatlog, "s-canary", "alice", [SECRET, f"reply {SECRET}"])
+    _write(chatlog, "s-anon", None, [f"anonymous {SECRET}"])
+    assert _contents(chatlog, "s-canary", "alice") == [SECRET, f"reply {SECRET}"]
+    # A forged record goes to the dead-letter topic, so that topic is not empty.
+    forged = KafkaProducer(**settings.kafka_client_options())
+    forged.send(settings.topic, key=b"s-canary", value=b"not an event").get(timeout=20)
+    forged.close()
+    eventually(lambda: deployment.projector.stats.dead_lettered == 1)
+    topics = [settings.topic, settings.keys_topic, settings.dlq_topic]
+    records = [r for topic in topics for r in read_topic(settings, topic)]
+    assert len(records) >= 5
+    needle = SECRET.encode()
+    for record in records:
+        assert needle not in (record.value or b"")
+        assert needle not in (record.key or b"")
+        assert all(needle not in value for _, value in record.headers)
+    sealed = [
+        EventCodec().decode(r.value)
+        for r in read_topic(settings, settings.topic)
+        if r.value != b"not an event"
+    ]
+    assert sum(isinstance(e.payload, MessageSealed) for e in sealed) == 3
+
+
+def test_delete_user_shreds_the_past_in_every_rebuild(
+    deployment: Deployment, redis_client: redis.Redis
+) -> None:
+    """After delete_user, rebuilds (now and as of before it) hold nothing of the user."""
+    chatlog, settings = deployment.chatlog, deployment.settings
+    _write(chatlog, "s-bob-1", "bob", ["bob one", "bob two"])
+    _write(chatlog, "s-bob-2", "bob", ["bob three"])
+    _write(chatlog, "s-carol", "carol", ["carol one", "carol two"])
+    _write(chatlog, "s-nobody", None, ["nobody one"])
+    assert _contents(chatlog, "s-bob-2", "bob") == ["bob three"]
+    before = datetime.now(timezone.utc)
+    report = chatlog.erase_user("bob")
+    assert sorted(report.sessions) == ["s-bob-1", "s-bob-2"]
+    assert report.encrypted and report.shredded and len(report.keys_destroyed) == 1
+
+    replayer = Replayer(settings)
+    try:
+        fresh = unique(f"{settings.namespace}-fresh")
+        progress = replayer.rebuild(fresh)
+        assert progress.failed == 0
+        reader = ChatLog(replace(settings, namespace=fresh))
+        try:
+            assert reader.sessions("bob") == []
+            assert reader.history("s-bob-1", user_id="bob").messages == []
+            assert _contents(reader, "s-carol", "carol") == ["carol one", "carol two"]
+            assert _contents(reader, "s-nobody", None) == ["nobody one"]
+        finally:
+            reader.close()
+        assert replayer.reader.shredded == 3
+        assert replayer.verify(fresh).ok
+
+        past = unique(f"{settings.namespace}-past")
+        replayer.rebuild(past, as_of=before)
+        reader = ChatLog(replace(settings, namespace=past))
+        try:
+            # The tombstones are after `before`, but the key is gone: nothing of bob.
+            assert reader.history("s-bob-1", user_id="bob").messages == []
+            assert reader.history("s-bob-2", user_id="bob").messages == []
+            assert _contents(reader, "s-carol", "carol") == ["carol one", "carol two"]
+        finally:
+            reader.close()
+        assert replayer.reader.shredded == 6
+        for namespace in (fresh, past):
+            delete_namespace(redis_client, namespace)
+    finally:
+        if replayer.key_store is not None:
+            replayer.key_store.close()
+
+
+def test_redis_wiped_rebuild_restores_every_user_not_erased(
+    deployment: Deployment, redis_client: redis.Redis
+) -> None:
+    """Keys live in Kafka: a rebuild after losing Redis restores the users not erased."""
+    chatlog, settings = deployment.chatlog, deployment.settings
+    _write(chatlog, "s-dan", "dan", ["dan one", "dan two"])
+    _write(chatlog, "s-erin", "erin", ["erin one"])
+    assert _contents(chatlog, "s-erin", "erin") == ["erin one"]
+    chatlog.delete_session("s-erin-gone", None)  # a session without a user: nothing to shred
+    deployment.projector.stop()
+    delete_namespace(redis_client, settings.namespace)
+    replayer = Replayer(settings)
+    try:
+        replayer.rebuild(settings.namespace)
+        assert replayer.reader.shredded == 0
+    finally:
+        if replayer.key_store is not None:
+            replayer.key_store.close()
+    assert _contents(chatlog, "s-dan", "dan") == ["dan one", "dan two"]
+    assert _contents(chatlog, "s-erin", "erin") == ["erin one"]
+
+
+def test_spliced_ciphertext_is_dead_lettered(deployment: Deployment) -> None:
+    """A ciphertext moved into another session's event does not open and is dead-lettered."""
+    chatlog, settings = deployment.chatlog, deployment.settings
+    _write(chatlog, "s-victim", "frank", ["frank's secret"])
+    _write(chatlog, "s-target", "frank", ["harmless"])
+    assert _contents(chatlog, "s-target", "frank") == ["harmless"]
+    codec = EventCodec()
+    events = [codec.decode(r.value) for r in read_topic(settings, settings.topic)]
+    victim = next(e for e in events if e.session_id == "s-victim")
+    target = next(e for e in events if e.session_id == "s-target")
+    assert isinstance(victim.payload, MessageSealed) and isinstance(target.payload, MessageSealed)
+    spliced = replace(
+        target,
+        payload=replace(
+            target.payload, nonce=victim.payload.nonce, ciphertext=victim.payload.ciphertext
+        ),
+    )
+    forged = KafkaProducer(**settings.kafka_client_options())
+    forged.send(settings.topic, key=b"s-target", value=codec.encode(spliced)).get(timeout=20)
+    forged.close()
+    eventually(lambda: deployment.projector.stats.dead_lettered == 1)
+    letters = read_topic(settings, settings.dlq_topic)
+    reasons = [dict(r.headers).get("dlq-reason", b"").decode() for r in letters]
+    assert len(reasons) == 1 and reasons[0].startswith("undecryptable"), reasons
+    assert _contents(chatlog, "s-target", "frank") == ["harmless"]
+
+
+def test_rotation_under_concurrent_appends_loses_nothing(
+    deployment: Deployment, redis_client: redis.Redis
+) -> None:
+    """Keys re-wrapped while writers append: a reader with only the new KEK reads everything."""
+    old_settings = deployment.settings
+    _write(deployment.chatlog, "s-before", "gina", ["before rotation"])
+    new_kek = KeyEncryptionKey.generate().encoded()
+    rotating = replace(
+        old_settings, encryption_key=new_kek, encryption_old_keys=old_settings.encryption_key
+    )
+    written: list[tuple[str, str]] = []
+    stop = threading.Event()
+
+    def append() -> None:
+        with ChatLog(rotating) as writer:
+            i = 0
+            while not stop.is_set() or i < 10:
+                session, user = f"s-rot-{i % 7}", f"user-{i}"
+                _write(writer, session + f"-{i}", user, [f"text {i}"])
+                written.append((session + f"-{i}", user))
+                i += 1
+
+    thread = threading.Thread(target=append)
+    thread.start()
+    store = DataKeyStore(rotating)
+    try:
+        report = store.rotate()
+    finally:
+        stop.set()
+        thread.join()
+    second = store.rotate()  # whatever the writers added under the old KEK meanwhile
+    store.close()
+    assert report.rewrapped >= 2 and report.retired_kek_ids
+    assert second.rewrapped == 0 or second.retired_kek_ids == report.retired_kek_ids
+    retired = replace(old_settings, encryption_key=new_kek, encryption_old_keys=None)
+    replayer = Replayer(retired)
+    fresh = unique(f"{old_settings.namespace}-rotated")
+    try:
+        progress = replayer.rebuild(fresh)
+        assert progress.failed == 0 and progress.undecodable == 0
+    finally:
+        if replayer.key_store is not None:
+            replayer.key_store.close()
+    reader = ChatLog(replace(retired, namespace=fresh))
+    try:
+        assert _contents(reader, "s-before", "gina") == ["before rotation"]
+        for session, user in written:
+            assert len(_contents(reader, session, user)) == 1
+    finally:
+        reader.close()
+        delete_namespace(redis_client, fresh)
