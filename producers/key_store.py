@@ -194,10 +194,14 @@ class DataKeyStore:
             )
         keys = self._live.setdefault(subject, {})
         previous = keys.get(key_id)
-        # A re-wrap (rotation) keeps the key's place: the first key of a
-        # subject stays the one its writers use.
+        # A re-wrap (rotation) keeps the key's place (the first key of a subject
+        # stays the one its writers use) and, once opened, the key itself: a
+        # process not yet given the new KEK keeps using the keys it holds.
         offset = previous.offset if previous is not None else raw.offset
-        keys[key_id] = _Entry(record["kek_id"], base64.b64decode(record["wrapped"]), offset)
+        opened = previous.key if previous is not None else None
+        keys[key_id] = _Entry(
+            record["kek_id"], base64.b64decode(record["wrapped"]), offset, opened
+        )
         self._destroyed.discard((subject, key_id))
 
     def _opened(self, entry: _Entry, subject: str, key_id: str) -> DataKey:

@@ -136,7 +136,8 @@ def test_delete_user_shreds_the_past_in_every_rebuild(
             assert _contents(reader, "s-carol", "carol") == ["carol one", "carol two"]
         finally:
             reader.close()
-        assert replayer.reader.shredded == 6
+        # Bob's three messages, skipped by the rebuild, verify's fold and this rebuild.
+        assert replayer.reader.shredded == 9
         for namespace in (fresh, past):
             delete_namespace(redis_client, namespace)
     finally:
@@ -198,7 +199,13 @@ def test_rotation_under_concurrent_appends_loses_nothing(
 ) -> None:
     """Keys re-wrapped while writers append: a reader with only the new KEK reads everything."""
     old_settings = deployment.settings
+    early = [(f"s-early-{i}", f"early-{i}") for i in range(5)]
     _write(deployment.chatlog, "s-before", "gina", ["before rotation"])
+    for session, user in early:
+        _write(deployment.chatlog, session, user, ["early"])
+    # This projector knows the old KEK only; the rotation's procedure gives
+    # every reader the new one first (the rebuild below reads with it alone).
+    deployment.projector.stop()
     new_kek = KeyEncryptionKey.generate().encoded()
     rotating = replace(
         old_settings, encryption_key=new_kek, encryption_old_keys=old_settings.encryption_key
@@ -206,27 +213,44 @@ def test_rotation_under_concurrent_appends_loses_nothing(
     written: list[tuple[str, str]] = []
     stop = threading.Event()
 
-    def append() -> None:
+    def append_new_users() -> None:
+        # A writer already configured with the new KEK: new keys are wrapped by it.
         with ChatLog(rotating) as writer:
             i = 0
             while not stop.is_set() or i < 10:
-                session, user = f"s-rot-{i % 7}", f"user-{i}"
-                _write(writer, session + f"-{i}", user, [f"text {i}"])
-                written.append((session + f"-{i}", user))
+                session, user = f"s-rot-{i}", f"user-{i}"
+                _write(writer, session, user, [f"text {i}"])
+                written.append((session, user))
                 i += 1
 
-    thread = threading.Thread(target=append)
-    thread.start()
+    opened = threading.Event()
+
+    def append_existing_users() -> None:
+        # A writer still on the old KEK, under keys it opened before the
+        # rotation: they stay usable after the re-wrap.
+        with ChatLog(old_settings) as writer:
+            for i in range(20):
+                if i == len(early):
+                    opened.set()
+                session, user = early[i % len(early)]
+                _write(writer, session, user, ["during"])
+
+    threads = [threading.Thread(target=append_new_users), threading.Thread(target=append_existing_users)]
+    for thread in threads:
+        thread.start()
+    opened.wait(timeout=60)
     store = DataKeyStore(rotating)
     try:
         report = store.rotate()
     finally:
         stop.set()
-        thread.join()
-    second = store.rotate()  # whatever the writers added under the old KEK meanwhile
+        for thread in threads:
+            thread.join()
+    second = store.rotate()
     store.close()
-    assert report.rewrapped >= 2 and report.retired_kek_ids
-    assert second.rewrapped == 0 or second.retired_kek_ids == report.retired_kek_ids
+    old_id = KeyEncryptionKey.parse(old_settings.encryption_key or "").key_id
+    assert (report.rewrapped, report.retired_kek_ids) == (6, [old_id])
+    assert second.rewrapped == 0
     retired = replace(old_settings, encryption_key=new_kek, encryption_old_keys=None)
     replayer = Replayer(retired)
     fresh = unique(f"{old_settings.namespace}-rotated")
@@ -241,6 +265,8 @@ def test_rotation_under_concurrent_appends_loses_nothing(
         assert _contents(reader, "s-before", "gina") == ["before rotation"]
         for session, user in written:
             assert len(_contents(reader, session, user)) == 1
+        for i, (session, user) in enumerate(early):
+            assert _contents(reader, session, user) == ["early"] + ["during"] * 4
     finally:
         reader.close()
         delete_namespace(redis_client, fresh)
