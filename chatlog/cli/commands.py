@@ -385,6 +385,11 @@ from chatlog.cli.replay import replay  # noqa: E402 - registered here
 
 cli.add_command(replay)
 
+from chatlog.cli.privacy import erase, keys  # noqa: E402 - registered here
+
+cli.add_command(erase)
+cli.add_command(keys)
+
 
 def main() -> None:
     """Console-script entry point: typed chatlog errors exit 1 with their message."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -9,17 +10,19 @@ from datetime import datetime, timezone
 
 import pytest
 import redis
+from click.testing import CliRunner
 from kafka import KafkaProducer
 from langchain_core.messages import AIMessage, HumanMessage
 
 from chatlog import ChatLog, Settings
+from chatlog.cli import cli
 from chatlog.producers.key_store import DataKeyStore
 from chatlog.projector.replay import Replayer
 from chatlog.projector.worker import Projector
 from chatlog.schemas.codec import EventCodec
 from chatlog.schemas.events import MessageSealed
 from chatlog.schemas.sealing import KeyEncryptionKey
-from tests.helpers import delete_namespace, eventually, read_topic, unique
+from tests.helpers import cli_args, delete_namespace, eventually, read_topic, unique
 
 #: A plaintext no other byte sequence in the log can contain by chance.
 SECRET = "zanzibar-7f3c-PLAINTEXT-canary"
@@ -125,6 +128,9 @@ def test_delete_user_shreds_the_past_in_every_rebuild(
             reader.close()
         assert replayer.reader.shredded == 3
         assert replayer.verify(fresh).ok
+        # `chatlog replay session`: nothing of the erased session, and no error.
+        assert replayer.rebuild_session("s-bob-1", fresh).messages == 0
+        assert replayer.reader.shredded == 3 + 3 + 2
 
         past = unique(f"{settings.namespace}-past")
         replayer.rebuild(past, as_of=before)
@@ -137,7 +143,7 @@ def test_delete_user_shreds_the_past_in_every_rebuild(
         finally:
             reader.close()
         # Bob's three messages, skipped by the rebuild, verify's fold and this rebuild.
-        assert replayer.reader.shredded == 9
+        assert replayer.reader.shredded == 3 + 3 + 2 + 3
         for namespace in (fresh, past):
             delete_namespace(redis_client, namespace)
     finally:
@@ -270,3 +276,30 @@ def test_rotation_under_concurrent_appends_loses_nothing(
     finally:
         reader.close()
         delete_namespace(redis_client, fresh)
+
+
+def test_cli_erase_and_rotate_report_what_they_did(deployment: Deployment) -> None:
+    """`chatlog erase --user` reports the shredded keys; `chatlog keys rotate` the re-wrapped ones."""
+    chatlog, settings = deployment.chatlog, deployment.settings
+    _write(chatlog, "s-hal", "hal", ["hal one"])
+    _write(chatlog, "s-ida", "ida", ["ida one"])
+    assert _contents(chatlog, "s-hal", "hal") == ["hal one"]
+    env = {"CHATLOG_ENCRYPTION_KEY": settings.encryption_key or ""}
+    result = CliRunner().invoke(
+        cli, cli_args(settings, "erase", "--user", "hal", "--json"), env=env
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert (report["subject"], report["sessions"], report["shredded"]) == ("hal", ["s-hal"], True)
+    assert len(report["keys_destroyed"]) == 1
+    deployment.projector.stop()
+    new_kek = KeyEncryptionKey.generate().encoded()
+    env = {"CHATLOG_ENCRYPTION_KEY": new_kek, "CHATLOG_ENCRYPTION_OLD_KEYS": env[
+        "CHATLOG_ENCRYPTION_KEY"
+    ]}
+    result = CliRunner().invoke(cli, cli_args(settings, "keys", "rotate", "--json"), env=env)
+    assert result.exit_code == 0, result.output
+    rotated = json.loads(result.output)
+    # ida's key only: hal's was destroyed, and stays wrapped by the retired key.
+    assert (rotated["rewrapped"], rotated["live_keys"]) == (1, 1)
+    assert rotated["kek_id"] == KeyEncryptionKey.parse(new_kek).key_id
