@@ -10,6 +10,7 @@ them with a strict allowlist (:mod:`chatlog.histories.checkpoint_serde`).
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -32,6 +33,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from chatlog.errors import MessageTooLargeError, ProjectionLagError
 from chatlog.histories.checkpoint_read_model import CheckpointReader, StoredEntry, ThreadSelection
+from chatlog.histories.checkpoint_sealing import for_thread, sealed_serde, thread_of_config
 from chatlog.histories.checkpoint_serde import checked_serde
 from chatlog.histories.read_your_writes import (
     WrittenPositions,
@@ -41,6 +43,7 @@ from chatlog.histories.read_your_writes import (
 )
 from chatlog.identifiers import validate_session_id
 from chatlog.producers.admin import ensure_topic
+from chatlog.producers.key_store import key_store_of
 from chatlog.producers.producer import EncodedEvent, EventProducer, LogPosition
 from chatlog.schemas.checkpoint_codec import CONTENT_TYPE, CheckpointCodec
 from chatlog.schemas.checkpoint_events import (
@@ -113,6 +116,11 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         self.written = WrittenPositions()
         self._producer = producer
         self._owns_producer = producer is None
+        # CHATLOG_ENCRYPTION_KEY: every value is sealed under its thread's data key.
+        self._key_store = producer.key_store if producer is not None else key_store_of(
+            self.settings
+        )
+        self.serde = sealed_serde(self.serde, self._key_store)
         self._topic_ready = False
         self._lock = threading.Lock()
 
@@ -132,7 +140,7 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
                     )
                 self._topic_ready = True
             if self._producer is None:
-                self._producer = EventProducer(self.settings)
+                self._producer = EventProducer(self.settings, key_store=self._key_store)
             return self._producer
 
     def close(self) -> None:
@@ -141,6 +149,9 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
             if self._owns_producer and self._producer is not None:
                 self._producer.close()
                 self._producer = None
+            if self._owns_producer and self._key_store is not None:
+                self._key_store.close()
+                self._key_store = None
         self.reader.close()
         if self._owns_redis:
             self.redis.close()
@@ -186,6 +197,7 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         kind, data = self.serde.dumps_typed(value)
         return TypedValue(kind, bytes(data))
 
+    @for_thread(thread_of_config)
     def _put_event(
         self,
         config: RunnableConfig,
@@ -226,6 +238,7 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         }
         return thread_id, self._encode(thread_id, put), next_config
 
+    @for_thread(thread_of_config)
     def _writes_event(
         self,
         config: RunnableConfig,
@@ -306,11 +319,15 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         """
         thread = _thread_id(thread_id)
         self._publish(thread, self._encode(thread, ThreadDeleted()))
+        if self._key_store is not None:
+            self._key_store.destroy(thread)  # crypto-shredding: after the tombstone
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Async :meth:`delete_thread`."""
         thread = _thread_id(thread_id)
         await self._apublish(thread, self._encode(thread, ThreadDeleted()))
+        if self._key_store is not None:
+            await asyncio.to_thread(self._key_store.destroy, thread)
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         """The next channel version: an increasing counter with a random tiebreak, as text.
@@ -361,6 +378,7 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
     def _loads(self, value: TypedValue) -> Any:
         return self.serde.loads_typed((value.type, value.data))
 
+    @for_thread(str)
     def _tuple(self, thread_id: str, entry: StoredEntry) -> CheckpointTuple:
         checkpoint: Checkpoint = self._loads(entry.stored.checkpoint)
         writes = sorted(entry.writes, key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))

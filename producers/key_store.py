@@ -38,8 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError
 
 from chatlog.errors import (
     BrokerUnavailableError,
@@ -48,7 +47,7 @@ from chatlog.errors import (
     EncryptionKeyRequiredError,
     UnknownKeyEncryptionKeyError,
 )
-from chatlog.producers.admin import _admin, end_offsets
+from chatlog.producers.admin import end_offsets, ensure_topic
 from chatlog.schemas.events import ChatEvent, MessageSealed
 from chatlog.schemas.sealing import (
     WRAPPED_FORMAT,
@@ -389,30 +388,17 @@ class DataKeyStore:
 
 def ensure_keys_topic(settings: Settings) -> None:
     """Create the compacted key store topic ``<topic>.keys`` unless it exists."""
-    admin = _admin(settings)
-    try:
-        admin.create_topics(
-            [
-                NewTopic(
-                    settings.keys_topic,
-                    1,
-                    settings.replication_factor,
-                    topic_configs=KEYS_TOPIC_CONFIG,
-                )
-            ]
-        )
-    except TopicAlreadyExistsError:
-        pass
-    except KafkaError as exc:
-        raise BrokerUnavailableError(
-            f"cannot create the key store topic {settings.keys_topic!r}: {exc}"
-        ) from exc
-    finally:
-        admin.close()
+    ensure_topic(
+        settings.keys_topic,
+        1,
+        settings.replication_factor,
+        settings=settings,
+        config=KEYS_TOPIC_CONFIG,
+    )
 
 
 def key_store_of(settings: Settings) -> DataKeyStore | None:
-    """The deployment's key store, or ``None`` when encryption is off (no ``CHATLOG_ENCRYPTION_KEY``)."""
+    """The deployment's key store; ``None`` when encryption is off (``CHATLOG_ENCRYPTION_KEY``)."""
     if not settings.encryption_key:
         key_encryption_keys(None, settings.encryption_old_keys)  # refuses old keys alone
         return None

@@ -37,7 +37,6 @@ from chatlog.projector.protocol import (
     OP_SET_TTL,
 )
 from chatlog.schemas.codec import HEADER_SIZE, EventCodec
-from chatlog.schemas.events import ChatEvent, MessageSealed
 from chatlog.schemas.event_reader import (
     CANONICAL_UUID_SHAPE,
     MAX_EVENT_MS,
@@ -46,6 +45,7 @@ from chatlog.schemas.event_reader import (
     UUID_SHAPE,
     BodyReader,
 )
+from chatlog.schemas.events import ChatEvent, MessageSealed
 from chatlog.schemas.stored import MARK_JSON_ESCAPES, PLAIN_TEMPLATES_UTF8, plain_message_utf8
 
 #: What one event does to the read model: ``(session_id, user_id or "", event

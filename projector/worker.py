@@ -34,10 +34,10 @@ from kafka.structs import OffsetAndMetadata
 from chatlog.errors import BrokerUnavailableError, ChatLogError, ReadModelError
 from chatlog.namespaces import ActiveNamespace
 from chatlog.producers.admin import ensure_topic
+from chatlog.producers.key_store import key_store_of
 from chatlog.producers.producer import EventProducer
 from chatlog.producers.rebalance import RebalanceListener
 from chatlog.projector.change_reader import ChangeReader
-from chatlog.producers.key_store import key_store_of
 from chatlog.projector.changes import Change, Refusal, RefusalReason
 from chatlog.projector.checkpoint_projection import CheckpointProjection, decode_record
 from chatlog.projector.dead_letter import DeadLetter, DeadLetterQueue, key_text, short_reason
@@ -321,7 +321,7 @@ class Projector:
             for raw in raws:
                 change = read(raw)
                 if type(change) is Refusal:
-                    if change.reason is RefusalReason.SHREDDED:  # type: ignore[union-attr]
+                    if change.reason is RefusalReason.SHREDDED:
                         # Erased: skipped like a deleted session's event, never dead-lettered.
                         self.stats.shredded += 1
                         if self.metrics is not None:

@@ -219,7 +219,9 @@ def subject_of(event: ChatEvent) -> str:
     return event.user_id or event.session_id
 
 
-def _message_aad(event: ChatEvent, subject: str, key_id: str, kind: str, msg_id: str | None) -> bytes:
+def _message_aad(
+    event: ChatEvent, subject: str, key_id: str, kind: str, msg_id: str | None
+) -> bytes:
     return _associated(
         SEALED_FORMAT, event.session_id, event.event_id, subject, key_id, kind, msg_id or ""
     )

@@ -7,15 +7,20 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from typing import Annotated, Any, TypedDict
 
 import pytest
 import redis
 from click.testing import CliRunner
 from kafka import KafkaProducer
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
 
 from chatlog import ChatLog, Settings
 from chatlog.cli import cli
+from chatlog.histories.checkpointer import ChatLogCheckpointSaver
 from chatlog.producers.key_store import DataKeyStore
 from chatlog.projector.replay import Replayer
 from chatlog.projector.worker import Projector
@@ -48,7 +53,7 @@ def deployment(
         encryption_key=KeyEncryptionKey.generate().encoded(), partitions=3
     )
     chatlog = chatlog_factory(settings)
-    chatlog.producer  # noqa: B018 - creates the topics before the group joins
+    chatlog.producer
     projector = projector_factory(settings)
     yield Deployment(settings, chatlog, projector)
     if projector.key_store is not None:
@@ -71,20 +76,47 @@ def _contents(chatlog: ChatLog, session_id: str, user_id: str | None) -> list[st
     return [str(m.content) for m in chatlog.history(session_id, user_id=user_id).messages]
 
 
+class GraphState(TypedDict):
+    """The state of the echo graph below."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+def _echo_graph(saver: ChatLogCheckpointSaver) -> Any:
+    def reply(state: GraphState) -> dict[str, Any]:
+        return {"messages": [AIMessage(f"echo {state['messages'][-1].content}")]}
+
+    builder = StateGraph(GraphState)
+    builder.add_node("reply", reply)
+    builder.add_edge(START, "reply")
+    builder.add_edge("reply", END)
+    return builder.compile(checkpointer=saver)
+
+
 def test_plaintext_never_reaches_any_topic(deployment: Deployment) -> None:
-    """A user's distinctive text is in no partition of events, keys or dead letters."""
+    """A user's distinctive text is in no partition of events, checkpoints, keys or dead letters."""
     chatlog, settings = deployment.chatlog, deployment.settings
     _write(chatlog, "s-canary", "alice", [SECRET, f"reply {SECRET}"])
     _write(chatlog, "s-anon", None, [f"anonymous {SECRET}"])
     assert _contents(chatlog, "s-canary", "alice") == [SECRET, f"reply {SECRET}"]
+    config: RunnableConfig = {"configurable": {"thread_id": "t-canary"}}
+    with chatlog.checkpointer() as saver:
+        _echo_graph(saver).invoke({"messages": [HumanMessage(SECRET)]}, config)
+        saver.get_tuple(config)  # read-your-writes: projected
+    with ChatLogCheckpointSaver(settings) as fresh:  # another process opens the values
+        state = _echo_graph(fresh).get_state(config)
+        assert [m.content for m in state.values["messages"]] == [SECRET, f"echo {SECRET}"]
+        fresh.delete_thread("t-canary")
+        assert fresh.get_tuple(config) is None
     # A forged record goes to the dead-letter topic, so that topic is not empty.
     forged = KafkaProducer(**settings.kafka_client_options())
     forged.send(settings.topic, key=b"s-canary", value=b"not an event").get(timeout=20)
     forged.close()
     eventually(lambda: deployment.projector.stats.dead_lettered == 1)
-    topics = [settings.topic, settings.keys_topic, settings.dlq_topic]
+    topics = [settings.topic, settings.checkpoint_topic, settings.keys_topic, settings.dlq_topic]
     records = [r for topic in topics for r in read_topic(settings, topic)]
-    assert len(records) >= 5
+    # 3 messages, >= 4 checkpoint events, 3 keys (alice, s-anon, t-canary) + 1 tombstone, 1 letter
+    assert len(records) >= 12
     needle = SECRET.encode()
     for record in records:
         assert needle not in (record.value or b"")
@@ -241,7 +273,10 @@ def test_rotation_under_concurrent_appends_loses_nothing(
                 session, user = early[i % len(early)]
                 _write(writer, session, user, ["during"])
 
-    threads = [threading.Thread(target=append_new_users), threading.Thread(target=append_existing_users)]
+    threads = [
+        threading.Thread(target=append_new_users),
+        threading.Thread(target=append_existing_users),
+    ]
     for thread in threads:
         thread.start()
     opened.wait(timeout=60)
@@ -271,7 +306,7 @@ def test_rotation_under_concurrent_appends_loses_nothing(
         assert _contents(reader, "s-before", "gina") == ["before rotation"]
         for session, user in written:
             assert len(_contents(reader, session, user)) == 1
-        for i, (session, user) in enumerate(early):
+        for session, user in early:
             assert _contents(reader, session, user) == ["early"] + ["during"] * 4
     finally:
         reader.close()
@@ -279,7 +314,7 @@ def test_rotation_under_concurrent_appends_loses_nothing(
 
 
 def test_cli_erase_and_rotate_report_what_they_did(deployment: Deployment) -> None:
-    """`chatlog erase --user` reports the shredded keys; `chatlog keys rotate` the re-wrapped ones."""
+    """`chatlog erase --user` reports shredded keys; `chatlog keys rotate` re-wrapped ones."""
     chatlog, settings = deployment.chatlog, deployment.settings
     _write(chatlog, "s-hal", "hal", ["hal one"])
     _write(chatlog, "s-ida", "ida", ["ida one"])
