@@ -21,7 +21,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 from rich.console import Console
 
-from chatlog.benchmarks import append, peer, reads, throughput, visibility
+from chatlog.benchmarks import append, encryption, peer, reads, throughput, visibility
 from chatlog.benchmarks.config import BenchConfig
 from chatlog.benchmarks.projector_process import ProjectorProcess
 from chatlog.benchmarks.report import BenchReport, Measure, Target, machine_facts
@@ -143,6 +143,7 @@ class _Run:
         self.step("reads", self.reads)
         self.step("projector memory and append -> visible", self.projector_process)
         self.step("KafkaChatMessageHistory peer", self.peer)
+        self.step("encryption on vs off", self.encryption)
 
     # -- steps ------------------------------------------------------------
 
@@ -356,6 +357,33 @@ class _Run:
         ))
 
     # -- cleanup ----------------------------------------------------------
+
+    def encryption(self) -> None:
+        c = self.config
+        plain = self.settings("plain")
+        sealed = encryption.encrypted(self.settings("sealed"))
+        for settings in (plain, sealed):
+            self.topics += [f"{settings.topic}-append", f"{settings.topic}-append.dlq"]
+        self.topics += [f"{sealed.topic}.keys", f"{sealed.topic}-append.keys"]
+        events = min(c.throughput_events, c.append_events)
+        cost = encryption.encryption_cost(
+            plain,
+            sealed,
+            events=events,
+            sessions=c.throughput_sessions,
+            batch=c.append_batch,
+            size=c.message_bytes,
+        )
+        note = (f"{events:,} messages of {c.message_bytes} B, CHATLOG_ENCRYPTION_KEY set; "
+                "AES-256-GCM per message under its subject's data key")
+        self.report.add(Measure(
+            "batched append throughput, encrypted", "msgs/s", cost.append_sealed,
+            "same appends, encryption off", cost.append_plain, Target("ratio_min", 0.5), note,
+        ))
+        self.report.add(Measure(
+            "projector throughput, encrypted", "events/s", cost.project_sealed,
+            "same events, encryption off", cost.project_plain, Target("ratio_min", 0.3), note,
+        ))
 
     def cleanup(self) -> None:
         """Delete the namespaces and topics this run created (and nothing else)."""

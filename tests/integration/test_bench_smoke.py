@@ -28,7 +28,7 @@ def test_quick_benchmark_reports_every_measure_with_its_baseline(
     report = json.loads(results.read_text())
     assert report["quick"] is True
     names = [m["name"] for m in report["measures"]]
-    assert len(names) == 18 and len(set(names)) == 18
+    assert len(names) == 20 and len(set(names)) == 20
     for measure in report["measures"]:
         assert isinstance(measure["chatlog"], float) and math.isfinite(measure["chatlog"]), measure
         if measure["baseline_name"] is not None:
