@@ -293,14 +293,16 @@ class ChatLog:
         return ErasureReport(
             user_id,
             session_ids,
-            self._shred(user_id),
+            # The sessions' own keys too: events a session received before a
+            # user claimed it were sealed under the session, not the user.
+            self._shred(user_id, *stored_ids),
             encrypted=self.producer.key_store is not None,
         )
 
-    def _shred(self, subject: str) -> list[str]:
-        """Destroy ``subject``'s data keys (nothing when encryption is off); their ids."""
+    def _shred(self, *subjects: str) -> list[str]:
+        """Destroy the data keys of ``subjects`` (nothing when encryption is off); their ids."""
         key_store = self.producer.key_store
-        return [] if key_store is None else key_store.destroy(subject)
+        return [] if key_store is None else key_store.destroy(*subjects)
 
     def close(self) -> None:
         """Flush and close the producer and the Redis pool (and async Redis clients)."""

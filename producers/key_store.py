@@ -15,7 +15,8 @@ losing a key would lose the subject's history):
 Writers, the projector and replays read the topic to its end when they start
 and again whenever they meet a key they do not hold (a writer publishes a
 key, acknowledged, before any event sealed under it, so reading to the end
-then always finds it) and at most every :data:`REFRESH_S` on the write path.
+then always finds it); on the write path they also load what their consumer
+has fetched meanwhile, at most every :data:`REFRESH_S`.
 
 When is a destroyed key unrecoverable? The tombstone removes it from every
 reader at once, but the record that held it (wrapped) stays in the topic
@@ -72,7 +73,7 @@ KEYS_TOPIC_CONFIG = {
     "min.cleanable.dirty.ratio": "0.01",
     "max.compaction.lag.ms": str(24 * 60 * 60 * 1000),
 }
-#: How stale a writer's view of the store may be before it reads it again
+#: How often a writer loads what the store's consumer fetched meanwhile
 #: (another process may have destroyed a key it is about to write under).
 REFRESH_S = 1.0
 _PARTITION = 0
@@ -179,6 +180,18 @@ class DataKeyStore:
                 ) from exc
             self._refreshed_at = time.monotonic()
 
+    def _follow(self) -> None:
+        """Load what the store's consumer has fetched meanwhile, without waiting for more."""
+        try:
+            for raws in self._consumer.poll(timeout_ms=0).values():
+                for raw in raws:
+                    self._load(raw)
+        except KafkaError as exc:
+            raise BrokerUnavailableError(
+                f"reading the key store {self.topic!r} failed: {exc}"
+            ) from exc
+        self._refreshed_at = time.monotonic()
+
     def _load(self, raw: Any) -> None:
         subject, _, key_id = raw.key.decode("utf-8").rpartition("/")
         if raw.value is None:
@@ -254,7 +267,8 @@ class DataKeyStore:
         """The data key new events of ``subject`` are sealed under; created on first use."""
         with self._lock:
             if time.monotonic() - self._refreshed_at > REFRESH_S:
-                self.catch_up()
+                # Cheap: keys destroyed elsewhere arrive within a fetch or two.
+                self._follow()
             keys = self._live.get(subject)
             if not keys:
                 self.catch_up()
@@ -269,20 +283,23 @@ class DataKeyStore:
             )
             return key
 
-    def destroy(self, subject: str) -> list[str]:
-        """Destroy every data key of ``subject``: its events can never be read again.
+    def destroy(self, *subjects: str) -> list[str]:
+        """Destroy every data key of ``subjects``: their events can never be read again.
 
         Publishes one tombstone per key (acknowledged before this returns).
-        Returns the ids of the keys destroyed (empty when it had none).
+        Returns the ids of the keys destroyed (empty when they had none).
         """
+        destroyed: list[str] = []
         with self._lock:
             self.catch_up()
-            key_ids = sorted(self._live.get(subject, {}))
-            for key_id in key_ids:
-                self._send(subject, key_id, None)
-                self._live[subject].pop(key_id, None)
-                self._destroyed.add((subject, key_id))
-            return key_ids
+            for subject in subjects:
+                key_ids = sorted(self._live.get(subject, {}))
+                for key_id in key_ids:
+                    self._send(subject, key_id, None)
+                    self._live[subject].pop(key_id, None)
+                    self._destroyed.add((subject, key_id))
+                destroyed += key_ids
+        return destroyed
 
     def rotate(self) -> RotationReport:
         """Re-wrap every live data key under the current KEK; the log is not rewritten.

@@ -139,11 +139,16 @@ def test_delete_user_shreds_the_past_in_every_rebuild(
     _write(chatlog, "s-bob-2", "bob", ["bob three"])
     _write(chatlog, "s-carol", "carol", ["carol one", "carol two"])
     _write(chatlog, "s-nobody", None, ["nobody one"])
+    # Written without a user (sealed under the session's key), then claimed by bob.
+    _write(chatlog, "s-bob-claimed", None, ["before the claim"])
+    _write(chatlog, "s-bob-claimed", "bob", ["after the claim"])
+    assert _contents(chatlog, "s-bob-claimed", "bob") == ["before the claim", "after the claim"]
     assert _contents(chatlog, "s-bob-2", "bob") == ["bob three"]
     before = datetime.now(timezone.utc)
     report = chatlog.erase_user("bob")
-    assert sorted(report.sessions) == ["s-bob-1", "s-bob-2"]
-    assert report.encrypted and report.shredded and len(report.keys_destroyed) == 1
+    assert sorted(report.sessions) == ["s-bob-1", "s-bob-2", "s-bob-claimed"]
+    # bob's key, and the key of the session he claimed.
+    assert report.encrypted and report.shredded and len(report.keys_destroyed) == 2
 
     replayer = Replayer(settings)
     try:
@@ -158,11 +163,12 @@ def test_delete_user_shreds_the_past_in_every_rebuild(
             assert _contents(reader, "s-nobody", None) == ["nobody one"]
         finally:
             reader.close()
-        assert replayer.reader.shredded == 3
+        assert replayer.reader.shredded == 5  # every message bob's sessions ever had
         assert replayer.verify(fresh).ok
+        assert replayer.reader.shredded == 5 + 5  # verify's fold skips them too
         # `chatlog replay session`: nothing of the erased session, and no error.
         assert replayer.rebuild_session("s-bob-1", fresh).messages == 0
-        assert replayer.reader.shredded == 3 + 3 + 2
+        assert replayer.reader.shredded == 5 + 5 + 2
 
         past = unique(f"{settings.namespace}-past")
         replayer.rebuild(past, as_of=before)
@@ -171,11 +177,12 @@ def test_delete_user_shreds_the_past_in_every_rebuild(
             # The tombstones are after `before`, but the key is gone: nothing of bob.
             assert reader.history("s-bob-1", user_id="bob").messages == []
             assert reader.history("s-bob-2", user_id="bob").messages == []
+            assert reader.history("s-bob-claimed", user_id="bob").messages == []
+            assert reader.sessions("bob") == []
             assert _contents(reader, "s-carol", "carol") == ["carol one", "carol two"]
         finally:
             reader.close()
-        # Bob's three messages, skipped by the rebuild, verify's fold and this rebuild.
-        assert replayer.reader.shredded == 3 + 3 + 2 + 3
+        assert replayer.reader.shredded == 5 + 5 + 2 + 5
         for namespace in (fresh, past):
             delete_namespace(redis_client, namespace)
     finally:
