@@ -164,26 +164,27 @@ class DataKeyStore:
         with self._lock:
             end = end_offsets(self.settings, self.topic, [_PARTITION]).get(_PARTITION, 0)
             deadline = time.monotonic() + self.settings.publish_timeout_s
-            try:
-                while self._consumer.position(self._tp) < end:
-                    if time.monotonic() > deadline:
-                        raise BrokerUnavailableError(
-                            f"the key store {self.topic!r} did not reach offset {end} within "
-                            f"{self.settings.publish_timeout_s:g}s; check the broker"
-                        )
-                    for raws in self._consumer.poll(timeout_ms=50).values():
-                        for raw in raws:
-                            self._load(raw)
-            except KafkaError as exc:
-                raise BrokerUnavailableError(
-                    f"reading the key store {self.topic!r} failed: {exc}"
-                ) from exc
-            self._refreshed_at = time.monotonic()
+            while self._position() < end:
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailableError(
+                        f"the key store {self.topic!r} did not reach offset {end} within "
+                        f"{self.settings.publish_timeout_s:g}s; check the broker"
+                    )
+                self._poll(50)
 
-    def _follow(self) -> None:
-        """Load what the store's consumer has fetched meanwhile, without waiting for more."""
+    def _position(self) -> int:
         try:
-            for raws in self._consumer.poll(timeout_ms=0).values():
+            position: int = self._consumer.position(self._tp)
+        except KafkaError as exc:
+            raise BrokerUnavailableError(
+                f"reading the key store {self.topic!r} failed: {exc}"
+            ) from exc
+        return position
+
+    def _poll(self, timeout_ms: int) -> None:
+        """Load what the store's consumer fetches within ``timeout_ms`` (0: what it has)."""
+        try:
+            for raws in self._consumer.poll(timeout_ms=timeout_ms).values():
                 for raw in raws:
                     self._load(raw)
         except KafkaError as exc:
@@ -268,7 +269,7 @@ class DataKeyStore:
         with self._lock:
             if time.monotonic() - self._refreshed_at > REFRESH_S:
                 # Cheap: keys destroyed elsewhere arrive within a fetch or two.
-                self._follow()
+                self._poll(0)
             keys = self._live.get(subject)
             if not keys:
                 self.catch_up()

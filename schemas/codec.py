@@ -330,6 +330,18 @@ def event_from_avro(record: Any) -> ChatEvent:
     )
 
 
+def message_record(message: MessageAppended) -> dict[str, Any]:
+    """The fields of ``message``'s Avro record, JSON-ready (see :func:`message_from_record`)."""
+    return _payload_to_avro(message)[1]
+
+
+def message_from_record(body: dict[str, Any]) -> MessageAppended:
+    """The :class:`MessageAppended` of its record's fields (as fastavro or ``json.loads`` give)."""
+    message = _payload_from_avro("chatlog.MessageAppended", body)
+    assert isinstance(message, MessageAppended)
+    return message
+
+
 def _payload_from_avro(name: str, body: dict[str, Any]) -> Payload:
     if name == "chatlog.MessageAppended":
         content = body["content"]

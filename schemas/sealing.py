@@ -26,20 +26,15 @@ import hashlib
 import hmac
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 from chatlog.errors import ConfigurationError, DecryptionError, EncryptionError
-from chatlog.schemas.events import (
-    ChatEvent,
-    InvalidToolCall,
-    MessageAppended,
-    MessageSealed,
-    ToolCall,
-    UsageMetadata,
-)
+from chatlog.schemas.codec import message_from_record, message_record
+from chatlog.schemas.events import ChatEvent, MessageAppended, MessageSealed
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -75,7 +70,7 @@ def _associated(*parts: str) -> bytes:
     return _SEPARATOR.join(parts).encode("utf-8")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DataKey:
     """One data key of one subject: AES-256-GCM over that subject's messages.
 
@@ -92,10 +87,16 @@ class DataKey:
         """A new random data key for ``subject``."""
         return cls(subject, uuid4().hex, os.urandom(KEY_SIZE))
 
+    @cached_property
+    def _cipher(self) -> AESGCM:
+        # Built once per key (it costs as much as sealing a message), and gone
+        # with the key: no cache outlives a destroyed key.
+        return _aesgcm(self.secret)
+
     def seal(self, plaintext: bytes, associated: bytes) -> tuple[bytes, bytes]:
         """``(nonce, ciphertext)`` of ``plaintext``, the GCM tag appended to the ciphertext."""
         nonce = os.urandom(NONCE_SIZE)
-        return nonce, _aesgcm(self.secret).encrypt(nonce, plaintext, associated)
+        return nonce, self._cipher.encrypt(nonce, plaintext, associated)
 
     def open(self, nonce: bytes, ciphertext: bytes, associated: bytes) -> bytes:
         """The plaintext of :meth:`seal`'s output.
@@ -107,7 +108,7 @@ class DataKey:
         from cryptography.exceptions import InvalidTag
 
         try:
-            return _aesgcm(self.secret).decrypt(nonce, ciphertext, associated)
+            return self._cipher.decrypt(nonce, ciphertext, associated)
         except (InvalidTag, ValueError) as exc:
             raise DecryptionError(
                 f"a ciphertext of subject {self.subject!r} does not open under its data key "
@@ -232,7 +233,7 @@ def seal_message(event: ChatEvent, key: DataKey) -> ChatEvent:
     message = event.payload
     if not isinstance(message, MessageAppended):
         return event
-    fields = asdict(message)
+    fields = message_record(message)
     del fields["type"], fields["id"]
     plaintext = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     nonce, ciphertext = key.seal(
@@ -259,26 +260,7 @@ def open_message(event: ChatEvent, key: DataKey) -> ChatEvent:
     )
     try:
         fields: dict[str, Any] = json.loads(plaintext)
-        message = MessageAppended(
-            type=sealed.type,
-            id=sealed.id,
-            content=fields["content"]
-            if isinstance(fields["content"], str)
-            else tuple(fields["content"]),
-            name=fields["name"],
-            role=fields["role"],
-            tool_calls=tuple(ToolCall(**c) for c in fields["tool_calls"]),
-            invalid_tool_calls=tuple(InvalidToolCall(**c) for c in fields["invalid_tool_calls"]),
-            usage_metadata=None
-            if fields["usage_metadata"] is None
-            else UsageMetadata(**fields["usage_metadata"]),
-            tool_call_id=fields["tool_call_id"],
-            artifact=fields["artifact"],
-            status=fields["status"],
-            additional_kwargs=fields["additional_kwargs"],
-            response_metadata=fields["response_metadata"],
-            extra=fields["extra"],
-        )
+        message = message_from_record({**fields, "type": sealed.type, "id": sealed.id})
     except (ValueError, KeyError, TypeError) as exc:
         # Authentic ciphertext from a writer with another layout: a bug, not tampering.
         raise DecryptionError(

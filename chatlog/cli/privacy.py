@@ -8,6 +8,7 @@ Thin layers over :meth:`chatlog.histories.ChatLog.erase_user`,
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -18,6 +19,10 @@ from chatlog.settings import Settings
 def _settings(ctx: click.Context) -> Settings:
     settings: Settings = ctx.obj["settings"]
     return settings
+
+
+def _echo_json(report: Any) -> None:
+    click.echo(json.dumps(report.as_dict(), sort_keys=True))
 
 
 @click.command()
@@ -31,7 +36,7 @@ def erase(ctx: click.Context, user_id: str, as_json: bool) -> None:
     with ChatLog(_settings(ctx)) as chatlog:
         report = chatlog.erase_user(user_id)
     if as_json:
-        click.echo(json.dumps(report.as_dict(), sort_keys=True))
+        _echo_json(report)
         return
     click.echo(
         f"deleted {len(report.sessions)} session(s) of {visible(user_id)}: "
@@ -82,7 +87,7 @@ def keys_rotate(ctx: click.Context, as_json: bool) -> None:
     finally:
         store.close()
     if as_json:
-        click.echo(json.dumps(report.as_dict(), sort_keys=True))
+        _echo_json(report)
         return
     click.echo(
         f"re-wrapped {report.rewrapped} of {report.live_keys} live data key(s) under "
