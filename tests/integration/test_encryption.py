@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Annotated, Any, TypedDict
@@ -58,6 +59,17 @@ def deployment(
     yield Deployment(settings, chatlog, projector)
     if projector.key_store is not None:
         projector.key_store.close()
+
+
+@contextmanager
+def _replayer(settings: Settings) -> Iterator[Replayer]:
+    """A Replayer whose key store is closed after the block."""
+    replayer = Replayer(settings)
+    try:
+        yield replayer
+    finally:
+        if replayer.key_store is not None:
+            replayer.key_store.close()
 
 
 def _write(chatlog: ChatLog, session_id: str, user_id: str | None, texts: list[str]) -> None:
@@ -150,8 +162,7 @@ def test_delete_user_shreds_the_past_in_every_rebuild(
     # bob's key, and the key of the session he claimed.
     assert report.encrypted and report.shredded and len(report.keys_destroyed) == 2
 
-    replayer = Replayer(settings)
-    try:
+    with _replayer(settings) as replayer:
         fresh = unique(f"{settings.namespace}-fresh")
         progress = replayer.rebuild(fresh)
         assert progress.failed == 0
@@ -185,9 +196,6 @@ def test_delete_user_shreds_the_past_in_every_rebuild(
         assert replayer.reader.shredded == 5 + 5 + 2 + 5
         for namespace in (fresh, past):
             delete_namespace(redis_client, namespace)
-    finally:
-        if replayer.key_store is not None:
-            replayer.key_store.close()
 
 
 def test_redis_wiped_rebuild_restores_every_user_not_erased(
@@ -201,13 +209,9 @@ def test_redis_wiped_rebuild_restores_every_user_not_erased(
     chatlog.delete_session("s-erin-gone", None)  # a session without a user: nothing to shred
     deployment.projector.stop()
     delete_namespace(redis_client, settings.namespace)
-    replayer = Replayer(settings)
-    try:
+    with _replayer(settings) as replayer:
         replayer.rebuild(settings.namespace)
         assert replayer.reader.shredded == 0
-    finally:
-        if replayer.key_store is not None:
-            replayer.key_store.close()
     assert _contents(chatlog, "s-dan", "dan") == ["dan one", "dan two"]
     assert _contents(chatlog, "s-erin", "erin") == ["erin one"]
 
@@ -300,14 +304,10 @@ def test_rotation_under_concurrent_appends_loses_nothing(
     assert (report.rewrapped, report.retired_kek_ids) == (6, [old_id])
     assert second.rewrapped == 0
     retired = replace(old_settings, encryption_key=new_kek, encryption_old_keys=None)
-    replayer = Replayer(retired)
     fresh = unique(f"{old_settings.namespace}-rotated")
-    try:
+    with _replayer(retired) as replayer:
         progress = replayer.rebuild(fresh)
         assert progress.failed == 0 and progress.undecodable == 0
-    finally:
-        if replayer.key_store is not None:
-            replayer.key_store.close()
     reader = ChatLog(replace(retired, namespace=fresh))
     try:
         assert _contents(reader, "s-before", "gina") == ["before rotation"]
