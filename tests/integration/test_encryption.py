@@ -345,3 +345,31 @@ def test_cli_erase_and_rotate_report_what_they_did(deployment: Deployment) -> No
     # ida's key only: hal's was destroyed, and stays wrapped by the retired key.
     assert (rotated["rewrapped"], rotated["live_keys"]) == (1, 1)
     assert rotated["kek_id"] == KeyEncryptionKey.parse(new_kek).key_id
+
+
+def test_live_projection_counts_shredded_events_and_never_dead_letters_them(
+    deployment: Deployment, projector_factory: Callable[..., Projector]
+) -> None:
+    """Events of a user erased before the projector reached them are counted and skipped."""
+    from chatlog.projector.metrics import ProjectorMetrics
+
+    chatlog, settings = deployment.chatlog, deployment.settings
+    deployment.projector.stop()
+    _write(chatlog, "s-jay", "jay", ["jay one", "jay two"])
+    _write(chatlog, "s-kim", "kim", ["kim one"])
+    # Not projected yet, so no session is listed; jay's key is destroyed all the same.
+    report = chatlog.erase_user("jay")
+    assert (report.sessions, len(report.keys_destroyed)) == ([], 1)
+    metrics = ProjectorMetrics()
+    projector = projector_factory(settings, metrics=metrics)
+    try:
+        assert _contents(chatlog, "s-kim", "kim") == ["kim one"]
+        eventually(lambda: projector.stats.shredded == 2)
+        assert projector.stats.dead_lettered == 0
+        assert metrics.registry.get_sample_value("chatlog_events_shredded_total") == 2
+        # Another process (the writer itself would wait for its shredded writes).
+        with ChatLog(settings) as reader:
+            assert reader.history("s-jay", user_id="jay").messages == []
+    finally:
+        if projector.key_store is not None:
+            projector.key_store.close()
