@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -108,9 +109,13 @@ class EventProducer:
 
     async def apublish(self, events: Sequence[ChatEvent]) -> list[LogPosition]:
         """Async :meth:`publish`: awaits the acknowledgements without blocking the loop."""
-        return await self._transport.asend(
-            self.settings.topic, [self.encode(e) for e in events]
-        )
+        if self.key_store is None:
+            encoded = [self.encode(e) for e in events]
+        else:
+            # Sealing may first publish a subject's new data key, or read the key
+            # store: Kafka round trips that must not block the loop.
+            encoded = await asyncio.to_thread(lambda: [self.encode(e) for e in events])
+        return await self._transport.asend(self.settings.topic, encoded)
 
     async def asend_encoded(
         self, topic: str, encoded: Sequence[EncodedEvent]

@@ -105,10 +105,11 @@ class DataKey:
             DecryptionError: the ciphertext, its nonce or the associated data
                 is not what this key sealed.
         """
+        cipher = self._cipher  # first: says how to install cryptography when it is missing
         from cryptography.exceptions import InvalidTag
 
         try:
-            return self._cipher.decrypt(nonce, ciphertext, associated)
+            return cipher.decrypt(nonce, ciphertext, associated)
         except (InvalidTag, ValueError) as exc:
             raise DecryptionError(
                 f"a ciphertext of subject {self.subject!r} does not open under its data key "

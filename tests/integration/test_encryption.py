@@ -373,3 +373,19 @@ def test_live_projection_counts_shredded_events_and_never_dead_letters_them(
     finally:
         if projector.key_store is not None:
             projector.key_store.close()
+
+
+def test_async_appends_are_sealed_and_read_back(deployment: Deployment) -> None:
+    """aadd_messages seals off the event loop; the projector opens what it wrote."""
+    import asyncio
+
+    chatlog, settings = deployment.chatlog, deployment.settings
+    history = chatlog.history("s-async", user_id="lena")
+
+    async def run() -> list[str]:
+        await history.aadd_messages([HumanMessage(SECRET), AIMessage("ok")])
+        return [str(m.content) for m in await history.aget_messages()]
+
+    assert asyncio.run(run()) == [SECRET, "ok"]
+    events = [EventCodec().decode(r.value) for r in read_topic(settings, settings.topic)]
+    assert [type(e.payload) for e in events] == [MessageSealed, MessageSealed]
