@@ -378,11 +378,11 @@ class _Run:
                 "AES-256-GCM per message under its subject's data key")
         self.report.add(Measure(
             "batched append throughput, encrypted", "msgs/s", cost.append_sealed,
-            "same appends, encryption off", cost.append_plain, Target("ratio_min", 0.5), note,
+            "same appends, encryption off", cost.append_plain, Target("reported"), note,
         ))
         self.report.add(Measure(
             "projector throughput, encrypted", "events/s", cost.project_sealed,
-            "same events, encryption off", cost.project_plain, Target("ratio_min", 0.3), note,
+            "same events, encryption off", cost.project_plain, Target("reported"), note,
         ))
 
     def cleanup(self) -> None:
