@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import json
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ from uuid import uuid4
 
 from chatlog.errors import ConfigurationError, DecryptionError, EncryptionError
 from chatlog.schemas.codec import message_from_record, message_record
-from chatlog.schemas.events import ChatEvent, MessageAppended, MessageSealed
+from chatlog.schemas.events import ChatEvent, MessageAppended, MessageSealed, Payload
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -241,7 +241,7 @@ def seal_message(event: ChatEvent, key: DataKey) -> ChatEvent:
         plaintext, _message_aad(event, key.subject, key.key_id, message.type, message.id)
     )
     sealed = MessageSealed(key.subject, key.key_id, message.type, message.id, nonce, ciphertext)
-    return replace(event, payload=sealed)
+    return _with_payload(event, sealed)
 
 
 def open_message(event: ChatEvent, key: DataKey) -> ChatEvent:
@@ -268,4 +268,11 @@ def open_message(event: ChatEvent, key: DataKey) -> ChatEvent:
             f"a sealed message of session {event.session_id!r} opened but its fields are not "
             f"{SEALED_FORMAT}: {exc}"
         ) from exc
-    return replace(event, payload=message)
+    return _with_payload(event, message)
+
+
+def _with_payload(event: ChatEvent, payload: Payload) -> ChatEvent:
+    # dataclasses.replace re-inspects the fields on every call: half the cost of opening.
+    return ChatEvent(
+        event.session_id, payload, event.user_id, event.source, event.event_id, event.occurred_at
+    )
