@@ -8,10 +8,11 @@ not (:func:`~chatlog.benchmarks.throughput.projector_rate`).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from chatlog.benchmarks import append, throughput
-from chatlog.benchmarks.workload import encode_all, message_events, seed_topic
+from chatlog.benchmarks.workload import encode_all, message_events, seed_topic, session_id
 from chatlog.histories.store import ChatLog
 from chatlog.producers.admin import ensure_topic
 from chatlog.producers.producer import EventProducer
@@ -47,7 +48,7 @@ def encryption_cost(
     appended: list[float] = []
     for settings in (plain, sealed):
         with ChatLog(settings.with_(topic=f"{settings.topic}-append")) as chatlog:
-            appended.append(append.batched_append(chatlog, events, batch, size).chatlog)
+            appended.append(_append_rate(chatlog, events, batch, size))
     projected: list[float] = []
     for settings in (plain, sealed):
         ensure_topic(
@@ -58,3 +59,13 @@ def encryption_cost(
         seed_topic(settings, records)
         projected.append(throughput.projector_rate(settings, events).per_second)
     return EncryptionCost(appended[0], appended[1], projected[0], projected[1])
+
+
+def _append_rate(chatlog: ChatLog, total: int, batch: int, size: int) -> float:
+    """Messages per second of ``total`` messages in ``add_messages`` calls of ``batch``."""
+    messages = append.conversation(batch, size)
+    calls = max(1, total // batch)
+    started = time.perf_counter()
+    for call in range(calls):
+        chatlog.history(session_id(call), f"user-{call % 100}").add_messages(messages)
+    return calls * batch / (time.perf_counter() - started)

@@ -7,11 +7,111 @@ must not import the projector.
 Every key of one session carries the session id as a Redis Cluster hash tag
 (``{...}``), so a session's keys share one slot and one Lua script can
 update them atomically.
+
+Namespaces are exact (:func:`validate_namespace`): a namespace holds no
+brace and no glob character, so the first ``{`` of a key opens its hash tag
+and :func:`namespace_of` parses any key back to the one namespace it belongs
+to. ``chatlog`` and ``chatlog:v2`` never share a key, and a SCAN pattern is
+only a filter: callers keep the keys a namespace :meth:`~ReadModelKeys.owns`.
+A new key kind must be added to :data:`TAGGED_SUFFIXES` or
+:data:`NAMESPACE_KEYS`, or ``replay drop`` will leave it behind.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
+
+from chatlog.errors import ConfigurationError
+
+#: The longest namespace name accepted (characters).
+MAX_NAMESPACE_LENGTH = 128
+#: Characters a namespace may not hold: Redis glob syntax (a namespace is part of
+#: SCAN patterns) and braces (the first ``{`` of a key opens its hash tag, which
+#: is how a key is parsed back into its namespace).
+NAMESPACE_FORBIDDEN = frozenset("*?[]\\{}")
+#: Prefix of the active-namespace pointers; no namespace may live under it.
+POINTER_PREFIX = "chatlog:active-namespace"
+
+#: Key kinds with a hash tag, ``<ns>:<kind>:{<id>}:<suffix>``, and their suffixes.
+TAGGED_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "s": ("msgs", "meta", "ids", "verdicts"),
+    "u": ("sessions", "threads"),
+    "t": ("meta", "cps", "nss", "cp", "cpv", "blobs", "w", "wi", "runs", "chunks"),
+    "r": ("checkpoints",),
+}
+#: Keys of a namespace without a hash tag, ``<ns>:<name>``.
+NAMESPACE_KEYS = ("positions", "rebuild", "generation", "repairing", "repair-requests")
+
+
+def namespace_problem(
+    value: object, *, max_length: int | None = MAX_NAMESPACE_LENGTH
+) -> str | None:
+    """Why ``value`` is not a usable namespace name, or ``None`` when it is."""
+    if not isinstance(value, str):
+        return f"a namespace must be a str, got {type(value).__name__}"
+    if not value:
+        return "a namespace must not be empty"
+    if max_length is not None and len(value) > max_length:
+        return f"namespace {value[:40]!r}... is {len(value)} characters; the limit is {max_length}"
+    for char in value:
+        if char in NAMESPACE_FORBIDDEN:
+            return (
+                f"namespace {value!r} contains {char!r}; glob characters (* ? [ ] \\) and "
+                "braces are not allowed, use letters, digits, ':', '-', '_' or '.'"
+            )
+        if char.isspace() or unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp", "Zs"):
+            return f"namespace {value!r} contains the whitespace or control character {char!r}"
+    if value == POINTER_PREFIX or value.startswith(POINTER_PREFIX + ":"):
+        return f"namespace {value!r} is reserved for the active-namespace pointers"
+    return None
+
+
+def validate_namespace(value: object, *, setting: str = "namespace") -> str:
+    r"""Return ``value`` if it is a usable namespace name.
+
+    A namespace is a non-empty ``str`` of at most :data:`MAX_NAMESPACE_LENGTH`
+    characters with no glob characters (``* ? [ ] \``), no braces, no
+    whitespace or control characters, and not under ``chatlog:active-namespace``.
+    It may contain ``:`` (``chatlog:v2``): keys are parsed back at their first
+    ``{``, so ``chatlog`` and ``chatlog:v2`` never share a key.
+
+    Raises:
+        ConfigurationError: it is not; the message names ``setting``.
+    """
+    problem = namespace_problem(value)
+    if problem:
+        raise ConfigurationError(f"{setting}: {problem}")
+    assert isinstance(value, str)
+    return value
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with Redis glob syntax escaped, so a SCAN pattern matches it literally."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def namespace_of(key: str) -> str | None:
+    """The namespace a read-model key belongs to, or ``None`` when it is no read-model key.
+
+    The inverse of :class:`ReadModelKeys`: a tagged key is
+    ``<ns>:<kind>:{<id>}:<suffix>`` (the first ``{`` opens the tag, since a
+    namespace holds no brace), an untagged one ``<ns>:<name>``.
+    """
+    brace = key.find("{")
+    if brace < 0:
+        namespace, sep, name = key.rpartition(":")
+        if not sep or name not in NAMESPACE_KEYS:
+            return None
+    else:
+        head, close = key[:brace], key.rfind("}")
+        if len(head) < 4 or head[-1] != ":" or head[-3] != ":" or close < brace:
+            return None
+        suffixes = TAGGED_SUFFIXES.get(head[-2], ())
+        if not key[close + 1 :].startswith(":") or key[close + 2 :] not in suffixes:
+            return None
+        namespace = head[:-3]
+    return namespace if namespace_problem(namespace, max_length=None) is None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,17 +128,42 @@ class ReadModelKeys:
         """Hash of a session's owner, partition, last applied offset, counts and timestamps."""
         return f"{self.namespace}:s:{{{session_id}}}:meta"
 
+    def message_ids(self, session_id: str) -> str:
+        """Set of the message ids a session holds (idempotent appends; same slot)."""
+        return f"{self.namespace}:s:{{{session_id}}}:ids"
+
+    def verdicts(self, session_id: str) -> str:
+        """Hash of offset -> verdict of a session's conditional appends (expires; same slot)."""
+        return f"{self.namespace}:s:{{{session_id}}}:verdicts"
+
     def user_sessions(self, user_id: str) -> str:
         """Sorted set of a user's sessions scored by last activity (epoch milliseconds)."""
         return f"{self.namespace}:u:{{{user_id}}}:sessions"
 
+    def session_prefix(self) -> str:
+        """What every key of one of the namespace's sessions starts with (up to the tag's ``{``)."""
+        return f"{self.namespace}:s:{{"
+
     def session_pattern(self) -> str:
-        """SCAN pattern matching every session meta key of the namespace."""
-        return f"{self.namespace}:s:*:meta"
+        """SCAN pattern matching every session meta key of the namespace.
+
+        Its matches can still include another application's keys that merely
+        look alike; keep those :meth:`owns`.
+        """
+        return f"{glob_escape(self.namespace)}:s:{{*}}:meta"
 
     def all_pattern(self) -> str:
-        """SCAN pattern matching every key of the namespace."""
-        return f"{self.namespace}:*"
+        """SCAN pattern matching every key of the namespace, and keys of namespaces below it.
+
+        ``chatlog:*`` also matches ``chatlog:v2``'s keys and other applications'
+        ``chatlog:...`` keys: keep only those this namespace :meth:`owns`.
+        """
+        return f"{glob_escape(self.namespace)}:*"
+
+    def owns(self, key: str | bytes) -> bool:
+        """Whether ``key`` is one of this namespace's keys (and no other namespace's)."""
+        text = key.decode("utf-8", "surrogateescape") if isinstance(key, bytes) else key
+        return namespace_of(text) == self.namespace
 
     def positions(self) -> str:
         """Hash of partition -> next offset applied to this namespace (every writer keeps it).
@@ -52,6 +177,28 @@ class ReadModelKeys:
     def rebuild(self) -> str:
         """Hash describing the rebuild that fills this namespace (state, as-of time, totals)."""
         return f"{self.namespace}:rebuild"
+
+    def generation(self) -> str:
+        """String ``<token>:<created ms>`` naming the current life of this namespace.
+
+        Written once the namespace is known complete (a projector's first
+        apply, the end of a repair); its absence under a running projector
+        means the namespace lost its keys. The apply script refuses batches
+        while it is missing.
+        """
+        return f"{self.namespace}:generation"
+
+    def repairing(self) -> str:
+        """String present (with an expiry the repairer refreshes) while the namespace is rebuilt.
+
+        Readers of the namespace wait, then raise, instead of serving what the
+        repair has not reached yet.
+        """
+        return f"{self.namespace}:repairing"
+
+    def repair_requests(self) -> str:
+        """Set of session ids a reader found incomplete, drained by the projector."""
+        return f"{self.namespace}:repair-requests"
 
     @staticmethod
     def session_of(meta_key: str) -> str:
@@ -73,11 +220,21 @@ class ReadModelKeys:
             blobs=f"{prefix}:blobs",
             writes=f"{prefix}:w",
             write_index=f"{prefix}:wi",
+            runs=f"{prefix}:runs",
+            chunks=f"{prefix}:chunks",
         )
+
+    def user_threads(self, user_id: str) -> str:
+        """Sorted set of a user's LangGraph threads by the time of their last event."""
+        return f"{self.namespace}:u:{{{user_id}}}:threads"
+
+    def run_checkpoints(self, run_id: str) -> str:
+        """Sorted set (scores 0) of ``<thread> NUL <index member>`` a LangGraph run wrote."""
+        return f"{self.namespace}:r:{{{run_id}}}:checkpoints"
 
     def thread_pattern(self) -> str:
         """SCAN pattern matching every checkpoint thread's meta key of the namespace."""
-        return f"{self.namespace}:t:*:meta"
+        return f"{glob_escape(self.namespace)}:t:{{*}}:meta"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +250,8 @@ class CheckpointKeys:
         blobs: Hash of channel values by namespace, channel and version (NUL-joined).
         writes: Hash of pending writes by namespace, checkpoint, task and index (NUL-joined).
         write_index: Sorted set (all scores 0) of the ``writes`` fields, by lex order.
+        runs: Hash of the run id of each checkpoint that has one, by index member.
+        chunks: Hash of the parts of chunked events not yet complete, by group and index.
     """
 
     meta: str
@@ -103,6 +262,8 @@ class CheckpointKeys:
     blobs: str
     writes: str
     write_index: str
+    runs: str
+    chunks: str
 
     def all(self) -> list[str]:
         """Every key, in script order (``meta`` first)."""
@@ -115,6 +276,8 @@ class CheckpointKeys:
             self.blobs,
             self.writes,
             self.write_index,
+            self.runs,
+            self.chunks,
         ]
 
 
@@ -127,6 +290,13 @@ META_CREATED = "created_at"
 META_UPDATED = "updated_at"
 #: Set (to the deletion's event time) while the meta hash is a deleted session's tombstone.
 META_DELETED = "deleted"
+#: Verdicts of conditional appends (the values of ``ReadModelKeys.verdicts``): applied,
+#: a duplicate of an applied call, or refused (followed by the message count found).
+VERDICT_APPLIED = "A"
+VERDICT_DUPLICATE = "D"
+VERDICT_CONFLICT = "V"
+#: Set (to the expiry, epoch ms) while the meta hash is an idle-expired session's tombstone.
+META_EXPIRED = "expired"
 #: The session's own idle TTL in milliseconds (``SessionTtlSet``); absent: the default.
 META_TTL = "ttl_ms"
 #: When the session's keys expire (epoch milliseconds), ``0`` when they never do.
@@ -140,4 +310,4 @@ def active_namespace_key(topic: str) -> str:
     namespace never drops it). When it is absent, ``Settings.namespace`` is
     the active namespace; ``chatlog replay rebuild --switch`` sets it.
     """
-    return f"chatlog:active-namespace:{topic}"
+    return f"{POINTER_PREFIX}:{topic}"

@@ -18,7 +18,7 @@ import redis
 import redis.asyncio as aioredis
 
 from chatlog.errors import ReadModelError
-from chatlog.keys import active_namespace_key
+from chatlog.keys import active_namespace_key, validate_namespace
 from chatlog.settings import Settings
 
 #: How long a resolved pointer is trusted before it is read again.
@@ -54,6 +54,7 @@ class ActiveNamespace:
 
         Raises:
             ReadModelError: Redis cannot be read.
+            ConfigurationError: the pointer holds no valid namespace name.
 
         """
         now = time.monotonic()
@@ -83,6 +84,13 @@ class ActiveNamespace:
 
     def _store(self, raw: Any, now: float) -> str:
         value = raw.decode() if isinstance(raw, bytes) else (raw or self.default)
+        # The pointer is written by chatlog only, but it is plain Redis data: a
+        # value that is no namespace would turn every key and SCAN pattern wrong.
+        validate_namespace(
+            value,
+            setting=f"the active-namespace pointer {self.key} (switch readers to a rebuilt "
+            "namespace, or DEL the pointer to use CHATLOG_NAMESPACE)",
+        )
         with self._lock:
             self._value, self._expires = value, now + self.ttl_s
         return value
@@ -91,9 +99,11 @@ class ActiveNamespace:
         """Point readers at ``namespace``; return the namespace that was active before.
 
         Raises:
+            ConfigurationError: ``namespace`` is no valid namespace name.
             ReadModelError: Redis cannot be written.
 
         """
+        validate_namespace(namespace)
         try:
             previous = client.set(self.key, namespace, get=True)
         except redis.RedisError as exc:

@@ -91,9 +91,18 @@ class SealingSerializer(SerializerProtocol):
     read through ``inner`` as they are.
     """
 
-    def __init__(self, inner: SerializerProtocol, key_store: DataKeyStore) -> None:
+    def __init__(
+        self, inner: SerializerProtocol, key_store: DataKeyStore | Callable[[], DataKeyStore]
+    ) -> None:
         self.inner = inner
-        self.key_store = key_store
+        # A store, or how to get one when first needed (the saver's lazy producer's).
+        self._key_store = key_store
+
+    @property
+    def key_store(self) -> DataKeyStore:
+        """The data keys values are sealed under."""
+        store = self._key_store
+        return store if isinstance(store, DataKeyStore) else store()
 
     @staticmethod
     def _current_thread() -> str:

@@ -23,37 +23,61 @@ from langchain_core.messages import (
     messages_from_dict,
 )
 
-from chatlog.errors import InvalidMessageError, MessageSerializationError
+from chatlog.errors import ChatLogError, InvalidMessageError
+from chatlog.histories.storable import checked_text, to_json
 from chatlog.schemas.events import InvalidToolCall, MessageAppended, ToolCall, UsageMetadata
 from chatlog.schemas.stored import AI_TYPES, CHAT_TYPES, MESSAGE_TYPES, TOOL_TYPES, mapped_keys
 
 _USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
 
 
-def _json(value: Any, what: str) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise MessageSerializationError(
-            f"{what} cannot be stored as JSON ({exc}); keep it to JSON types "
-            "(dict, list, str, int, float, bool, None)"
-        ) from exc
-
-
 def _opt_str(value: Any, what: str) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return checked_text(value, what)
     raise InvalidMessageError(f"{what} must be a string or None, got {type(value).__name__}")
+
+
+def _str(value: Any, what: str) -> str:
+    if isinstance(value, str):
+        return checked_text(value, what)
+    raise InvalidMessageError(f"{what} must be a string, got {type(value).__name__}")
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise InvalidMessageError(f"{what} must be a whole number, got {value!r}")
 
 
 def to_event(message: object) -> MessageAppended:
     """Turn a LangChain message into the event that appends it, loss-free.
 
+    Every value is checked against the input rules of :mod:`chatlog.histories.storable`.
+
     Raises:
-        InvalidMessageError: ``message`` is not a supported ``BaseMessage`` or has
-            content of the wrong type.
-        MessageSerializationError: a free-form field is not JSON-serializable.
+        InvalidMessageError: ``message`` is not a supported ``BaseMessage``, has
+            a field of the wrong type or shape, text with a lone surrogate, or
+            a structure nested deeper than ``MAX_NESTING``.
+        MessageSerializationError: a free-form field is not strict JSON.
     """
+    try:
+        return _to_event(message)
+    except ChatLogError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        # A message mutated after construction (pydantic does not validate
+        # assignments) can hold shapes its class never allows.
+        raise InvalidMessageError(
+            f"the message cannot be stored: {type(exc).__name__}: {exc}; build it "
+            "through its class so LangChain validates it"
+        ) from exc
+
+
+def _to_event(message: object) -> MessageAppended:
     if not isinstance(message, BaseMessage):
         raise InvalidMessageError(
             f"expected a langchain_core BaseMessage, got {type(message).__name__}"
@@ -68,14 +92,14 @@ def to_event(message: object) -> MessageAppended:
     raw_content = data["content"]
     content: str | tuple[str, ...]
     if isinstance(raw_content, str):
-        content = raw_content
+        content = checked_text(raw_content, "content")
     elif isinstance(raw_content, list):
         for part in raw_content:
             if not isinstance(part, (str, dict)):
                 raise InvalidMessageError(
                     f"content parts must be strings or dicts, got {type(part).__name__}"
                 )
-        content = tuple(_json(part, "a content part") for part in raw_content)
+        content = tuple(to_json(part, "a content part") for part in raw_content)
     else:
         raise InvalidMessageError(
             f"content must be a string or a list, got {type(raw_content).__name__}"
@@ -85,17 +109,24 @@ def to_event(message: object) -> MessageAppended:
         "content": content,
         "name": _opt_str(data.get("name"), "name"),
         "id": _opt_str(data.get("id"), "id"),
-        "additional_kwargs": _json(data.get("additional_kwargs") or {}, "additional_kwargs"),
-        "response_metadata": _json(data.get("response_metadata") or {}, "response_metadata"),
+        "additional_kwargs": to_json(data.get("additional_kwargs") or {}, "additional_kwargs"),
+        "response_metadata": to_json(data.get("response_metadata") or {}, "response_metadata"),
     }
     if kind in AI_TYPES:
         fields["tool_calls"] = tuple(
-            ToolCall(name=c["name"], args=_json(c["args"], "tool call args"), id=c.get("id"))
+            ToolCall(
+                name=_str(c["name"], "tool call name"),
+                args=to_json(c["args"], "tool call args"),
+                id=_opt_str(c.get("id"), "tool call id"),
+            )
             for c in data.get("tool_calls") or ()
         )
         fields["invalid_tool_calls"] = tuple(
             InvalidToolCall(
-                name=c.get("name"), args=c.get("args"), id=c.get("id"), error=c.get("error")
+                name=_opt_str(c.get("name"), "invalid tool call name"),
+                args=_opt_str(c.get("args"), "invalid tool call args"),
+                id=_opt_str(c.get("id"), "invalid tool call id"),
+                error=_opt_str(c.get("error"), "invalid tool call error"),
             )
             for c in data.get("invalid_tool_calls") or ()
         )
@@ -103,32 +134,34 @@ def to_event(message: object) -> MessageAppended:
         if usage is not None:
             details = {k: v for k, v in usage.items() if k not in _USAGE_KEYS}
             fields["usage_metadata"] = UsageMetadata(
-                input_tokens=int(usage["input_tokens"]),
-                output_tokens=int(usage["output_tokens"]),
-                total_tokens=int(usage["total_tokens"]),
-                details=_json(details, "usage_metadata") if details else None,
+                input_tokens=_count(usage["input_tokens"], "usage_metadata input_tokens"),
+                output_tokens=_count(usage["output_tokens"], "usage_metadata output_tokens"),
+                total_tokens=_count(usage["total_tokens"], "usage_metadata total_tokens"),
+                details=to_json(details, "usage_metadata") if details else None,
             )
     elif kind in TOOL_TYPES:
         fields["tool_call_id"] = _opt_str(data.get("tool_call_id"), "tool_call_id")
         artifact = data.get("artifact")
-        fields["artifact"] = None if artifact is None else _json(artifact, "artifact")
+        fields["artifact"] = None if artifact is None else to_json(artifact, "artifact")
         fields["status"] = _opt_str(data.get("status"), "status")
     elif kind in CHAT_TYPES:
         fields["role"] = _opt_str(data.get("role"), "role")
     extra = {k: v for k, v in data.items() if k not in mapped_keys(kind)}
     if extra:
-        fields["extra"] = _json(extra, "message fields")
+        fields["extra"] = to_json(extra, "message fields")
     return MessageAppended(**fields)
 
 
-#: Every message class ``messages_from_dict`` builds, by its ``type``.
+#: Every message class a history stores (those ``messages_from_dict`` builds).
+MESSAGE_CLASSES: tuple[type[BaseMessage], ...] = (
+    HumanMessage, AIMessage, SystemMessage, ChatMessage, FunctionMessage, ToolMessage,
+    AIMessageChunk, HumanMessageChunk, SystemMessageChunk, ChatMessageChunk,
+    FunctionMessageChunk, ToolMessageChunk,
+)
+
+#: The message classes by their ``type``.
 _CLASSES: dict[str, type[BaseMessage]] = {
-    cls.model_fields["type"].default: cls
-    for cls in (
-        HumanMessage, AIMessage, SystemMessage, ChatMessage, FunctionMessage, ToolMessage,
-        AIMessageChunk, HumanMessageChunk, SystemMessageChunk, ChatMessageChunk,
-        FunctionMessageChunk, ToolMessageChunk,
-    )
+    cls.model_fields["type"].default: cls for cls in MESSAGE_CLASSES
 }
 
 

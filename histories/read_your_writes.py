@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
-from chatlog.errors import ProjectionLagError
+from chatlog.errors import ChatLogError, ProjectionLagError, ReadModelRepairingError
 from chatlog.producers.records import LogPosition
 
 #: Poll interval bounds while a read waits for its own writes to be projected.
@@ -38,7 +38,9 @@ class Applied(Protocol):
         """Offset of the last applied event."""
 
 
-A = TypeVar("A", bound=Applied)
+#: What a read returns; unbounded, since an index read (a user's threads) carries
+#: several threads' positions rather than one.
+A = TypeVar("A")
 
 
 class WrittenPositions:
@@ -54,10 +56,16 @@ class WrittenPositions:
         self.max_sessions = max_sessions
         self._positions: OrderedDict[str, LogPosition] = OrderedDict()
         self._written_at: dict[str, float] = {}
+        # Whose session each write was, so a listing of a user's sessions can
+        # wait for exactly the writes that can show up in it.
+        self._owner: dict[str, str] = {}
+        self._by_user: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
-    def record(self, session_id: str, positions: Sequence[LogPosition]) -> None:
-        """Remember the newest of ``positions`` for ``session_id``."""
+    def record(
+        self, session_id: str, positions: Sequence[LogPosition], *, user_id: str | None = None
+    ) -> None:
+        """Remember the newest of ``positions`` for ``session_id``, written as ``user_id``."""
         if not positions:
             return
         newest = max(positions, key=lambda p: p.offset)
@@ -69,9 +77,27 @@ class WrittenPositions:
                 self._positions[session_id] = newest
             self._positions.move_to_end(session_id)
             self._written_at[session_id] = time.monotonic()
+            if user_id is not None and self._owner.get(session_id) != user_id:
+                self._forget_owner(session_id)
+                self._owner[session_id] = user_id
+                self._by_user.setdefault(user_id, set()).add(session_id)
             while len(self._positions) > self.max_sessions:
                 forgotten, _ = self._positions.popitem(last=False)
                 self._written_at.pop(forgotten, None)
+                self._forget_owner(forgotten)
+
+    def _forget_owner(self, session_id: str) -> None:
+        owner = self._owner.pop(session_id, None)
+        if owner is not None:
+            listed = self._by_user[owner]
+            listed.discard(session_id)
+            if not listed:
+                del self._by_user[owner]
+
+    def sessions_of(self, user_id: str) -> list[str]:
+        """The sessions this process wrote as ``user_id`` and still remembers, sorted."""
+        with self._lock:
+            return sorted(self._by_user.get(user_id, ()))
 
     def get(self, session_id: str) -> LogPosition | None:
         """The newest position written for ``session_id`` by this process, if any."""
@@ -86,6 +112,23 @@ class WrittenPositions:
         """Every key with a remembered position, least recently written first."""
         with self._lock:
             return list(self._positions)
+
+    def settled(self, session_id: str, applied: Applied, *, session_ttl_s: float | None) -> bool:
+        """Whether a read that found ``applied`` may be served for ``session_id``.
+
+        It may when the read covers this process's newest write, or when the
+        session is gone from the read model altogether after its idle TTL
+        passed since that write (the TTL may have removed what was written).
+        """
+        if self.covered(session_id, applied):
+            return True
+        since = self.seconds_since_written(session_id)
+        return (
+            applied.partition is None
+            and session_ttl_s is not None
+            and since is not None
+            and since > session_ttl_s
+        )
 
     def covered(self, session_id: str, applied: Applied) -> bool:
         """Whether ``applied`` includes this process's newest write of ``session_id``.
@@ -133,16 +176,27 @@ def projection_lag(
     )
 
 
+def repairing_error(subject: str, why: str, timeout_s: float) -> ReadModelRepairingError:
+    """The error for a read that waited ``timeout_s`` for a repair of what it reads."""
+    return ReadModelRepairingError(
+        f"{subject}: {why}, still after {timeout_s:g}s; the projector rebuilds it from "
+        "the log: retry later, check that a projector is running, or raise "
+        "CHATLOG_READ_TIMEOUT"
+    )
+
+
 def wait_until_applied(
     read: Callable[[], A],
     caught_up: Callable[[A], bool],
-    lag_error: Callable[[A], ProjectionLagError],
+    lag_error: Callable[[A], ChatLogError],
     timeout_s: float,
 ) -> A:
     """Repeat ``read`` until ``caught_up`` accepts its answer; return that answer.
 
     Raises:
-        ProjectionLagError: ``lag_error`` of the last answer, once ``timeout_s`` passed.
+        ProjectionLagError: ``lag_error`` of the last answer, once ``timeout_s`` passed
+            (or :class:`~chatlog.errors.ReadModelRepairingError`, when that is what
+            ``lag_error`` makes of an answer the read model is still repairing).
     """
     deadline = time.monotonic() + timeout_s
     delay = WAIT_MIN_S
@@ -159,7 +213,7 @@ def wait_until_applied(
 async def await_until_applied(
     read: Callable[[], Awaitable[A]],
     caught_up: Callable[[A], bool],
-    lag_error: Callable[[A], ProjectionLagError],
+    lag_error: Callable[[A], ChatLogError],
     timeout_s: float,
 ) -> A:
     """Async :func:`wait_until_applied`: sleeps without blocking the loop."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any, NamedTuple
 
 import redis
 
@@ -21,9 +22,13 @@ from chatlog.keys import (
     META_COUNT,
     META_CREATED,
     META_DELETED,
+    META_EXPIRED,
+    META_OFFSET,
     META_OWNER,
+    META_PARTITION,
     META_TTL,
     META_UPDATED,
+    ReadModelKeys,
 )
 
 
@@ -71,14 +76,38 @@ def list_sessions(
         ReadModelError: Redis could not be read.
     """
     keys = reader.current_keys()
+    client = reader.client
     try:
-        members = reader.client.zrevrange(keys.user_sessions(user_id), 0, -1)
+        ids = _ids(client.zrevrange(keys.user_sessions(user_id), 0, -1))
+        if not ids:
+            return []
+        pipe = client.pipeline(transaction=False)
+        _queue_meta(pipe, keys, ids)
+        replies = pipe.execute()
     except redis.RedisError as exc:
         raise ReadModelError(f"listing the sessions of user {user_id!r} failed: {exc}") from exc
-    ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
-    sessions = session_infos(reader, user_id, ids, shown_as=shown_as)
-    sessions.sort(key=lambda s: (s.updated_at or _EPOCH, s.session_id), reverse=True)
-    return sessions
+    return _newest_first(_sessions_of(user_id, ids, replies, shown_as))
+
+
+async def alist_sessions(
+    reader: ReadModelReader,
+    user_id: str,
+    *,
+    shown_as: Callable[[str], str | None] = lambda stored: stored,
+) -> list[SessionInfo]:
+    """Async :func:`list_sessions`, through redis.asyncio."""
+    keys = await reader.acurrent_keys()
+    client = reader.async_client()
+    try:
+        ids = _ids(await client.zrevrange(keys.user_sessions(user_id), 0, -1))
+        if not ids:
+            return []
+        pipe = client.pipeline(transaction=False)
+        _queue_meta(pipe, keys, ids)
+        replies = await pipe.execute()
+    except redis.RedisError as exc:
+        raise ReadModelError(f"listing the sessions of user {user_id!r} failed: {exc}") from exc
+    return _newest_first(_sessions_of(user_id, ids, replies, shown_as))
 
 
 def session_infos(
@@ -100,18 +129,40 @@ def session_infos(
     keys = reader.current_keys()
     try:
         pipe = reader.client.pipeline(transaction=False)
-        fields = [META_OWNER, META_COUNT, META_CREATED, META_UPDATED, META_DELETED, META_TTL]
-        for session_id in session_ids:
-            pipe.hmget(keys.meta(session_id), fields)
-            pipe.pexpiretime(keys.meta(session_id))
+        _queue_meta(pipe, keys, session_ids)
         replies = pipe.execute()
     except redis.RedisError as exc:
         raise ReadModelError(f"listing the sessions of user {user_id!r} failed: {exc}") from exc
+    return _sessions_of(user_id, session_ids, replies, shown_as)
+
+
+_LISTED_FIELDS = [
+    META_OWNER, META_COUNT, META_CREATED, META_UPDATED, META_DELETED, META_TTL, META_EXPIRED
+]
+
+
+def _ids(members: list[Any]) -> list[str]:
+    return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
+
+def _queue_meta(pipe: Any, keys: ReadModelKeys, ids: list[str]) -> None:
+    for session_id in ids:
+        pipe.hmget(keys.meta(session_id), _LISTED_FIELDS)
+        pipe.pexpiretime(keys.meta(session_id))
+
+
+def _sessions_of(
+    user_id: str,
+    ids: list[str],
+    replies: list[Any],
+    shown_as: Callable[[str], str | None],
+) -> list[SessionInfo]:
+    """The listed sessions ``user_id`` really owns, from the replies :func:`_queue_meta` asked."""
     sessions = []
-    for index, stored_id in enumerate(session_ids):
-        (owner, count, created, updated, deleted, ttl) = replies[2 * index]
+    for index, stored_id in enumerate(ids):
+        (owner, count, created, updated, deleted, ttl, expired) = replies[2 * index]
         expires = int(replies[2 * index + 1])
-        if owner is None or owner.decode() != user_id or deleted is not None:
+        if owner is None or owner.decode() != user_id or deleted is not None or expired:
             continue
         shown = shown_as(stored_id)
         if shown is None:
@@ -130,6 +181,54 @@ def session_infos(
     return sessions
 
 
+def _newest_first(sessions: list[SessionInfo]) -> list[SessionInfo]:
+    sessions.sort(key=lambda s: (s.updated_at or _EPOCH, s.session_id), reverse=True)
+    return sessions
+
+
+class SessionPosition(NamedTuple):
+    """A session's tracking position: its last applied event (``-1``/``None``: nothing)."""
+
+    partition: int | None
+    offset: int
+
+
+def _position(reply: list[Any]) -> SessionPosition:
+    partition, offset = reply
+    return SessionPosition(
+        int(partition) if partition is not None else None,
+        int(offset) if offset is not None else -1,
+    )
+
+
+def session_positions(reader: ReadModelReader, ids: list[str]) -> list[SessionPosition]:
+    """The tracking position of each of ``ids``, in one round trip.
+
+    Raises:
+        ReadModelError: Redis could not be read.
+    """
+    keys = reader.current_keys()
+    pipe = reader.client.pipeline(transaction=False)
+    for session_id in ids:
+        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET])
+    try:
+        return [_position(reply) for reply in pipe.execute()]
+    except redis.RedisError as exc:
+        raise ReadModelError(f"reading session positions failed: {exc}") from exc
+
+
+async def asession_positions(reader: ReadModelReader, ids: list[str]) -> list[SessionPosition]:
+    """Async :func:`session_positions`."""
+    keys = await reader.acurrent_keys()
+    pipe = reader.async_client().pipeline(transaction=False)
+    for session_id in ids:
+        pipe.hmget(keys.meta(session_id), [META_PARTITION, META_OFFSET])
+    try:
+        return [_position(reply) for reply in await pipe.execute()]
+    except redis.RedisError as exc:
+        raise ReadModelError(f"reading session positions failed: {exc}") from exc
+
+
 _EPOCH = datetime.fromtimestamp(0, tz=timezone.utc)
 
 
@@ -141,9 +240,29 @@ def session_owner(reader: ReadModelReader, session_id: str) -> str | None:
     """
     keys = reader.current_keys()
     try:
-        owner = reader.client.hget(keys.meta(session_id), META_OWNER)
+        owner, expired = reader.client.hmget(keys.meta(session_id), [META_OWNER, META_EXPIRED])
     except redis.RedisError as exc:
         raise ReadModelError(f"reading the owner of session {session_id!r} failed: {exc}") from exc
+    if expired is not None:
+        return None  # idle-expired: the next writer starts it afresh
+    return owner.decode() if isinstance(owner, bytes) else owner
+
+
+async def asession_owner(reader: ReadModelReader, session_id: str) -> str | None:
+    """Async :func:`session_owner`, through redis.asyncio.
+
+    Raises:
+        ReadModelError: Redis could not be read.
+    """
+    keys = await reader.acurrent_keys()
+    try:
+        owner, expired = await reader.async_client().hmget(
+            keys.meta(session_id), [META_OWNER, META_EXPIRED]
+        )
+    except redis.RedisError as exc:
+        raise ReadModelError(f"reading the owner of session {session_id!r} failed: {exc}") from exc
+    if expired is not None:
+        return None  # idle-expired: the next writer starts it afresh
     return owner.decode() if isinstance(owner, bytes) else owner
 
 

@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, overload
+from functools import partial
+from typing import TYPE_CHECKING, NamedTuple, overload
 
 import redis
 
-from chatlog.errors import InvalidUserIdError
+from chatlog.errors import InvalidUserIdError, ProjectionLagError
+from chatlog.eviction_guard import guard_eviction
 from chatlog.histories.erasure import ErasureReport
 from chatlog.histories.history import ChatLogMessageHistory
 from chatlog.histories.read_model import ReadModelReader
-from chatlog.histories.read_your_writes import WrittenPositions
+from chatlog.histories.read_your_writes import (
+    WrittenPositions,
+    await_until_applied,
+    projection_lag,
+    wait_until_applied,
+)
 from chatlog.histories.session_pages import SessionPage, sessions_page
-from chatlog.histories.sessions import SessionInfo, list_sessions
+from chatlog.histories.sessions import (
+    SessionInfo,
+    SessionPosition,
+    alist_sessions,
+    asession_positions,
+    list_sessions,
+    session_positions,
+)
 from chatlog.identifiers import validate_session_id, validate_user_id
 from chatlog.namespaces import ActiveNamespace
-from chatlog.producers.admin import ensure_topic
+from chatlog.producers.lazy import LazyProducer
 from chatlog.producers.producer import EventProducer
 from chatlog.schemas.events import USER_EVENT_SESSION_ID, ChatEvent, SessionDeleted, UserDeleted
 from chatlog.session_scope import new_session_id, scoped_session_id, unscoped_session_id
@@ -59,24 +72,16 @@ class ChatLog:
         )
         if self.settings.session_ttl_refresh_on_read and self.settings.session_ttl_s:
             self.reader.refresh_ttl_ms = int(self.settings.session_ttl_s * 1000)
+        guard_eviction(self.redis, self.settings)
         self.written = WrittenPositions()
-        self._producer: EventProducer | None = None
-        self._lock = threading.Lock()
+        #: Made on first use; histories and savers hold this, not the producer, so
+        #: handing them out never blocks and async callers make it off the loop.
+        self.producers = LazyProducer(self.settings, topics=(self.settings.topic,))
 
     @property
     def producer(self) -> EventProducer:
         """The shared producer, created (and the topic ensured) on first use."""
-        with self._lock:
-            if self._producer is None:
-                if self.settings.auto_create_topic:
-                    ensure_topic(
-                        self.settings.topic,
-                        self.settings.partitions,
-                        self.settings.replication_factor,
-                        settings=self.settings,
-                    )
-                self._producer = EventProducer(self.settings)
-            return self._producer
+        return self.producers.get()
 
     def history(
         self,
@@ -100,7 +105,7 @@ class ChatLog:
         validate_user_id(user_id)
         return ChatLogMessageHistory(
             self.stored_session_id(session_id, user_id),
-            producer=self.producer,
+            producer=self.producers,
             reader=self.reader,
             user_id=user_id,
             source=self.settings.source,
@@ -163,7 +168,7 @@ class ChatLog:
 
         return ChatLogCheckpointSaver(
             self.settings,
-            producer=self.producer,
+            producer=self.producers,
             redis_client=self.redis,
             read_timeout_s=read_timeout_s,
         )
@@ -192,16 +197,29 @@ class ChatLog:
             while page.next_cursor:
                 page = chatlog.sessions("alice", limit=50, cursor=page.next_cursor)
 
+        Like every read, it first waits (up to ``settings.read_timeout_s``) for
+        this ChatLog's own writes of the user's sessions to be projected, so a
+        session it just created (or deleted) is listed (or gone) at once.
+
         Raises:
             InvalidUserIdError: the user id is unusable.
             InvalidCursorError: ``cursor`` is not a ``next_cursor`` of a page.
+            ProjectionLagError: this ChatLog's writes were not projected in time.
             ReadModelError: Redis could not be read.
         """
         user_id = _required_user(user_id)
+        if limit is None and cursor is not None:
+            raise ValueError("cursor needs limit: pass the page size too")
+        own = self.written.sessions_of(user_id)
+        if own:
+            wait_until_applied(
+                lambda: self._first_unsettled(own, session_positions(self.reader, own)),
+                _settled,
+                partial(self._listing_lag, user_id),
+                self.settings.read_timeout_s,
+            )
         shown_as = self._shown_as(user_id)
         if limit is None:
-            if cursor is not None:
-                raise ValueError("cursor needs limit: pass the page size too")
             return list_sessions(self.reader, user_id, shown_as=shown_as)
         return sessions_page(self.reader, user_id, limit=limit, cursor=cursor, shown_as=shown_as)
 
@@ -216,20 +234,56 @@ class ChatLog:
     async def asessions(
         self, user_id: str, *, limit: int | None = None, cursor: str | None = None
     ) -> list[SessionInfo] | SessionPage:
-        """Async :meth:`sessions` (the sync Redis client, off the event loop's thread)."""
+        """Async :meth:`sessions` (a page is read on a worker thread, off the loop)."""
+        user_id = _required_user(user_id)
+        if limit is None and cursor is not None:
+            raise ValueError("cursor needs limit: pass the page size too")
+        own = self.written.sessions_of(user_id)
+        if own:
+
+            async def read() -> Unsettled:
+                return self._first_unsettled(own, await asession_positions(self.reader, own))
+
+            await await_until_applied(
+                read, _settled, partial(self._listing_lag, user_id), self.settings.read_timeout_s
+            )
+        shown_as = self._shown_as(user_id)
         if limit is None:
-            if cursor is not None:
-                raise ValueError("cursor needs limit: pass the page size too")
-            return await asyncio.to_thread(lambda: self.sessions(user_id))
+            return await alist_sessions(self.reader, user_id, shown_as=shown_as)
         page_size = limit
         return await asyncio.to_thread(
-            lambda: self.sessions(user_id, limit=page_size, cursor=cursor)
+            lambda: sessions_page(
+                self.reader, user_id, limit=page_size, cursor=cursor, shown_as=shown_as
+            )
         )
 
     def _shown_as(self, user_id: str) -> Callable[[str], str | None]:
         if not self.settings.scope_sessions_by_user:
             return lambda stored: stored
         return lambda stored: unscoped_session_id(user_id, stored)
+
+    def _first_unsettled(self, ids: list[str], positions: list[SessionPosition]) -> Unsettled:
+        """The first of ``ids`` whose read lacks this ChatLog's write, or a settled marker."""
+        for session_id, position in zip(ids, positions, strict=True):
+            if not self.written.settled(
+                session_id, position, session_ttl_s=self.settings.session_ttl_s
+            ):
+                return Unsettled(session_id, position.partition, position.offset)
+        return Unsettled(None, None, -1)
+
+    def _listing_lag(self, user_id: str, state: Unsettled) -> ProjectionLagError:
+        assert state.session_id is not None
+        written = self.written.get(state.session_id)
+        assert written is not None
+        return projection_lag(
+            f"the sessions of user {user_id!r} (session {state.session_id!r})",
+            written,
+            state,
+            read_model="read model",
+            writer="ChatLog",
+            timeout_s=self.settings.read_timeout_s,
+            hint="is a projector running and keeping up?",
+        )
 
     def delete_session(self, session_id: str, user_id: str | None = None) -> None:
         """Publish ``SessionDeleted``: the projector removes every key of the session.
@@ -289,7 +343,8 @@ class ChatLog:
         positions = self.producer.publish(events)
         # positions has one more entry (the UserDeleted event) than session_ids.
         for session_id, position in zip(stored_ids, positions, strict=False):
-            self.written.record(session_id, [position])
+            self.written.record(session_id, [position], user_id=user_id)
+        self._delete_user_threads(user_id)
         return ErasureReport(
             user_id,
             session_ids,
@@ -304,25 +359,48 @@ class ChatLog:
         key_store = self.producer.key_store
         return [] if key_store is None else key_store.destroy(*subjects)
 
+    def _delete_user_threads(self, user_id: str) -> None:
+        """The user's LangGraph threads go too (``ChatLogCheckpointSaver.delete_user_threads``)."""
+        try:
+            saver = self.checkpointer()
+        except ImportError:
+            return  # without the langgraph extra no thread can exist
+        try:
+            saver.delete_user_threads(user_id)
+        finally:
+            saver.close()  # closes only what the saver opened, not the shared producer
+
     def close(self) -> None:
         """Flush and close the producer and the Redis pool (and async Redis clients)."""
-        with self._lock:
-            if self._producer is not None:
-                self._producer.close()
-                self._producer = None
+        self.producers.close()
         self.reader.close()
         self.redis.close()
 
     async def aclose(self) -> None:
-        """Async :meth:`close`: the running loop's Redis client is closed before it returns."""
+        """Async :meth:`close`: the running loop's Redis client is closed before it returns.
+
+        The producer's flush and the sync pool's close run on a worker thread.
+        """
         await self.reader.aclose()
-        self.close()
+        await asyncio.to_thread(self.close)
 
     def __enter__(self) -> ChatLog:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class Unsettled(NamedTuple):
+    """The first own-written session a listing still waits for (``session_id`` ``None``: none)."""
+
+    session_id: str | None
+    partition: int | None
+    offset: int
+
+
+def _settled(state: Unsettled) -> bool:
+    return state.session_id is None
 
 
 def _required_user(user_id: object) -> str:

@@ -205,8 +205,11 @@ class ConfluentTransport:
                 resolve_soon(loop, waiters[index],
                              LogPosition(message.partition(), message.offset()))
 
-        producer = self._clients.current()
-        self._produce(producer, topic, records, time.monotonic() + timeout, report)
+        # Replacing a broken producer releases the old one (a flush), and a full
+        # local queue makes produce() wait: both happen on a worker thread.
+        producer = await asyncio.to_thread(
+            self._current_and_produce, topic, records, time.monotonic() + timeout, report
+        )
         try:
             done = await asyncio.wait_for(asyncio.gather(*waiters), timeout=timeout + _GRACE_S)
         except asyncio.TimeoutError as exc:
@@ -215,6 +218,13 @@ class ConfluentTransport:
         except _Refusal as refusal:
             raise self._failure(producer, topic, len(records), refusal.error) from None
         return list(done)
+
+    def _current_and_produce(
+        self, topic: str, records: Sequence[EncodedEvent], deadline: float, report: Any
+    ) -> Any:
+        producer = self._clients.current()
+        self._produce(producer, topic, records, deadline, report)
+        return producer
 
     def _produce(
         self,

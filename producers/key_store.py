@@ -49,11 +49,12 @@ from chatlog.errors import (
     UnknownKeyEncryptionKeyError,
 )
 from chatlog.producers.admin import end_offsets, ensure_topic
-from chatlog.schemas.events import ChatEvent, MessageSealed
+from chatlog.schemas.events import ChatEvent, MessageAppended, MessageSealed
 from chatlog.schemas.sealing import (
     WRAPPED_FORMAT,
     DataKey,
     KeyEncryptionKey,
+    check_sealable,
     key_encryption_keys,
     open_message,
     seal_message,
@@ -371,7 +372,14 @@ class DataKeyStore:
     # -- events ----------------------------------------------------------------
 
     def seal_event(self, event: ChatEvent) -> ChatEvent:
-        """``event`` with its message encrypted under its subject's data key."""
+        """``event`` with its message encrypted under its subject's data key.
+
+        Raises:
+            UnsealableEventError: a conditional append (no sealed form yet).
+        """
+        check_sealable(event)
+        if not isinstance(event.payload, MessageAppended):
+            return event
         return seal_message(event, self.key_for(subject_of(event)))
 
     def open_event(self, event: ChatEvent) -> ChatEvent | None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from chatlog.errors import InvalidMessageError, MessageSerializationError, MessageTooLargeError
 from chatlog.producers.key_store import DataKeyStore, key_store_of
 from chatlog.producers.records import EncodedEvent, LogPosition
 from chatlog.producers.size_limit import check_event_size
@@ -13,7 +14,8 @@ from chatlog.schemas.codec import CONTENT_TYPE, EventCodec
 from chatlog.schemas.events import ChatEvent
 from chatlog.settings import Settings
 
-__all__ = ["EncodedEvent", "EventProducer", "LogPosition", "PublishTransport"]
+__all__ = ["EncodedEvent", "EventProducer", "LogPosition", "PublishTransport", "encode_event",
+           "sized_record", "typed_encode"]
 
 
 class PublishTransport(Protocol):
@@ -70,20 +72,16 @@ class EventProducer:
         return self._transport
 
     def encode(self, event: ChatEvent) -> EncodedEvent:
-        """Encode ``event`` and check it (and its stored form) against the size limit.
+        """Encode ``event`` (sealed when encryption is on) and check it against the size limit.
+
+        See :func:`encode_event`.
 
         Raises:
-            MessageTooLargeError: the encoded event, or the JSON the read model
-                would store for it, exceeds ``max_event_bytes``.
+            UnsealableEventError: encryption is on and ``event`` has no sealed
+                form (a conditional append); nothing is encoded.
         """
-        sealed = event if self.key_store is None else self.key_store.seal_event(event)
-        value = self.codec.encode(sealed)
-        check_event_size(event, value, self.settings.max_event_bytes)
-        headers = [
-            ("event-type", event.event_type.encode()),
-            ("content-type", CONTENT_TYPE.encode()),
-        ]
-        return EncodedEvent(event.session_id.encode("utf-8"), value, headers)
+        sealed = None if self.key_store is None else self.key_store.seal_event(event)
+        return encode_event(self.codec, event, self.settings.max_event_bytes, sealed=sealed)
 
     def publish(self, events: Sequence[ChatEvent]) -> list[LogPosition]:
         """Publish ``events`` in order and wait until the broker acknowledged all of them.
@@ -134,6 +132,82 @@ class EventProducer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def encode_event(
+    codec: EventCodec,
+    event: ChatEvent,
+    max_event_bytes: int,
+    *,
+    sealed: ChatEvent | None = None,
+) -> EncodedEvent:
+    """``event`` encoded for the log, checked against the size limit; never sends anything.
+
+    ``sealed`` is ``event`` with its message encrypted (encryption on): what
+    is encoded, while the read model's size check still sees ``event``.
+
+    Raises:
+        MessageTooLargeError: the encoded event, or the JSON the read model
+            would store for its message, exceeds ``max_event_bytes``.
+        InvalidMessageError: a text field is not valid Unicode (a lone surrogate).
+        MessageSerializationError: a field does not fit the Avro schema.
+    """
+    record = sized_record(
+        f"event for session {event.session_id!r}",
+        event.session_id,
+        lambda: codec.encode(event if sealed is None else sealed),
+        headers=[
+            ("event-type", event.event_type.encode()),
+            ("content-type", CONTENT_TYPE.encode()),
+        ],
+        max_event_bytes=max_event_bytes,
+    )
+    check_event_size(event, record.value, max_event_bytes)
+    return record
+
+
+def sized_record(
+    what: str,
+    key: str,
+    encode: Callable[[], bytes],
+    *,
+    headers: list[tuple[str, bytes]],
+    max_event_bytes: int,
+) -> EncodedEvent:
+    """The record of ``encode()`` keyed by ``key``, its encoder's failures typed, size checked.
+
+    ``what`` names the event in errors (``"event for session 'abc'"``).
+
+    Raises:
+        MessageTooLargeError: the encoded event exceeds ``max_event_bytes``.
+        InvalidMessageError: a text field is not valid Unicode (a lone surrogate).
+        MessageSerializationError: a field does not fit the Avro schema.
+    """
+    value = typed_encode(what, encode)
+    if len(value) > max_event_bytes:
+        raise MessageTooLargeError(
+            f"{what} is {len(value)} bytes, over the limit of {max_event_bytes} "
+            "(CHATLOG_MAX_EVENT_BYTES)"
+        )
+    return EncodedEvent(key.encode("utf-8"), value, headers)
+
+
+def typed_encode(what: str, encode: Callable[[], bytes]) -> bytes:
+    """``encode()``, with the encoder's failures raised as chatlog's typed errors.
+
+    Raises:
+        InvalidMessageError: a text field is not valid Unicode (a lone surrogate).
+        MessageSerializationError: a field does not fit the Avro schema.
+    """
+    try:
+        return encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidMessageError(
+            f"{what} holds text that is not valid Unicode ({exc.reason}); replace lone "
+            "surrogates before writing"
+        ) from exc
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise MessageSerializationError(f"{what} does not fit the event schema: {exc}") from exc
 
 
 def _transport(settings: Settings) -> PublishTransport:

@@ -28,7 +28,7 @@ from chatlog.errors import (
     UnknownKeyEncryptionKeyError,
 )
 from chatlog.producers.key_store import DataKeyStore
-from chatlog.projector.changes import Change, Refusal, RefusalReason, change_of
+from chatlog.projector.changes import Change, Refusal, RefusalReason, change_of, ttl_arg
 from chatlog.projector.protocol import (
     OP_APPEND,
     OP_CLEAR,
@@ -46,11 +46,20 @@ from chatlog.schemas.event_reader import (
     BodyReader,
 )
 from chatlog.schemas.events import ChatEvent, MessageSealed
-from chatlog.schemas.stored import MARK_JSON_ESCAPES, PLAIN_TEMPLATES_UTF8, plain_message_utf8
+from chatlog.schemas.stored import (
+    MARK_JSON_ESCAPES,
+    PLAIN_ID_TEMPLATES_UTF8,
+    PLAIN_TEMPLATES_UTF8,
+    plain_message_utf8,
+)
+
+#: What follows the id of a plain message with an id: the plain tail without
+#: its first two fields (name and id).
+PLAIN_ID_TAIL = PLAIN_TAIL[2:]
 
 #: What one event does to the read model: ``(session_id, user_id or "", event
-#: time in epoch milliseconds, op, arg)``. See :func:`read_change` for the ops.
-ChangeFields = tuple[str, str, int, str, bytes]
+#: time in epoch milliseconds, op, arg, key)``. See :func:`read_change` for the ops.
+ChangeFields = tuple[str, str, int, str, bytes, str]
 
 
 class ChangeReader:
@@ -170,7 +179,7 @@ def _wrong_key(key: bytes | None, session_id: str) -> Refusal:
 
 
 def read_change(data: bytes, start: int) -> ChangeFields | None:
-    """What the v2 ``ChatEvent`` body at ``data[start]`` does to the read model.
+    """What the v3 ``ChatEvent`` body at ``data[start]`` does to the read model.
 
     The projector's shortcut past :func:`~chatlog.schemas.event_reader.read_event` and
     :func:`~chatlog.schemas.stored.stored_message`: it takes the few fields the
@@ -182,7 +191,7 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
       ``stored_message(payload).encode()``, byte for byte.
     - ``"C"``, ``"D"``, ``"U"``: :class:`SessionCleared`,
       :class:`SessionDeleted`, :class:`UserDeleted`; ``arg`` is ``b""``.
-    - ``"T"``: :class:`SessionTtlSet`; ``arg`` is ``str(max(ttl_ms, 0))`` as
+    - ``"T"``: :class:`SessionTtlSet`; ``arg`` is ``ttl_arg(ttl_ms)`` (clamped) as
       ASCII, or ``b""`` for ``ttl_ms=None``.
 
     Returns:
@@ -195,7 +204,7 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
         It never returns fields for a body :func:`read_event` refuses.
 
     Raises:
-        EventDecodeError: the bytes are not a valid v2 body. Only bodies
+        EventDecodeError: the bytes are not a valid v3 body. Only bodies
             :func:`read_event` refuses too; it may also return ``None`` for one.
     """
     # One function with the reads written out: on a plain message a BodyReader and
@@ -298,7 +307,25 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
             # The plain message's tail also ends the data, so there can be no
             # trailing bytes, and the content is all there.
             if data[end:] != PLAIN_TAIL:
-                return None
+                # A plain message with an id, as chatlog writes them: name null,
+                # then the id as a one-byte-length string, then the plain tail.
+                if data[end : end + 2] != b"\x00\x02" or data[end + 2] & 0x81:
+                    return None
+                cut = end + 3 + (data[end + 2] >> 1)
+                if data[cut:] != PLAIN_ID_TAIL:
+                    return None
+                key = data[end + 3 : cut]
+                template_id = PLAIN_ID_TEMPLATES_UTF8.get(kind)
+                content = data[pos:end]
+                if (
+                    template_id is None
+                    or not (content + key).isascii()
+                    or (content + key).translate(MARK_JSON_ESCAPES) != content + key
+                ):
+                    return None
+                prefix, middle, suffix = template_id
+                rendered = prefix + content + middle + key + suffix
+                return (session_id, user_id, ms, OP_APPEND, rendered, key.decode())
             template = PLAIN_TEMPLATES_UTF8.get(kind)
             if template is None:
                 return None
@@ -306,9 +333,11 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
             # The usual message, ASCII text that needs no JSON escape, is
             # rendered here; plain_message_utf8 does all others.
             if content.isascii() and content.translate(MARK_JSON_ESCAPES) == content:
-                return (session_id, user_id, ms, OP_APPEND, template[0] + content + template[1])
+                return (
+                    session_id, user_id, ms, OP_APPEND, template[0] + content + template[1], ""
+                )
             stored = plain_message_utf8(kind, content)
-            return None if stored is None else (session_id, user_id, ms, OP_APPEND, stored)
+            return None if stored is None else (session_id, user_id, ms, OP_APPEND, stored, "")
         pos += 1
         if branch == 2:
             op, arg = OP_CLEAR, b""
@@ -320,7 +349,7 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
             reader = BodyReader(data, pos)
             ttl_ms = reader.optional_long()
             pos = reader.pos
-            op, arg = OP_SET_TTL, b"" if ttl_ms is None else str(max(ttl_ms, 0)).encode()
+            op, arg = OP_SET_TTL, b"" if ttl_ms is None else ttl_arg(ttl_ms)
         else:
             return None
     except EventDecodeError:
@@ -331,6 +360,6 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
         raise EventDecodeError(
             f"corrupt event body: {len(data) - pos} trailing bytes after the record"
         )
-    return (session_id, user_id, ms, op, arg)
+    return (session_id, user_id, ms, op, arg, "")
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from chatlog.errors import ChatLogError
+from chatlog.keys import validate_namespace
 from chatlog.producers.admin import end_offsets
 from chatlog.producers.log_reader import beginning_offsets, read_range
 from chatlog.projector.checkpoint_projection import (
@@ -24,7 +25,7 @@ from chatlog.projector.checkpoint_projection import (
     CheckpointRecord,
     decode_record,
 )
-from chatlog.projector.replay import ReplayProgress
+from chatlog.projector.replay_progress import ReplayProgress
 from chatlog.schemas.checkpoint_codec import CheckpointCodec
 from chatlog.settings import Settings
 
@@ -45,12 +46,13 @@ def replay_checkpoints(
         on_progress: Called after each applied batch.
 
     Raises:
+        ConfigurationError: ``namespace`` is no valid namespace name.
         TopicError: the checkpoint topic is missing or cannot be read. A topic
             nobody has written checkpoints to yet is not an error: nothing is replayed.
     """
     topic = settings.checkpoint_topic
     client = redis_client or redis.Redis.from_url(settings.redis_url)
-    projection = CheckpointProjection(client, namespace or settings.namespace)
+    projection = CheckpointProjection(client, validate_namespace(namespace or settings.namespace))
     codec = CheckpointCodec()
 
     def decode(raw: Any) -> CheckpointRecord | None:

@@ -1,4 +1,6 @@
-"""A hand-written Avro reader for the newest ``chatlog.ChatEvent`` schema (v3, and v2).
+"""A hand-written Avro reader for the newest ``chatlog.ChatEvent`` schema (v3).
+
+A v2 body is a v3 body without the last payload branch, so it reads both.
 
 The projector decodes every event of the log, and fastavro's generic reader
 (a file-object read per field, then the ``uuid``/``timestamp-millis``
@@ -28,6 +30,7 @@ from chatlog.schemas.events import (
     ChatEvent,
     InvalidToolCall,
     MessageAppended,
+    MessagesAppended,
     MessageSealed,
     Payload,
     SessionCleared,
@@ -41,7 +44,8 @@ from chatlog.schemas.events import (
 #: The schema this reader is written for: ``(record name, version)``.
 SCHEMA = ("chatlog.ChatEvent", 3)
 #: Older schemas whose bodies are read the same way: v3 appended
-#: ``MessageSealed`` to the payload union, the rest is v2 byte for byte.
+#: ``MessagesAppended`` and ``MessageSealed`` to the payload union, the rest
+#: is v2 byte for byte.
 OLDER_SCHEMAS = frozenset({("chatlog.ChatEvent", 2)})
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -163,14 +167,14 @@ class BodyReader:
         return count
 
 
-def read_event(data: bytes, start: int, *, sealed: bool = True) -> ChatEvent:
+def read_event(data: bytes, start: int, *, v3: bool = True) -> ChatEvent:
     """Decode the v3 ``ChatEvent`` body that begins at ``data[start]`` and fills the rest.
 
-    With ``sealed=False`` (a v2 writer) the ``MessageSealed`` branch is refused,
-    as fastavro would.
+    With ``v3=False`` (a v2 writer) the branches v3 added (``MessagesAppended``,
+    ``MessageSealed``) are refused, as fastavro would.
 
     Raises:
-        EventDecodeError: the bytes are not one complete, valid v2 body.
+        EventDecodeError: the bytes are not one complete, valid v3 body.
     """
     reader = BodyReader(data, start)
     try:
@@ -181,7 +185,7 @@ def read_event(data: bytes, start: int, *, sealed: bool = True) -> ChatEvent:
         user_id = reader.optional_string()
         occurred_at = _EPOCH + timedelta(microseconds=reader.long() * 1000)
         source = reader.optional_string()
-        payload = _payload(reader, sealed)
+        payload = _payload(reader, v3)
     except EventDecodeError:
         raise
     except (IndexError, ValueError, OverflowError) as exc:  # UnicodeDecodeError is a ValueError
@@ -200,7 +204,7 @@ def read_event(data: bytes, start: int, *, sealed: bool = True) -> ChatEvent:
     )
 
 
-def _payload(reader: BodyReader, sealed: bool) -> Payload:
+def _payload(reader: BodyReader, v3: bool) -> Payload:
     branch = reader.long()
     if branch == 0:
         return _message(reader)
@@ -212,7 +216,7 @@ def _payload(reader: BodyReader, sealed: bool) -> Payload:
         return UserDeleted()
     if branch == 4:
         return SessionTtlSet(ttl_ms=reader.optional_long())
-    if branch == 5 and sealed:
+    if branch == 6 and v3:
         return MessageSealed(
             reader.string(),
             reader.string(),
@@ -221,6 +225,14 @@ def _payload(reader: BodyReader, sealed: bool) -> Payload:
             reader.bytes_(),
             reader.bytes_(),
         )
+    if branch == 5 and v3:
+        expected = reader.long()
+        messages: list[MessageAppended] = []
+        count = reader.block()
+        while count:
+            messages.extend(_message(reader) for _ in range(count))
+            count = reader.block()
+        return MessagesAppended(expected, tuple(messages))
     raise EventDecodeError(f"corrupt event body: payload union branch {branch}")
 
 

@@ -107,6 +107,20 @@ class SessionTtlSet:
 
 
 @dataclass(frozen=True, slots=True)
+class MessagesAppended:
+    """Messages appended all or none, if the session holds ``expected_version`` messages.
+
+    One event for the whole conditional call (schema v3), so no other
+    writer's record can land between its messages: the projector appends all
+    of them when the session holds exactly ``expected_version`` messages as it
+    applies the event, else none (a verdict it records, not a dead letter).
+    """
+
+    expected_version: int
+    messages: tuple[MessageAppended, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class MessageSealed:
     """A :class:`MessageAppended` encrypted under the data key of its subject.
 
@@ -126,7 +140,13 @@ class MessageSealed:
 
 #: The payload of a :class:`ChatEvent`: one of the event records.
 Payload = Union[  # noqa: UP007 - a runtime alias, kept for 3.10
-    MessageAppended, SessionCleared, SessionDeleted, UserDeleted, SessionTtlSet, MessageSealed
+    MessageAppended,
+    SessionCleared,
+    SessionDeleted,
+    UserDeleted,
+    SessionTtlSet,
+    MessagesAppended,
+    MessageSealed,
 ]
 
 

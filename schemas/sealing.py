@@ -32,9 +32,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
-from chatlog.errors import ConfigurationError, DecryptionError, EncryptionError
+from chatlog.errors import (
+    ConfigurationError,
+    DecryptionError,
+    EncryptionError,
+    UnsealableEventError,
+)
 from chatlog.schemas.codec import message_from_record, message_record
-from chatlog.schemas.events import ChatEvent, MessageAppended, MessageSealed, Payload
+from chatlog.schemas.events import (
+    ChatEvent,
+    MessageAppended,
+    MessagesAppended,
+    MessageSealed,
+    Payload,
+)
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -229,8 +240,30 @@ def _message_aad(
     )
 
 
+def check_sealable(event: ChatEvent) -> None:
+    """Refuse an event whose messages have no sealed form (a conditional append).
+
+    Raises:
+        UnsealableEventError: ``event`` is a :class:`MessagesAppended`.
+    """
+    payload = event.payload
+    if isinstance(payload, MessagesAppended):
+        raise UnsealableEventError(
+            f"a conditional append (expected_version={payload.expected_version}) to session "
+            f"{event.session_id!r} cannot be sealed, and CHATLOG_ENCRYPTION_KEY is set: "
+            "nothing was published; append without expected_version"
+        )
+
+
 def seal_message(event: ChatEvent, key: DataKey) -> ChatEvent:
-    """``event`` with its :class:`MessageAppended` encrypted under ``key`` (others unchanged)."""
+    """``event`` with its :class:`MessageAppended` encrypted under ``key`` (others unchanged).
+
+    Raises:
+        UnsealableEventError: ``event`` is a conditional append
+            (:class:`MessagesAppended`), which has no sealed form: refused
+            rather than published in clear.
+    """
+    check_sealable(event)
     message = event.payload
     if not isinstance(message, MessageAppended):
         return event

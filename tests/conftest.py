@@ -21,7 +21,27 @@ from chatlog import ChatLog, Settings
 from chatlog.cli.devstack import EmbeddedBroker, EmbeddedRedis
 from chatlog.projector import Projector
 from chatlog.settings import TRANSPORTS
+from tests.fixtures.postgres import PostgresUnavailable, own_database, postgres_server
 from tests.helpers import delete_namespace_family, make_test_settings
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of this test session's own on a PostgreSQL server (found or started).
+
+    Tests that use it are marked ``postgresql``; without a server they fail
+    with what was tried, they never skip.
+    """
+    with ExitStack() as stack:
+        try:
+            server = stack.enter_context(postgres_server())
+        except PostgresUnavailable as exc:
+            problem = str(exc)
+        else:
+            problem = ""
+        if problem:
+            pytest.fail(problem, pytrace=False)
+        yield stack.enter_context(own_database(server))
 
 
 def _docker_answers() -> bool:
@@ -192,3 +212,22 @@ def chatlog(settings: Settings, chatlog_factory: Callable[[Settings], ChatLog]) 
 def projector(settings: Settings, projector_factory: Callable[..., Projector]) -> Projector:
     """A running projector on this test's settings."""
     return projector_factory(settings)
+
+
+@pytest.fixture
+def module_saver(module_settings: Settings, module_projector: Projector) -> Iterator[Any]:
+    """A ChatLogCheckpointSaver on the module's log (its projector running), closed after."""
+    # Imported here: langgraph is an optional extra.
+    from chatlog.histories.checkpointer import ChatLogCheckpointSaver
+
+    with ChatLogCheckpointSaver(module_settings) as saver:
+        yield saver
+
+
+@pytest.fixture
+def own_broker() -> Iterator[EmbeddedBroker]:
+    """A broker of this test's own, so pausing it stalls no other test."""
+    broker = EmbeddedBroker()
+    broker.start()
+    yield broker
+    broker.stop()

@@ -15,6 +15,7 @@ from typing import Any
 import redis
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, TopicPartition
+from langchain_core.messages import BaseMessage
 
 from chatlog import Settings
 from chatlog.keys import ReadModelKeys
@@ -35,7 +36,8 @@ from chatlog.schemas.events import (
 
 def delete_namespace(client: redis.Redis, namespace: str) -> None:
     """Delete the keys of one namespace (never FLUSHALL: the Redis may be shared)."""
-    keys = list(client.scan_iter(match=ReadModelKeys(namespace).all_pattern(), count=1000))
+    owned = ReadModelKeys(namespace)
+    keys = [k for k in client.scan_iter(match=owned.all_pattern(), count=1000) if owned.owns(k)]
     for start in range(0, len(keys), 1000):
         client.unlink(*keys[start : start + 1000])
 
@@ -128,8 +130,9 @@ messages = st.builds(
     name=optional,
     id=optional,
     role=optional,
-    tool_calls=st.lists(st.builds(ToolCall, name=texts, args=texts, id=optional), max_size=3)
-    .map(tuple),
+    tool_calls=st.lists(st.builds(ToolCall, name=texts, args=texts, id=optional), max_size=3).map(
+        tuple
+    ),
     invalid_tool_calls=st.lists(
         st.builds(InvalidToolCall, name=optional, args=optional, id=optional, error=optional),
         max_size=2,
@@ -172,7 +175,13 @@ events = st.builds(
     user_id=optional,
     source=optional,
     occurred_at=st.datetimes(
-        min_value=datetime(1900, 1, 1), max_value=datetime(2400, 1, 1),
+        min_value=datetime(1900, 1, 1),
+        max_value=datetime(2400, 1, 1),
         timezones=st.just(timezone.utc),
     ).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)),
 )
+
+
+def without_ids(messages: list[BaseMessage]) -> list[BaseMessage]:
+    """``messages`` without their ids (chatlog gives each message one), to compare to literals."""
+    return [m.model_copy(update={"id": None}) for m in messages]

@@ -357,12 +357,20 @@ def messages_table(title: str, messages: list[BaseMessage], *, first: int = 1) -
     default=None,
     help="Use the embedded broker and Redis (default: when none is configured).",
 )
+@click.option(
+    "--readme", "readme_path", type=click.Path(dir_okay=False, exists=True), default=None,
+    help="Also render the results into this README's benchmark table.",
+)
 @click.pass_context
-def bench(ctx: click.Context, quick: bool, json_path: str | None, embedded: bool | None) -> None:
+def bench(
+    ctx: click.Context, quick: bool, json_path: str | None, embedded: bool | None,
+    readme_path: str | None,
+) -> None:
     """Measure chatlog against raw Kafka/Redis clients and LangChain's histories."""
     from pathlib import Path
 
     from chatlog.benchmarks import DEFAULT_RESULTS, BenchConfig, run_benchmarks
+    from chatlog.benchmarks.render import update_readme
 
     path = Path(json_path) if json_path else DEFAULT_RESULTS
     if embedded is None and {"kafka_bootstrap_servers", "redis_url"} & ctx.obj["overrides"].keys():
@@ -373,6 +381,9 @@ def bench(ctx: click.Context, quick: bool, json_path: str | None, embedded: bool
     )
     report.print(console)
     console.print(f"results written to {escape_markup(path)}")
+    if readme_path is not None:
+        update_readme(Path(readme_path), path)
+        console.print(f"benchmark table of {escape_markup(readme_path)} rendered from them")
 
 
 from chatlog.cli.sessions import export, import_, sessions  # noqa: E402 - registered here
@@ -389,6 +400,9 @@ from chatlog.cli.privacy import erase, keys  # noqa: E402 - registered here
 
 cli.add_command(erase)
 cli.add_command(keys)
+from chatlog.cli.threads import threads  # noqa: E402 - registered here
+
+cli.add_command(threads)
 
 
 def main() -> None:

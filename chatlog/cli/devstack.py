@@ -17,7 +17,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from types import TracebackType
+from typing import Any
 
 from chatlog.errors import EmbeddedStackError
 from chatlog.settings import Settings
@@ -138,10 +140,16 @@ class EmbeddedBroker:
 
 
 class EmbeddedRedis:
-    """A redis-server subprocess on a free port that keeps nothing on disk."""
+    """A redis-server subprocess on a free port that keeps nothing on disk.
 
-    def __init__(self, port: int | None = None) -> None:
+    Args:
+        port: The port (default: a free one).
+        extra_args: More ``redis-server`` options, e.g. ``["--cluster-enabled", "yes"]``.
+    """
+
+    def __init__(self, port: int | None = None, *, extra_args: Sequence[str] = ()) -> None:
         self.port = port or free_port()
+        self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -168,6 +176,7 @@ class EmbeddedRedis:
                 self._dir.name,
                 "--protected-mode",
                 "no",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -182,6 +191,95 @@ class EmbeddedRedis:
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
+
+
+class EmbeddedRedisCluster:
+    """A Redis Cluster of ``primaries`` primaries, each with ``replicas`` replicas, on loopback.
+
+    Built from the plain ``redis-server`` binary (``--cluster-enabled yes``)
+    and joined with ``CLUSTER MEET``/``ADDSLOTSRANGE``/``REPLICATE``, so it
+    needs no ``redis-cli``. A small ``cluster-node-timeout`` makes failover
+    tests quick. Nothing is kept on disk.
+    """
+
+    def __init__(
+        self, primaries: int = 3, replicas: int = 1, *, node_timeout_ms: int = 1000
+    ) -> None:
+        if primaries < 1 or replicas < 0:
+            raise EmbeddedStackError("a cluster needs at least one primary")
+        self.primaries = primaries
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        args = [
+            "--cluster-enabled", "yes",
+            "--cluster-node-timeout", str(node_timeout_ms),
+            "--cluster-require-full-coverage", "no",
+        ]
+        # An explicit bus port: the default (port + 10000) may be taken or past 65535.
+        self.bus_ports = [free_port() for _ in range(primaries * (1 + replicas))]
+        self.nodes = [
+            EmbeddedRedis(extra_args=[*args, "--cluster-port", str(bus)])
+            for bus in self.bus_ports
+        ]
+
+    @property
+    def url(self) -> str:
+        """The first node's URL: any node bootstraps a cluster client."""
+        return self.nodes[0].url
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Start every node, assign the 16384 slots, attach the replicas, wait for ``ok``."""
+        for node in self.nodes:
+            node.start()  # each node keeps its nodes.conf in its own temporary --dir
+        first = self.nodes[0]
+        for node in self.nodes[1:]:
+            _cluster(node.port, "MEET", "127.0.0.1", first.port, self.bus_ports[0])
+        per = 16384 // self.primaries
+        for index in range(self.primaries):
+            low = index * per
+            high = 16383 if index == self.primaries - 1 else low + per - 1
+            _cluster(self.nodes[index].port, "ADDSLOTSRANGE", low, high)
+        self._wait(timeout_s, lambda: all(
+            len(_cluster(node.port, "NODES").splitlines()) == len(self.nodes)
+            for node in self.nodes
+        ))
+        for number, node in enumerate(self.nodes[self.primaries :]):
+            primary_id = _cluster(self.nodes[number % self.primaries].port, "MYID")
+            _cluster(node.port, "REPLICATE", primary_id)
+        self._wait(timeout_s, self._healthy)
+
+    def _healthy(self) -> bool:
+        for node in self.nodes:
+            if "cluster_state:ok" not in _cluster(node.port, "INFO"):
+                return False
+            # Field 3 holds the flags, e.g. "myself,slave" in a replica's own view.
+            lines = _cluster(node.port, "NODES").splitlines()
+            replicas = sum(1 for line in lines if "slave" in line.split()[2].split(","))
+            if replicas != self.primaries * self.replicas:
+                return False
+        return True
+
+    @staticmethod
+    def _wait(timeout_s: float, ready: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            if time.monotonic() >= deadline:
+                raise EmbeddedStackError(f"the Redis Cluster did not form within {timeout_s:g}s")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop every node (the data is gone)."""
+        for node in self.nodes:
+            node.stop()
+
+
+def _cluster(port: int, *args: object) -> str:
+    """One ``CLUSTER`` subcommand on the node at ``port``, its reply as text."""
+    import redis
+
+    with redis.Redis(port=port) as client:
+        reply: Any = client.execute_command("CLUSTER", *args)
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
 def _terminate(process: subprocess.Popen[bytes] | None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from chatlog.cli.escaping import escape_markup, visible_json
-from chatlog.errors import ChatLogError, NamespaceInUseError
-from chatlog.keys import active_namespace_key
+from chatlog.errors import ChatLogError, ConfigurationError, NamespaceInUseError
+from chatlog.keys import active_namespace_key, validate_namespace
 from chatlog.settings import Settings
 
 console = Console()
@@ -29,7 +29,7 @@ def _settings(ctx: click.Context) -> Settings:
 @contextmanager
 def _progress_bar(title: str, *, quiet: bool) -> Iterator[Any]:
     """A callback that draws a rich progress bar on stderr (or nothing when ``quiet``)."""
-    from chatlog.projector.replay import ReplayProgress
+    from chatlog.projector.replay_progress import ReplayProgress
 
     if quiet:
         yield None
@@ -61,6 +61,27 @@ def _progress_bar(title: str, *, quiet: bool) -> Iterator[Any]:
         yield update
 
 
+def _namespace_flag(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> str | None:
+    """Validate a ``--namespace`` value here, so the error names the flag."""
+    if value is None:
+        return None
+    try:
+        return validate_namespace(value, setting="--namespace")
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+
+
+def _namespace_option(
+    *, required: bool = False, help: str = "Namespace (default: the active one)."
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``--namespace`` option of a replay command (into the ``target`` parameter)."""
+    return click.option(
+        "--namespace", "target", required=required, callback=_namespace_flag, help=help
+    )
+
+
 def _emit(payload: dict[str, Any], *, as_json: bool, lines: list[str]) -> None:
     if as_json:
         click.echo(visible_json(json.dumps(payload, ensure_ascii=False)))
@@ -75,7 +96,7 @@ def replay() -> None:
 
 
 @replay.command("rebuild")
-@click.option("--namespace", "target", required=True, help="Namespace to build (a new one).")
+@_namespace_option(required=True, help="Namespace to build (a new one).")
 @click.option(
     "--redis-url",
     "target_redis_url",
@@ -100,8 +121,9 @@ def replay_rebuild(
 
     Resumes an unfinished rebuild of the same namespace from its checkpoint.
     """
+    from chatlog.cli.timestamps import parse_timestamp
     from chatlog.projector.gc_threshold import SERVICE_GC_THRESHOLD
-    from chatlog.projector.replay import Replayer, parse_timestamp
+    from chatlog.projector.replay import Replayer
 
     settings = _settings(ctx)
     client = redis.Redis.from_url(target_redis_url) if target_redis_url else None
@@ -138,7 +160,7 @@ def replay_rebuild(
 
 
 @replay.command("drop")
-@click.option("--namespace", "target", required=True, help="Namespace to delete.")
+@_namespace_option(required=True, help="Namespace to delete.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def replay_drop(ctx: click.Context, target: str, as_json: bool) -> None:
@@ -155,7 +177,7 @@ def replay_drop(ctx: click.Context, target: str, as_json: bool) -> None:
 
 @replay.command("session")
 @click.argument("session_id")
-@click.option("--namespace", "target", default=None, help="Namespace (default: the active one).")
+@_namespace_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, no progress bar.")
 @click.pass_context
 def replay_session(ctx: click.Context, session_id: str, target: str | None, as_json: bool) -> None:
@@ -176,12 +198,9 @@ def replay_session(ctx: click.Context, session_id: str, target: str | None, as_j
 
 
 @replay.command("checkpoints")
-@click.option(
-    "--namespace",
-    "target",
-    default=None,
+@_namespace_option(
     help="Namespace to rebuild LangGraph checkpoints into (default: the configured one, "
-    "where ChatLogCheckpointSaver reads).",
+    "where ChatLogCheckpointSaver reads)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, no progress bar.")
 @click.pass_context
@@ -204,15 +223,21 @@ def replay_checkpoints_command(ctx: click.Context, target: str | None, as_json: 
 
 
 @replay.command("verify")
-@click.option("--namespace", "target", default=None, help="Namespace (default: the active one).")
+@_namespace_option()
+@click.option(
+    "--repair", is_flag=True, help="Rebuild exactly the sessions that differ, then check them."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, no progress bar.")
 @click.pass_context
-def replay_verify(ctx: click.Context, target: str | None, as_json: bool) -> None:
-    """Recompute every session from the log; exit 1 if the read model differs anywhere."""
+def replay_verify(ctx: click.Context, target: str | None, repair: bool, as_json: bool) -> None:
+    """Recompute every session from the log; exit 1 if the read model differs anywhere.
+
+    With --repair, exit 1 only if a session still differs after its repair.
+    """
     from chatlog.projector.replay import Replayer
 
     with _progress_bar("verify", quiet=as_json) as update:
-        report = Replayer(_settings(ctx)).verify(target, on_progress=update)
+        report = Replayer(_settings(ctx)).verify(target, on_progress=update, repair=repair)
     lines = [
         f"Checked {report.sessions_checked} sessions of [bold]{escape_markup(report.namespace)}[/] "
         f"against "
@@ -225,8 +250,15 @@ def replay_verify(ctx: click.Context, target: str | None, as_json: bool) -> None
             f"(expected {diff.expected_count} messages, found {diff.actual_count}; "
             f"missing {diff.missing}, extra {diff.extra}, altered {diff.altered})"
         )
+    for replayed in report.repaired:
+        lines.append(
+            f"Repaired {escape_markup(replayed.session_id)} from partition {replayed.partition}: "
+            f"{replayed.events} events, {replayed.messages} messages."
+        )
+    for diff in report.remaining:
+        lines.append(f"[red]Still differs after repair[/]: {escape_markup(diff.session_id)}")
     _emit(report.as_dict(), as_json=as_json, lines=lines)
-    if not report.ok:
+    if not (report.healthy if repair else report.ok):
         sys.exit(1)
 
 
@@ -247,3 +279,27 @@ def replay_status(ctx: click.Context, as_json: bool) -> None:
             f"Active namespace: [bold]{escape_markup(active)}[/] (pointer {escape_markup(key)})"
         ],
     )
+
+
+@replay.command("namespaces")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def replay_namespaces(ctx: click.Context, as_json: bool) -> None:
+    """List the topic's namespaces in Redis: key counts, the active one, rebuilds in progress."""
+    from chatlog.projector.namespace_admin import list_namespaces
+
+    listing = list_namespaces(_settings(ctx))
+    lines = [f"Namespaces of topic [bold]{escape_markup(listing.topic)}[/]:"]
+    for info in listing.namespaces:
+        notes = []
+        if info.active:
+            notes.append("[green]active[/]")
+        if info.rebuilding:
+            notes.append("[yellow]rebuild in progress (or interrupted)[/]")
+        elif info.rebuild.get("state"):
+            notes.append(f"rebuilt ({escape_markup(info.rebuild['state'])})")
+        lines.append(
+            f"  {escape_markup(info.namespace)}: {info.keys} keys, {info.sessions} sessions"
+            + (f" - {', '.join(notes)}" if notes else "")
+        )
+    _emit(listing.as_dict(), as_json=as_json, lines=lines)

@@ -1,9 +1,13 @@
 """What the fault tests promised and what they found: acknowledged appends vs. the read model.
 
 Every event a fault test publishes carries a unique text (``<session>#<n>``)
-as its message content. The :class:`Ledger` keeps the log position of every
-append the broker acknowledged; :func:`reconcile` reads every session back
-from Redis and counts what was lost, duplicated or reordered.
+as its message content. The :class:`Ledger` keeps every append the broker
+acknowledged with the writer that sent it and that writer's own sequence
+number (the order the writer sent it in); :func:`reconcile` reads every
+session back from Redis and counts what was lost, duplicated or reordered.
+Order is judged by those sequence numbers alone, never by the offsets the
+producer reported: a producer that reordered a session would report the
+offsets of the reordered log and so pass an offset-based check.
 """
 
 from __future__ import annotations
@@ -28,14 +32,24 @@ def message_event(session_id: str, text: str, *, user_id: str | None = None) -> 
     return ChatEvent(session_id, MessageAppended(type="human", content=text), user_id=user_id)
 
 
+#: The writer of appends recorded without one (a test with a single writer).
+MAIN_WRITER = "main"
+
+
 @dataclass(frozen=True, slots=True)
 class Append:
-    """One acknowledged append: where the broker stored which text."""
+    """One acknowledged append: where the broker stored which text, sent by whom, when.
+
+    ``seq`` counts the appends ``writer`` sent to the session, from 0, in the
+    order it sent them.
+    """
 
     session_id: str
     partition: int
     offset: int
     text: str
+    writer: str = MAIN_WRITER
+    seq: int = 0
 
 
 @dataclass
@@ -47,25 +61,40 @@ class Ledger:
     appends: dict[str, list[Append]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record(self, events: Sequence[ChatEvent], positions: Sequence[LogPosition]) -> None:
-        """Record ``events`` as acknowledged at ``positions``."""
+    def record(
+        self,
+        events: Sequence[ChatEvent],
+        positions: Sequence[LogPosition],
+        *,
+        writer: str = MAIN_WRITER,
+    ) -> None:
+        """Record ``events``, sent by ``writer`` in this order, as acknowledged at ``positions``."""
         with self._lock:
             self.sent += len(events)
             for event, position in zip(events, positions, strict=True):
                 payload = event.payload
                 assert isinstance(payload, MessageAppended) and isinstance(payload.content, str)
-                self.appends.setdefault(event.session_id, []).append(
-                    Append(event.session_id, position.partition, position.offset, payload.content)
-                )
+                self._add(event.session_id, position.partition, position.offset,
+                          payload.content, writer)
 
-    def record_texts(self, session_id: str, texts: Sequence[str], positions: Iterable[Any]) -> None:
-        """Record appends known by text and ``(partition, offset)`` pairs (from subprocesses)."""
+    def record_texts(
+        self,
+        session_id: str,
+        texts: Sequence[str],
+        positions: Iterable[Any],
+        *,
+        writer: str = MAIN_WRITER,
+    ) -> None:
+        """Record appends known by text and ``(partition, offset)`` pairs, sent in this order."""
         with self._lock:
             self.sent += len(texts)
             for text, (partition, offset) in zip(texts, positions, strict=True):
-                self.appends.setdefault(session_id, []).append(
-                    Append(session_id, int(partition), int(offset), text)
-                )
+                self._add(session_id, int(partition), int(offset), text, writer)
+
+    def _add(self, session_id: str, partition: int, offset: int, text: str, writer: str) -> None:
+        appends = self.appends.setdefault(session_id, [])
+        seq = sum(1 for a in appends if a.writer == writer)
+        appends.append(Append(session_id, partition, offset, text, writer, seq))
 
     def record_failure(self, count: int) -> None:
         """Record ``count`` appends that raised instead of being acknowledged."""
@@ -78,9 +107,9 @@ class Ledger:
         """Number of acknowledged appends."""
         return sum(len(a) for a in self.appends.values())
 
-    def expected(self, session_id: str) -> list[str]:
-        """The texts of a session in log order."""
-        return [a.text for a in sorted(self.appends[session_id], key=lambda a: a.offset)]
+    def texts(self, session_id: str) -> dict[str, Append]:
+        """Every acknowledged append of a session by its (unique) text."""
+        return {a.text: a for a in self.appends[session_id]}
 
     def newest(self) -> dict[str, Append]:
         """Each session's newest acknowledged append."""
@@ -122,13 +151,24 @@ class Figures:
         )
 
     def assert_exact(self) -> None:
-        """Fail unless nothing was lost, duplicated, invented or reordered."""
+        """Fail unless every append is accounted for and none was lost, duplicated or reordered."""
+        assert self.sent == self.acknowledged + self.failed, self.line()
         assert (self.lost, self.duplicated, self.unexpected, self.out_of_order_sessions) == (
             0,
             0,
             0,
             0,
         ), self.line()
+
+
+def _in_writer_order(appends: list[Append]) -> bool:
+    """Whether each writer's appends, in the order read back, have rising sequence numbers."""
+    last: dict[str, int] = {}
+    for append in appends:
+        if append.seq <= last.get(append.writer, -1):
+            return False
+        last[append.writer] = append.seq
+    return True
 
 
 def read_texts(client: redis.Redis, namespace: str, session_id: str) -> list[str]:
@@ -175,16 +215,14 @@ def reconcile(
     """Compare every session in Redis with the acknowledged appends; print and return figures."""
     applied = lost = duplicated = unexpected = disordered = 0
     for session_id in ledger.appends:
-        expected = ledger.expected(session_id)
+        expected = ledger.texts(session_id)
         found = read_texts(client, namespace, session_id)
         applied += len(found)
         counts = Counter(found)
-        wanted = set(expected)
         lost += sum(1 for text in expected if text not in counts)
         duplicated += sum(n - 1 for n in counts.values() if n > 1)
-        unexpected += sum(n for text, n in counts.items() if text not in wanted)
-        seen = list(dict.fromkeys(t for t in found if t in wanted))
-        if seen != [t for t in expected if t in counts]:
+        unexpected += sum(n for text, n in counts.items() if text not in expected)
+        if not _in_writer_order([expected[t] for t in dict.fromkeys(found) if t in expected]):
             disordered += 1
     figures = Figures(
         scenario=scenario,

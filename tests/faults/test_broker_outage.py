@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -19,18 +19,13 @@ from chatlog.settings import Settings
 from tests.faults.ledger import Ledger, reconcile, wait_caught_up
 
 PUBLISH_TIMEOUT_S = 3.0
-#: Room above the configured timeout for connection set-up and thread scheduling.
-SLACK_S = 10.0
+#: The documented worst case for one refused append (docs/reliability.md): about twice
+#: CHATLOG_PUBLISH_TIMEOUT, a fresh producer's bootstrap and then the send.
+REFUSAL_BOUND_S = 2 * PUBLISH_TIMEOUT_S
+#: Stated margin over that bound: thread start-up and scheduling of 10 threads on a
+#: loaded 2-core machine, and closing the timed-out producer before the error is raised.
+MARGIN_S = 2.0
 SESSIONS = [f"broker-outage-{n}" for n in range(8)]
-
-
-@pytest.fixture
-def own_broker() -> Iterator[EmbeddedBroker]:
-    """A broker of this test's own, so pausing it stalls no other test."""
-    broker = EmbeddedBroker()
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 def _append(chatlog: ChatLog, ledger: Ledger, session_id: str, text: str) -> None:
@@ -90,7 +85,8 @@ def test_appends_fail_typed_and_bounded_while_the_broker_is_frozen_then_succeed(
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(timeout=PUBLISH_TIMEOUT_S * 4 + SLACK_S)
+            # Far beyond the bound: only a hang (not a slow refusal) can reach it.
+            thread.join(timeout=10 * REFUSAL_BOUND_S)
         assert not any(t.is_alive() for t in threads), "an append hung past every timeout"
     finally:
         own_broker.resume()
@@ -103,7 +99,9 @@ def test_appends_fail_typed_and_bounded_while_the_broker_is_frozen_then_succeed(
             assert isinstance(exc, PublishError), (text, repr(exc))
     ledger.record_failure(len(failures))
     slowest = max(elapsed for _, _, elapsed in failures)
-    assert slowest < PUBLISH_TIMEOUT_S * 3 + SLACK_S, slowest
+    assert slowest <= REFUSAL_BOUND_S + MARGIN_S, sorted(
+        (round(elapsed, 2), text) for text, _, elapsed in failures
+    )
 
     for session_id in SESSIONS:
         _append(chatlog, ledger, session_id, f"{session_id}#after")
@@ -122,3 +120,8 @@ def test_appends_fail_typed_and_bounded_while_the_broker_is_frozen_then_succeed(
     # after the timeout); what must never happen is a success that is missing.
     assert (figures.lost, figures.duplicated, figures.out_of_order_sessions) == (0, 0, 0)
     assert figures.acknowledged == 2 * len(SESSIONS)
+    assert figures.sent == figures.acknowledged + figures.failed == 3 * len(SESSIONS) + 1
+    # What reached the log: every acknowledged append, and at most every refused one.
+    in_log = figures.extra["events_in_log"]
+    assert figures.acknowledged <= in_log <= figures.sent, figures.line()
+    assert figures.applied == in_log, figures.line()

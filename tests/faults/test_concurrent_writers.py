@@ -48,7 +48,9 @@ def test_concurrent_thread_and_process_writers_each_appear_exactly_once_in_log_o
                 # position for the session is this append's.
                 position = chatlog.written.get(session_id)
                 assert position is not None
-                ledger.record_texts(session_id, [text], [(position.partition, position.offset)])
+                ledger.record_texts(
+                    session_id, [text], [(position.partition, position.offset)], writer=prefix
+                )
         except BaseException as exc:
             errors.append(exc)
 
@@ -66,12 +68,18 @@ def test_concurrent_thread_and_process_writers_each_appear_exactly_once_in_log_o
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    for process in processes:
+    for n, process in enumerate(processes):
         out, err = process.communicate(timeout=120)
         assert process.returncode == 0, err.decode(errors="replace")[-2000:]
+        # The process prints each append once acknowledged, in the order it sent them.
         for line in out.decode().splitlines():
             row = json.loads(line)
-            ledger.record_texts(row["session"], [row["text"]], [(row["partition"], row["offset"])])
+            ledger.record_texts(
+                row["session"],
+                [row["text"]],
+                [(row["partition"], row["offset"])],
+                writer=f"p{n}",
+            )
     assert not errors, errors
     wait_caught_up(redis_client, settings.namespace, ledger)
     figures = reconcile(

@@ -149,6 +149,8 @@ def test_poison_records_are_dead_lettered_and_the_valid_events_around_them_appli
     )
     figures.assert_exact()
     assert figures.applied == figures.acknowledged == 4 * len(SESSIONS)
+    assert len(letters) == len(expected) == projector.stats.dead_lettered, figures.line()
+    assert {kind for kind, _ in expected.values()} == set(_poison("x")), figures.line()
 
 
 MIB = 1024 * 1024
@@ -229,6 +231,7 @@ def test_records_with_huge_keys_and_headers_are_dead_lettered_bounded_and_the_pa
     )
     figures.assert_exact()
     assert figures.applied == figures.acknowledged == len(after)
+    assert len(letters) == len(poison) == projector.stats.dead_lettered, figures.line()
     assert projector.stats.retries == 0  # no size refusal was ever retried
 
 

@@ -86,3 +86,4 @@ def test_three_workers_survive_one_killed_and_one_added_with_exact_state(
     figures.assert_exact()
     assert figures.acknowledged == BURSTS * 2 * len(SESSIONS) == figures.applied
     assert alive == 3 and codes == [0, 0, 0], [w.log_tail() for w in workers]
+    assert len(workers) == 4, figures.line()

@@ -34,7 +34,7 @@ from chatlog.histories.importers import (
     read_langchain_sql,
 )
 from chatlog.projector import Projector
-from tests.helpers import cli_args, eventually, unique
+from tests.helpers import cli_args, eventually, unique, without_ids
 
 SETTINGS_OVERRIDES = {"partitions": 4}
 
@@ -47,7 +47,6 @@ with warnings.catch_warnings():
         SQLChatMessageHistory,
     )
 
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 def conversation(tag: str) -> list[BaseMessage]:
@@ -134,7 +133,7 @@ def test_cli_keeps_users_apart(
         cli, cli_args(module_settings, "import", str(path), "--trust-file-owners")
     )
     assert isinstance(result.exception, SessionOwnershipError)
-    assert module_chatlog.history(session, alice).messages == [HumanMessage("private")]
+    assert without_ids(module_chatlog.history(session, alice).messages) == [HumanMessage("private")]
 
 
 def test_import_reports_a_conflicting_session_and_appends_only_missing_tails(
@@ -169,7 +168,10 @@ def test_import_reports_a_conflicting_session_and_appends_only_missing_tails(
 
     done = import_sessions(module_chatlog, exported, user_id=user, on_progress=progress)
     assert (done.messages_published, done.conflicts, seen) == (1, [diverged], [1, 2])
-    assert module_chatlog.history(same, user).messages == [HumanMessage("1"), AIMessage("2")]
+    assert without_ids(module_chatlog.history(same, user).messages) == [
+        HumanMessage("1"),
+        AIMessage("2"),
+    ]
 
 
 def test_pickles_are_refused_without_loading(tmp_path: Path, redis_client: redis.Redis) -> None:
@@ -222,7 +224,7 @@ def test_import_from_langchain_redis_prefix_is_idempotent_and_resumes(
             module_chatlog, read_langchain_redis(redis_client, prefix, user_id=user)
         )
         assert (again.messages_published, again.messages_skipped, again.conflicts) == (1, 9, [])
-        assert module_chatlog.history(first, user).last(1) == [HumanMessage("later")]
+        assert without_ids(module_chatlog.history(first, user).last(1)) == [HumanMessage("later")]
         assert sorted(s.session_id for s in module_chatlog.sessions(user)) == sorted(source)
     finally:
         redis_client.delete(*redis_client.keys(prefix + "*"))
@@ -263,11 +265,18 @@ def test_cli_import_takes_its_source_url_from_the_environment(
         redis_client.delete(*redis_client.keys(prefix + "*"))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
 def sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """A SQLAlchemy URL and a table name of this test alone (dropped afterwards)."""
+    """A SQLAlchemy URL and a table name of this test alone (dropped afterwards).
+
+    The ``postgresql`` case needs a PostgreSQL server: the ``postgres_url``
+    fixture finds the machine's or starts one, and fails (never skips) without.
+    """
     table = f"chatlog_import_{uuid.uuid4().hex[:10]}"
-    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else POSTGRES_URL
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
     yield url, table
     engine = sa.create_engine(url)
     with engine.begin() as connection:

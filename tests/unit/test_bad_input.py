@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
 from chatlog import ChatLog
 from chatlog.errors import (
@@ -23,6 +25,7 @@ from chatlog.errors import (
     UnsafeInputError,
 )
 from chatlog.histories.importers import read_export
+from chatlog.histories.storable import MAX_NESTING
 from chatlog.keys import ReadModelKeys
 from chatlog.producers.admin import end_offsets
 from chatlog.schemas.codec import MAGIC, EventCodec
@@ -36,6 +39,19 @@ def _bad_content(content: Any) -> BaseMessage:
     # skips that, as objects built by other code or unpickled ones can.
     return HumanMessage.model_construct(content=content, additional_kwargs={},
                                         response_metadata={}, type="human")
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+def _cycle() -> list[Any]:
+    value: list[Any] = []
+    value.append(value)
+    return value
 
 
 BAD_SESSION_IDS: list[tuple[str, object]] = [
@@ -70,6 +86,24 @@ BAD_MESSAGES: list[tuple[str, list[Any], type[ChatLogError]]] = [
     ("oversize", [HumanMessage("x" * (MAX_EVENT_BYTES + 1))], MessageTooLargeError),
     ("good-then-oversize", [HumanMessage("fine"), HumanMessage("y" * (MAX_EVENT_BYTES * 2))],
      MessageTooLargeError),
+    ("one-mib-line", [HumanMessage("z" * (1 << 20))], MessageTooLargeError),
+    ("lone-surrogate", [HumanMessage("fine"), HumanMessage("a\ud800b")], InvalidMessageError),
+    ("lone-surrogate-in-tool-call", [AIMessage("", tool_calls=[
+        {"name": "f", "args": {"q": "\udfff"}, "id": "c1"}])], InvalidMessageError),
+    ("nested-2000-levels", [HumanMessage("x", additional_kwargs=_nested(2000))],
+     InvalidMessageError),
+    ("nested-over-the-bound", [HumanMessage("x", additional_kwargs=_nested(MAX_NESTING + 1))],
+     InvalidMessageError),
+    ("kwargs-nan", [AIMessage("x", additional_kwargs={"score": float("nan")})],
+     MessageSerializationError),
+    ("artifact-infinity", [ToolMessage("x", tool_call_id="c", artifact=[float("inf")])],
+     MessageSerializationError),
+    ("kwargs-cycle", [HumanMessage("x", additional_kwargs={"c": _cycle()})],
+     MessageSerializationError),
+    ("kwargs-int-key", [HumanMessage("x", additional_kwargs={"d": {1: "a"}})],
+     MessageSerializationError),
+    ("kwargs-datetime", [HumanMessage("x", additional_kwargs={"t": datetime.now(timezone.utc)})],
+     MessageSerializationError),
 ]
 
 
@@ -109,17 +143,25 @@ def test_invalid_session_id_is_refused_and_nothing_is_stored(
 @pytest.mark.parametrize(
     ("case", "messages", "error"), BAD_MESSAGES, ids=[c for c, _, _ in BAD_MESSAGES]
 )
+@pytest.mark.parametrize("path", ["sync", "async"])
 def test_bad_message_is_refused_typed_and_nothing_of_the_call_is_stored(
+    path: str,
     case: str,
     messages: list[Any],
     error: type[ChatLogError],
     bad_input_chatlog: ChatLog,
     redis_client: redis.Redis,
 ) -> None:
-    """Non-messages, wrong content, unserializable fields, over-size: typed error, no event."""
+    """Non-messages, wrong content, unstorable values, over-size: typed error, no event.
+
+    ``add_messages`` and ``aadd_messages`` refuse alike.
+    """
     history = bad_input_chatlog.history("bad-input")
     with pytest.raises(error) as caught:
-        history.add_messages(messages)
+        if path == "sync":
+            history.add_messages(messages)
+        else:
+            asyncio.run(history.aadd_messages(messages))
     assert len(str(caught.value)) > 20  # a sentence that says what is wrong
     _assert_nothing_stored(bad_input_chatlog, redis_client)
 

@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from chatlog.cli.timestamps import parse_timestamp
 from chatlog.errors import ReplayError
 from chatlog.projector.redis_projection import LogRecord
-from chatlog.projector.replay import parse_timestamp
 from chatlog.projector.verify import ExpectedState, compare
 from chatlog.schemas.events import (
     ChatEvent,
