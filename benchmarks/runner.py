@@ -21,7 +21,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 from rich.console import Console
 
-from chatlog.benchmarks import append, own_writes, peer, reads, throughput, visibility
+from chatlog.benchmarks import append, encryption, own_writes, peer, reads, throughput, visibility
 from chatlog.benchmarks.config import BenchConfig
 from chatlog.benchmarks.projector_process import ProjectorProcess
 from chatlog.benchmarks.raw_clients import raw_producer_for
@@ -155,6 +155,7 @@ class _Run:
         self.step("read-your-writes and the idle projector", self.own_writes)
         self.step("projector memory and append -> visible", self.projector_process)
         self.step("peers", self.peer)
+        self.step("encryption on vs off", self.encryption)
 
     def measure(
         self, name: str, unit: str, baseline_name: str, target: Target, note: str,
@@ -454,6 +455,37 @@ class _Run:
         )
 
     # -- cleanup ----------------------------------------------------------
+
+    def encryption(self) -> None:
+        c = self.config
+        batch, calls = c.append_shapes[-1]
+        events = min(c.throughput_events, batch * calls)
+        append_runs: list[list[float | None]] = []
+        project_runs: list[list[float | None]] = []
+        for rep in range(c.repeats):
+            # Encryption off is the same-run baseline: same messages, broker and Redis.
+            plain = self.settings(f"plain{rep}")
+            sealed = encryption.encrypted(self.settings(f"sealed{rep}"))
+            for settings in (plain, sealed):
+                self.topics += [f"{settings.topic}-append", f"{settings.topic}-append.dlq"]
+            self.topics += [f"{sealed.topic}.keys", f"{sealed.topic}-append.keys"]
+            cost = encryption.encryption_cost(
+                plain,
+                sealed,
+                events=events,
+                sessions=c.throughput_sessions,
+                batch=batch,
+                size=c.message_bytes,
+            )
+            append_runs.append([cost.append_sealed, cost.append_plain])
+            project_runs.append([cost.project_sealed, cost.project_plain])
+        note = (f"{events:,} messages of {c.message_bytes} B, CHATLOG_ENCRYPTION_KEY set; "
+                "AES-256-GCM per message under its subject's data key; "
+                f"{c.repeats} runs, each next to encryption off measured again")
+        self.measure("batched append throughput, encrypted", "msgs/s",
+                     "same appends, encryption off", Target("reported"), note, append_runs)
+        self.measure("projector throughput, encrypted", "events/s",
+                     "same events, encryption off", Target("reported"), note, project_runs)
 
     def cleanup(self) -> None:
         """Delete the namespaces and topics this run created (and nothing else)."""

@@ -255,3 +255,42 @@ class ItemTooLargeError(TargetError):
     dead-lettered with this error's text and the session keeps what it had.
     Clear or delete the session, or move to a target without the limit.
     """
+
+
+class EncryptionError(ChatLogError):
+    """Raised when encryption is misconfigured or a data key cannot be created, read or destroyed.
+
+    The message names the setting (``CHATLOG_ENCRYPTION_KEY``,
+    ``CHATLOG_ENCRYPTION_OLD_KEYS``) or the key store topic to fix.
+    """
+
+
+class EncryptionKeyRequiredError(EncryptionError, ConfigurationError):
+    """Raised when the log holds encrypted events and no key-encryption key is configured."""
+
+
+class UnknownKeyEncryptionKeyError(EncryptionError):
+    """Raised when a data key is wrapped by a key-encryption key chatlog was not given.
+
+    Add that key to ``CHATLOG_ENCRYPTION_OLD_KEYS`` (during a rotation), or run
+    ``chatlog keys rotate`` with it before it is retired.
+    """
+
+
+class DecryptionError(EncryptionError, ValueError):
+    """Raised when a ciphertext does not open under its data key and associated data.
+
+    The ciphertext was altered, or moved to another event or session; the
+    projector dead-letters such a record.
+    """
+
+
+class UnsealableEventError(EncryptionError, ValueError):
+    """Raised when encryption is on and an event's messages cannot be sealed.
+
+    A conditional append (``add_messages(..., expected_version=n)``, a
+    ``MessagesAppended`` event) carries its messages in a record the
+    ``MessageSealed`` envelope does not cover yet, so with
+    ``CHATLOG_ENCRYPTION_KEY`` set it is refused before anything is published:
+    no plaintext message reaches the log. Append without ``expected_version``.
+    """

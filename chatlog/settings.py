@@ -91,6 +91,14 @@ class Settings:
             session id (``CHATLOG_SCOPE_SESSIONS_BY_USER``), so no user can take another
             user's session id; every history then needs a user. Off by default: stored
             ids stay the application's ids (see :mod:`chatlog.session_scope`).
+        encryption_key: The key-encryption key (``CHATLOG_ENCRYPTION_KEY``): base64 of
+            32 bytes, or ``file:PATH`` of a file holding that. When set, every
+            message's content is encrypted under a data key of its subject (the
+            user, else the session) kept in :attr:`keys_topic`; see
+            :mod:`chatlog.producers.key_store`. Needs ``chatlog[encryption]``.
+        encryption_old_keys: Earlier key-encryption keys still accepted for reading
+            (``CHATLOG_ENCRYPTION_OLD_KEYS``, comma-separated, same forms) while
+            ``chatlog keys rotate`` re-wraps the data keys under the new one.
         thread_ttl_s: Idle time after which a LangGraph thread expires, judged by the
             time of its last checkpoint event; ``None`` never (``CHATLOG_THREAD_TTL``).
             ``config["configurable"]["thread_ttl_s"]`` overrides it per thread.
@@ -151,6 +159,9 @@ class Settings:
     session_ttl_s: float | None = None
     session_ttl_refresh_on_read: bool = False
     scope_sessions_by_user: bool = False
+    # Not in the repr: a logged Settings must never carry a key.
+    encryption_key: str | None = field(default=None, repr=False)
+    encryption_old_keys: str | None = field(default=None, repr=False)
     thread_ttl_s: float | None = None
     thread_ttl_refresh_on_read: bool = False
     max_checkpoint_bytes: int = 64 * 1024 * 1024
@@ -198,6 +209,11 @@ class Settings:
     def checkpoint_topic(self) -> str:
         """The LangGraph checkpoint log (``ChatLogCheckpointSaver``), keyed by thread id."""
         return f"{self.topic}.checkpoints"
+
+    @property
+    def keys_topic(self) -> str:
+        """The compacted data-key store of encryption (``CHATLOG_ENCRYPTION_KEY``)."""
+        return f"{self.topic}.keys"
 
     def kafka_client_options(self) -> dict[str, Any]:
         """Keyword options shared by every kafka-python client chatlog creates.
@@ -279,6 +295,8 @@ ENVIRONMENT: dict[str, str] = {
     "session_ttl_s": "CHATLOG_SESSION_TTL",
     "session_ttl_refresh_on_read": "CHATLOG_SESSION_TTL_ON_READ",
     "scope_sessions_by_user": "CHATLOG_SCOPE_SESSIONS_BY_USER",
+    "encryption_key": "CHATLOG_ENCRYPTION_KEY",
+    "encryption_old_keys": "CHATLOG_ENCRYPTION_OLD_KEYS",
     "thread_ttl_s": "CHATLOG_THREAD_TTL",
     "thread_ttl_refresh_on_read": "CHATLOG_THREAD_TTL_ON_READ",
     "max_checkpoint_bytes": "CHATLOG_MAX_CHECKPOINT_BYTES",
@@ -305,7 +323,15 @@ ENVIRONMENT: dict[str, str] = {
 }
 
 #: Settings whose values are secrets: shown masked by ``chatlog config show``.
-SECRET_SETTINGS = frozenset({"kafka_sasl_password", "kafka_ssl_password", "redis_password"})
+SECRET_SETTINGS = frozenset(
+    {
+        "kafka_sasl_password",
+        "kafka_ssl_password",
+        "redis_password",
+        "encryption_key",
+        "encryption_old_keys",
+    }
+)
 
 def _redis_url_with_credentials(settings: Settings) -> str:
     """``redis_url`` with the ACL user, password and TLS files added where it lacks them."""

@@ -34,10 +34,12 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from chatlog.errors import (
     ChatLogError,
     ConfigurationError,
+    EncryptionError,
     ThreadOwnershipError,
 )
 from chatlog.histories.checkpoint_lineage import Lineage, delta_history
 from chatlog.histories.checkpoint_read_model import CheckpointReader, StoredEntry, ThreadSelection
+from chatlog.histories.checkpoint_sealing import SealingSerializer, for_thread, thread_of_config
 from chatlog.histories.checkpoint_serde import checked_serde
 from chatlog.histories.checkpoint_size import decompress, fit
 from chatlog.histories.read_your_writes import (
@@ -57,6 +59,7 @@ from chatlog.histories.thread_operations import (
     run_deletions,
 )
 from chatlog.identifiers import validate_session_id
+from chatlog.producers.key_store import DataKeyStore
 from chatlog.producers.lazy import LazyProducer
 from chatlog.producers.producer import EncodedEvent, EventProducer, LogPosition, typed_encode
 from chatlog.schemas.checkpoint_codec import CONTENT_TYPE, CheckpointCodec
@@ -140,6 +143,15 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         )
         # (thread, user) pairs whose ownership a write of this saver already checked.
         self._owners_checked: set[tuple[str, str]] = set()
+        # CHATLOG_ENCRYPTION_KEY: every value is sealed under its thread's data key,
+        # held by the producer's key store (made with the producer, on first use).
+        self._sealing = (
+            producer.key_store is not None
+            if isinstance(producer, EventProducer)
+            else bool(self.settings.encryption_key)
+        )
+        if self._sealing:
+            self.serde = SealingSerializer(self.serde, self._key_store)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -147,6 +159,16 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
     def producer(self) -> EventProducer:
         """The producer, created (and the checkpoint topic ensured) on first use."""
         return self.producers.get()
+
+    def _key_store(self) -> DataKeyStore:
+        """The producer's data keys (blocking: makes the producer on first use)."""
+        key_store = self.producer.key_store
+        if key_store is None:
+            raise EncryptionError(
+                "CHATLOG_ENCRYPTION_KEY is set for the checkpointer but its shared producer "
+                "has no key store: give both the same settings"
+            )
+        return key_store
 
     def close(self) -> None:
         """Flush and close what this saver created (its producer and Redis pool)."""
@@ -230,6 +252,7 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         kind, data = self.serde.dumps_typed(value)
         return TypedValue(kind, bytes(data))
 
+    @for_thread(thread_of_config)
     def _put_event(
         self,
         config: RunnableConfig,
@@ -273,6 +296,7 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         }
         return thread_id, self._encode(thread_id, put, config), next_config
 
+    @for_thread(thread_of_config)
     def _writes_event(
         self,
         config: RunnableConfig,
@@ -322,9 +346,15 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Async :meth:`put`; awaits the acknowledgement without blocking the loop."""
-        thread_id, records, next_config = self._put_event(
-            config, checkpoint, metadata, new_versions
-        )
+        if self._sealing:
+            # Sealing may make the producer or a data key: Kafka round trips, off the loop.
+            thread_id, records, next_config = await asyncio.to_thread(
+                self._put_event, config, checkpoint, metadata, new_versions
+            )
+        else:
+            thread_id, records, next_config = self._put_event(
+                config, checkpoint, metadata, new_versions
+            )
         await self._acheck_owner_before_write(thread_id, config)
         await self._apublish(thread_id, records)
         return next_config
@@ -349,7 +379,12 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         task_path: str = "",
     ) -> None:
         """Async :meth:`put_writes`."""
-        thread_id, records = self._writes_event(config, writes, task_id, task_path)
+        if self._sealing:
+            thread_id, records = await asyncio.to_thread(
+                self._writes_event, config, writes, task_id, task_path
+            )
+        else:
+            thread_id, records = self._writes_event(config, writes, task_id, task_path)
         await self._acheck_owner_before_write(thread_id, config)
         await self._apublish(thread_id, records)
 
@@ -361,11 +396,15 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         """
         thread = _thread_id(thread_id)
         self._publish(thread, self._encode(thread, ThreadDeleted()))
+        if self._sealing:
+            self._key_store().destroy(thread)  # crypto-shredding: after the tombstone
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Async :meth:`delete_thread`."""
         thread = _thread_id(thread_id)
         await self._apublish(thread, self._encode(thread, ThreadDeleted()))
+        if self._sealing:
+            await asyncio.to_thread(lambda: self._key_store().destroy(thread))
 
     # -- thread maintenance: prune, copy, delete by run, per-user threads --------
 
@@ -679,6 +718,7 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         plain = decompress(value, self.settings.max_checkpoint_bytes)
         return self.serde.loads_typed((plain.type, plain.data))
 
+    @for_thread(str)
     def _tuple(self, thread_id: str, entry: StoredEntry) -> CheckpointTuple:
         checkpoint: Checkpoint = self._loads(entry.stored.checkpoint)
         writes = sorted(entry.writes, key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))

@@ -11,6 +11,7 @@ import redis
 
 from chatlog.errors import ConfigurationError, InvalidUserIdError, ProjectionLagError
 from chatlog.eviction_guard import guard_eviction
+from chatlog.histories.erasure import ErasureReport
 from chatlog.histories.history import ChatLogMessageHistory
 from chatlog.histories.read_model import ReadModelReader
 from chatlog.histories.read_your_writes import (
@@ -305,11 +306,17 @@ class ChatLog:
         rebuild shows the session again. A later write to the same id starts a
         new session. Returns once the broker acknowledged the event.
 
+        With encryption on and no ``user_id``, the session's data keys are then
+        destroyed: its events in the log are unreadable from then on (a
+        session with a user shares the user's key: :meth:`delete_user` erases it).
+
         Raises:
             SessionOwnershipError: the session belongs to another user (or to a
                 user while ``user_id`` is ``None``); nothing is published.
         """
         self.history(session_id, user_id).delete()
+        if user_id is None:
+            self._shred(self.stored_session_id(session_id, None))
 
     def delete_user(self, user_id: str) -> list[str]:
         """Delete every session ``user_id`` owns, then the user's session index.
@@ -319,6 +326,19 @@ class ChatLog:
         ``UserDeleted``. Sessions the projector has not seen yet are not
         listed: call this once the user's writes are projected. Returns the
         deleted session ids (as the application names them, also when scoped).
+
+        With encryption on, the user's data keys are then destroyed
+        (:meth:`erase_user` reports it): every event the user wrote, projected
+        or not, is unreadable in the log and its backups from then on.
+        """
+        return self.erase_user(user_id).sessions
+
+    def erase_user(self, user_id: str) -> ErasureReport:
+        """:meth:`delete_user`, with a report of what was shredded (``chatlog erase --user``).
+
+        The tombstones are published first, then the user's data keys are
+        destroyed, so a crash in between leaves a deleted user whose keys a
+        second call destroys.
         """
         user_id = _required_user(user_id)
         session_ids = [info.session_id for info in self.sessions(user_id)]
@@ -339,7 +359,19 @@ class ChatLog:
         for session_id, position in zip(stored_ids, positions, strict=False):
             self.written.record(session_id, [position], user_id=user_id)
         self._delete_user_threads(user_id)
-        return session_ids
+        return ErasureReport(
+            user_id,
+            session_ids,
+            # The sessions' own keys too: events a session received before a
+            # user claimed it were sealed under the session, not the user.
+            self._shred(user_id, *stored_ids),
+            encrypted=self.producer.key_store is not None,
+        )
+
+    def _shred(self, *subjects: str) -> list[str]:
+        """Destroy the data keys of ``subjects`` (nothing when encryption is off); their ids."""
+        key_store = self.producer.key_store
+        return [] if key_store is None else key_store.destroy(*subjects)
 
     def _delete_user_threads(self, user_id: str) -> None:
         """The user's LangGraph threads go too (``ChatLogCheckpointSaver.delete_user_threads``)."""

@@ -8,13 +8,26 @@ event, in about a quarter of the time of
 (``tests/unit/test_change_reader.py`` checks it against them); everything
 else goes through the full decoder. A record it cannot project comes back
 as a :class:`Refusal` (the worker dead-letters it).
+
+A sealed message (``CHATLOG_ENCRYPTION_KEY``) is opened with its subject's
+data key; one whose key was destroyed (the subject was erased) is a
+:attr:`RefusalReason.SHREDDED` refusal, which callers skip like the event of
+a deleted session (never dead-lettered) and count in :attr:`ChangeReader.shredded`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from chatlog.errors import ChatLogError, EventDecodeError
+from chatlog.errors import (
+    ChatLogError,
+    DecryptionError,
+    EncryptionError,
+    EncryptionKeyRequiredError,
+    EventDecodeError,
+    UnknownKeyEncryptionKeyError,
+)
+from chatlog.producers.key_store import DataKeyStore
 from chatlog.projector.changes import Change, Refusal, RefusalReason, change_of, ttl_arg
 from chatlog.projector.protocol import (
     OP_APPEND,
@@ -32,6 +45,7 @@ from chatlog.schemas.event_reader import (
     UUID_SHAPE,
     BodyReader,
 )
+from chatlog.schemas.events import ChatEvent, MessageSealed
 from chatlog.schemas.stored import (
     MARK_JSON_ESCAPES,
     PLAIN_ID_TEMPLATES_UTF8,
@@ -54,12 +68,19 @@ class ChangeReader:
     Args:
         codec: The event codec (its registry resolves older schema versions).
         max_event_bytes: Records larger than this are refused (``CHATLOG_MAX_EVENT_BYTES``).
+        key_store: The data keys that open sealed messages (``None``: encryption is
+            off, and a sealed message raises :class:`EncryptionKeyRequiredError`).
     """
 
-    def __init__(self, codec: EventCodec, max_event_bytes: int) -> None:
+    def __init__(
+        self, codec: EventCodec, max_event_bytes: int, *, key_store: DataKeyStore | None = None
+    ) -> None:
         self.codec = codec
         self.max_event_bytes = max_event_bytes
-        self._fast_header = codec.fast_header
+        self.key_store = key_store
+        #: Sealed messages read whose data key was destroyed (``chatlog_events_shredded_total``).
+        self.shredded = 0
+        self._fast_headers = codec.fast_headers
 
     def read(self, raw: Any) -> Change | Refusal:
         """The change of Kafka record ``raw``, or the :class:`Refusal` saying why there is none.
@@ -77,8 +98,7 @@ class ChangeReader:
                 "(CHATLOG_MAX_EVENT_BYTES); raise the limit and re-publish it from the "
                 "dead-letter topic if it is wanted",
             )
-        fast = self._fast_header
-        if value is not None and fast is not None and value[:HEADER_SIZE] == fast:
+        if value is not None and value[:HEADER_SIZE] in self._fast_headers:
             try:
                 fields = read_change(value, HEADER_SIZE)
             except ChatLogError as exc:
@@ -95,6 +115,11 @@ class ChangeReader:
             return Refusal(RefusalReason.UNDECODABLE, f"undecodable: {exc}")
         if raw.key != event.session_id.encode():
             return _wrong_key(raw.key, event.session_id)
+        if type(event.payload) is MessageSealed:
+            opened = self._open(event)
+            if type(opened) is Refusal:
+                return opened
+            event = opened  # type: ignore[assignment]
         try:
             change = change_of(raw.partition, raw.offset, event)
         except ChatLogError as exc:
@@ -102,6 +127,35 @@ class ChangeReader:
         if len(change.arg) > self.max_event_bytes:
             return self._stored_oversize(change.session_id, len(change.arg))
         return change
+
+    def _open(self, event: ChatEvent) -> ChatEvent | Refusal:
+        """The sealed message opened, or the refusal saying why it is not projected.
+
+        Raises:
+            EncryptionKeyRequiredError: encryption is off in this process.
+            UnknownKeyEncryptionKeyError: its data key is wrapped by a KEK not configured.
+        """
+        if self.key_store is None:
+            raise EncryptionKeyRequiredError(
+                f"session {event.session_id!r} holds encrypted messages: set "
+                "CHATLOG_ENCRYPTION_KEY (and CHATLOG_ENCRYPTION_OLD_KEYS during a rotation) "
+                "to the deployment's key-encryption key"
+            )
+        try:
+            opened = self.key_store.open_event(event)
+        except DecryptionError as exc:
+            return Refusal(RefusalReason.UNDECRYPTABLE, f"undecryptable: {exc}")
+        except UnknownKeyEncryptionKeyError:
+            raise
+        except EncryptionError as exc:
+            return Refusal(RefusalReason.KEY_MISSING, f"key missing: {exc}")
+        if opened is None:
+            self.shredded += 1
+            return Refusal(
+                RefusalReason.SHREDDED,
+                f"shredded: the data key of session {event.session_id!r} was destroyed",
+            )
+        return opened
 
     def _stored_oversize(self, session_id: str, size: int) -> Refusal:
         # The producer refuses these (producers/size_limit.py); one that

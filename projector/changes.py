@@ -96,6 +96,15 @@ class RefusalReason(Enum):
     PARTITION = "partition"
     #: Redis refused the session's update (a key of the wrong type, ...).
     SESSION_FAILED = "session-failed"
+    #: A sealed message that does not open under its data key: altered, or its
+    #: ciphertext spliced from another event or session.
+    UNDECRYPTABLE = "undecryptable"
+    #: A sealed message whose data key the key store never held (a lost or
+    #: foreign key store); re-publish it from the dead-letter topic once restored.
+    KEY_MISSING = "key-missing"
+    #: A sealed message whose subject was erased (its data key destroyed).
+    #: Never dead-lettered: skipped like a deleted session's event, and counted.
+    SHREDDED = "shredded"
 
 
 @dataclass(frozen=True, slots=True)

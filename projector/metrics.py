@@ -100,6 +100,11 @@ class ProjectorMetrics:
         self.batches = prom.Counter(
             "chatlog_batches", "Batches applied and committed.", registry=r
         )
+        self.shredded = prom.Counter(
+            "chatlog_events_shredded",
+            "Encrypted events skipped because their subject's data key was destroyed (erased).",
+            registry=r,
+        )
         self.apply_seconds = prom.Histogram(
             "chatlog_batch_apply_seconds",
             "Time from writing one batch to Redis to reading its verdicts (the worker "

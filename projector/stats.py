@@ -13,6 +13,8 @@ class ProjectorStats:
     applied: int = 0
     skipped: int = 0
     dead_lettered: int = 0
+    #: Sealed events skipped because their subject was erased (data key destroyed).
+    shredded: int = 0
     #: Verdicts (neither applied nor dead-lettered): appends of ids a session held,
     #: conditional appends refused by their expected version.
     deduplicated: int = 0

@@ -26,10 +26,11 @@ from kafka.errors import KafkaError
 
 from chatlog.errors import BrokerUnavailableError, ReadModelError
 from chatlog.eviction_guard import guard_eviction
+from chatlog.producers.key_store import key_store_of
 from chatlog.producers.producer import EventProducer
 from chatlog.producers.rebalance import RebalanceListener
 from chatlog.projector.change_reader import ChangeReader
-from chatlog.projector.changes import Change, Refusal
+from chatlog.projector.changes import Change, Refusal, RefusalReason
 from chatlog.projector.checkpoint_projection import CheckpointProjection
 from chatlog.projector.checkpoint_topic import CheckpointTopic
 from chatlog.projector.commits import OffsetCommits
@@ -112,7 +113,11 @@ class Projector:
             self.redis, settings, namespace or settings.namespace, pinned=namespace is not None
         )
         self.codec = EventCodec()
-        self.reader = ChangeReader(self.codec, settings.max_event_bytes)
+        # CHATLOG_ENCRYPTION_KEY: sealed messages are opened before they are projected.
+        self.key_store = key_store_of(settings)
+        self.reader = ChangeReader(
+            self.codec, settings.max_event_bytes, key_store=self.key_store
+        )
         self.stats = ProjectorStats()
         self.on_batch = on_batch
         self.metrics = metrics
@@ -292,6 +297,12 @@ class Projector:
             for raw in raws:
                 change = read(raw)
                 if type(change) is Refusal:
+                    if change.reason is RefusalReason.SHREDDED:
+                        # Erased: skipped like a deleted session's event, never dead-lettered.
+                        self.stats.shredded += 1
+                        if self.metrics is not None:
+                            self.metrics.shredded.inc()
+                        continue
                     letters.append(DeadLetter(raw, str(change)))
                 else:
                     changes.append(change)  # type: ignore[arg-type]
@@ -399,7 +410,9 @@ class Projector:
             ),
         )
         self.commits.consumer = consumer
-        self._producer = EventProducer(settings, codec=self.codec)
+        # Dead letters are sent as they were read: this producer seals nothing,
+        # so it shares the worker's key store rather than opening another.
+        self._producer = EventProducer(settings, codec=self.codec, key_store=self.key_store)
         self._dlq = DeadLetterQueue(self._producer, settings.dlq_topic)
 
     def _close(self) -> None:

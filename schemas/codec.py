@@ -29,6 +29,7 @@ from chatlog.schemas.events import (
     InvalidToolCall,
     MessageAppended,
     MessagesAppended,
+    MessageSealed,
     Payload,
     SessionCleared,
     SessionDeleted,
@@ -202,6 +203,13 @@ class EventCodec(SingleObjectCodec[ChatEvent]):
             (v for v in self.registry.versions if (v.name, v.version) == event_reader.SCHEMA),
             None,
         )
+        # Older schemas whose bodies it reads too: v3 only added payload
+        # branches at the end of the union, so a v2 body is a v3 body byte for byte.
+        self._fast_older = {
+            v.fingerprint: v
+            for v in self.registry.versions
+            if (v.name, v.version) in event_reader.OLDER_SCHEMAS
+        }
         # Whether the newest schema is the one the hand-written writer lays out.
         self._fast_writer = (self._writer.name, self._writer.version) == event_writer.SCHEMA
 
@@ -214,6 +222,17 @@ class EventCodec(SingleObjectCodec[ChatEvent]):
         """
         return self._header if self._fast is self._writer else None
 
+    @property
+    def fast_headers(self) -> frozenset[bytes]:
+        """The single-object headers of every schema the hand-written reader decodes.
+
+        :attr:`fast_header` and those of older schemas whose bodies have the
+        same layout (see :data:`~chatlog.schemas.event_reader.OLDER_SCHEMAS`).
+        """
+        if self._fast is not self._writer:
+            return frozenset()
+        return frozenset({self._header, *(MAGIC + f for f in self._fast_older)})
+
     def encode(self, event: ChatEvent) -> bytes:
         """Serialize ``event`` with the newest schema (by hand where :mod:`event_writer` can)."""
         if self._fast_writer:
@@ -223,8 +242,12 @@ class EventCodec(SingleObjectCodec[ChatEvent]):
         return super().encode(event)
 
     def _read_fast(self, data: bytes, writer: SchemaVersion) -> ChatEvent | None:
-        if writer is self._fast and writer is self._writer:
+        if self._fast is not self._writer:
+            return None
+        if writer is self._fast:
             return event_reader.read_event(bytes(data), HEADER_SIZE)
+        if self._fast_older.get(writer.fingerprint) is writer:
+            return event_reader.read_event(bytes(data), HEADER_SIZE, v3=False)
         return None
 
     def _to_avro(self, event: ChatEvent) -> dict[str, Any]:
@@ -264,6 +287,18 @@ def _payload_to_avro(payload: Payload) -> tuple[str, dict[str, Any]]:
         return ("chatlog.UserDeleted", {})
     if isinstance(payload, SessionTtlSet):
         return ("chatlog.SessionTtlSet", {"ttl_ms": payload.ttl_ms})
+    if isinstance(payload, MessageSealed):
+        return (
+            "chatlog.MessageSealed",
+            {
+                "subject": payload.subject,
+                "key_id": payload.key_id,
+                "type": payload.type,
+                "id": payload.id,
+                "nonce": payload.nonce,
+                "ciphertext": payload.ciphertext,
+            },
+        )
     raise TypeError(f"not a chatlog payload event: {type(payload).__name__}")
 
 
@@ -309,6 +344,16 @@ def event_from_avro(record: Any) -> ChatEvent:
     )
 
 
+def message_record(message: MessageAppended) -> dict[str, Any]:
+    """The fields of ``message``'s Avro record, JSON-ready (see :func:`message_from_record`)."""
+    return _message_to_avro(message)
+
+
+def message_from_record(body: dict[str, Any]) -> MessageAppended:
+    """The :class:`MessageAppended` of its record's fields (as fastavro or ``json.loads`` give)."""
+    return _message_from_avro(body)
+
+
 def _payload_from_avro(name: str, body: dict[str, Any]) -> Payload:
     if name == "chatlog.MessagesAppended":
         return MessagesAppended(
@@ -325,6 +370,15 @@ def _payload_from_avro(name: str, body: dict[str, Any]) -> Payload:
         return UserDeleted()
     if name == "chatlog.SessionTtlSet":
         return SessionTtlSet(ttl_ms=body["ttl_ms"])
+    if name == "chatlog.MessageSealed":
+        return MessageSealed(
+            subject=body["subject"],
+            key_id=body["key_id"],
+            type=body["type"],
+            id=body["id"],
+            nonce=bytes(body["nonce"]),
+            ciphertext=bytes(body["ciphertext"]),
+        )
     raise EventDecodeError(f"unknown payload record {name!r}: upgrade chatlog")
 
 

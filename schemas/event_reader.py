@@ -31,6 +31,7 @@ from chatlog.schemas.events import (
     InvalidToolCall,
     MessageAppended,
     MessagesAppended,
+    MessageSealed,
     Payload,
     SessionCleared,
     SessionDeleted,
@@ -42,6 +43,10 @@ from chatlog.schemas.events import (
 
 #: The schema this reader is written for: ``(record name, version)``.
 SCHEMA = ("chatlog.ChatEvent", 3)
+#: Older schemas whose bodies are read the same way: v3 appended
+#: ``MessagesAppended`` and ``MessageSealed`` to the payload union, the rest
+#: is v2 byte for byte.
+OLDER_SCHEMAS = frozenset({("chatlog.ChatEvent", 2)})
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: What follows the content of a message with nothing else set, to the end of
@@ -133,6 +138,16 @@ class BodyReader:
             return self.string()
         raise EventDecodeError(f"corrupt event body: union branch {branch} of [null, string]")
 
+    def bytes_(self) -> bytes:
+        """The next Avro ``bytes``."""
+        size = self.long()
+        start = self.pos
+        end = start + size
+        if size < 0 or end > len(self.data):
+            raise EventDecodeError(f"corrupt event body: a bytes value of {size} bytes")
+        self.pos = end
+        return self.data[start:end]
+
     def optional_long(self) -> int | None:
         """The next ``[null, long]`` union."""
         branch = self.long()
@@ -152,8 +167,11 @@ class BodyReader:
         return count
 
 
-def read_event(data: bytes, start: int) -> ChatEvent:
+def read_event(data: bytes, start: int, *, v3: bool = True) -> ChatEvent:
     """Decode the v3 ``ChatEvent`` body that begins at ``data[start]`` and fills the rest.
+
+    With ``v3=False`` (a v2 writer) the branches v3 added (``MessagesAppended``,
+    ``MessageSealed``) are refused, as fastavro would.
 
     Raises:
         EventDecodeError: the bytes are not one complete, valid v3 body.
@@ -167,7 +185,7 @@ def read_event(data: bytes, start: int) -> ChatEvent:
         user_id = reader.optional_string()
         occurred_at = _EPOCH + timedelta(microseconds=reader.long() * 1000)
         source = reader.optional_string()
-        payload = _payload(reader)
+        payload = _payload(reader, v3)
     except EventDecodeError:
         raise
     except (IndexError, ValueError, OverflowError) as exc:  # UnicodeDecodeError is a ValueError
@@ -186,7 +204,7 @@ def read_event(data: bytes, start: int) -> ChatEvent:
     )
 
 
-def _payload(reader: BodyReader) -> Payload:
+def _payload(reader: BodyReader, v3: bool) -> Payload:
     branch = reader.long()
     if branch == 0:
         return _message(reader)
@@ -198,7 +216,16 @@ def _payload(reader: BodyReader) -> Payload:
         return UserDeleted()
     if branch == 4:
         return SessionTtlSet(ttl_ms=reader.optional_long())
-    if branch == 5:
+    if branch == 6 and v3:
+        return MessageSealed(
+            reader.string(),
+            reader.string(),
+            reader.string(),
+            reader.optional_string(),
+            reader.bytes_(),
+            reader.bytes_(),
+        )
+    if branch == 5 and v3:
         expected = reader.long()
         messages: list[MessageAppended] = []
         count = reader.block()

@@ -1,4 +1,4 @@
-"""A hand-written Avro writer for message events of the newest ``chatlog.ChatEvent`` schema.
+"""A hand-written Avro writer for message events of the newest ``chatlog.ChatEvent`` schema (v3).
 
 Every ``add_messages`` encodes each message; fastavro's generic writer
 (a schema walk, a union resolution per field, a file-object write per
@@ -20,9 +20,9 @@ from datetime import datetime, timezone
 
 from chatlog.schemas.events import ChatEvent, MessageAppended
 
-#: The schema this writer is written for: ``(record name, version)``. v3 only
-#: appended a union branch (``MessagesAppended``) after v2's, so a
-#: ``MessageAppended`` event has the same bytes under both.
+#: The schema this writer is written for: ``(record name, version)``.
+# v3 only appended payload branches (MessagesAppended, MessageSealed): a
+# MessageAppended body (branch 0) is laid out as in v2.
 SCHEMA = ("chatlog.ChatEvent", 3)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -24,6 +24,7 @@ from chatlog.schemas.events import (
     ChatEvent,
     InvalidToolCall,
     MessageAppended,
+    MessageSealed,
     SessionCleared,
     SessionDeleted,
     SessionTtlSet,
@@ -157,6 +158,15 @@ payloads = st.one_of(
     st.builds(SessionDeleted),
     st.builds(UserDeleted),
     st.builds(SessionTtlSet, ttl_ms=st.none() | st.integers(-(2**63), 2**63 - 1)),
+    st.builds(
+        MessageSealed,
+        subject=texts,
+        key_id=texts,
+        type=texts,
+        id=optional,
+        nonce=st.binary(max_size=16),
+        ciphertext=st.binary(max_size=200),
+    ),
 )
 events = st.builds(
     ChatEvent,

@@ -408,6 +408,10 @@ from chatlog.cli.replay import replay  # noqa: E402 - registered here
 
 cli.add_command(replay)
 
+from chatlog.cli.privacy import erase, keys  # noqa: E402 - registered here
+
+cli.add_command(erase)
+cli.add_command(keys)
 from chatlog.cli.threads import threads  # noqa: E402 - registered here
 
 cli.add_command(threads)

@@ -29,7 +29,7 @@ def test_quick_benchmark_reports_every_measure_with_its_baseline(
     assert report["quick"] is True
     assert report["commit"] and report["machine"]["cpus"] >= 1
     names = [m["name"] for m in report["measures"]]
-    assert len(names) == 29 and len(set(names)) == 29
+    assert len(names) == 31 and len(set(names)) == 31
     for measure in report["measures"]:
         # Every row is chatlog next to a baseline measured in this same run,
         # with the raw per-run pairs the figures and the spread come from.

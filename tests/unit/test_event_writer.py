@@ -1,4 +1,4 @@
-"""The hand-written writer returns exactly fastavro's bytes, or leaves the event to fastavro."""
+"""The hand-written v3 writer returns exactly fastavro's bytes, or leaves the event to fastavro."""
 
 from __future__ import annotations
 
