@@ -1,8 +1,10 @@
 """Reproducible performance runs: chatlog next to its baselines, measured in the same run.
 
-Run ``chatlog bench [--quick] [--json PATH]`` or ``python -m benchmarks``;
-from Python, :func:`run_benchmarks` with :meth:`BenchConfig.full` or
-:meth:`BenchConfig.smoke`.
+Run ``chatlog bench [--quick] [--json PATH] [--readme README.md]`` or
+``python -m benchmarks``; from Python, :func:`run_benchmarks` with
+:meth:`BenchConfig.full` or :meth:`BenchConfig.smoke`. The README's table is
+rendered from a committed results file by :mod:`chatlog.benchmarks.render`
+(``--readme`` does it after the run), never typed in.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Appends through ``add_messages`` against a raw kafka-python producer sending the same records.
+"""Appends through ``add_messages`` against the raw client producer sending the same records.
 
 The two are interleaved call by call, so both see the same broker load and
 machine noise; each ``add_messages`` call and each raw batch waits for the
@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from chatlog.benchmarks.workload import message_text, raw_producer, session_id
+from chatlog.benchmarks.raw_clients import RawProducer
+from chatlog.benchmarks.workload import message_text, session_id
 from chatlog.histories.messages import to_event
 from chatlog.histories.store import ChatLog
 from chatlog.schemas.events import ChatEvent
@@ -27,26 +28,25 @@ def conversation(count: int, size: int, *, seed: int = 0) -> list[BaseMessage]:
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class AppendThroughput:
-    """Messages per second of batched ``add_messages`` and of the raw producer."""
+def append_shape(
+    chatlog: ChatLog, raw: RawProducer, calls: int, shape: int, size: int, *, blocks: int
+) -> list[list[float | None]]:
+    """Time ``calls`` ``add_messages`` calls of ``shape`` messages against the raw producer.
 
-    chatlog: float
-    raw: float
-
-
-def batched_append(chatlog: ChatLog, total: int, batch: int, size: int) -> AppendThroughput:
-    """Append ``total`` messages in ``add_messages`` calls of ``batch`` messages."""
+    Each chatlog call is followed by the raw producer sending the same records
+    (same keys, same bytes) and waiting for their acks: the same call shape.
+    Returns ``[chatlog msgs/s, raw msgs/s]`` for each of ``blocks`` blocks of calls.
+    """
     settings = chatlog.settings
-    messages = conversation(batch, size)
+    messages = conversation(shape, size)
     producer = chatlog.producer
-    raw = raw_producer(settings)
-    chatlog_s = raw_s = 0.0
-    try:
-        for call in range(total // batch):
+    per_block = max(1, calls // blocks)
+    runs: list[list[float | None]] = []
+    for block in range(blocks):
+        chatlog_s = raw_s = 0.0
+        for call in range(block * per_block, (block + 1) * per_block):
             sid = session_id(call)
             history = chatlog.history(sid, f"user-{call % 100}")
-            # The raw side sends what chatlog would have sent: same keys, same bytes.
             records = [
                 producer.encode(ChatEvent(sid, to_event(m), user_id=history.user_id))
                 for m in messages
@@ -55,14 +55,11 @@ def batched_append(chatlog: ChatLog, total: int, batch: int, size: int) -> Appen
             history.add_messages(messages)
             chatlog_s += time.perf_counter() - started
             started = time.perf_counter()
-            for r in records:
-                raw.send(settings.topic, key=r.key, value=r.value, headers=r.headers)
-            raw.flush(timeout=settings.publish_timeout_s)
+            raw.send_all(settings.topic, records)
             raw_s += time.perf_counter() - started
-    finally:
-        raw.close(timeout=10)
-    sent = total // batch * batch
-    return AppendThroughput(sent / chatlog_s, sent / raw_s)
+        sent = per_block * shape
+        runs.append([sent / chatlog_s, sent / raw_s])
+    return runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,27 +70,21 @@ class AppendLatency:
     raw: list[float]
 
 
-def single_append(chatlog: ChatLog, samples: int, size: int) -> AppendLatency:
-    """Time ``samples`` one-message ``add_messages`` calls against ``send().get()``."""
+def single_append(chatlog: ChatLog, raw: RawProducer, samples: int, size: int) -> AppendLatency:
+    """Time ``samples`` one-message ``add_messages`` calls against the raw ``send().get()``."""
     settings: Settings = chatlog.settings
     producer = chatlog.producer
-    raw = raw_producer(settings)
     ours: list[float] = []
     theirs: list[float] = []
-    try:
-        for n in range(samples):
-            sid = session_id(n % 1000)
-            history = chatlog.history(sid, "user-sync")
-            message = HumanMessage(content=message_text(size, n))
-            record = producer.encode(ChatEvent(sid, to_event(message), user_id="user-sync"))
-            started = time.perf_counter()
-            history.add_messages([message])
-            ours.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            raw.send(
-                settings.topic, key=record.key, value=record.value, headers=record.headers
-            ).get(timeout=settings.publish_timeout_s)
-            theirs.append(time.perf_counter() - started)
-    finally:
-        raw.close(timeout=10)
+    for n in range(samples):
+        sid = session_id(n % 1000)
+        history = chatlog.history(sid, "user-sync")
+        message = HumanMessage(content=message_text(size, n))
+        record = producer.encode(ChatEvent(sid, to_event(message), user_id="user-sync"))
+        started = time.perf_counter()
+        history.add_messages([message])
+        ours.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        raw.send_all(settings.topic, [record])
+        theirs.append(time.perf_counter() - started)
     return AppendLatency(ours, theirs)

@@ -15,11 +15,18 @@ class BenchConfig:
         throughput_events: Events published before the projector and the raw
             consumer read them back.
         throughput_sessions: Sessions those events are spread over.
-        append_events: Events of the batched append benchmark.
-        append_batch: Messages per ``add_messages`` call in the batched benchmark.
+        repeats: Times the throughput runs are repeated (live projector and
+            rebuild alternating which goes first, each next to its raw
+            baselines measured again): the spread of a ratio comes from them.
+        append_shapes: ``(messages per add_messages call, calls)`` of each
+            append call shape, each call next to the raw producer's same call.
+        blocks: Blocks the interleaved samples of one measure are split into,
+            each block a run of the spread.
         sync_samples: Single-message appends timed (and as many raw sends).
         read_samples: Reads timed for each history.
         read_messages: Messages in the session that is read.
+        own_write_samples: Writes read back by the same process, per kind.
+        idle_seconds: How long the idle projector's CPU is watched.
         visible_rate: Messages per second the steady writer appends.
         visible_seconds: How long the steady writer runs.
         memory_sessions: Session counts at which the projector's RSS is taken,
@@ -30,18 +37,21 @@ class BenchConfig:
 
     quick: bool
     message_bytes: int = 500
-    throughput_events: int = 200_000
+    throughput_events: int = 100_000
     throughput_sessions: int = 10_000
-    append_events: int = 50_000
-    append_batch: int = 100
+    repeats: int = 3
+    append_shapes: tuple[tuple[int, int], ...] = ((2, 2_000), (10, 1_000), (100, 300))
+    blocks: int = 5
     sync_samples: int = 2_000
     read_samples: int = 3_000
     read_messages: int = 50
+    own_write_samples: int = 500
+    idle_seconds: float = 10.0
     visible_rate: int = 5_000
     visible_seconds: float = 20.0
     memory_sessions: tuple[int, int] = (10_000, 100_000)
     peer_appends: int = 200
-    peer_reads: int = 3
+    peer_reads: int = 2
 
     @classmethod
     def full(cls) -> BenchConfig:
@@ -55,9 +65,13 @@ class BenchConfig:
             quick=True,
             throughput_events=20_000,
             throughput_sessions=2_000,
-            append_events=5_000,
-            sync_samples=200,
+            repeats=2,
+            append_shapes=((2, 150), (10, 60), (100, 15)),
+            blocks=3,
+            sync_samples=150,
             read_samples=300,
+            own_write_samples=40,
+            idle_seconds=3.0,
             visible_rate=1_000,
             visible_seconds=3.0,
             memory_sessions=(1_000, 10_000),

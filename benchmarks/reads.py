@@ -64,3 +64,34 @@ def session_reads(chatlog: ChatLog, messages: int, samples: int, size: int) -> R
     finally:
         peer.clear()
         peer.redis_client.close()
+
+
+def redis_history_appends(chatlog: ChatLog, samples: int, size: int) -> ReadLatency:
+    """Time one-message ``add_messages`` on chatlog and on ``RedisChatMessageHistory``, interleaved.
+
+    The peer writes to Redis only (no log, no durability beyond Redis's own),
+    so this row is reported, not judged.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", SUNSET_NOTICE, DeprecationWarning)
+        from langchain_community.chat_message_histories import RedisChatMessageHistory
+
+    settings = chatlog.settings
+    peer = RedisChatMessageHistory(
+        "bench-append", url=settings.redis_url, key_prefix=f"{settings.namespace}:langchain:"
+    )
+    ours: list[float] = []
+    theirs: list[float] = []
+    try:
+        for n, message in enumerate(conversation(samples, size, seed=4000)):
+            history = chatlog.history(f"bench-append-{n:06d}", "bench-appender")
+            started = time.perf_counter()
+            history.add_messages([message])
+            ours.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            peer.add_messages([message])
+            theirs.append(time.perf_counter() - started)
+        return ReadLatency(ours, theirs)
+    finally:
+        peer.clear()
+        peer.redis_client.close()

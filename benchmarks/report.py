@@ -8,7 +8,10 @@ on the same broker and Redis, so most targets are ratios
 from __future__ import annotations
 
 import json
+import os
 import platform
+import statistics
+import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,6 +57,9 @@ class Measure:
         baseline: The baseline's figure in the same run.
         target: The bound that decides ``met``.
         note: Sizes, samples, or why a figure is missing.
+        runs: The raw figures behind ``chatlog`` and ``baseline``: one
+            ``[chatlog, baseline]`` pair per repeated run or interleaved block
+            of this run, so the spread can be traced to the same commit.
     """
 
     name: str
@@ -63,10 +69,32 @@ class Measure:
     baseline: float | None
     target: Target
     note: str = ""
+    runs: list[list[float | None]] = field(default_factory=list)
+
+    @property
+    def run_ratios(self) -> list[float]:
+        """``chatlog / baseline`` of every run that measured both."""
+        return [c / b for c, b in self.runs if c is not None and b]
+
+    @property
+    def spread(self) -> tuple[float, float] | None:
+        """Lowest and highest per-run ratio (or chatlog figure when there is no baseline)."""
+        values = self.run_ratios if self.baseline_name is not None else [
+            c for c, _ in self.runs if c is not None
+        ]
+        return (min(values), max(values)) if len(values) > 1 else None
 
     @property
     def ratio(self) -> float | None:
-        """``chatlog / baseline`` when both were measured."""
+        """``chatlog / baseline``: the median of the per-run ratios when there are several.
+
+        Each run pairs chatlog with a baseline measured next to it, so the median
+        of those pairs is less moved by load that came and went between runs
+        than a ratio of two medians.
+        """
+        ratios = self.run_ratios
+        if len(ratios) > 1:
+            return statistics.median(ratios)
         if self.chatlog is None or self.baseline is None or self.baseline == 0:
             return None
         return self.chatlog / self.baseline
@@ -91,6 +119,7 @@ class Measure:
                           "text": self.target.describe()}
         data["ratio"] = self.ratio
         data["met"] = self.met
+        data["spread"] = self.spread
         return data
 
 
@@ -103,6 +132,7 @@ class BenchReport:
     measures: list[Measure] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    commit: str = ""
 
     def add(self, measure: Measure) -> Measure:
         """Append ``measure`` and return it."""
@@ -113,6 +143,7 @@ class BenchReport:
         """JSON-ready form of the whole run."""
         return {
             "quick": self.quick,
+            "commit": self.commit,
             "services": self.services,
             "seconds": round(self.seconds, 1),
             "machine": self.machine,
@@ -126,9 +157,14 @@ class BenchReport:
 
     def _cells(self, m: Measure) -> tuple[str, str, str, str, str]:
         baseline = "—" if m.baseline_name is None else f"{_number(m.baseline)} ({m.baseline_name})"
-        ratio = "—" if m.ratio is None else (
-            f"{m.ratio:.2f} x" if m.ratio >= 0.01 else f"{m.ratio:.1e} x"
-        )
+        ratio = "—" if m.ratio is None else _ratio(m.ratio)
+        spread = m.spread
+        if spread is not None:
+            low, high = spread
+            within = f"{_ratio(low)} to {_ratio(high)}" if m.baseline_name is not None else (
+                f"{_number(low)} to {_number(high)}"
+            )
+            ratio += f" ({within} over {len(m.runs)} runs)"
         return f"{m.name} [{m.unit}]", _number(m.chatlog), baseline, ratio, m.target.describe()
 
     def table(self) -> Table:
@@ -173,6 +209,35 @@ class BenchReport:
         )
 
 
+def _ratio(value: float) -> str:
+    return f"{value:.2f} x" if value >= 0.01 else f"{value:.1e} x"
+
+
+def median_pair(runs: list[list[float | None]]) -> tuple[float | None, float | None]:
+    """Median chatlog figure and median baseline figure of ``runs``."""
+    ours = [c for c, _ in runs if c is not None]
+    theirs = [b for _, b in runs if b is not None]
+    return (
+        statistics.median(ours) if ours else None,
+        statistics.median(theirs) if theirs else None,
+    )
+
+
+def git_commit() -> str:
+    """The commit the benchmark code was run from, ``+dirty`` when the tree had changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}+dirty" if dirty else head
+
+
 def _number(value: float | None) -> str:
     if value is None:
         return "n/a"
@@ -183,13 +248,14 @@ def _number(value: float | None) -> str:
 
 def machine_facts() -> dict[str, Any]:
     """CPU count, memory and Python version of the machine running the benchmark."""
-    import os
-
     facts: dict[str, Any] = {
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
     }
+    if hasattr(os, "getloadavg"):
+        facts["load_average"] = [round(x, 2) for x in os.getloadavg()]
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
             for line in meminfo:
@@ -206,12 +272,12 @@ def load_report(path: Path) -> BenchReport:
     data = json.loads(path.read_text(encoding="utf-8"))
     report = BenchReport(
         quick=data["quick"], services=data["services"], machine=data["machine"],
-        seconds=data["seconds"],
+        seconds=data["seconds"], commit=data.get("commit", ""),
     )
     for m in data["measures"]:
         target = Target(m["target"]["kind"], m["target"]["bound"])
         report.add(Measure(
             m["name"], m["unit"], m["chatlog"], m["baseline_name"], m["baseline"], target,
-            m["note"],
+            m["note"], m.get("runs", []),
         ))
     return report

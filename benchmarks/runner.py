@@ -21,10 +21,18 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 from rich.console import Console
 
-from chatlog.benchmarks import append, peer, reads, throughput, visibility
+from chatlog.benchmarks import append, encryption, own_writes, peer, reads, throughput, visibility
 from chatlog.benchmarks.config import BenchConfig
 from chatlog.benchmarks.projector_process import ProjectorProcess
-from chatlog.benchmarks.report import BenchReport, Measure, Target, machine_facts
+from chatlog.benchmarks.raw_clients import raw_producer_for
+from chatlog.benchmarks.report import (
+    BenchReport,
+    Measure,
+    Target,
+    git_commit,
+    machine_facts,
+    median_pair,
+)
 from chatlog.benchmarks.timing import percentile
 from chatlog.benchmarks.workload import encode_all, message_events, seed_topic
 from chatlog.cli.devstack import EmbeddedStack
@@ -92,13 +100,17 @@ def run_benchmarks(
     console = console or Console(stderr=True)
     started = time.monotonic()
     with bench_settings(settings, embedded=embedded) as (base, services):
-        report = BenchReport(quick=config.quick, services=services, machine=machine_facts())
+        report = BenchReport(quick=config.quick, services=services, machine=machine_facts(),
+                             commit=git_commit())
         run = _Run(config, base, report, console)
         try:
             run.all()
         finally:
             run.cleanup()
     report.seconds = time.monotonic() - started
+    if hasattr(os, "getloadavg"):
+        # With the load before the run (machine_facts): whether it stayed quiet.
+        report.machine["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     if json_path is not None:
         report.write_json(json_path)
     return report
@@ -116,8 +128,7 @@ class _Run:
         self.console = console
         self.topics: list[str] = []
         self.namespaces: list[str] = []
-        self.single_p50 = 0.0
-        self.read_p50 = 0.0
+        self.single: list[float] = []
 
     def settings(self, suffix: str) -> Settings:
         """Settings on a topic, group and namespace of this step's own."""
@@ -141,8 +152,35 @@ class _Run:
         self.step("projector and rebuild throughput", self.throughput)
         self.step("appends", self.appends)
         self.step("reads", self.reads)
+        self.step("read-your-writes and the idle projector", self.own_writes)
         self.step("projector memory and append -> visible", self.projector_process)
-        self.step("KafkaChatMessageHistory peer", self.peer)
+        self.step("peers", self.peer)
+        self.step("encryption on vs off", self.encryption)
+
+    def measure(
+        self, name: str, unit: str, baseline_name: str, target: Target, note: str,
+        runs: list[list[float | None]],
+    ) -> None:
+        """Add a row whose figures are the medians of ``runs``."""
+        ours, theirs = median_pair(runs)
+        self.report.add(Measure(name, unit, ours, baseline_name, theirs, target, note, runs))
+
+    def latency(
+        self, name: str, baseline_name: str, target: Target, note: str,
+        ours: list[float], theirs: list[float], pct: float,
+    ) -> None:
+        """Add a percentile row (ms) of interleaved samples; each block of them is a run."""
+        blocks = self.config.blocks
+        runs: list[list[float | None]] = []
+        for b in range(blocks):
+            mine = ours[b * len(ours) // blocks:(b + 1) * len(ours) // blocks]
+            peer = theirs[b * len(theirs) // blocks:(b + 1) * len(theirs) // blocks]
+            if mine and peer:
+                runs.append([percentile(mine, pct) * 1000, percentile(peer, pct) * 1000])
+        self.report.add(Measure(
+            name, "ms", percentile(ours, pct) * 1000, baseline_name,
+            percentile(theirs, pct) * 1000, target, note, runs,
+        ))
 
     # -- steps ------------------------------------------------------------
 
@@ -157,110 +195,161 @@ class _Run:
                 producer,
             )
         seed_topic(settings, records)
-        raw = throughput.raw_consumer_rate(settings, c.throughput_events)
-        live = throughput.projector_rate(settings, c.throughput_events)
-        # Right after the live run: each run leaves the broker and Redis
-        # holding more, which slows the next (a live run after the rest was
-        # ~10% slower), so with the confluent run in between the ratio carried
-        # that drift (0.84-0.97 x in noisy runs; 1.05-1.33 x back to back).
-        rebuilt_ns = f"{settings.namespace}:rebuilt"
-        self.namespaces.append(rebuilt_ns)
-        rebuild = throughput.rebuild_rate(settings, rebuilt_ns)
-        # The same projector on the optional confluent-kafka transport: the same
-        # topic, its own group and namespace, the same raw kafka-python baseline.
-        confluent_settings = settings.with_(
-            transport="confluent",
-            consumer_group=f"{settings.consumer_group}-confluent",
-            namespace=f"{settings.namespace}:confluent",
-        )
-        confluent: throughput.Rate | None = None
         unavailable = _confluent_unavailable()
-        if not unavailable:
-            self.namespaces.append(confluent_settings.namespace)
-            confluent = throughput.projector_rate(confluent_settings, c.throughput_events)
+        live_vs_default: list[list[float | None]] = []
+        live_vs_tuned: list[list[float | None]] = []
+        confluent_runs: list[list[float | None]] = []
+        rebuild_runs: list[list[float | None]] = []
+        cpu_runs: list[list[float | None]] = []
+        redis_runs: list[list[float | None]] = []
+        client = redis.Redis.from_url(settings.redis_url)
+        try:
+            for rep in range(c.repeats):
+                default = throughput.raw_consumer_rate(settings, c.throughput_events, tuned=False)
+                tuned = throughput.raw_consumer_rate(settings, c.throughput_events, tuned=True)
+                # Live and rebuild alternate which runs first: each run leaves the
+                # broker and Redis holding more, which slows the next one.
+                order = ("live", "rebuild") if rep % 2 == 0 else ("rebuild", "live")
+                rates: dict[str, throughput.Rate] = {}
+                for kind in order:
+                    scratch = f"{settings.namespace}:{kind}{rep}"
+                    if kind == "live":
+                        rates[kind] = throughput.projector_rate(settings.with_(
+                            namespace=scratch, consumer_group=f"{settings.consumer_group}-{rep}",
+                        ), c.throughput_events)
+                    else:
+                        rates[kind] = throughput.rebuild_rate(settings, scratch)
+                    Replayer(settings, redis_client=client).drop(scratch)
+                live = rates["live"]
+                pushed = throughput.raw_redis_rate(
+                    client, f"{settings.namespace}:rawpush{rep}:", records
+                )
+                live_vs_default.append([live.per_second, default.per_second])
+                live_vs_tuned.append([live.per_second, tuned.per_second])
+                rebuild_runs.append([rates["rebuild"].per_second, live.per_second])
+                cpu_runs.append([live.cpu_us_per_event, tuned.cpu_us_per_event])
+                redis_runs.append([live.redis_us_per_event, pushed.redis_us_per_event])
+                if not unavailable:
+                    scratch = f"{settings.namespace}:confluent{rep}"
+                    rate = throughput.projector_rate(settings.with_(
+                        transport="confluent", namespace=scratch,
+                        consumer_group=f"{settings.consumer_group}-confluent-{rep}",
+                    ), c.throughput_events)
+                    Replayer(settings, redis_client=client).drop(scratch)
+                    raw = throughput.raw_confluent_rate(settings, c.throughput_events)
+                    confluent_runs.append([rate.per_second, raw.per_second])
+        finally:
+            client.close()
         sizes = (f"{c.throughput_events:,} events of {c.message_bytes} B over "
-                 f"{c.throughput_sessions:,} sessions")
-        self.report.add(Measure(
-            "projector throughput", "events/s", live.per_second,
-            "raw kafka-python consumer", raw.per_second, Target("ratio_min", 0.6), sizes,
-        ))
-        self.report.add(Measure(
-            "projector throughput, confluent transport", "events/s",
-            confluent.per_second if confluent else None,
-            "raw kafka-python consumer", raw.per_second, Target("ratio_min", 0.6),
-            unavailable or f"{sizes}; CHATLOG_TRANSPORT=confluent",
-        ))
-        self.report.add(Measure(
-            "rebuild throughput", "events/s", rebuild.per_second,
-            "live projector", live.per_second, Target("ratio_min", 1.0),
-            "Replayer.rebuild into a fresh namespace",
-        ))
+                 f"{c.throughput_sessions:,} sessions, {c.repeats} runs, each next to its "
+                 "baselines measured again")
+        tuned_name = ("raw kafka-python consumer, fetch_max_bytes 50 MiB, "
+                      "max_partition_fetch_bytes 10 MiB, max_records 5000")
+        self.measure("projector throughput", "events/s",
+                     "raw kafka-python consumer, default fetch sizes", Target("reported"),
+                     sizes, live_vs_default)
+        self.measure("projector throughput vs tuned consumer", "events/s", tuned_name,
+                     Target("ratio_min", 0.6), sizes, live_vs_tuned)
+        self.measure("projector throughput, confluent transport", "events/s",
+                     "raw confluent-kafka consumer", Target("ratio_min", 0.5),
+                     unavailable or f"{sizes}; CHATLOG_TRANSPORT=confluent", confluent_runs)
+        self.measure("rebuild throughput", "events/s", "live projector",
+                     Target("ratio_min", 1.0),
+                     "Replayer.rebuild into a fresh namespace; live and rebuild alternate which "
+                     "runs first", rebuild_runs)
+        self.measure("projector CPU per event", "µs", f"{tuned_name}, CPU per event",
+                     Target("reported"),
+                     "CPU time of the projector's process (it runs nothing else meanwhile)",
+                     cpu_runs)
+        self.measure("redis-server CPU per event", "µs",
+                     "pipelined RPUSH of the same payloads, 2,000 a round trip",
+                     Target("reported"), "from Redis's own INFO cpu", redis_runs)
 
     def appends(self) -> None:
         c = self.config
-        settings = self.settings("append")
-        with ChatLog(settings) as chatlog:
-            batched = append.batched_append(
-                chatlog, c.append_events, c.append_batch, c.message_bytes
-            )
-            single = append.single_append(chatlog, c.sync_samples, c.message_bytes)
-        self.single_p50 = percentile(single.chatlog, 50)
-        batch_note = (f"add_messages of {c.append_batch} messages, {c.append_events:,} in all; "
-                      "raw: kafka-python defaults with acks=all, a flush per batch")
-        self.report.add(Measure(
-            "batched append throughput", "msgs/s", batched.chatlog,
-            "raw KafkaProducer, same records", batched.raw, Target("ratio_min", 0.8), batch_note,
-        ))
-        for pct, target in ((50, Target("ratio_max", 1.5)), (99, Target("reported"))):
-            self.report.add(Measure(
-                f"sync add_messages(1 message) p{pct}", "ms",
-                percentile(single.chatlog, pct) * 1000,
-                "raw send().get()", percentile(single.raw, pct) * 1000, target,
-                f"{c.sync_samples} samples each, interleaved",
-            ))
-        # The same appends with the producer on the optional confluent-kafka
-        # transport, next to the same raw kafka-python baselines (measured again,
-        # interleaved with these samples).
         unavailable = _confluent_unavailable()
-        confluent_batched: append.AppendThroughput | None = None
-        confluent_single: append.AppendLatency | None = None
-        if not unavailable:
-            confluent = self.settings("append-confluent").with_(transport="confluent")
-            with ChatLog(confluent) as chatlog:
-                confluent_batched = append.batched_append(
-                    chatlog, c.append_events, c.append_batch, c.message_bytes
+        for label, transport in (("", "kafka-python"), (", confluent transport", "confluent")):
+            if transport == "confluent" and unavailable:
+                for shape, _calls in c.append_shapes:
+                    self.report.add(Measure(
+                        f"add_messages of {shape} messages{label}", "msgs/s", None, None, None,
+                        Target("ratio_min", 0.8), unavailable,
+                    ))
+                continue
+            settings = self.settings(f"append-{transport}").with_(transport=transport)
+            raw = raw_producer_for(settings)
+            try:
+                with ChatLog(settings) as chatlog:
+                    for shape, calls in c.append_shapes:
+                        runs = append.append_shape(
+                            chatlog, raw, calls, shape, c.message_bytes, blocks=c.blocks
+                        )
+                        self.measure(
+                            f"add_messages of {shape} messages{label}", "msgs/s",
+                            f"{raw.name}, same records, same call shape",
+                            Target("ratio_min", 0.8),
+                            f"{calls:,} calls, each followed by the raw producer sending the "
+                            "same records and waiting for their acks",
+                            runs,
+                        )
+                    single = append.single_append(chatlog, raw, c.sync_samples, c.message_bytes)
+            finally:
+                raw.close()
+            if not label:
+                self.single = single.chatlog
+            for pct, target in ((50, Target("ratio_max", 1.2)), (99, Target("reported"))):
+                self.latency(
+                    f"add_messages(1 message) p{pct}{label}", f"{raw.name}, send().get()",
+                    target, f"{c.sync_samples} samples each, interleaved",
+                    single.chatlog, single.raw, pct,
                 )
-                confluent_single = append.single_append(chatlog, c.sync_samples, c.message_bytes)
-        self.report.add(Measure(
-            "batched append throughput, confluent transport", "msgs/s",
-            confluent_batched.chatlog if confluent_batched else None,
-            "raw KafkaProducer, same records",
-            confluent_batched.raw if confluent_batched else batched.raw,
-            Target("ratio_min", 0.8), unavailable or f"{batch_note}; CHATLOG_TRANSPORT=confluent",
-        ))
-        for pct, target in ((50, Target("ratio_max", 1.5)), (99, Target("reported"))):
-            self.report.add(Measure(
-                f"sync add_messages(1 message) p{pct}, confluent transport", "ms",
-                percentile(confluent_single.chatlog, pct) * 1000 if confluent_single else None,
-                "raw send().get()",
-                percentile((confluent_single or single).raw, pct) * 1000, target,
-                unavailable or f"{c.sync_samples} samples each, interleaved; "
-                "CHATLOG_TRANSPORT=confluent",
-            ))
 
     def reads(self) -> None:
         c = self.config
         settings = self.settings("read")
         with ChatLog(settings) as chatlog:
             result = reads.session_reads(chatlog, c.read_messages, c.read_samples, c.message_bytes)
-        self.read_p50 = percentile(result.chatlog, 50)
         for pct, target in ((50, Target("ratio_max", 0.8)), (99, Target("reported"))):
-            self.report.add(Measure(
-                f"read of a {c.read_messages}-message session p{pct}", "ms",
-                percentile(result.chatlog, pct) * 1000,
-                "RedisChatMessageHistory", percentile(result.langchain, pct) * 1000, target,
+            self.latency(
+                f"read of a {c.read_messages}-message session p{pct}",
+                "RedisChatMessageHistory", target,
                 f"{c.read_samples} reads each, interleaved, same Redis",
-            ))
+                result.chatlog, result.langchain, pct,
+            )
+
+    def own_writes(self) -> None:
+        c = self.config
+        settings = self.settings("own-writes")
+        for topic in (settings.topic, settings.dlq_topic, settings.checkpoint_topic):
+            ensure_topic(topic, settings.partitions, settings.replication_factor,
+                         settings=settings)
+        with ProjectorProcess(settings) as child:
+            assert child.process is not None
+            time.sleep(1.0)  # past the first fetches after the group join
+            idle = own_writes.idle_share(child.process.pid, c.idle_seconds)
+            raw_idle = own_writes.idle_raw_consumer_share(settings, c.idle_seconds)
+            with ChatLog(settings) as chatlog:
+                messages = own_writes.message_read_back(
+                    chatlog, c.own_write_samples, c.message_bytes
+                )
+                checkpoints = own_writes.checkpoint_read_back(chatlog, c.own_write_samples)
+        self.report.add(Measure(
+            "idle projector CPU", "% of a core", idle,
+            "raw kafka-python consumer polling the idle topic", raw_idle,
+            Target("value_max", 5), f"over {c.idle_seconds:g}s each; projector in its own process",
+            [[idle, raw_idle]],
+        ))
+        note = (f"{c.own_write_samples} writes, each on a new session (thread), read back by "
+                "the same process; projector in its own process on an idle stack")
+        self.latency(
+            "read-your-writes: add_messages -> messages p50", "the same read once visible",
+            Target("value_max", 5), note, messages.waited, messages.visible, 50,
+        )
+        self.latency(
+            "read-your-writes: checkpointer put -> get_tuple p50",
+            "the same get_tuple once visible", Target("value_max", 5), note,
+            checkpoints.waited, checkpoints.visible, 50,
+        )
 
     def projector_process(self) -> None:
         c = self.config
@@ -296,6 +385,7 @@ class _Run:
             f"at {small:,} sessions", rss_small / _MB, Target("ratio_max", 1.1),
             f"projector in its own process, {large:,} events over each set of sessions, "
             f"after a warm-up of {large:,}; flat = within 10%",
+            [[rss_large / _MB, rss_small / _MB]],
         ))
         for label, seen in (("", visible), (", confluent transport", confluent)):
             if seen is None:
@@ -310,11 +400,12 @@ class _Run:
                 if label:
                     note += "; CHATLOG_TRANSPORT=confluent (producer and projector)"
             for pct, target in ((50, Target("reported")), (99, Target("value_max", 20))):
-                self.report.add(Measure(
-                    f"append -> visible p{pct}{label}", "ms",
-                    percentile(seen.latencies, pct) * 1000 if seen else None,
-                    None, None, target, note,
-                ))
+                name = f"append -> visible p{pct}{label}"
+                if seen is None:
+                    self.report.add(Measure(name, "ms", None, None, None, target, note))
+                else:
+                    self.latency(name, "the writer's own acks", target, note,
+                                 seen.latencies, seen.acks, pct)
 
     def visible(self, settings: Settings) -> visibility.Visibility:
         """Append -> visible on a fresh topic with a projector process of its own.
@@ -334,28 +425,67 @@ class _Run:
 
     def peer(self) -> None:
         c = self.config
-        settings = self.settings("peer")
-        result = peer.kafka_history_peer(
-            settings, c.peer_appends, c.peer_reads, c.read_messages, c.message_bytes
-        )
+        with ChatLog(self.settings("peer")) as chatlog:
+            result = peer.kafka_history_peer(
+                chatlog, c.peer_appends, c.peer_reads, c.read_messages, c.message_bytes
+            )
         name = "KafkaChatMessageHistory"
         note = result.unavailable or (
-            f"{c.peer_appends} appends, {c.peer_reads} read(s) on confluent-kafka; it keeps a "
-            "topic per session and every read joins a consumer group"
+            f"{c.peer_appends} appends, {c.peer_reads} read(s) on confluent-kafka, chatlog's "
+            "interleaved with them; it keeps a topic per session and every read joins a "
+            "consumer group"
         )
-        self.report.add(Measure(
-            "peer: sync append of 1 message p50", "ms", self.single_p50 * 1000, name,
-            percentile(result.appends, 50) * 1000 if result.appends else None,
-            Target("reported"), note,
-        ))
-        self.report.add(Measure(
-            f"peer: read of a {c.read_messages}-message session p50", "ms",
-            self.read_p50 * 1000, name,
-            percentile(result.reads, 50) * 1000 if result.reads else None,
-            Target("reported"), note,
-        ))
+        if result.unavailable:
+            for what in ("sync append of 1 message", f"read of a {c.read_messages}-message "
+                         "session"):
+                self.report.add(Measure(f"peer: {what} p50", "ms", None, name, None,
+                                        Target("reported"), note))
+        else:
+            self.latency("peer: sync append of 1 message p50", name, Target("reported"), note,
+                         result.ours_appends, result.appends, 50)
+            self.latency(f"peer: read of a {c.read_messages}-message session p50", name,
+                         Target("reported"), note, result.ours_reads, result.reads, 50)
+        with ChatLog(self.settings("peer-redis")) as chatlog:
+            appended = reads.redis_history_appends(chatlog, c.sync_samples, c.message_bytes)
+        self.latency(
+            "peer: sync append of 1 message p50, vs Redis only", "RedisChatMessageHistory",
+            Target("reported"),
+            f"{c.sync_samples} appends each, interleaved; the peer writes Redis only, no log",
+            appended.chatlog, appended.langchain, 50,
+        )
 
     # -- cleanup ----------------------------------------------------------
+
+    def encryption(self) -> None:
+        c = self.config
+        batch, calls = c.append_shapes[-1]
+        events = min(c.throughput_events, batch * calls)
+        append_runs: list[list[float | None]] = []
+        project_runs: list[list[float | None]] = []
+        for rep in range(c.repeats):
+            # Encryption off is the same-run baseline: same messages, broker and Redis.
+            plain = self.settings(f"plain{rep}")
+            sealed = encryption.encrypted(self.settings(f"sealed{rep}"))
+            for settings in (plain, sealed):
+                self.topics += [f"{settings.topic}-append", f"{settings.topic}-append.dlq"]
+            self.topics += [f"{sealed.topic}.keys", f"{sealed.topic}-append.keys"]
+            cost = encryption.encryption_cost(
+                plain,
+                sealed,
+                events=events,
+                sessions=c.throughput_sessions,
+                batch=batch,
+                size=c.message_bytes,
+            )
+            append_runs.append([cost.append_sealed, cost.append_plain])
+            project_runs.append([cost.project_sealed, cost.project_plain])
+        note = (f"{events:,} messages of {c.message_bytes} B, CHATLOG_ENCRYPTION_KEY set; "
+                "AES-256-GCM per message under its subject's data key; "
+                f"{c.repeats} runs, each next to encryption off measured again")
+        self.measure("batched append throughput, encrypted", "msgs/s",
+                     "same appends, encryption off", Target("reported"), note, append_runs)
+        self.measure("projector throughput, encrypted", "events/s",
+                     "same events, encryption off", Target("reported"), note, project_runs)
 
     def cleanup(self) -> None:
         """Delete the namespaces and topics this run created (and nothing else)."""

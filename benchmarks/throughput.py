@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kafka import KafkaConsumer, TopicPartition
+import redis
 
+from chatlog.benchmarks.cpu import redis_cpu_s
+from chatlog.benchmarks.raw_clients import confluent_read, kafka_python_read
 from chatlog.errors import ChatLogError
-from chatlog.producers.admin import end_offsets
+from chatlog.producers.records import EncodedEvent
 from chatlog.projector.gc_threshold import SERVICE_GC_THRESHOLD
 from chatlog.projector.replay import Replayer, ReplayProgress
 from chatlog.projector.worker import Projector
@@ -24,10 +27,26 @@ from chatlog.settings import Settings
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """Events handled after the first batch, over the seconds they took."""
+    """Events handled after the first batch, over the seconds they took.
+
+    ``cpu_s`` is this process's CPU time over the same span (it runs nothing
+    else meanwhile); ``redis_cpu_s`` the Redis server's.
+    """
 
     events: int
     seconds: float
+    cpu_s: float = 0.0
+    redis_cpu_s: float = 0.0
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        """CPU microseconds of the measuring process per event."""
+        return self.cpu_s / self.events * 1e6 if self.events else 0.0
+
+    @property
+    def redis_us_per_event(self) -> float:
+        """The Redis server's CPU microseconds per event."""
+        return self.redis_cpu_s / self.events * 1e6 if self.events else 0.0
 
     @property
     def per_second(self) -> float:
@@ -46,6 +65,9 @@ class _TimedProjector(Projector):
         self.first_done_at: float | None = None
         self.first_events = 0
         self.last_done_at = 0.0
+        # (process CPU, Redis CPU) at the first and at the last batch.
+        self.first_cpu = (0.0, 0.0)
+        self.last_cpu = (0.0, 0.0)
 
     def batch_done(self) -> None:
         """Note the time after each committed batch."""
@@ -53,8 +75,10 @@ class _TimedProjector(Projector):
         handled = self.stats.applied + self.stats.skipped + self.stats.dead_lettered
         if self.first_done_at is None:
             self.first_done_at, self.first_events = now, handled
+            self.first_cpu = (time.process_time(), redis_cpu_s(self.redis))
         if handled >= self.expected and not self.done.is_set():
             self.last_done_at = now
+            self.last_cpu = (time.process_time(), redis_cpu_s(self.redis))
             self.done.set()
 
 
@@ -79,39 +103,26 @@ def projector_rate(settings: Settings, expected: int, timeout_s: float = 300.0) 
     assert projector.first_done_at is not None
     if projector.stats.dead_lettered:
         raise ChatLogError(f"{projector.stats.dead_lettered} benchmark events were dead-lettered")
-    return Rate(expected - projector.first_events, projector.last_done_at - projector.first_done_at)
+    return Rate(
+        expected - projector.first_events,
+        projector.last_done_at - projector.first_done_at,
+        projector.last_cpu[0] - projector.first_cpu[0],
+        projector.last_cpu[1] - projector.first_cpu[1],
+    )
 
 
-def raw_consumer_rate(settings: Settings, expected: int, timeout_s: float = 300.0) -> Rate:
+def raw_consumer_rate(settings: Settings, expected: int, *, tuned: bool) -> Rate:
     """Read ``expected`` events of ``settings.topic`` with a bare kafka-python consumer.
 
-    Manual assignment, no group, no decoding: the ceiling of the client library.
+    ``tuned`` gives it large fetches and polls (:data:`TUNED_FETCH`); otherwise
+    it has kafka-python's default fetch sizes and the projector's poll size.
     """
-    ends = end_offsets(settings, settings.topic)
-    consumer = KafkaConsumer(
-        **settings.kafka_client_options(),
-        enable_auto_commit=False,
-        max_poll_records=settings.max_poll_records,
-    )
-    try:
-        tps = [TopicPartition(settings.topic, p) for p in ends]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        seen = 0
-        first_done_at: float | None = None
-        first_events = 0
-        deadline = time.monotonic() + timeout_s
-        while seen < expected:
-            if time.monotonic() > deadline:
-                raise ChatLogError(f"the raw consumer read {seen} of {expected} events")
-            batch = consumer.poll(timeout_ms=500, max_records=settings.max_poll_records)
-            for records in batch.values():
-                seen += len(records)
-            if first_done_at is None and seen:
-                first_done_at, first_events = time.perf_counter(), seen
-        return Rate(expected - first_events, time.perf_counter() - (first_done_at or 0.0))
-    finally:
-        consumer.close(autocommit=False)
+    return Rate(*kafka_python_read(settings, expected, tuned=tuned))
+
+
+def raw_confluent_rate(settings: Settings, expected: int) -> Rate:
+    """Read ``expected`` events of ``settings.topic`` with a bare confluent-kafka consumer."""
+    return Rate(*confluent_read(settings, expected))
 
 
 def rebuild_rate(settings: Settings, namespace: str) -> Rate:
@@ -130,3 +141,27 @@ def rebuild_rate(settings: Settings, namespace: str) -> Rate:
         replayer.redis.close()
     started, first_events = first[0]
     return Rate(progress.done - first_events, finished - started)
+
+
+def raw_redis_rate(
+    client: redis.Redis, prefix: str, records: Sequence[EncodedEvent], batch: int = 2000
+) -> Rate:
+    """Store the records' bytes the barest way: a pipelined ``RPUSH`` per record, by key.
+
+    The Redis-side floor of a read model: the same payloads onto a list per
+    session, one round trip per ``batch``. Its keys are deleted afterwards.
+    """
+    keys = [prefix + (r.key or b"").decode("utf-8", "replace") for r in records]
+    started = (time.perf_counter(), time.process_time(), redis_cpu_s(client))
+    for first in range(0, len(records), batch):
+        pipe = client.pipeline(transaction=False)
+        for key, record in zip(keys[first:first + batch], records[first:first + batch],
+                               strict=True):
+            pipe.rpush(key, record.value)
+        pipe.execute()
+    rate = Rate(len(records), time.perf_counter() - started[0],
+                time.process_time() - started[1], redis_cpu_s(client) - started[2])
+    unique = sorted(set(keys))
+    for first in range(0, len(unique), 1000):
+        client.delete(*unique[first:first + 1000])
+    return rate

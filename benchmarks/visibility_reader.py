@@ -56,6 +56,8 @@ def main() -> None:
     try:
         with ChatLog(Settings.from_env()) as chatlog:
             reader = chatlog.reader
+            if not isinstance(reader, ReadModelReader):
+                raise TypeError("the visibility benchmark reads Redis: unset CHATLOG_READ_MODEL")
             print("ready", flush=True)
             threading.Thread(target=listen, name="bench-visible-input", daemon=True).start()
             latencies = _poll(reader, arrived)

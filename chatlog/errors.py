@@ -54,6 +54,20 @@ class MessageTooLargeError(ChatLogError, ValueError):
     """
 
 
+class CheckpointTooLargeError(MessageTooLargeError):
+    """Raised when a checkpoint or write call is too large even compressed and split.
+
+    It is over ``Settings.max_checkpoint_bytes``, or ``max_event_bytes`` is too
+    small to split it. Nothing of the call is published. ``channel`` names the largest channel
+    value of the call; keep less state in it (or raise
+    ``CHATLOG_MAX_CHECKPOINT_BYTES``).
+    """
+
+    def __init__(self, message: str, *, channel: str) -> None:
+        super().__init__(message)
+        self.channel = channel
+
+
 class EventDecodeError(ChatLogError, ValueError):
     """Raised when bytes are not a chatlog event: bad magic, unknown schema or corrupt body."""
 
@@ -66,11 +80,16 @@ class PublishError(ChatLogError):
     """Raised when the broker did not acknowledge an append within the publish timeout.
 
     The append may or may not be in the log; it was not acknowledged, so it is
-    never reported as a success. The projector applies each *log record* once,
-    but a retried append is a new record: if the unacknowledged one did reach
-    the log, a retry shows the message twice. Read the history before retrying
-    when a duplicate matters.
+    never reported as a success. Retrying is safe for messages: every message
+    carries an id (chatlog assigns a uuid4 to a message without one, on the
+    caller's object), and the projector appends an id a session already holds
+    only once, so re-sending the same message objects ends with each message
+    once. ``message_ids`` lists the ids of the call, for a caller that builds
+    new objects to retry.
     """
+
+    #: The message ids of the failed call (empty for non-message events).
+    message_ids: tuple[str, ...] = ()
 
 
 class BrokerUnavailableError(PublishError):
@@ -110,8 +129,48 @@ class ProjectionLagError(ChatLogError, TimeoutError):
         self.partition = partition
 
 
+class ConcurrentAppendError(ChatLogError):
+    """Raised when an ``add_messages(..., expected_version=n)`` found another version.
+
+    The session did not hold exactly ``expected`` messages when the projector
+    applied the call, so none of its messages were appended. Read the
+    history again (``history.version``), decide, and retry with the version found.
+    """
+
+    def __init__(self, message: str, *, expected: int, found: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.found = found
+
+
+class InvalidVersionError(ChatLogError, ValueError):
+    """Raised when an ``expected_version`` is not an int from 0 to 2**63 - 1."""
+
+
+class InvalidTtlError(ChatLogError, ValueError):
+    """Raised when a TTL is not a finite, non-negative number of at most 100 years."""
+
+class ReadModelRepairingError(ChatLogError, TimeoutError):
+    """Raised when a read finds its session incomplete and the repair outlasts the read timeout.
+
+    The read model lost state (a Redis restart without persistence, a flush,
+    an eviction, a stray ``DEL``) and the projector is rebuilding it from the
+    log; a read never serves the shorter history meanwhile. Retry the read
+    later, check that a projector is running (``chatlog projector run``; it
+    repairs what it detects), or raise ``CHATLOG_READ_TIMEOUT``.
+    """
+
+
 class SessionOwnershipError(ChatLogError, PermissionError):
     """Raised when a session is read or written under a user id that does not own it."""
+
+
+class ThreadOwnershipError(SessionOwnershipError):
+    """Raised when a LangGraph thread is read or written under a user id that does not own it.
+
+    The thread's owner is the first ``config["configurable"]["user_id"]`` that
+    wrote it; use that user's config, or another thread id.
+    """
 
 
 class EmbeddedStackError(ChatLogError):
@@ -176,4 +235,62 @@ class InvalidCursorError(ChatLogError, ValueError):
 
     Pass back the ``next_cursor`` (``next_before``) of the previous page
     unchanged, or ``None`` for the first page.
+    """
+
+
+class TargetError(ReadModelError):
+    """Raised when a read-model target (SQL, DynamoDB, ...) cannot be opened, read or written.
+
+    The message names the target URL's store and what failed; check the URL
+    (``--target``, ``CHATLOG_READ_MODEL``), that the store answers, and that the
+    target's extra is installed (``pip install 'chatlog[postgres]'`` or
+    ``'chatlog[dynamodb]'``). Applying is idempotent: run the same command again.
+    """
+
+
+class ItemTooLargeError(TargetError):
+    """Raised when a session would pass a store's item size limit (DynamoDB's 400 KB).
+
+    The projector does not fail: the append that would pass the limit is
+    dead-lettered with this error's text and the session keeps what it had.
+    Clear or delete the session, or move to a target without the limit.
+    """
+
+
+class EncryptionError(ChatLogError):
+    """Raised when encryption is misconfigured or a data key cannot be created, read or destroyed.
+
+    The message names the setting (``CHATLOG_ENCRYPTION_KEY``,
+    ``CHATLOG_ENCRYPTION_OLD_KEYS``) or the key store topic to fix.
+    """
+
+
+class EncryptionKeyRequiredError(EncryptionError, ConfigurationError):
+    """Raised when the log holds encrypted events and no key-encryption key is configured."""
+
+
+class UnknownKeyEncryptionKeyError(EncryptionError):
+    """Raised when a data key is wrapped by a key-encryption key chatlog was not given.
+
+    Add that key to ``CHATLOG_ENCRYPTION_OLD_KEYS`` (during a rotation), or run
+    ``chatlog keys rotate`` with it before it is retired.
+    """
+
+
+class DecryptionError(EncryptionError, ValueError):
+    """Raised when a ciphertext does not open under its data key and associated data.
+
+    The ciphertext was altered, or moved to another event or session; the
+    projector dead-letters such a record.
+    """
+
+
+class UnsealableEventError(EncryptionError, ValueError):
+    """Raised when encryption is on and an event's messages cannot be sealed.
+
+    A conditional append (``add_messages(..., expected_version=n)``, a
+    ``MessagesAppended`` event) carries its messages in a record the
+    ``MessageSealed`` envelope does not cover yet, so with
+    ``CHATLOG_ENCRYPTION_KEY`` set it is refused before anything is published:
+    no plaintext message reaches the log. Append without ``expected_version``.
     """

@@ -35,12 +35,13 @@ POINTER_PREFIX = "chatlog:active-namespace"
 
 #: Key kinds with a hash tag, ``<ns>:<kind>:{<id>}:<suffix>``, and their suffixes.
 TAGGED_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "s": ("msgs", "meta", "ix"),
-    "u": ("sessions",),
-    "t": ("meta", "cps", "nss", "cp", "cpv", "blobs", "w", "wi"),
+    "s": ("msgs", "meta", "ids", "verdicts", "ix"),
+    "u": ("sessions", "threads"),
+    "t": ("meta", "cps", "nss", "cp", "cpv", "blobs", "w", "wi", "runs", "chunks"),
+    "r": ("checkpoints",),
 }
 #: Keys of a namespace without a hash tag, ``<ns>:<name>``.
-NAMESPACE_KEYS = ("positions", "rebuild")
+NAMESPACE_KEYS = ("positions", "rebuild", "generation", "repairing", "repair-requests")
 
 
 def namespace_problem(
@@ -127,6 +128,14 @@ class ReadModelKeys:
         """Hash of a session's owner, partition, last applied offset, counts and timestamps."""
         return f"{self.namespace}:s:{{{session_id}}}:meta"
 
+    def message_ids(self, session_id: str) -> str:
+        """Set of the message ids a session holds (idempotent appends; same slot)."""
+        return f"{self.namespace}:s:{{{session_id}}}:ids"
+
+    def verdicts(self, session_id: str) -> str:
+        """Hash of offset -> verdict of a session's conditional appends (expires; same slot)."""
+        return f"{self.namespace}:s:{{{session_id}}}:verdicts"
+
     def index_outbox(self, session_id: str) -> str:
         """List of a session's pending user-index changes (Redis Cluster only).
 
@@ -178,6 +187,28 @@ class ReadModelKeys:
         """Hash describing the rebuild that fills this namespace (state, as-of time, totals)."""
         return f"{self.namespace}:rebuild"
 
+    def generation(self) -> str:
+        """String ``<token>:<created ms>`` naming the current life of this namespace.
+
+        Written once the namespace is known complete (a projector's first
+        apply, the end of a repair); its absence under a running projector
+        means the namespace lost its keys. The apply script refuses batches
+        while it is missing.
+        """
+        return f"{self.namespace}:generation"
+
+    def repairing(self) -> str:
+        """String present (with an expiry the repairer refreshes) while the namespace is rebuilt.
+
+        Readers of the namespace wait, then raise, instead of serving what the
+        repair has not reached yet.
+        """
+        return f"{self.namespace}:repairing"
+
+    def repair_requests(self) -> str:
+        """Set of session ids a reader found incomplete, drained by the projector."""
+        return f"{self.namespace}:repair-requests"
+
     @staticmethod
     def session_of(meta_key: str) -> str:
         """The session id inside a meta or messages key."""
@@ -198,7 +229,17 @@ class ReadModelKeys:
             blobs=f"{prefix}:blobs",
             writes=f"{prefix}:w",
             write_index=f"{prefix}:wi",
+            runs=f"{prefix}:runs",
+            chunks=f"{prefix}:chunks",
         )
+
+    def user_threads(self, user_id: str) -> str:
+        """Sorted set of a user's LangGraph threads by the time of their last event."""
+        return f"{self.namespace}:u:{{{user_id}}}:threads"
+
+    def run_checkpoints(self, run_id: str) -> str:
+        """Sorted set (scores 0) of ``<thread> NUL <index member>`` a LangGraph run wrote."""
+        return f"{self.namespace}:r:{{{run_id}}}:checkpoints"
 
     def thread_pattern(self) -> str:
         """SCAN pattern matching every checkpoint thread's meta key of the namespace."""
@@ -218,6 +259,8 @@ class CheckpointKeys:
         blobs: Hash of channel values by namespace, channel and version (NUL-joined).
         writes: Hash of pending writes by namespace, checkpoint, task and index (NUL-joined).
         write_index: Sorted set (all scores 0) of the ``writes`` fields, by lex order.
+        runs: Hash of the run id of each checkpoint that has one, by index member.
+        chunks: Hash of the parts of chunked events not yet complete, by group and index.
     """
 
     meta: str
@@ -228,6 +271,8 @@ class CheckpointKeys:
     blobs: str
     writes: str
     write_index: str
+    runs: str
+    chunks: str
 
     def all(self) -> list[str]:
         """Every key, in script order (``meta`` first)."""
@@ -240,6 +285,8 @@ class CheckpointKeys:
             self.blobs,
             self.writes,
             self.write_index,
+            self.runs,
+            self.chunks,
         ]
 
 
@@ -252,6 +299,13 @@ META_CREATED = "created_at"
 META_UPDATED = "updated_at"
 #: Set (to the deletion's event time) while the meta hash is a deleted session's tombstone.
 META_DELETED = "deleted"
+#: Verdicts of conditional appends (the values of ``ReadModelKeys.verdicts``): applied,
+#: a duplicate of an applied call, or refused (followed by the message count found).
+VERDICT_APPLIED = "A"
+VERDICT_DUPLICATE = "D"
+VERDICT_CONFLICT = "V"
+#: Set (to the expiry, epoch ms) while the meta hash is an idle-expired session's tombstone.
+META_EXPIRED = "expired"
 #: The session's own idle TTL in milliseconds (``SessionTtlSet``); absent: the default.
 META_TTL = "ttl_ms"
 #: When the session's keys expire (epoch milliseconds), ``0`` when they never do.

@@ -10,10 +10,13 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from chatlog.errors import ConfigurationError
 from chatlog.keys import validate_namespace
+from chatlog.ttl import MAX_TTL_MS
 
 DEFAULT_TOPIC = "chatlog.events"
 DEFAULT_NAMESPACE = "chatlog:v1"
 DEFAULT_GROUP = "chatlog-projector"
+#: Longest TTL accepted (100 years): an expiry in epoch milliseconds must fit Redis PEXPIREAT.
+MAX_TTL_S = 100 * 365 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,29 @@ class Settings:
             session id (``CHATLOG_SCOPE_SESSIONS_BY_USER``), so no user can take another
             user's session id; every history then needs a user. Off by default: stored
             ids stay the application's ids (see :mod:`chatlog.session_scope`).
+        encryption_key: The key-encryption key (``CHATLOG_ENCRYPTION_KEY``): base64 of
+            32 bytes, or ``file:PATH`` of a file holding that. When set, every
+            message's content is encrypted under a data key of its subject (the
+            user, else the session) kept in :attr:`keys_topic`; see
+            :mod:`chatlog.producers.key_store`. Needs ``chatlog[encryption]``.
+        encryption_old_keys: Earlier key-encryption keys still accepted for reading
+            (``CHATLOG_ENCRYPTION_OLD_KEYS``, comma-separated, same forms) while
+            ``chatlog keys rotate`` re-wraps the data keys under the new one.
+        thread_ttl_s: Idle time after which a LangGraph thread expires, judged by the
+            time of its last checkpoint event; ``None`` never (``CHATLOG_THREAD_TTL``).
+            ``config["configurable"]["thread_ttl_s"]`` overrides it per thread.
+        thread_ttl_refresh_on_read: Saver reads publish a ``ThreadTouched`` event that
+            pushes the thread's expiry to now + TTL (``CHATLOG_THREAD_TTL_ON_READ``).
+        max_checkpoint_bytes: Largest checkpoint or write call the saver splits into
+            chunks of at most ``max_event_bytes`` (``CHATLOG_MAX_CHECKPOINT_BYTES``);
+            larger calls are refused before anything is published.
+        allow_eviction: Accept a Redis ``maxmemory-policy`` that can evict chatlog's
+            keys (``CHATLOG_ALLOW_EVICTION``); then loss detection and repair are what
+            keep readers from a shorter history. Refused at start otherwise.
+        read_model: Where ``ChatLog`` reads histories (``CHATLOG_READ_MODEL``): a
+            ``sqlite:///``, ``postgresql://`` or ``dynamodb://`` target URL that
+            ``chatlog projector run --target`` keeps current; ``None`` reads Redis
+            (``redis_url``).
 
     """
 
@@ -138,6 +164,14 @@ class Settings:
     session_ttl_s: float | None = None
     session_ttl_refresh_on_read: bool = False
     scope_sessions_by_user: bool = False
+    # Not in the repr: a logged Settings must never carry a key.
+    encryption_key: str | None = field(default=None, repr=False)
+    encryption_old_keys: str | None = field(default=None, repr=False)
+    thread_ttl_s: float | None = None
+    thread_ttl_refresh_on_read: bool = False
+    max_checkpoint_bytes: int = 64 * 1024 * 1024
+    allow_eviction: bool = False
+    read_model: str | None = None
 
     def __post_init__(self) -> None:
         if not self.topic or self.topic.endswith(".dlq"):
@@ -146,7 +180,7 @@ class Settings:
             )
         validate_namespace(self.namespace, setting="CHATLOG_NAMESPACE (Settings.namespace)")
         for name in ("partitions", "replication_factor", "max_event_bytes", "max_poll_records",
-                     "fetch_max_wait_ms"):
+                     "fetch_max_wait_ms", "max_checkpoint_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.transport not in TRANSPORTS:
@@ -160,9 +194,15 @@ class Settings:
         for name in ("read_timeout_s", "publish_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.session_ttl_s is not None and self.session_ttl_s <= 0:
+        if self.session_ttl_s is not None and not 0 < self.session_ttl_s <= MAX_TTL_MS / 1000:
             raise ConfigurationError(
-                f"session_ttl_s must be positive (or unset for no expiry), got {self.session_ttl_s}"
+                f"session_ttl_s must be positive and at most {MAX_TTL_MS // 1000} s (100 years), "
+                f"or unset for no expiry; got {self.session_ttl_s}"
+            )
+        if self.thread_ttl_s is not None and not 0 < self.thread_ttl_s <= MAX_TTL_S:
+            raise ConfigurationError(
+                f"thread_ttl_s must be positive and at most {MAX_TTL_S} (or unset for no expiry), "
+                f"got {self.thread_ttl_s}"
             )
         _check_security(self)
         # Folded in once here rather than passed at each of the many call sites
@@ -178,6 +218,11 @@ class Settings:
     def checkpoint_topic(self) -> str:
         """The LangGraph checkpoint log (``ChatLogCheckpointSaver``), keyed by thread id."""
         return f"{self.topic}.checkpoints"
+
+    @property
+    def keys_topic(self) -> str:
+        """The compacted data-key store of encryption (``CHATLOG_ENCRYPTION_KEY``)."""
+        return f"{self.topic}.keys"
 
     def kafka_client_options(self) -> dict[str, Any]:
         """Keyword options shared by every kafka-python client chatlog creates.
@@ -264,6 +309,13 @@ ENVIRONMENT: dict[str, str] = {
     "session_ttl_s": "CHATLOG_SESSION_TTL",
     "session_ttl_refresh_on_read": "CHATLOG_SESSION_TTL_ON_READ",
     "scope_sessions_by_user": "CHATLOG_SCOPE_SESSIONS_BY_USER",
+    "encryption_key": "CHATLOG_ENCRYPTION_KEY",
+    "encryption_old_keys": "CHATLOG_ENCRYPTION_OLD_KEYS",
+    "thread_ttl_s": "CHATLOG_THREAD_TTL",
+    "thread_ttl_refresh_on_read": "CHATLOG_THREAD_TTL_ON_READ",
+    "max_checkpoint_bytes": "CHATLOG_MAX_CHECKPOINT_BYTES",
+    "allow_eviction": "CHATLOG_ALLOW_EVICTION",
+    "read_model": "CHATLOG_READ_MODEL",
     "kafka_security_protocol": "CHATLOG_KAFKA_SECURITY_PROTOCOL",
     "kafka_sasl_mechanism": "CHATLOG_KAFKA_SASL_MECHANISM",
     "kafka_sasl_username": "CHATLOG_KAFKA_SASL_USERNAME",
@@ -285,7 +337,15 @@ ENVIRONMENT: dict[str, str] = {
 }
 
 #: Settings whose values are secrets: shown masked by ``chatlog config show``.
-SECRET_SETTINGS = frozenset({"kafka_sasl_password", "kafka_ssl_password", "redis_password"})
+SECRET_SETTINGS = frozenset(
+    {
+        "kafka_sasl_password",
+        "kafka_ssl_password",
+        "redis_password",
+        "encryption_key",
+        "encryption_old_keys",
+    }
+)
 
 def _redis_url_with_credentials(settings: Settings) -> str:
     """``redis_url`` with the ACL user, password and TLS files added where it lacks them."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from chatlog.histories.erasure import ErasureReport
 from chatlog.histories.history import ChatLogMessageHistory
 from chatlog.histories.message_pages import MessagePage
 from chatlog.histories.read_model import ReadModelReader, SessionSnapshot
@@ -12,6 +13,7 @@ from chatlog.histories.store import ChatLog
 __all__ = [
     "ChatLog",
     "ChatLogMessageHistory",
+    "ErasureReport",
     "MessagePage",
     "ReadModelReader",
     "SessionInfo",

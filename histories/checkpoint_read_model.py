@@ -10,14 +10,17 @@ projector updates a thread's keys and position in one atomic script).
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, NamedTuple
 
 import redis
 from redis.commands.core import AsyncScript
 
 from chatlog.errors import ReadModelError
+from chatlog.histories.checkpoint_lineage import LINEAGE_SCRIPT, Lineage, lineage
+from chatlog.histories.thread_index import INDEX_SCRIPT, IndexReply, index_reply
 from chatlog.keys import ReadModelKeys
-from chatlog.redis_clients import AsyncClients
+from chatlog.redis_clients import AsyncClients, is_cluster
 from chatlog.schemas.checkpoint_events import TypedValue
 from chatlog.schemas.checkpoint_stored import (
     SEPARATOR,
@@ -28,9 +31,12 @@ from chatlog.schemas.checkpoint_stored import (
     read_write,
 )
 
-# KEYS: CheckpointKeys.all(). ARGV: all namespaces ('1'/'0'), checkpoint ns,
-# checkpoint id ('' = any), before id ('' = none), limit (-1 = none).
-# Returns {partition, offset, {member, checkpoint, versions json, {blob}, {write}}...}.
+# KEYS: CheckpointKeys.all() (10 keys), then the namespace's repairing key (while
+# it exists the read model is being rebuilt: the reply is {'R'}); on a Redis
+# Cluster the repairing key is in another slot and is not passed (not checked). ARGV: all
+# namespaces ('1'/'0'), checkpoint ns, checkpoint id ('' = any), before id
+# ('' = none), limit (-1 = none).
+# Returns {partition, offset, owner, {member, checkpoint, versions json, {blob}, {write}}...}.
 # Index members are "<ns>\0<id>" with score 0, so one namespace's checkpoints
 # are the lex range [ns\0, ns\1) and ZREVRANGEBYLEX walks them newest first
 # (checkpoint ids are time-ordered UUIDv6 text).
@@ -39,8 +45,9 @@ local meta, idx, nss, cps, cpv, blobs, w, wi =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local all_ns, cns, cid, before = ARGV[1] == '1', ARGV[2], ARGV[3], ARGV[4]
 local remaining = tonumber(ARGV[5])
-local state = redis.call('HMGET', meta, 'partition', 'offset')
-local out = {state[1], state[2]}
+if #KEYS > 10 and redis.call('EXISTS', KEYS[#KEYS]) == 1 then return {'R'} end
+local state = redis.call('HMGET', meta, 'partition', 'offset', 'owner')
+local out = {state[1], state[2], state[3] or false}
 local namespaces = {cns}
 if all_ns then namespaces = redis.call('ZRANGE', nss, 0, -1) end
 for _, ns in ipairs(namespaces) do
@@ -90,18 +97,24 @@ class StoredEntry(NamedTuple):
     stored: StoredCheckpoint
     values: dict[str, TypedValue]
     writes: list[StoredWrite]
+    #: Every ``(channel, version)`` the checkpoint refers to.
+    versions: tuple[tuple[str, str], ...] = ()
 
 
 class ThreadSelection(NamedTuple):
-    """The selected checkpoints of a thread and the thread's tracking position.
+    """The selected checkpoints of a thread, the thread's tracking position and owner.
 
     ``offset`` and ``partition`` are ``-1`` and ``None`` when the projector
-    has applied nothing of the thread.
+    has applied nothing of the thread; ``owner`` is ``None`` for a thread no
+    user owns.
     """
 
     partition: int | None
     offset: int
     entries: list[StoredEntry]
+    owner: str | None = None
+    #: The namespace is being repaired: nothing was selected (wait, or raise).
+    repairing: bool = False
 
 
 def _entry(raw: list[Any]) -> StoredEntry:
@@ -121,15 +134,22 @@ def _entry(raw: list[Any]) -> StoredEntry:
         read_checkpoint(checkpoint),
         blobs,
         [read_write(w) for w in writes if w is not None],
+        tuple(
+            (channel, field.split(SEPARATOR)[2])
+            for channel, field in zip(flat[::2], flat[1::2], strict=True)
+        ),
     )
 
 
 def _selection(reply: list[Any]) -> ThreadSelection:
-    partition, offset = reply[0], reply[1]
+    if len(reply) == 1:
+        return ThreadSelection(partition=None, offset=-1, entries=[], repairing=True)
+    partition, offset, owner = reply[0], reply[1], reply[2]
     return ThreadSelection(
         partition=int(partition) if partition is not None else None,
         offset=int(offset) if offset is not None else -1,
-        entries=[_entry(raw) for raw in reply[2:]],
+        entries=[_entry(raw) for raw in reply[3:]],
+        owner=owner.decode() if owner else None,
     )
 
 
@@ -141,9 +161,34 @@ class CheckpointReader:
     ) -> None:
         self.client = client
         self.keys = ReadModelKeys(namespace)
-        self._script = client.register_script(_SELECT)
+        self._scripts: dict[str, Any] = {}
         self._async_clients = AsyncClients(client, url=redis_url)
-        self._async_script: AsyncScript | None = None
+        self._async_scripts: dict[str, AsyncScript] = {}
+
+    def _select_keys(self, thread_id: str) -> list[str]:
+        """The select script's keys: the repairing key only off a cluster (another slot)."""
+        keys = self.keys.thread(thread_id).all()
+        return keys if is_cluster(self.client) else [*keys, self.keys.repairing()]
+
+    def _run(self, source: str, keys: list[str], args: list[Any], what: str) -> Any:
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.client.register_script(source)
+        try:
+            return script(keys=keys, args=args)
+        except redis.RedisError as exc:
+            raise ReadModelError(f"{what} from Redis failed: {exc}") from exc
+
+    async def _arun(self, source: str, keys: list[str], args: list[Any], what: str) -> Any:
+        client = self._async_clients.get()
+        script = self._async_scripts.get(source)
+        if script is None:
+            script = self._async_scripts[source] = client.register_script(source)
+        try:
+            # One script object for every loop: each call names its loop's client.
+            return await script(keys=keys, args=args, client=client)
+        except redis.RedisError as exc:
+            raise ReadModelError(f"{what} from Redis failed: {exc}") from exc
 
     @staticmethod
     def _args(
@@ -176,14 +221,9 @@ class CheckpointReader:
             before: Only checkpoints with an id below this one.
             limit: At most this many (``None``: all); must be positive.
         """
-        keys = self.keys.thread(thread_id).all()
-        try:
-            reply = self._script(
-                keys=keys, args=self._args(checkpoint_ns, checkpoint_id, before, limit)
-            )
-        except redis.RedisError as exc:
-            raise ReadModelError(f"reading thread {thread_id!r} from Redis failed: {exc}") from exc
-        return _selection(reply)
+        keys = self._select_keys(thread_id)
+        args = self._args(checkpoint_ns, checkpoint_id, before, limit)
+        return _selection(self._run(_SELECT, keys, args, f"reading thread {thread_id!r}"))
 
     async def aselect(
         self,
@@ -195,19 +235,93 @@ class CheckpointReader:
         limit: int | None = None,
     ) -> ThreadSelection:
         """Async :meth:`select`."""
-        client = self._async_clients.get()
-        if self._async_script is None:
-            self._async_script = client.register_script(_SELECT)
+        keys = self._select_keys(thread_id)
+        args = self._args(checkpoint_ns, checkpoint_id, before, limit)
+        return _selection(await self._arun(_SELECT, keys, args, f"reading thread {thread_id!r}"))
+
+    def lineage(
+        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None, channels: list[str]
+    ) -> Lineage:
+        """The parent chain of a checkpoint for ``channels``, in one round trip."""
         keys = self.keys.thread(thread_id).all()
+        args = [checkpoint_ns, checkpoint_id or "", *channels]
+        return lineage(self._run(LINEAGE_SCRIPT, keys, args, f"walking thread {thread_id!r}"))
+
+    async def alineage(
+        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None, channels: list[str]
+    ) -> Lineage:
+        """Async :meth:`lineage`."""
+        keys = self.keys.thread(thread_id).all()
+        args = [checkpoint_ns, checkpoint_id or "", *channels]
+        reply = await self._arun(LINEAGE_SCRIPT, keys, args, f"walking thread {thread_id!r}")
+        return lineage(reply)
+
+    def _index_args(
+        self, mode: str, user_id: str, index_keys: list[str], threads: list[str]
+    ) -> list[Any]:
+        meta_prefix, meta_suffix = self.keys.thread("\n").meta.split("\n")
+        return [meta_prefix, meta_suffix, mode, user_id, len(index_keys), *index_keys, *threads]
+
+    def user_threads(self, user_id: str, threads: list[str]) -> IndexReply:
+        """``user_id``'s live threads newest first, and the positions of ``threads``."""
+        args = self._index_args("u", user_id, [self.keys.user_threads(user_id)], threads)
+        if is_cluster(self.client):
+            return index_reply(self._cluster_index(args, f"listing {user_id!r}'s threads"))
+        return index_reply(self._run(INDEX_SCRIPT, [], args, f"listing {user_id!r}'s threads"))
+
+    async def auser_threads(self, user_id: str, threads: list[str]) -> IndexReply:
+        """Async :meth:`user_threads`."""
+        args = self._index_args("u", user_id, [self.keys.user_threads(user_id)], threads)
+        what = f"listing {user_id!r}'s threads"
+        if is_cluster(self.client):
+            return index_reply(await self._acluster_index(args, what))
+        reply = await self._arun(INDEX_SCRIPT, [], args, what)
+        return index_reply(reply)
+
+    def run_checkpoints(self, run_ids: list[str], threads: list[str]) -> IndexReply:
+        """The ``thread NUL member`` entries of ``run_ids``, and the positions of ``threads``."""
+        index_keys = [self.keys.run_checkpoints(run) for run in run_ids]
+        args = self._index_args("r", "", index_keys, threads)
+        if is_cluster(self.client):
+            return index_reply(self._cluster_index(args, "reading the run index"))
+        return index_reply(self._run(INDEX_SCRIPT, [], args, "reading the run index"))
+
+    async def arun_checkpoints(self, run_ids: list[str], threads: list[str]) -> IndexReply:
+        """Async :meth:`run_checkpoints`."""
+        index_keys = [self.keys.run_checkpoints(run) for run in run_ids]
+        args = self._index_args("r", "", index_keys, threads)
+        if is_cluster(self.client):
+            return index_reply(await self._acluster_index(args, "reading the run index"))
+        return index_reply(await self._arun(INDEX_SCRIPT, [], args, "reading the run index"))
+
+    def _cluster_index(self, args: list[Any], what: str) -> list[Any]:
+        """:data:`INDEX_SCRIPT` on a Redis Cluster (its keys are in other slots).
+
+        The same reads, one command each (routed by slot), in two pipelined
+        steps, not atomically.
+        """
         try:
-            # One script object for every loop: each call names its loop's client.
-            reply = await self._async_script(
-                keys=keys, args=self._args(checkpoint_ns, checkpoint_id, before, limit),
-                client=client,
-            )
+            pipe = self.client.pipeline(transaction=False)
+            _index_first(pipe, args)
+            first = pipe.execute()
+            pipe = self.client.pipeline(transaction=False)
+            found = _index_second(pipe, args, first)
+            return _index_result(args, first, found, pipe.execute())
         except redis.RedisError as exc:
-            raise ReadModelError(f"reading thread {thread_id!r} from Redis failed: {exc}") from exc
-        return _selection(reply)
+            raise ReadModelError(f"{what} from Redis failed: {exc}") from exc
+
+    async def _acluster_index(self, args: list[Any], what: str) -> list[Any]:
+        """Async :meth:`_cluster_index`."""
+        client = self._async_clients.get()
+        try:
+            pipe = client.pipeline(transaction=False)
+            _index_first(pipe, args)
+            first = await pipe.execute()
+            pipe = client.pipeline(transaction=False)
+            found = _index_second(pipe, args, first)
+            return _index_result(args, first, found, await pipe.execute())
+        except redis.RedisError as exc:
+            raise ReadModelError(f"{what} from Redis failed: {exc}") from exc
 
     def threads(self) -> list[str]:
         """Every thread the projector has applied events of, sorted (a SCAN of the namespace)."""
@@ -236,3 +350,52 @@ class CheckpointReader:
     async def aclose(self) -> None:
         """Async :meth:`close`: closes the running loop's client before returning."""
         await self._async_clients.aclose()
+
+
+def _index_first(pipe: Any, args: list[Any]) -> None:
+    """The asked-for threads' positions, then each index's entries (INDEX_SCRIPT's ARGV)."""
+    meta_p, meta_s, mode, _user, k = args[:5]
+    for thread in args[5 + k :]:
+        pipe.hmget(f"{meta_p}{thread}{meta_s}", ["partition", "offset"])
+    for key in args[5 : 5 + k]:
+        if mode == "u":
+            pipe.zrevrange(key, 0, -1, withscores=True)
+        else:
+            pipe.zrange(key, 0, -1)
+
+
+def _index_second(pipe: Any, args: list[Any], first: list[Any]) -> list[tuple[Any, Any]]:
+    """For user mode: each listed thread's owner and expiry (queued on ``pipe``)."""
+    meta_p, meta_s, mode, _user, k = args[:5]
+    found: list[tuple[Any, Any]] = []
+    if mode != "u":
+        return found
+    for listed in first[len(args) - 5 - k :]:
+        for thread, score in listed:
+            name = thread.decode() if isinstance(thread, bytes) else thread
+            pipe.hmget(f"{meta_p}{name}{meta_s}", ["owner", "expiry"])
+            found.append((thread, score))
+    return found
+
+
+def _index_result(
+    args: list[Any], first: list[Any], found: list[tuple[Any, Any]], states: list[Any]
+) -> list[Any]:
+    """The reads of :func:`_index_first` and :func:`_index_second` as INDEX_SCRIPT replies."""
+    _meta_p, _meta_s, mode, user, k = args[:5]
+    threads = args[5 + k :]
+    positions: list[Any] = []
+    for thread, state in zip(threads, first[: len(threads)], strict=True):
+        positions += (thread.encode(), state[0] or False, state[1] or False)
+    entries: list[Any] = []
+    if mode == "u":
+        now_ms = time.time() * 1000
+        for (thread, score), (owner, expiry) in zip(found, states, strict=True):
+            ends = float(expiry or 0)
+            if owner is not None and owner.decode() == user and (ends == 0 or ends > now_ms):
+                entries += (thread, score)
+    else:
+        for listed in first[len(threads) :]:
+            for member in listed:
+                entries += (member, 0)
+    return [positions, entries]

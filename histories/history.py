@@ -7,27 +7,39 @@ from collections.abc import Sequence
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
-from chatlog.errors import ProjectionLagError
+from chatlog.errors import (
+    ChatLogError,
+    ConcurrentAppendError,
+    ConfigurationError,
+    InvalidVersionError,
+    PublishError,
+)
+from chatlog.histories.message_ids import assign_message_ids
 from chatlog.histories.message_pages import MessagePage, check_page_arguments, message_page
 from chatlog.histories.messages import from_stored, to_event
-from chatlog.histories.read_model import ReadModelReader, SessionSnapshot
+from chatlog.histories.read_model import ReadModelReader, SessionSnapshot, SessionVersion
 from chatlog.histories.read_your_writes import (
     WrittenPositions,
     await_until_applied,
     projection_lag,
+    repairing_error,
     wait_until_applied,
 )
 from chatlog.histories.sessions import asession_owner, check_owner, session_owner
+from chatlog.histories.target_reader import TargetSessionReader
 from chatlog.identifiers import validate_session_id, validate_user_id
+from chatlog.keys import VERDICT_CONFLICT
 from chatlog.producers.lazy import LazyProducer
 from chatlog.producers.producer import EventProducer, LogPosition
 from chatlog.schemas.events import (
     ChatEvent,
+    MessagesAppended,
     Payload,
     SessionCleared,
     SessionDeleted,
     SessionTtlSet,
 )
+from chatlog.ttl import ttl_ms_of
 
 
 class ChatLogMessageHistory(BaseChatMessageHistory):
@@ -63,7 +75,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         session_id: str,
         *,
         producer: EventProducer | LazyProducer,
-        reader: ReadModelReader,
+        reader: ReadModelReader | TargetSessionReader,
         user_id: str | None = None,
         source: str | None = None,
         read_timeout_s: float = 5.0,
@@ -100,12 +112,27 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         # the owner) can change that, so one check per history object suffices.
         if self._owner_checked:
             return
-        self._owner_seen(session_owner(self.reader, self.session_id))
+        if isinstance(self.reader, ReadModelReader):
+            self._owner_seen(session_owner(self.reader, self.session_id))
+        else:
+            self._owner_seen(self.reader.read(self.session_id, limit=0).owner)
 
     async def _acheck_write_access(self) -> None:
         if self._owner_checked:
             return
-        self._owner_seen(await asession_owner(self.reader, self.session_id))
+        if isinstance(self.reader, ReadModelReader):
+            self._owner_seen(await asession_owner(self.reader, self.session_id))
+        else:
+            self._owner_seen((await self.reader.aread(self.session_id, limit=0)).owner)
+
+    def _redis_reader(self) -> ReadModelReader:
+        """The Redis reader, for what only the Redis read model answers."""
+        if isinstance(self.reader, ReadModelReader):
+            return self.reader
+        raise ConfigurationError(
+            "expected_version, version and paged reads need the Redis read model; with "
+            "CHATLOG_READ_MODEL set, a history reads messages, last(n) and its owner there"
+        )
 
     def _owner_seen(self, owner: str | None) -> None:
         check_owner(self.session_id, owner, self.user_id)
@@ -132,34 +159,124 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         await self._acheck_write_access()
         return self._build(payloads)
 
-    async def _apublish(self, events: Sequence[ChatEvent]) -> None:
-        producer = await self._producers.aget()
-        self._remember(await producer.apublish(events))
-
     def _remember(self, positions: Sequence[LogPosition]) -> None:
         self._written.record(self.session_id, positions, user_id=self.user_id)
 
-    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+    def add_messages(
+        self, messages: Sequence[BaseMessage], *, expected_version: int | None = None
+    ) -> None:
         """Append ``messages`` as one batch; return when the broker acknowledged all.
 
         Every message is validated and encoded before anything is published,
-        so a bad message publishes nothing of the call.
+        so a bad message publishes nothing of the call. A message without an
+        ``id`` gets a uuid4 *on the given object*; the projector appends an id
+        the session already holds only once (the first content wins), so
+        re-sending the same objects after a :class:`PublishError` is safe.
+
+        With ``expected_version``, the call is one conditional event: the
+        projector appends all of the messages if the session holds exactly
+        ``expected_version`` messages when it applies it, else none; the call
+        returns only after that verdict.
 
         Raises:
             InvalidMessageError: an item is not a supported message.
             MessageSerializationError: a field is not JSON-serializable.
             MessageTooLargeError: an encoded message is over the size limit.
-            PublishError: the broker did not acknowledge in time.
+            InvalidVersionError: ``expected_version`` is not an int in 0..2**63-1.
+            PublishError: the broker did not acknowledge in time (its
+                ``message_ids`` are the call's ids).
+            ConcurrentAppendError: the session held another number of messages.
+            ProjectionLagError: no verdict on a conditional call within ``read_timeout_s``.
         """
-        events = self._events([to_event(m) for m in messages])
-        if events:
-            self._remember(self.producer.publish(events))
+        ids = assign_message_ids(messages)
+        payloads = [to_event(m) for m in messages]
+        if expected_version is None:
+            events = self._events(payloads)
+            if events:
+                self._remember(self._publish(events, ids))
+            return
+        version = _checked_version(expected_version)
+        events = self._events([MessagesAppended(version, tuple(payloads))])
+        position = self._publish(events, ids)[0]
+        self._remember([position])
+        _verdict(
+            wait_until_applied(
+                lambda: self._redis_reader().version(self.session_id, verdict_of=position.offset),
+                _has_verdict,
+                self._lag_error,
+                self.read_timeout_s,
+            ),
+            self.session_id,
+            version,
+        )
 
-    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+    async def aadd_messages(
+        self, messages: Sequence[BaseMessage], *, expected_version: int | None = None
+    ) -> None:
         """Async :meth:`add_messages`; waits for acknowledgements without blocking the loop."""
-        events = await self._aevents([to_event(m) for m in messages])
-        if events:
-            await self._apublish(events)
+        ids = assign_message_ids(messages)
+        payloads = [to_event(m) for m in messages]
+        if expected_version is None:
+            events = await self._aevents(payloads)
+            if events:
+                self._remember(await self._apublish(events, ids))
+            return
+        version = _checked_version(expected_version)
+        events = await self._aevents([MessagesAppended(version, tuple(payloads))])
+        position = (await self._apublish(events, ids))[0]
+        self._remember([position])
+        _verdict(
+            await await_until_applied(
+                lambda: self._redis_reader().aversion(self.session_id, verdict_of=position.offset),
+                _has_verdict,
+                self._lag_error,
+                self.read_timeout_s,
+            ),
+            self.session_id,
+            version,
+        )
+
+    def _publish(self, events: Sequence[ChatEvent], ids: tuple[str, ...]) -> list[LogPosition]:
+        try:
+            return self.producer.publish(events)
+        except PublishError as exc:
+            exc.message_ids = ids
+            raise
+
+    async def _apublish(
+        self, events: Sequence[ChatEvent], ids: tuple[str, ...] = ()
+    ) -> list[LogPosition]:
+        try:
+            producer = await self._producers.aget()
+            return await producer.apublish(events)
+        except PublishError as exc:
+            exc.message_ids = ids
+            raise
+
+    @property
+    def version(self) -> int:
+        """The number of messages the session holds, after this object's own writes.
+
+        One Redis round trip (more while waiting for the projector). Pass it
+        as ``add_messages(..., expected_version=...)`` to append only if no
+        one else appended in between.
+        """
+        return wait_until_applied(
+            lambda: self._redis_reader().version(self.session_id),
+            self._caught_up,
+            self._lag_error,
+            self.read_timeout_s,
+        ).version
+
+    async def aget_version(self) -> int:
+        """Async :attr:`version`."""
+        snapshot = await await_until_applied(
+            lambda: self._redis_reader().aversion(self.session_id),
+            self._caught_up,
+            self._lag_error,
+            self.read_timeout_s,
+        )
+        return snapshot.version
 
     def clear(self) -> None:
         """Publish ``SessionCleared``: every message so far is removed from the history.
@@ -171,7 +288,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
 
     async def aclear(self) -> None:
         """Async :meth:`clear`."""
-        await self._apublish(await self._aevents([SessionCleared()]))
+        self._remember(await self._apublish(await self._aevents([SessionCleared()])))
 
     def delete(self) -> None:
         """Publish ``SessionDeleted``: the session's messages, meta and owner are removed.
@@ -188,17 +305,25 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         """Give this session its own idle TTL (``0``: never expires; ``None``: the default).
 
         Published as a ``SessionTtlSet`` event, so replays honour it too.
+
+        Raises:
+            InvalidTtlError: ``ttl_s`` is not a finite number from 0 to 100 years.
         """
-        ttl_ms = None if ttl_s is None else max(int(ttl_s * 1000), 0)
+        ttl_ms = ttl_ms_of(ttl_s)
         self._remember(self.producer.publish(self._events([SessionTtlSet(ttl_ms)])))
 
     # -- reads ------------------------------------------------------------
 
-    def _caught_up(self, snapshot: SessionSnapshot) -> bool:
+    def _caught_up(self, snapshot: SessionSnapshot | SessionVersion) -> bool:
+        if getattr(snapshot, "incomplete", None) is not None:
+            return False  # wait for the repair rather than serve a shorter history
         check_owner(self.session_id, snapshot.owner, self.user_id)
         return self._written.settled(self.session_id, snapshot, session_ttl_s=self.session_ttl_s)
 
-    def _lag_error(self, snapshot: SessionSnapshot) -> ProjectionLagError:
+    def _lag_error(self, snapshot: SessionSnapshot | SessionVersion) -> ChatLogError:
+        incomplete = getattr(snapshot, "incomplete", None)
+        if incomplete is not None:
+            return repairing_error(f"session {self.session_id!r}", incomplete, self.read_timeout_s)
         written = self._written.get(self.session_id)
         assert written is not None
         return projection_lag(
@@ -218,6 +343,8 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
             SessionOwnershipError: the session belongs to another user (or to a
                 user while this history has none).
             ProjectionLagError: this object's writes were not projected in time.
+            ReadModelRepairingError: the session lost state and its repair outlasted
+                the read timeout (a shorter history is never returned).
         """
         return wait_until_applied(
             lambda: self.reader.read(self.session_id, limit=limit),
@@ -269,9 +396,10 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
             ProjectionLagError: this object's writes were not projected in time.
         """
         check_page_arguments(limit, before)
+        reader = self._redis_reader()
         return message_page(
             wait_until_applied(
-                lambda: self.reader.read_window(self.session_id, limit=limit, before=before),
+                lambda: reader.read_window(self.session_id, limit=limit, before=before),
                 self._caught_up,
                 self._lag_error,
                 self.read_timeout_s,
@@ -281,9 +409,10 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
     async def aread(self, *, limit: int | None = None, before: int | None = None) -> MessagePage:
         """Async :meth:`read`."""
         check_page_arguments(limit, before)
+        reader = self._redis_reader()
         return message_page(
             await await_until_applied(
-                lambda: self.reader.aread_window(self.session_id, limit=limit, before=before),
+                lambda: reader.aread_window(self.session_id, limit=limit, before=before),
                 self._caught_up,
                 self._lag_error,
                 self.read_timeout_s,
@@ -298,3 +427,29 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
 
     def __repr__(self) -> str:
         return f"ChatLogMessageHistory(session_id={self.session_id!r}, user_id={self.user_id!r})"
+
+
+def _checked_version(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise InvalidVersionError(
+            f"expected_version must be an int from 0 to 2**63 - 1 (a message count), got {value!r}"
+        )
+    return value
+
+
+def _has_verdict(snapshot: SessionVersion) -> bool:
+    return snapshot.verdict is not None
+
+
+def _verdict(snapshot: SessionVersion, session_id: str, expected: int) -> None:
+    """Raise :class:`ConcurrentAppendError` when the projector refused the conditional append."""
+    verdict = snapshot.verdict or ""
+    if verdict.startswith(VERDICT_CONFLICT):
+        found = int(verdict[len(VERDICT_CONFLICT) :])
+        raise ConcurrentAppendError(
+            f"session {session_id!r} held {found} messages, not the expected {expected}: "
+            "none of this call's messages were appended; read history.version, decide, "
+            "and retry with it",
+            expected=expected,
+            found=found,
+        )

@@ -10,11 +10,16 @@ Sources (each yields :class:`~chatlog.histories.export.SessionExport`):
 * :func:`read_langchain_sql` — every session of a ``SQLChatMessageHistory``
   table (``id``, ``session_id``, ``message``), on any SQLAlchemy URL.
 
-:func:`import_sessions` publishes them. It is idempotent on re-run: a session
-whose projected history is a prefix of the imported one gets only the
-missing tail, an identical one nothing; a session holding other messages is
-reported as a conflict and left alone. It waits for its own writes to be
-projected, so a re-run right after sees them.
+:func:`import_sessions` publishes them. It is idempotent on re-run and under
+retries because it rests on message ids: a message of the source without an
+``id`` gets one derived from its place in the source (the session id and its
+index, :func:`import_message_id`, never its content), so every run of the
+same import sends the same ids and the projector appends each id once, even
+when a run crashed or timed out after publishing and before its writes were
+projected. A session whose projected history is a prefix of the imported one
+(by ids, or by content for sessions imported before ids) gets the tail, an
+identical one nothing; a session holding other messages is reported as a
+conflict and left alone. It waits for its own writes to be projected.
 
 Owners are never taken from the input unless the caller says so:
 :func:`import_sessions` imports every session under the ``user_id`` it is
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,15 +346,20 @@ def import_sessions(
                 "--trust-file-owners)"
             )
         history = chatlog.history(session.session_id, owner)
-        existing = messages_to_dict(history.messages)
-        incoming = messages_to_dict(list(session.messages))
+        held = history.messages
+        messages = _with_import_ids(session.session_id, session.messages)
+        # Compared without ids: a session imported before ids existed holds the
+        # same messages under other ids, and a source changed since the last run
+        # (same places, so the same ids, other content) is a conflict to report.
+        existing, incoming = _comparable(held), _comparable(messages)
         if existing != incoming[: len(existing)]:
             progress.conflicts.append(session.session_id)
         elif len(existing) == len(incoming):
             progress.unchanged.append(session.session_id)
             progress.messages_skipped += len(incoming)
         else:
-            history.add_messages(list(session.messages[len(existing) :]))
+            # A tail sent before (a crashed run) is dropped by the projector by id.
+            history.add_messages(messages[len(existing) :])
             # Read back (read-your-writes) so that a re-run sees this import.
             history.snapshot(limit=1)
             progress.messages_published += len(incoming) - len(existing)
@@ -358,3 +369,27 @@ def import_sessions(
             on_progress(progress)
     progress.current = None
     return progress
+
+
+#: The uuid5 namespace of :func:`import_message_id`.
+IMPORT_ID_NAMESPACE = uuid.UUID("6f1c3c1e-6a43-4c38-9d5e-2f0b8c3a7d11")
+
+
+def import_message_id(session_id: str, index: int) -> str:
+    """The id an imported message without one gets: from its session and index, not content."""
+    return str(uuid.uuid5(IMPORT_ID_NAMESPACE, f"{session_id}\x00{index}"))
+
+
+def _with_import_ids(session_id: str, messages: Iterable[BaseMessage]) -> list[BaseMessage]:
+    return [
+        m if m.id else m.model_copy(update={"id": import_message_id(session_id, index)})
+        for index, m in enumerate(messages)
+    ]
+
+
+def _comparable(messages: list[BaseMessage]) -> list[dict[str, Any]]:
+    """``messages_to_dict`` without ids (sessions imported before ids compare by content)."""
+    items = messages_to_dict(messages)
+    for item in items:
+        item["data"].pop("id", None)
+    return items

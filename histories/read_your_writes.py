@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
-from chatlog.errors import ProjectionLagError
+from chatlog.errors import ChatLogError, ProjectionLagError, ReadModelRepairingError
 from chatlog.producers.records import LogPosition
 
 #: Poll interval bounds while a read waits for its own writes to be projected.
@@ -38,7 +38,9 @@ class Applied(Protocol):
         """Offset of the last applied event."""
 
 
-A = TypeVar("A", bound=Applied)
+#: What a read returns; unbounded, since an index read (a user's threads) carries
+#: several threads' positions rather than one.
+A = TypeVar("A")
 
 
 class WrittenPositions:
@@ -174,16 +176,27 @@ def projection_lag(
     )
 
 
+def repairing_error(subject: str, why: str, timeout_s: float) -> ReadModelRepairingError:
+    """The error for a read that waited ``timeout_s`` for a repair of what it reads."""
+    return ReadModelRepairingError(
+        f"{subject}: {why}, still after {timeout_s:g}s; the projector rebuilds it from "
+        "the log: retry later, check that a projector is running, or raise "
+        "CHATLOG_READ_TIMEOUT"
+    )
+
+
 def wait_until_applied(
     read: Callable[[], A],
     caught_up: Callable[[A], bool],
-    lag_error: Callable[[A], ProjectionLagError],
+    lag_error: Callable[[A], ChatLogError],
     timeout_s: float,
 ) -> A:
     """Repeat ``read`` until ``caught_up`` accepts its answer; return that answer.
 
     Raises:
-        ProjectionLagError: ``lag_error`` of the last answer, once ``timeout_s`` passed.
+        ProjectionLagError: ``lag_error`` of the last answer, once ``timeout_s`` passed
+            (or :class:`~chatlog.errors.ReadModelRepairingError`, when that is what
+            ``lag_error`` makes of an answer the read model is still repairing).
     """
     deadline = time.monotonic() + timeout_s
     delay = WAIT_MIN_S
@@ -200,7 +213,7 @@ def wait_until_applied(
 async def await_until_applied(
     read: Callable[[], Awaitable[A]],
     caught_up: Callable[[A], bool],
-    lag_error: Callable[[A], ProjectionLagError],
+    lag_error: Callable[[A], ChatLogError],
     timeout_s: float,
 ) -> A:
     """Async :func:`wait_until_applied`: sleeps without blocking the loop."""

@@ -22,6 +22,7 @@ from chatlog.keys import (
     META_COUNT,
     META_CREATED,
     META_DELETED,
+    META_EXPIRED,
     META_OFFSET,
     META_OWNER,
     META_PARTITION,
@@ -136,7 +137,9 @@ def session_infos(
     return _sessions_of(user_id, session_ids, replies, shown_as)
 
 
-_LISTED_FIELDS = [META_OWNER, META_COUNT, META_CREATED, META_UPDATED, META_DELETED, META_TTL]
+_LISTED_FIELDS = [
+    META_OWNER, META_COUNT, META_CREATED, META_UPDATED, META_DELETED, META_TTL, META_EXPIRED
+]
 
 
 def _ids(members: list[Any]) -> list[str]:
@@ -158,9 +161,9 @@ def _sessions_of(
     """The listed sessions ``user_id`` really owns, from the replies :func:`_queue_meta` asked."""
     sessions = []
     for index, stored_id in enumerate(ids):
-        (owner, count, created, updated, deleted, ttl) = replies[2 * index]
+        (owner, count, created, updated, deleted, ttl, expired) = replies[2 * index]
         expires = int(replies[2 * index + 1])
-        if owner is None or owner.decode() != user_id or deleted is not None:
+        if owner is None or owner.decode() != user_id or deleted is not None or expired:
             continue
         shown = shown_as(stored_id)
         if shown is None:
@@ -266,9 +269,11 @@ def session_owner(reader: ReadModelReader, session_id: str) -> str | None:
     """
     keys = reader.current_keys()
     try:
-        owner = reader.client.hget(keys.meta(session_id), META_OWNER)
+        owner, expired = reader.client.hmget(keys.meta(session_id), [META_OWNER, META_EXPIRED])
     except redis.RedisError as exc:
         raise ReadModelError(f"reading the owner of session {session_id!r} failed: {exc}") from exc
+    if expired is not None:
+        return None  # idle-expired: the next writer starts it afresh
     return owner.decode() if isinstance(owner, bytes) else owner
 
 
@@ -280,9 +285,13 @@ async def asession_owner(reader: ReadModelReader, session_id: str) -> str | None
     """
     keys = await reader.acurrent_keys()
     try:
-        owner = await reader.async_client().hget(keys.meta(session_id), META_OWNER)
+        owner, expired = await reader.async_client().hmget(
+            keys.meta(session_id), [META_OWNER, META_EXPIRED]
+        )
     except redis.RedisError as exc:
         raise ReadModelError(f"reading the owner of session {session_id!r} failed: {exc}") from exc
+    if expired is not None:
+        return None  # idle-expired: the next writer starts it afresh
     return owner.decode() if isinstance(owner, bytes) else owner
 
 

@@ -59,6 +59,11 @@ def checked_text(value: str, what: str) -> str:
     return value
 
 
+#: What ``json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))``
+#: uses, made once: ``json.dumps`` builds a new encoder per call for any non-default option.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def to_json(value: Any, what: str) -> str:
     """``value`` as compact strict JSON, after checking it against the input rules.
 
@@ -68,9 +73,12 @@ def to_json(value: Any, what: str) -> str:
         MessageSerializationError: a value is not a JSON type, is ``NaN`` or
             infinite, or is part of a reference cycle.
     """
+    if value == {} and type(value) is dict:
+        # Most messages' additional_kwargs and response_metadata: no walk, no encoder.
+        return "{}"
     _check(value, what, 0, set())
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:  # e.g. an int over Python's digit limit
         raise MessageSerializationError(
             f"{what} cannot be stored as JSON ({exc}); keep it to JSON types ({_JSON_TYPES})"

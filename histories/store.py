@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, NamedTuple, overload
 
 import redis
 
-from chatlog.errors import InvalidUserIdError, ProjectionLagError
+from chatlog.errors import ConfigurationError, InvalidUserIdError, ProjectionLagError
+from chatlog.eviction_guard import guard_eviction
+from chatlog.histories.erasure import ErasureReport
 from chatlog.histories.history import ChatLogMessageHistory
 from chatlog.histories.read_model import ReadModelReader
 from chatlog.histories.read_your_writes import (
@@ -27,6 +29,7 @@ from chatlog.histories.sessions import (
     list_sessions,
     session_positions,
 )
+from chatlog.histories.target_reader import TargetSessionReader, open_session_reader
 from chatlog.identifiers import validate_session_id, validate_user_id
 from chatlog.namespaces import ActiveNamespace
 from chatlog.producers.lazy import LazyProducer
@@ -73,6 +76,11 @@ class ChatLog:
         )
         if self.settings.session_ttl_refresh_on_read and self.settings.session_ttl_s:
             self.reader.refresh_ttl_ms = int(self.settings.session_ttl_s * 1000)
+        guard_eviction(self.redis, self.settings)
+        #: Where histories read: Redis, or the SQL/DynamoDB store of CHATLOG_READ_MODEL.
+        self.session_reader: ReadModelReader | TargetSessionReader = self.reader
+        if self.settings.read_model:
+            self.session_reader = open_session_reader(self.settings.read_model) or self.reader
         self.written = WrittenPositions()
         #: Made on first use; histories and savers hold this, not the producer, so
         #: handing them out never blocks and async callers make it off the loop.
@@ -106,7 +114,7 @@ class ChatLog:
         return ChatLogMessageHistory(
             self.stored_session_id(session_id, user_id),
             producer=self.producers,
-            reader=self.reader,
+            reader=self.session_reader,
             user_id=user_id,
             source=self.settings.source,
             read_timeout_s=read_timeout_s or self.settings.read_timeout_s,
@@ -210,6 +218,10 @@ class ChatLog:
         user_id = _required_user(user_id)
         if limit is None and cursor is not None:
             raise ValueError("cursor needs limit: pass the page size too")
+        if not isinstance(self.session_reader, ReadModelReader):
+            if limit is not None:
+                raise ConfigurationError("paging sessions needs the Redis read model")
+            return self.session_reader.list_sessions(user_id)
         own = self.written.sessions_of(user_id)
         if own:
             wait_until_applied(
@@ -238,6 +250,11 @@ class ChatLog:
         user_id = _required_user(user_id)
         if limit is None and cursor is not None:
             raise ValueError("cursor needs limit: pass the page size too")
+        if not isinstance(self.session_reader, ReadModelReader):
+            if limit is not None:
+                raise ConfigurationError("paging sessions needs the Redis read model")
+            target = self.session_reader
+            return await asyncio.to_thread(lambda: target.list_sessions(user_id))
         own = self.written.sessions_of(user_id)
         if own:
 
@@ -292,11 +309,17 @@ class ChatLog:
         rebuild shows the session again. A later write to the same id starts a
         new session. Returns once the broker acknowledged the event.
 
+        With encryption on and no ``user_id``, the session's data keys are then
+        destroyed: its events in the log are unreadable from then on (a
+        session with a user shares the user's key: :meth:`delete_user` erases it).
+
         Raises:
             SessionOwnershipError: the session belongs to another user (or to a
                 user while ``user_id`` is ``None``); nothing is published.
         """
         self.history(session_id, user_id).delete()
+        if user_id is None:
+            self._shred(self.stored_session_id(session_id, None))
 
     def delete_user(self, user_id: str) -> list[str]:
         """Delete every session ``user_id`` owns, then the user's session index.
@@ -306,6 +329,19 @@ class ChatLog:
         ``UserDeleted``. Sessions the projector has not seen yet are not
         listed: call this once the user's writes are projected. Returns the
         deleted session ids (as the application names them, also when scoped).
+
+        With encryption on, the user's data keys are then destroyed
+        (:meth:`erase_user` reports it): every event the user wrote, projected
+        or not, is unreadable in the log and its backups from then on.
+        """
+        return self.erase_user(user_id).sessions
+
+    def erase_user(self, user_id: str) -> ErasureReport:
+        """:meth:`delete_user`, with a report of what was shredded (``chatlog erase --user``).
+
+        The tombstones are published first, then the user's data keys are
+        destroyed, so a crash in between leaves a deleted user whose keys a
+        second call destroys.
         """
         user_id = _required_user(user_id)
         session_ids = [info.session_id for info in self.sessions(user_id)]
@@ -325,12 +361,38 @@ class ChatLog:
         # positions has one more entry (the UserDeleted event) than session_ids.
         for session_id, position in zip(stored_ids, positions, strict=False):
             self.written.record(session_id, [position], user_id=user_id)
-        return session_ids
+        self._delete_user_threads(user_id)
+        return ErasureReport(
+            user_id,
+            session_ids,
+            # The sessions' own keys too: events a session received before a
+            # user claimed it were sealed under the session, not the user.
+            self._shred(user_id, *stored_ids),
+            encrypted=self.producer.key_store is not None,
+        )
+
+    def _shred(self, *subjects: str) -> list[str]:
+        """Destroy the data keys of ``subjects`` (nothing when encryption is off); their ids."""
+        key_store = self.producer.key_store
+        return [] if key_store is None else key_store.destroy(*subjects)
+
+    def _delete_user_threads(self, user_id: str) -> None:
+        """The user's LangGraph threads go too (``ChatLogCheckpointSaver.delete_user_threads``)."""
+        try:
+            saver = self.checkpointer()
+        except ImportError:
+            return  # without the langgraph extra no thread can exist
+        try:
+            saver.delete_user_threads(user_id)
+        finally:
+            saver.close()  # closes only what the saver opened, not the shared producer
 
     def close(self) -> None:
         """Flush and close the producer and the Redis pool (and async Redis clients)."""
         self.producers.close()
         self.reader.close()
+        if self.session_reader is not self.reader:
+            self.session_reader.close()
         self.redis.close()
 
     async def aclose(self) -> None:
@@ -339,6 +401,8 @@ class ChatLog:
         The producer's flush and the sync pool's close run on a worker thread.
         """
         await self.reader.aclose()
+        if self.session_reader is not self.reader:
+            await self.session_reader.aclose()
         await asyncio.to_thread(self.close)
 
     def __enter__(self) -> ChatLog:

@@ -44,8 +44,12 @@ def ensure_topic(
     replication_factor: int = 1,
     *,
     settings: Settings,
+    config: dict[str, str] | None = None,
 ) -> int:
     """Create ``name`` with unlimited retention unless it exists; return its partition count.
+
+    ``config`` replaces the topic configuration (default :data:`LOG_TOPIC_CONFIG`;
+    the compacted key store has its own).
 
     An existing topic is never altered: adding partitions to a live topic moves
     session keys to other partitions and breaks per-session ordering, so that
@@ -54,7 +58,14 @@ def ensure_topic(
     admin = _admin(settings)
     try:
         admin.create_topics(
-            [NewTopic(name, partitions, replication_factor, topic_configs=LOG_TOPIC_CONFIG)]
+            [
+                NewTopic(
+                    name,
+                    partitions,
+                    replication_factor,
+                    topic_configs=LOG_TOPIC_CONFIG if config is None else config,
+                )
+            ]
         )
     except TopicAlreadyExistsError:
         pass

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from chatlog.errors import InvalidMessageError, MessageSerializationError, MessageTooLargeError
+from chatlog.producers.key_store import DataKeyStore, key_store_of
 from chatlog.producers.records import EncodedEvent, LogPosition
 from chatlog.producers.size_limit import check_event_size
 from chatlog.schemas.codec import CONTENT_TYPE, EventCodec
@@ -13,7 +15,7 @@ from chatlog.schemas.events import ChatEvent
 from chatlog.settings import Settings
 
 __all__ = ["EncodedEvent", "EventProducer", "LogPosition", "PublishTransport", "encode_event",
-           "sized_record"]
+           "sized_record", "typed_encode"]
 
 
 class PublishTransport(Protocol):
@@ -40,15 +42,28 @@ class EventProducer:
     (``CHATLOG_TRANSPORT=confluent``, a fraction of the CPU per append).
     Thread-safe; share one per process.
 
+    With ``CHATLOG_ENCRYPTION_KEY`` set, every message is sealed under its
+    subject's data key before it is encoded (:attr:`key_store`): no message
+    field but its type and id reaches Kafka in clear.
+
     Raises:
         BrokerUnavailableError: (kafka-python) no broker answered within the publish timeout.
         ConfigurationError: (confluent) confluent-kafka is missing or the settings
             cannot be expressed for it.
     """
 
-    def __init__(self, settings: Settings, *, codec: EventCodec | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        codec: EventCodec | None = None,
+        key_store: DataKeyStore | None = None,
+    ) -> None:
         self.settings = settings
         self.codec = codec or EventCodec()
+        self._owns_key_store = key_store is None
+        #: The data keys messages are sealed under; ``None`` when encryption is off.
+        self.key_store = key_store if key_store is not None else key_store_of(settings)
         self._transport = _transport(settings)
 
     @property
@@ -57,8 +72,16 @@ class EventProducer:
         return self._transport
 
     def encode(self, event: ChatEvent) -> EncodedEvent:
-        """Encode ``event`` and check it against the size limit (:func:`encode_event`)."""
-        return encode_event(self.codec, event, self.settings.max_event_bytes)
+        """Encode ``event`` (sealed when encryption is on) and check it against the size limit.
+
+        See :func:`encode_event`.
+
+        Raises:
+            UnsealableEventError: encryption is on and ``event`` has no sealed
+                form (a conditional append); nothing is encoded.
+        """
+        sealed = None if self.key_store is None else self.key_store.seal_event(event)
+        return encode_event(self.codec, event, self.settings.max_event_bytes, sealed=sealed)
 
     def publish(self, events: Sequence[ChatEvent]) -> list[LogPosition]:
         """Publish ``events`` in order and wait until the broker acknowledged all of them.
@@ -84,9 +107,13 @@ class EventProducer:
 
     async def apublish(self, events: Sequence[ChatEvent]) -> list[LogPosition]:
         """Async :meth:`publish`: awaits the acknowledgements without blocking the loop."""
-        return await self._transport.asend(
-            self.settings.topic, [self.encode(e) for e in events]
-        )
+        if self.key_store is None:
+            encoded = [self.encode(e) for e in events]
+        else:
+            # Sealing may first publish a subject's new data key, or read the key
+            # store: Kafka round trips that must not block the loop.
+            encoded = await asyncio.to_thread(lambda: [self.encode(e) for e in events])
+        return await self._transport.asend(self.settings.topic, encoded)
 
     async def asend_encoded(
         self, topic: str, encoded: Sequence[EncodedEvent]
@@ -97,6 +124,8 @@ class EventProducer:
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush what is pending (up to ``timeout_s``) and close the connection."""
         self._transport.close(timeout_s)
+        if self._owns_key_store and self.key_store is not None:
+            self.key_store.close()
 
     def __enter__(self) -> EventProducer:
         return self
@@ -105,8 +134,17 @@ class EventProducer:
         self.close()
 
 
-def encode_event(codec: EventCodec, event: ChatEvent, max_event_bytes: int) -> EncodedEvent:
+def encode_event(
+    codec: EventCodec,
+    event: ChatEvent,
+    max_event_bytes: int,
+    *,
+    sealed: ChatEvent | None = None,
+) -> EncodedEvent:
     """``event`` encoded for the log, checked against the size limit; never sends anything.
+
+    ``sealed`` is ``event`` with its message encrypted (encryption on): what
+    is encoded, while the read model's size check still sees ``event``.
 
     Raises:
         MessageTooLargeError: the encoded event, or the JSON the read model
@@ -117,7 +155,7 @@ def encode_event(codec: EventCodec, event: ChatEvent, max_event_bytes: int) -> E
     record = sized_record(
         f"event for session {event.session_id!r}",
         event.session_id,
-        lambda: codec.encode(event),
+        lambda: codec.encode(event if sealed is None else sealed),
         headers=[
             ("event-type", event.event_type.encode()),
             ("content-type", CONTENT_TYPE.encode()),
@@ -145,8 +183,24 @@ def sized_record(
         InvalidMessageError: a text field is not valid Unicode (a lone surrogate).
         MessageSerializationError: a field does not fit the Avro schema.
     """
+    value = typed_encode(what, encode)
+    if len(value) > max_event_bytes:
+        raise MessageTooLargeError(
+            f"{what} is {len(value)} bytes, over the limit of {max_event_bytes} "
+            "(CHATLOG_MAX_EVENT_BYTES)"
+        )
+    return EncodedEvent(key.encode("utf-8"), value, headers)
+
+
+def typed_encode(what: str, encode: Callable[[], bytes]) -> bytes:
+    """``encode()``, with the encoder's failures raised as chatlog's typed errors.
+
+    Raises:
+        InvalidMessageError: a text field is not valid Unicode (a lone surrogate).
+        MessageSerializationError: a field does not fit the Avro schema.
+    """
     try:
-        value = encode()
+        return encode()
     except UnicodeEncodeError as exc:
         raise InvalidMessageError(
             f"{what} holds text that is not valid Unicode ({exc.reason}); replace lone "
@@ -154,12 +208,6 @@ def sized_record(
         ) from exc
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise MessageSerializationError(f"{what} does not fit the event schema: {exc}") from exc
-    if len(value) > max_event_bytes:
-        raise MessageTooLargeError(
-            f"{what} is {len(value)} bytes, over the limit of {max_event_bytes} "
-            "(CHATLOG_MAX_EVENT_BYTES)"
-        )
-    return EncodedEvent(key.encode("utf-8"), value, headers)
 
 
 def _transport(settings: Settings) -> PublishTransport:

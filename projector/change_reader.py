@@ -8,14 +8,27 @@ event, in about a quarter of the time of
 (``tests/unit/test_change_reader.py`` checks it against them); everything
 else goes through the full decoder. A record it cannot project comes back
 as a :class:`Refusal` (the worker dead-letters it).
+
+A sealed message (``CHATLOG_ENCRYPTION_KEY``) is opened with its subject's
+data key; one whose key was destroyed (the subject was erased) is a
+:attr:`RefusalReason.SHREDDED` refusal, which callers skip like the event of
+a deleted session (never dead-lettered) and count in :attr:`ChangeReader.shredded`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from chatlog.errors import ChatLogError, EventDecodeError
-from chatlog.projector.changes import Change, Refusal, RefusalReason, change_of
+from chatlog.errors import (
+    ChatLogError,
+    DecryptionError,
+    EncryptionError,
+    EncryptionKeyRequiredError,
+    EventDecodeError,
+    UnknownKeyEncryptionKeyError,
+)
+from chatlog.producers.key_store import DataKeyStore
+from chatlog.projector.changes import Change, Refusal, RefusalReason, change_of, ttl_arg
 from chatlog.projector.protocol import (
     OP_APPEND,
     OP_CLEAR,
@@ -32,11 +45,21 @@ from chatlog.schemas.event_reader import (
     UUID_SHAPE,
     BodyReader,
 )
-from chatlog.schemas.stored import MARK_JSON_ESCAPES, PLAIN_TEMPLATES_UTF8, plain_message_utf8
+from chatlog.schemas.events import ChatEvent, MessageSealed
+from chatlog.schemas.stored import (
+    MARK_JSON_ESCAPES,
+    PLAIN_ID_TEMPLATES_UTF8,
+    PLAIN_TEMPLATES_UTF8,
+    plain_message_utf8,
+)
+
+#: What follows the id of a plain message with an id: the plain tail without
+#: its first two fields (name and id).
+PLAIN_ID_TAIL = PLAIN_TAIL[2:]
 
 #: What one event does to the read model: ``(session_id, user_id or "", event
-#: time in epoch milliseconds, op, arg)``. See :func:`read_change` for the ops.
-ChangeFields = tuple[str, str, int, str, bytes]
+#: time in epoch milliseconds, op, arg, key)``. See :func:`read_change` for the ops.
+ChangeFields = tuple[str, str, int, str, bytes, str]
 
 
 class ChangeReader:
@@ -45,12 +68,19 @@ class ChangeReader:
     Args:
         codec: The event codec (its registry resolves older schema versions).
         max_event_bytes: Records larger than this are refused (``CHATLOG_MAX_EVENT_BYTES``).
+        key_store: The data keys that open sealed messages (``None``: encryption is
+            off, and a sealed message raises :class:`EncryptionKeyRequiredError`).
     """
 
-    def __init__(self, codec: EventCodec, max_event_bytes: int) -> None:
+    def __init__(
+        self, codec: EventCodec, max_event_bytes: int, *, key_store: DataKeyStore | None = None
+    ) -> None:
         self.codec = codec
         self.max_event_bytes = max_event_bytes
-        self._fast_header = codec.fast_header
+        self.key_store = key_store
+        #: Sealed messages read whose data key was destroyed (``chatlog_events_shredded_total``).
+        self.shredded = 0
+        self._fast_headers = codec.fast_headers
 
     def read(self, raw: Any) -> Change | Refusal:
         """The change of Kafka record ``raw``, or the :class:`Refusal` saying why there is none.
@@ -68,8 +98,7 @@ class ChangeReader:
                 "(CHATLOG_MAX_EVENT_BYTES); raise the limit and re-publish it from the "
                 "dead-letter topic if it is wanted",
             )
-        fast = self._fast_header
-        if value is not None and fast is not None and value[:HEADER_SIZE] == fast:
+        if value is not None and value[:HEADER_SIZE] in self._fast_headers:
             try:
                 fields = read_change(value, HEADER_SIZE)
             except ChatLogError as exc:
@@ -86,6 +115,11 @@ class ChangeReader:
             return Refusal(RefusalReason.UNDECODABLE, f"undecodable: {exc}")
         if raw.key != event.session_id.encode():
             return _wrong_key(raw.key, event.session_id)
+        if type(event.payload) is MessageSealed:
+            opened = self._open(event)
+            if type(opened) is Refusal:
+                return opened
+            event = opened  # type: ignore[assignment]
         try:
             change = change_of(raw.partition, raw.offset, event)
         except ChatLogError as exc:
@@ -93,6 +127,35 @@ class ChangeReader:
         if len(change.arg) > self.max_event_bytes:
             return self._stored_oversize(change.session_id, len(change.arg))
         return change
+
+    def _open(self, event: ChatEvent) -> ChatEvent | Refusal:
+        """The sealed message opened, or the refusal saying why it is not projected.
+
+        Raises:
+            EncryptionKeyRequiredError: encryption is off in this process.
+            UnknownKeyEncryptionKeyError: its data key is wrapped by a KEK not configured.
+        """
+        if self.key_store is None:
+            raise EncryptionKeyRequiredError(
+                f"session {event.session_id!r} holds encrypted messages: set "
+                "CHATLOG_ENCRYPTION_KEY (and CHATLOG_ENCRYPTION_OLD_KEYS during a rotation) "
+                "to the deployment's key-encryption key"
+            )
+        try:
+            opened = self.key_store.open_event(event)
+        except DecryptionError as exc:
+            return Refusal(RefusalReason.UNDECRYPTABLE, f"undecryptable: {exc}")
+        except UnknownKeyEncryptionKeyError:
+            raise
+        except EncryptionError as exc:
+            return Refusal(RefusalReason.KEY_MISSING, f"key missing: {exc}")
+        if opened is None:
+            self.shredded += 1
+            return Refusal(
+                RefusalReason.SHREDDED,
+                f"shredded: the data key of session {event.session_id!r} was destroyed",
+            )
+        return opened
 
     def _stored_oversize(self, session_id: str, size: int) -> Refusal:
         # The producer refuses these (producers/size_limit.py); one that
@@ -116,7 +179,7 @@ def _wrong_key(key: bytes | None, session_id: str) -> Refusal:
 
 
 def read_change(data: bytes, start: int) -> ChangeFields | None:
-    """What the v2 ``ChatEvent`` body at ``data[start]`` does to the read model.
+    """What the v3 ``ChatEvent`` body at ``data[start]`` does to the read model.
 
     The projector's shortcut past :func:`~chatlog.schemas.event_reader.read_event` and
     :func:`~chatlog.schemas.stored.stored_message`: it takes the few fields the
@@ -128,7 +191,7 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
       ``stored_message(payload).encode()``, byte for byte.
     - ``"C"``, ``"D"``, ``"U"``: :class:`SessionCleared`,
       :class:`SessionDeleted`, :class:`UserDeleted`; ``arg`` is ``b""``.
-    - ``"T"``: :class:`SessionTtlSet`; ``arg`` is ``str(max(ttl_ms, 0))`` as
+    - ``"T"``: :class:`SessionTtlSet`; ``arg`` is ``ttl_arg(ttl_ms)`` (clamped) as
       ASCII, or ``b""`` for ``ttl_ms=None``.
 
     Returns:
@@ -141,7 +204,7 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
         It never returns fields for a body :func:`read_event` refuses.
 
     Raises:
-        EventDecodeError: the bytes are not a valid v2 body. Only bodies
+        EventDecodeError: the bytes are not a valid v3 body. Only bodies
             :func:`read_event` refuses too; it may also return ``None`` for one.
     """
     # One function with the reads written out: on a plain message a BodyReader and
@@ -244,7 +307,25 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
             # The plain message's tail also ends the data, so there can be no
             # trailing bytes, and the content is all there.
             if data[end:] != PLAIN_TAIL:
-                return None
+                # A plain message with an id, as chatlog writes them: name null,
+                # then the id as a one-byte-length string, then the plain tail.
+                if data[end : end + 2] != b"\x00\x02" or data[end + 2] & 0x81:
+                    return None
+                cut = end + 3 + (data[end + 2] >> 1)
+                if data[cut:] != PLAIN_ID_TAIL:
+                    return None
+                key = data[end + 3 : cut]
+                template_id = PLAIN_ID_TEMPLATES_UTF8.get(kind)
+                content = data[pos:end]
+                if (
+                    template_id is None
+                    or not (content + key).isascii()
+                    or (content + key).translate(MARK_JSON_ESCAPES) != content + key
+                ):
+                    return None
+                prefix, middle, suffix = template_id
+                rendered = prefix + content + middle + key + suffix
+                return (session_id, user_id, ms, OP_APPEND, rendered, key.decode())
             template = PLAIN_TEMPLATES_UTF8.get(kind)
             if template is None:
                 return None
@@ -252,9 +333,11 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
             # The usual message, ASCII text that needs no JSON escape, is
             # rendered here; plain_message_utf8 does all others.
             if content.isascii() and content.translate(MARK_JSON_ESCAPES) == content:
-                return (session_id, user_id, ms, OP_APPEND, template[0] + content + template[1])
+                return (
+                    session_id, user_id, ms, OP_APPEND, template[0] + content + template[1], ""
+                )
             stored = plain_message_utf8(kind, content)
-            return None if stored is None else (session_id, user_id, ms, OP_APPEND, stored)
+            return None if stored is None else (session_id, user_id, ms, OP_APPEND, stored, "")
         pos += 1
         if branch == 2:
             op, arg = OP_CLEAR, b""
@@ -266,7 +349,7 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
             reader = BodyReader(data, pos)
             ttl_ms = reader.optional_long()
             pos = reader.pos
-            op, arg = OP_SET_TTL, b"" if ttl_ms is None else str(max(ttl_ms, 0)).encode()
+            op, arg = OP_SET_TTL, b"" if ttl_ms is None else ttl_arg(ttl_ms)
         else:
             return None
     except EventDecodeError:
@@ -277,6 +360,6 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
         raise EventDecodeError(
             f"corrupt event body: {len(data) - pos} trailing bytes after the record"
         )
-    return (session_id, user_id, ms, op, arg)
+    return (session_id, user_id, ms, op, arg, "")
 
 

@@ -21,20 +21,24 @@ from chatlog.errors import ReadModelError
 from chatlog.projector.protocol import (
     EVENT_TYPES,
     OP_APPEND,
+    OP_APPEND_IF,
     OP_CLEAR,
     OP_DELETE_SESSION,
     OP_DELETE_USER,
     OP_SET_TTL,
+    pack_fields,
 )
 from chatlog.schemas.events import (
     ChatEvent,
     MessageAppended,
+    MessagesAppended,
     SessionCleared,
     SessionDeleted,
     SessionTtlSet,
     UserDeleted,
 )
 from chatlog.schemas.stored import stored_message
+from chatlog.ttl import MAX_TTL_MS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MILLISECOND = timedelta(milliseconds=1)
@@ -52,7 +56,9 @@ class Change(NamedTuple):
         op: ``A`` append, ``C`` clear, ``D`` delete session, ``T`` set TTL,
             ``U`` delete user (the keys of :data:`EVENT_TYPES`).
         arg: The stored message JSON (``A``), the TTL in milliseconds or
-            ``b""`` for the default (``T``), else ``b""``.
+            ``b""`` for the default (``T``), the packed expected version and
+            (id, stored message) pairs (``G``, :func:`conditional_arg`), else ``b""``.
+        key: The appended message's id (``A``), ``""`` when it has none.
     """
 
     partition: int
@@ -62,6 +68,7 @@ class Change(NamedTuple):
     event_ms: int
     op: str
     arg: bytes
+    key: str = ""
 
     @property
     def event_type(self) -> str:
@@ -89,6 +96,15 @@ class RefusalReason(Enum):
     PARTITION = "partition"
     #: Redis refused the session's update (a key of the wrong type, ...).
     SESSION_FAILED = "session-failed"
+    #: A sealed message that does not open under its data key: altered, or its
+    #: ciphertext spliced from another event or session.
+    UNDECRYPTABLE = "undecryptable"
+    #: A sealed message whose data key the key store never held (a lost or
+    #: foreign key store); re-publish it from the dead-letter topic once restored.
+    KEY_MISSING = "key-missing"
+    #: A sealed message whose subject was erased (its data key destroyed).
+    #: Never dead-lettered: skipped like a deleted session's event, and counted.
+    SHREDDED = "shredded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,15 +134,19 @@ def change_of(partition: int, offset: int, event: ChatEvent) -> Change:
             message that is not storable, an unknown payload).
     """
     payload = event.payload
+    key = ""
     if isinstance(payload, MessageAppended):
         op, arg = OP_APPEND, stored_message(payload).encode("utf-8")
+        key = payload.id or ""
+    elif isinstance(payload, MessagesAppended):
+        op, arg = OP_APPEND_IF, conditional_arg(payload)
     elif isinstance(payload, SessionCleared):
         op, arg = OP_CLEAR, b""
     elif isinstance(payload, SessionDeleted):
         op, arg = OP_DELETE_SESSION, b""
     elif isinstance(payload, SessionTtlSet):
         ttl = payload.ttl_ms
-        op, arg = OP_SET_TTL, b"" if ttl is None else str(max(ttl, 0)).encode()
+        op, arg = OP_SET_TTL, b"" if ttl is None else ttl_arg(ttl)
     elif isinstance(payload, UserDeleted):
         if not event.user_id:
             raise ReadModelError("UserDeleted without a user id")
@@ -134,5 +154,35 @@ def change_of(partition: int, offset: int, event: ChatEvent) -> Change:
     else:
         raise ReadModelError(f"no projection for event type {event.event_type}")
     return Change(
-        partition, offset, event.session_id, event.user_id or "", event_ms(event), op, arg
+        partition, offset, event.session_id, event.user_id or "", event_ms(event), op, arg, key
     )
+
+
+def ttl_arg(ttl_ms: int) -> bytes:
+    """A ``SessionTtlSet``'s TTL as the projection applies it: clamped to ``0..MAX_TTL_MS``.
+
+    The API refuses TTLs outside that range; a record from another writer is
+    clamped, deterministically, so it can always be applied.
+    """
+    return str(min(max(ttl_ms, 0), MAX_TTL_MS)).encode()
+
+
+def conditional_arg(payload: MessagesAppended) -> bytes:
+    """A conditional append's script argument: the expected version, then (id, message) pairs."""
+    fields = [str(payload.expected_version).encode()]
+    for message in payload.messages:
+        fields += (message.id.encode() if message.id else b"", stored_message(message).encode())
+    return pack_fields(fields)
+
+
+def conditional_fields(arg: bytes) -> tuple[int, list[tuple[str, bytes]]]:
+    """What :func:`conditional_arg` packed: the expected version and the (id, message) pairs."""
+    fields: list[bytes] = []
+    pos = 0
+    while pos < len(arg):
+        colon = arg.index(b":", pos)
+        size = int(arg[pos:colon])
+        fields.append(arg[colon + 1 : colon + 1 + size])
+        pos = colon + 1 + size
+    pairs = [(fields[k].decode(), fields[k + 1]) for k in range(1, len(fields), 2)]
+    return int(fields[0]), pairs

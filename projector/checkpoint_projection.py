@@ -7,6 +7,11 @@ checks and advances the thread's tracking position (partition, last applied
 offset) in the same atomic step as the view update, and all threads of a
 batch share one pipeline: one round trip per batch. The projector stores the
 serialized ``(type, bytes)`` pairs as they came; it never imports LangGraph.
+
+A checkpoint event too large for one record arrives as ``EventChunk`` parts;
+the script keeps the parts until the last one, whose record then carries the
+whole reassembled event, applied in the same script call that drops the parts
+(so a chunked checkpoint is either wholly applied or not at all).
 """
 
 from __future__ import annotations
@@ -20,8 +25,13 @@ import redis
 from chatlog.errors import ChatLogError, EventDecodeError, ReadModelError
 from chatlog.keys import ReadModelKeys
 from chatlog.projector.protocol import (
+    CHECKPOINT_OP_CHUNK,
+    CHECKPOINT_OP_CHUNK_DONE,
     CHECKPOINT_OP_DELETE,
+    CHECKPOINT_OP_DROP,
+    CHECKPOINT_OP_MULTI,
     CHECKPOINT_OP_PUT,
+    CHECKPOINT_OP_TOUCH,
     CHECKPOINT_OP_WRITES,
     script_source,
 )
@@ -29,11 +39,17 @@ from chatlog.projector.raw_pipeline import Command, ScriptBatch
 from chatlog.schemas.checkpoint_codec import CheckpointCodec
 from chatlog.schemas.checkpoint_events import (
     CheckpointEvent,
+    CheckpointPayload,
     CheckpointPut,
+    CheckpointsDeleted,
+    EventChunk,
+    ThreadCopied,
     ThreadDeleted,
+    ThreadTouched,
     WritesPut,
 )
 from chatlog.schemas.checkpoint_stored import (
+    SEPARATOR,
     checkpoint_member,
     stored_blob,
     stored_checkpoint,
@@ -58,6 +74,8 @@ class CheckpointApplyResult:
 
     applied: int = 0
     skipped: int = 0
+    #: Events of a user who does not own the thread: a verdict, not a failure.
+    refused: int = 0
     failed: list[tuple[CheckpointRecord, str]] = field(default_factory=list)
     applied_by_type: dict[str, int] = field(default_factory=dict)
 
@@ -76,30 +94,91 @@ def decode_record(codec: CheckpointCodec, raw: Any) -> CheckpointRecord:
     return CheckpointRecord(raw.partition, raw.offset, event)
 
 
-def _arguments(record: CheckpointRecord) -> list[Any]:
-    payload = record.event.payload
-    args: list[Any]
+def chunk_field(chunk: EventChunk) -> str:
+    """Field of a thread's chunk hash holding one part of a chunked event."""
+    return f"{chunk.group_id}{SEPARATOR}{chunk.index}"
+
+
+def _put_arguments(put: CheckpointPut) -> list[Any]:
+    args: list[Any] = [
+        checkpoint_member(put.checkpoint_ns, put.checkpoint_id),
+        put.checkpoint_ns,
+        stored_checkpoint(put),
+        stored_versions(put),
+        put.run_id or "",
+    ]
+    for blob in put.blobs:
+        args.extend(stored_blob(put, blob))
+    return args
+
+
+def _writes_arguments(writes: WritesPut) -> list[Any]:
+    args: list[Any] = []
+    for write in writes.writes:
+        args.extend(stored_write(writes, write))
+        args.append("1" if write.index < 0 else "0")
+    return args
+
+
+def _sub(op: str, args: list[Any]) -> list[Any]:
+    return [op, len(args), *args]
+
+
+def _operation(payload: CheckpointPayload) -> tuple[str, list[Any]]:
     if isinstance(payload, CheckpointPut):
-        args = [
-            checkpoint_member(payload.checkpoint_ns, payload.checkpoint_id),
-            payload.checkpoint_ns,
-            stored_checkpoint(payload),
-            stored_versions(payload),
-        ]
-        for blob in payload.blobs:
-            args.extend(stored_blob(payload, blob))
-        op = CHECKPOINT_OP_PUT
-    elif isinstance(payload, WritesPut):
-        args = []
-        for write in payload.writes:
-            args.extend(stored_write(payload, write))
-            args.append("1" if write.index < 0 else "0")
-        op = CHECKPOINT_OP_WRITES
-    elif isinstance(payload, ThreadDeleted):
-        args, op = [], CHECKPOINT_OP_DELETE
-    else:
-        raise ReadModelError(f"no projection for event type {record.event.event_type}")
-    return [record.offset, op, len(args), *args]
+        return CHECKPOINT_OP_PUT, _put_arguments(payload)
+    if isinstance(payload, WritesPut):
+        return CHECKPOINT_OP_WRITES, _writes_arguments(payload)
+    if isinstance(payload, ThreadDeleted):
+        return CHECKPOINT_OP_DELETE, []
+    if isinstance(payload, CheckpointsDeleted):
+        members = [checkpoint_member(r.checkpoint_ns, r.checkpoint_id) for r in payload.checkpoints]
+        return CHECKPOINT_OP_DROP, members
+    if isinstance(payload, ThreadCopied):
+        args: list[Any] = []
+        for put in payload.checkpoints:
+            args.extend(_sub(CHECKPOINT_OP_PUT, _put_arguments(put)))
+        for writes in payload.writes:
+            args.extend(_sub(CHECKPOINT_OP_WRITES, _writes_arguments(writes)))
+        return CHECKPOINT_OP_MULTI, args
+    if isinstance(payload, ThreadTouched):
+        return CHECKPOINT_OP_TOUCH, []
+    raise ReadModelError(f"no projection for payload {type(payload).__name__}")
+
+
+def _header(record: CheckpointRecord, op: str, args: list[Any]) -> list[Any]:
+    event = record.event
+    millis = int(event.occurred_at.timestamp() * 1000)
+    ttl = "" if event.ttl_ms is None else event.ttl_ms
+    return [record.offset, op, millis, event.user_id or "", ttl, len(args), *args]
+
+
+def _arguments(
+    record: CheckpointRecord, codec: CheckpointCodec, parts: dict[str, bytes]
+) -> list[Any]:
+    payload = record.event.payload
+    if not isinstance(payload, EventChunk):
+        op, args = _operation(payload)
+        return _header(record, op, args)
+    if not 0 <= payload.index < payload.count:
+        raise EventDecodeError(f"chunk {payload.index} of {payload.count} is out of range")
+    field_name = chunk_field(payload)
+    if payload.index < payload.count - 1:
+        return _header(record, CHECKPOINT_OP_CHUNK, [field_name, payload.data])
+    group = [
+        chunk_field(EventChunk(payload.group_id, index, payload.count, b""))
+        for index in range(payload.count - 1)
+    ]
+    if any(name not in parts for name in group):
+        # A group whose earlier parts never arrived (a writer that failed half-way,
+        # or parts already applied and dropped): keep the part, apply nothing.
+        return _header(record, CHECKPOINT_OP_CHUNK, [field_name, payload.data])
+    inner = codec.decode(b"".join(parts[name] for name in group) + payload.data)
+    if inner.thread_id != record.event.thread_id or isinstance(inner.payload, EventChunk):
+        raise EventDecodeError("a chunked event must hold one event of the same thread")
+    op, args = _operation(inner.payload)
+    multi = [*_sub(op, args), *_sub(CHECKPOINT_OP_CHUNK_DONE, group)]
+    return _header(record, CHECKPOINT_OP_MULTI, multi)
 
 
 class CheckpointProjection:
@@ -114,15 +193,53 @@ class CheckpointProjection:
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self.client = client
         self.keys = ReadModelKeys(namespace)
+        self.codec = CheckpointCodec()
         self._script = ScriptBatch(client, _APPLY, "applying checkpoints to Redis")
 
+    def _chunk_parts(self, records: Sequence[CheckpointRecord]) -> dict[str, dict[str, bytes]]:
+        """Per thread, the chunk parts this batch's final chunks need (batch first, then Redis)."""
+        parts: dict[str, dict[str, bytes]] = {}
+        wanted: dict[str, set[str]] = {}
+        for record in records:
+            chunk = record.event.payload
+            if not isinstance(chunk, EventChunk):
+                continue
+            thread = parts.setdefault(record.event.thread_id, {})
+            thread[chunk_field(chunk)] = chunk.data
+            if chunk.index == chunk.count - 1:
+                wanted.setdefault(record.event.thread_id, set()).update(
+                    chunk_field(EventChunk(chunk.group_id, i, chunk.count, b""))
+                    for i in range(chunk.count - 1)
+                )
+        for thread_id, names in wanted.items():
+            missing = sorted(names - set(parts[thread_id]))
+            if not missing:
+                continue
+            try:
+                found = self.client.hmget(self.keys.thread(thread_id).chunks, missing)
+            except (redis.ConnectionError, redis.TimeoutError):
+                raise
+            except redis.RedisError as exc:
+                raise ReadModelError(
+                    f"reading chunks of thread {thread_id!r} failed: {exc}"
+                ) from exc
+            for name, value in zip(missing, found, strict=True):
+                if isinstance(value, bytes):
+                    parts[thread_id][name] = value
+        return parts
+
     def apply(self, records: Sequence[CheckpointRecord]) -> CheckpointApplyResult:
-        """Apply ``records`` (in log order) idempotently; one Redis round trip."""
+        """Apply ``records`` (in log order) idempotently; one Redis round trip.
+
+        A batch that completes a chunked event whose earlier parts came in an
+        earlier batch reads those parts first (one more round trip).
+        """
         result = CheckpointApplyResult()
         threads: dict[str, list[tuple[CheckpointRecord, list[Any]]]] = {}
+        parts = self._chunk_parts(records)
         for record in records:
             try:
-                args = _arguments(record)
+                args = _arguments(record, self.codec, parts.get(record.event.thread_id, {}))
             except ChatLogError as exc:
                 result.failed.append((record, str(exc)))
                 continue
@@ -135,11 +252,12 @@ class CheckpointProjection:
                 reason = f"thread {thread_id!r} not applied: {reply}"
                 result.failed.extend((record, reason) for record, _ in items)
                 continue
-            applied, skipped = int(reply[0]), int(reply[1])
+            applied, skipped, refused = int(reply[0]), int(reply[1]), int(reply[2])
             result.applied += applied
             result.skipped += skipped
+            result.refused += refused
             # Offsets only grow within a thread, so the applied events are the newest.
-            for record, _ in items[len(items) - applied :]:
+            for record, _ in items[len(items) - applied - refused :]:
                 name = record.event.event_type
                 result.applied_by_type[name] = result.applied_by_type.get(name, 0) + 1
         return result
@@ -147,10 +265,19 @@ class CheckpointProjection:
     def _execute(self, threads: dict[str, list[tuple[CheckpointRecord, list[Any]]]]) -> list[Any]:
         def commands(sha: str) -> Iterator[Command]:
             for thread_id, items in threads.items():
-                argv: list[Any] = [items[0][0].partition]
+                keys = self.keys.thread(thread_id).all()
+                user_prefix, user_suffix = self.keys.user_threads("\n").split("\n")
+                run_prefix, run_suffix = self.keys.run_checkpoints("\n").split("\n")
+                argv: list[Any] = [
+                    items[0][0].partition,
+                    user_prefix,
+                    user_suffix,
+                    run_prefix,
+                    run_suffix,
+                    thread_id,
+                ]
                 for _, args in items:
                     argv.extend(args)
-                keys = self.keys.thread(thread_id).all()
                 yield ("EVALSHA", sha, len(keys), *keys, *argv)
 
         return self._script.run(commands)

@@ -7,7 +7,7 @@ called differently:
 
 1. **Slot groups.** The batch's sessions are grouped by hash slot (a session's
    keys share one, ``{session}``); each group is one ``EVALSHA`` declaring the
-   group's message, meta and index-outbox keys, so Redis checks they are local
+   group's message, meta, index-outbox, message-id and verdict keys, so Redis checks they are local
    (during a slot migration a call gets ``ASK`` or ``TRYAGAIN`` instead of
    half-running). Each node's calls go out on one connection, all nodes at
    once; a redirected call is resent through redis-py, which follows
@@ -99,6 +99,10 @@ class ClusterApply:
         for key in (keys.messages, keys.meta):
             self.templates += key("\x00").split("\x00")
         self.templates += ["", suffix]
+        #: The message-id and verdict key templates (``ARG_IDS_PREFIX`` ..).
+        self.id_templates: list[str] = []
+        for key in (keys.message_ids, keys.verdicts):
+            self.id_templates += key("\x00").split("\x00")
 
     def refresh(self) -> None:
         """Reload the slot map from any node that answers (after a node failed)."""
@@ -152,10 +156,13 @@ class ClusterPending:
             for start in range(0, len(members), per_call):
                 part = members[start : start + per_call]
                 declared: list[str] = []
-                argv: list[Any] = [*apply.templates, *head, "", 0, 0]
+                argv: list[Any] = [*apply.templates, *head, "", 0, *apply.id_templates, 0]
                 for args in part:
                     sid = args[0]
-                    declared += (keys.messages(sid), keys.meta(sid), keys.index_outbox(sid))
+                    declared += (
+                        keys.messages(sid), keys.meta(sid), keys.index_outbox(sid),
+                        keys.message_ids(sid), keys.verdicts(sid),
+                    )
                     argv += args
                 self._calls.append((declared, argv))
                 self._firsts.append(len(self.order))
@@ -228,7 +235,10 @@ class ClusterPending:
             for partition, offset in self.advance.items():
                 pairs += (partition, offset)
             positions = keys.positions()
-            argv = [*apply.templates, *self.head, positions, len(self.advance), *pairs, 0]
+            argv = [
+                *apply.templates, *self.head, positions, len(self.advance),
+                *apply.id_templates, *pairs, 0,
+            ]
             self._scripts([([positions], argv)])
         return cleaned
 

@@ -252,3 +252,33 @@ def _bounded_headers(
 
 def _headers_size(headers: Sequence[tuple[str, bytes | None]] | None) -> int:
     return sum(len(k.encode("utf-8", "replace")) + len(v or b"") for k, v in headers or ())
+
+
+def record_event_type(record: Any) -> str:
+    """The ``event-type`` header of a consumed record, ``unknown`` without one."""
+    for key, value in record.headers or []:
+        if key == "event-type":
+            return bytes(value).decode("utf-8", "replace")
+    return "unknown"
+
+
+def log_and_publish(dlq: DeadLetterQueue, letters: Sequence[DeadLetter]) -> bool:
+    """Log each letter at ERROR (ids only, never content), then publish them all.
+
+    Returns ``True`` so that a retry loop can tell success from a stop.
+    """
+    for letter in letters:
+        log.error(
+            "dead-lettering record: %s",
+            short_reason(letter.reason),
+            extra={
+                "topic": letter.record.topic,
+                "partition": letter.record.partition,
+                "offset": letter.record.offset,
+                "event_type": record_event_type(letter.record),
+                # The record key is the session id (an id, never message content).
+                "session_id": key_text(letter.record.key),
+            },
+        )
+    dlq.publish(letters)
+    return True

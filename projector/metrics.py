@@ -91,8 +91,19 @@ class ProjectorMetrics:
             "chatlog_events_dead_lettered", "Events sent to the dead-letter topic.",
             ["event_type"], registry=r,
         )
+        self.verdicts = prom.Counter(
+            "chatlog_events_verdicts",
+            "Events decided without a change: a message id the session held (duplicate) "
+            "or a conditional append at another version (conflict).",
+            ["verdict"], registry=r,
+        )
         self.batches = prom.Counter(
             "chatlog_batches", "Batches applied and committed.", registry=r
+        )
+        self.shredded = prom.Counter(
+            "chatlog_events_shredded",
+            "Encrypted events skipped because their subject's data key was destroyed (erased).",
+            registry=r,
         )
         self.apply_seconds = prom.Histogram(
             "chatlog_batch_apply_seconds",
@@ -125,6 +136,12 @@ class ProjectorMetrics:
             "chatlog_retries", "Retries of a failed apply or dead-letter publish.",
             ["operation"], registry=r,
         )
+        self.repairs = prom.Counter(
+            "chatlog_read_model_repairs",
+            "Read-model repairs after detected lost state (namespace: rebuilt in place; "
+            "session: one session rebuilt).",
+            ["scope"], registry=r,
+        )
         self.ready = prom.Gauge(
             "chatlog_ready", "1 when partitions are assigned and caught up.", registry=r
         )
@@ -149,6 +166,10 @@ class ProjectorMetrics:
             self.skipped.labels(name).inc(count)
         for name in dead_lettered_types:
             self.dead_lettered.labels(name).inc()
+        if result.deduplicated:
+            self.verdicts.labels("duplicate").inc(result.deduplicated)
+        if result.conflicts:
+            self.verdicts.labels("conflict").inc(result.conflicts)
         now = time.time()
         observe = self.end_to_end_seconds.observe
         for change in result.applied_records:
@@ -169,6 +190,24 @@ class ProjectorMetrics:
             # it; the unauthenticated probe says only what is being retried.
             self._readiness = Probe(False, f"retrying {operation} ({type(error).__name__})")
         self.ready.set(0)
+
+    def repair_started(self, scope: str, namespace: str) -> None:
+        """A repair began; a namespace-wide one makes the worker unready until it ends."""
+        if scope != "namespace":
+            return
+        with self._lock:
+            self._last_iteration = time.monotonic()
+            self._readiness = Probe(False, f"repairing read model namespace {namespace!r}")
+        self.ready.set(0)
+
+    def repair_progressed(self) -> None:
+        """A running repair applied a batch: the worker is alive (and still not ready)."""
+        self._last_iteration = time.monotonic()
+
+    def repaired(self, scope: str) -> None:
+        """Count a finished repair; readiness is refreshed at the loop's next iteration."""
+        self.repairs.labels(scope).inc()
+        self._last_refresh = 0.0
 
     def rebalanced(self, kind: str, partitions: set[TopicPartition]) -> None:
         """Record a partition assignment or revocation (see :class:`RebalanceListener`)."""

@@ -34,8 +34,17 @@ Lifecycle rules the script enforces (live projection and replay alike):
   expires at (last event time + TTL), the TTL being the session's
   ``SessionTtlSet`` override or the deployment default. A session whose
   expiry is already past (a replay of old events, a projector far behind)
-  is deleted on the spot, so replays never bring expired sessions back.
+  is expired on the spot, so replays never bring expired sessions back.
 * ``UserDeleted`` removes the user's index entries not newer than the event.
+* Message ids: an append of an id the session holds (its ``:ids`` set) is a
+  duplicate verdict (``ApplyResult.deduplicated``), neither applied nor
+  dead-lettered; clear, deletion and expiry forget the ids.
+* ``MessagesAppended``: all of its messages or none, at its expected version;
+  the verdict goes to the session's ``:verdicts`` hash for the writer
+  (``ApplyResult.conflicts`` counts refusals).
+* An idle-expired session is marked ``expired`` rather than deleted: its
+  meta keeps the position 7 days (redelivery is skipped) and a later record
+  inside its window continues it, judged by event time like verify's fold.
 """
 
 from __future__ import annotations
@@ -56,6 +65,10 @@ from chatlog.projector.changes import Change, Refusal, RefusalReason, change_of
 from chatlog.projector.cluster_projection import ClusterApply, ClusterPending
 from chatlog.projector.protocol import (
     EVENT_TYPES,
+    NOTE_CONFLICT,
+    NOTE_DUPLICATE,
+    NOTE_HOLE,
+    NOTE_LOST,
     NOTE_OWNER,
     NOTE_PARTITION,
     NOTE_REJECTED,
@@ -80,6 +93,8 @@ _OP = itemgetter(5)  # Change.op, read at C speed
 _NOTE_SKIPPED, _NOTE_OWNER, _NOTE_REJECTED, _NOTE_PARTITION = (
     code.encode() for code in (NOTE_SKIPPED, NOTE_OWNER, NOTE_REJECTED, NOTE_PARTITION)
 )
+_NOTE_DUPLICATE, _NOTE_CONFLICT = NOTE_DUPLICATE.encode(), NOTE_CONFLICT.encode()
+_NOTE_LOST, _NOTE_HOLE = NOTE_LOST.encode(), NOTE_HOLE.encode()
 
 
 class LogRecord(NamedTuple):
@@ -102,6 +117,16 @@ class ApplyResult:
     skipped_by_type: dict[str, int] = field(default_factory=dict)
     #: The changes applied to the read model (for end-to-end latency metrics).
     applied_records: list[Change] = field(default_factory=list)
+    #: Appends whose message ids the session already held: verdicts, not dead letters.
+    deduplicated: int = 0
+    #: Conditional appends refused by their expected version: verdicts, not dead letters.
+    conflicts: int = 0
+    #: Loss detection (live projection only): the namespace lost its generation key,
+    #: so some of the batch was not applied; repair the namespace, then send it again.
+    namespace_lost: bool = False
+    #: Sessions whose meta and list disagree (a key was lost): none of their
+    #: changes were applied; rebuild them, then send the batch again.
+    holes: list[str] = field(default_factory=list)
 
 
 class PendingApply:
@@ -142,13 +167,19 @@ class PendingApply:
         for call, reply in enumerate(replies):
             if isinstance(reply, Exception):
                 raise ReadModelError(f"applying a batch to Redis failed: {reply}")
+            if len(reply) == 5 and reply[3] == _NOTE_LOST:
+                result.namespace_lost = True
+                continue
             result.applied += reply[0]
             result.skipped += reply[1]
             base = call * SESSIONS_PER_CALL - 1
             notes += [
                 (base + reply[k], reply[k + 1], reply[k + 2]) for k in range(2, len(reply), 3)
             ]
-        if not notes:
+        if result.namespace_lost:
+            # What the other calls applied is applied again (and skipped) after the repair.
+            result.applied_records = []
+        elif not notes:
             # The common case: every change applied.
             result.applied_records = self._changes
         else:
@@ -174,8 +205,17 @@ class PendingApply:
                     left_out.add((session_id, change.offset))
                     name = change.event_type
                     result.skipped_by_type[name] = result.skipped_by_type.get(name, 0) + 1
+            elif code in (_NOTE_DUPLICATE, _NOTE_CONFLICT):
+                left_out.add((session_id, int(value)))
+                if code == _NOTE_DUPLICATE:
+                    result.deduplicated += 1
+                else:
+                    result.conflicts += 1
             elif code == _NOTE_OWNER:
                 owners[session_id] = _text(value)
+            elif code == _NOTE_HOLE:
+                result.holes.append(session_id)
+                left_out.update((session_id, change.offset) for change in changes)
             elif code == _NOTE_REJECTED:
                 change = next(c for c in changes if c.offset == value)
                 left_out.add((session_id, change.offset))
@@ -205,10 +245,18 @@ class RedisProjection:
     """
 
     def __init__(
-        self, client: redis.Redis, namespace: str, *, session_ttl_s: float | None = None
+        self,
+        client: redis.Redis,
+        namespace: str,
+        *,
+        session_ttl_s: float | None = None,
+        detect_loss: bool = False,
     ) -> None:
         self.client = client
         self.keys = ReadModelKeys(namespace)
+        #: Loss detection (the live projector's): check the namespace's generation
+        #: key and each session's meta against its list (see ApplyResult.namespace_lost).
+        self.detect_loss = detect_loss
         #: The deployment's idle TTL in milliseconds (0: sessions never expire).
         self.session_ttl_ms = int(session_ttl_s * 1000) if session_ttl_s else 0
         self._script = ScriptBatch(client, _APPLY, "applying a batch to Redis")
@@ -218,6 +266,12 @@ class RedisProjection:
         for key in (self.keys.messages, self.keys.meta, self.keys.user_sessions):
             prefix, suffix = key("\x00").split("\x00")
             self._templates += [prefix, suffix]
+        self._id_templates: list[str] = []
+        for key in (self.keys.message_ids, self.keys.verdicts):
+            prefix, suffix = key("\x00").split("\x00")
+            self._id_templates += [prefix, suffix]
+        # On a Redis Cluster: one call per slot group, no generation check
+        # (the generation key is in another slot; see cluster_projection).
         self._cluster = (
             ClusterApply(client, _APPLY, self.keys, per_call=SESSIONS_PER_CALL)
             if is_cluster(client) else None
@@ -276,11 +330,13 @@ class RedisProjection:
                 if args is None:
                     sessions[change.session_id] = [
                         change.session_id, change.partition, 1,
-                        change.offset, op, change.arg, change.event_ms, change.user_id,
+                        change.offset, op, change.arg, change.event_ms, change.user_id, change.key,
                     ]
                 else:
                     args[2] += 1
-                    args += (change.offset, op, change.arg, change.event_ms, change.user_id)
+                    args += (
+                        change.offset, op, change.arg, change.event_ms, change.user_id, change.key
+                    )
             changes.append(change)
         if self._cluster is not None:
             if not (sessions or users or advance):
@@ -309,9 +365,11 @@ class RedisProjection:
         Each call's ARGV is laid out as :mod:`~chatlog.projector.protocol` says:
         the key templates (``ARG_MESSAGES_PREFIX`` ..), ``ARG_DEFAULT_TTL``,
         ``ARG_NOW``, ``ARG_POSITIONS_KEY``, ``ARG_POSITION_COUNT``, the
+        message-id and verdict key templates (``ARG_IDS_PREFIX`` ..), the
         position pairs, the user deletions, then the sessions.
         """
-        head = ("EVALSHA", sha, 0, *self._templates, self.session_ttl_ms, now_ms)
+        keys = (1, self.keys.generation()) if self.detect_loss else (0,)
+        head = ("EVALSHA", sha, *keys, *self._templates, self.session_ttl_ms, now_ms)
         calls = range(0, max(len(sessions), 1), SESSIONS_PER_CALL)
         last = calls[-1]
         for start in calls:
@@ -319,13 +377,13 @@ class RedisProjection:
             for args in sessions[start : start + SESSIONS_PER_CALL]:
                 argv += args
             if start != last:
-                yield (*head, "", 0, 0, *argv)
+                yield (*head, "", 0, *self._id_templates, 0, *argv)
                 continue
             pairs: list[int] = []
             for partition, offset in advance.items():
                 pairs += (partition, offset)
             yield (
-                *head, self.keys.positions(), len(advance), *pairs,
+                *head, self.keys.positions(), len(advance), *self._id_templates, *pairs,
                 len(users) // 2, *users, *argv,
             )
 

@@ -75,6 +75,8 @@ class Replayer:
         self.redis = self.target.redis
         self.codec = self.log.codec
         self.reader = self.log.reader
+        #: The data keys sealed messages open under; ``None`` when encryption is off.
+        self.key_store = self.log.key_store
         self.active = self.admin.active
 
     # -- namespaces --------------------------------------------------------

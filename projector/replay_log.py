@@ -18,6 +18,7 @@ from kafka.errors import KafkaError
 
 from chatlog.errors import TopicError
 from chatlog.producers.admin import end_offsets
+from chatlog.producers.key_store import key_store_of
 from chatlog.producers.log_reader import beginning_offsets, read_range
 from chatlog.projector.change_reader import ChangeReader
 from chatlog.projector.changes import Change, Refusal
@@ -41,7 +42,12 @@ class ReplayLog:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.codec = EventCodec()
-        self.reader = ChangeReader(self.codec, settings.max_event_bytes)
+        # CHATLOG_ENCRYPTION_KEY: sealed messages are opened as the live projector
+        # opens them; a shredded one (its data key destroyed) is skipped.
+        self.key_store = key_store_of(settings)
+        self.reader = ChangeReader(
+            self.codec, settings.max_event_bytes, key_store=self.key_store
+        )
 
     def read(
         self,

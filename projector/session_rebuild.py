@@ -91,6 +91,8 @@ def rebuild_session(
         built.meta(session_id),
         live.messages(session_id),
         live.meta(session_id),
+        built.message_ids(session_id),
+        live.message_ids(session_id),
     ]
     events = 0
     try:

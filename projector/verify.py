@@ -7,7 +7,10 @@ step in :mod:`chatlog.projector.redis_projection`: an oracle that shared the
 code it checks would agree with every bug in it. It follows the same
 documented rules: ownership (an event from another writer than the owner is
 rejected), ``SessionCleared``, ``SessionDeleted`` (a later write starts
-afresh), ``SessionTtlSet`` and idle expiry judged by event time.
+afresh), ``SessionTtlSet`` and idle expiry judged by event time, appends by
+message id (an id the session holds is a duplicate; clear, deletion and expiry
+forget the ids) and conditional appends (``MessagesAppended``: all or none, at
+the expected version).
 :func:`compare` classifies how a stored list differs from the expected one.
 """
 
@@ -19,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatlog.errors import ChatLogError
-from chatlog.projector.changes import Change, change_of
+from chatlog.projector.changes import Change, change_of, conditional_fields
 from chatlog.projector.protocol import (
     OP_APPEND,
+    OP_APPEND_IF,
     OP_CLEAR,
     OP_DELETE_SESSION,
     OP_DELETE_USER,
@@ -40,6 +44,8 @@ class ExpectedSession:
     messages: list[str] = field(default_factory=list)
     ttl_ms: int | None = None
     last_event_ms: int = 0
+    #: The ids of the messages it holds (appends of these are duplicates).
+    ids: set[str] = field(default_factory=set)
 
     def expired(self, default_ttl_ms: int, at_ms: int) -> bool:
         """Whether the session's idle TTL ran out by ``at_ms`` (judged by event time)."""
@@ -58,6 +64,9 @@ class ExpectedState:
         self.sessions: dict[str, ExpectedSession] = {}
         self.default_ttl_ms = int(session_ttl_s * 1000) if session_ttl_s else 0
         self.events = 0
+        #: Appends dropped as duplicates and conditional appends refused (verdicts).
+        self.deduplicated = 0
+        self.conflicts = 0
         #: Each user's session index: session id -> last activity (event ms).
         self.index: dict[str, dict[str, int]] = {}
 
@@ -85,22 +94,51 @@ class ExpectedState:
         user = record.user_id
         if session.owner and user != session.owner:
             return  # rejected by ownership; the projector dead-letters it
+        if self._verdict(session, record):
+            session.offset = record.offset
+            return
         session.offset = record.offset
         session.last_event_ms = max(session.last_event_ms, record.event_ms)
         if op == OP_DELETE_SESSION:
             self._unlist(record.session_id, session.owner)
             session.messages, session.owner, session.ttl_ms = [], "", None
+            session.ids = set()
             return
         if not session.owner:
             session.owner = user
         if op == OP_APPEND:
             session.messages.append(record.arg.decode("utf-8"))
+            if record.key:
+                session.ids.add(record.key)
+        elif op == OP_APPEND_IF:
+            for key, message in conditional_fields(record.arg)[1]:
+                if not key or key not in session.ids:
+                    session.messages.append(message.decode("utf-8"))
+                    if key:
+                        session.ids.add(key)
         elif op == OP_CLEAR:
             session.messages = []
+            session.ids = set()
         elif op == OP_SET_TTL:
             session.ttl_ms = int(record.arg) if record.arg else None
         if session.owner:
             self.index.setdefault(session.owner, {})[record.session_id] = session.last_event_ms
+
+    def _verdict(self, session: ExpectedSession, record: Change) -> bool:
+        """Whether ``record`` is a duplicate or a refused conditional append (changes nothing)."""
+        if record.op == OP_APPEND:
+            if record.key and record.key in session.ids:
+                self.deduplicated += 1
+                return True
+        elif record.op == OP_APPEND_IF:
+            expected, pairs = conditional_fields(record.arg)
+            if pairs and all(key and key in session.ids for key, _ in pairs):
+                self.deduplicated += 1
+                return True
+            if expected != len(session.messages):
+                self.conflicts += 1
+                return True
+        return False
 
     def _unlist(self, session_id: str, owner: str) -> None:
         if owner:

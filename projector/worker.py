@@ -3,11 +3,12 @@
 Delivery is at least once and application exactly once: offsets are
 committed only after the batch is in Redis (and its poison records are in
 the dead-letter topic), and the apply step skips anything at or below a
-session's last applied offset, so a redelivered batch is harmless. That
-commit is sent without waiting for the broker's answer (a synchronous one
-cost about as much as decoding and applying the batch); the last applied
-offsets are committed synchronously when partitions are revoked and when
-the worker stops.
+session's last applied offset, so a redelivered batch is harmless. Commits
+live in :mod:`~chatlog.projector.commits`, namespace following in
+:mod:`~chatlog.projector.namespace_following`, outage retries in
+:mod:`~chatlog.projector.outage_retry`, the checkpoint topic in
+:mod:`~chatlog.projector.checkpoint_topic` and the consumer's setup in
+:mod:`~chatlog.projector.consumer_setup`; this module is the loop.
 """
 
 from __future__ import annotations
@@ -17,40 +18,45 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import redis
-from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import (
-    CommitFailedError,
-    IllegalStateError,
-    KafkaError,
-    KafkaTimeoutError,
-    RebalanceInProgressError,
-)
-from kafka.structs import OffsetAndMetadata
+from kafka import TopicPartition
+from kafka.errors import KafkaError
 
-from chatlog.errors import BrokerUnavailableError, ChatLogError, ReadModelError
-from chatlog.namespaces import ActiveNamespace
-from chatlog.producers.admin import ensure_topic
+from chatlog.errors import BrokerUnavailableError, ReadModelError
+from chatlog.eviction_guard import guard_eviction
+from chatlog.producers.key_store import key_store_of
 from chatlog.producers.producer import EventProducer
 from chatlog.producers.rebalance import RebalanceListener
 from chatlog.projector.change_reader import ChangeReader
-from chatlog.projector.changes import Change, Refusal
-from chatlog.projector.checkpoint_projection import CheckpointProjection, decode_record
-from chatlog.projector.cluster_projection import TOPOLOGY_ERRORS
-from chatlog.projector.dead_letter import DeadLetter, DeadLetterQueue, key_text, short_reason
+from chatlog.projector.changes import Change, Refusal, RefusalReason
+from chatlog.projector.checkpoint_projection import CheckpointProjection
+from chatlog.projector.checkpoint_topic import CheckpointTopic
+from chatlog.projector.commits import OffsetCommits
+from chatlog.projector.consumer_setup import ensure_projector_topics, open_consumer
+from chatlog.projector.dead_letter import (
+    DeadLetter,
+    DeadLetterQueue,
+    log_and_publish,
+    record_event_type,
+)
 from chatlog.projector.gc_threshold import young_gc_threshold
-from chatlog.projector.positions import BatchTarget, ProjectionTarget
-from chatlog.projector.redis_projection import ApplyResult, PendingApply, RedisProjection
+from chatlog.projector.namespace_following import NamespaceFollower
+from chatlog.projector.outage_retry import RETRY_MAX_S, RETRY_MIN_S, OutageRetry
+from chatlog.projector.polled_batch import PolledBatch
+from chatlog.projector.positions import BatchTarget
+from chatlog.projector.read_model_repair import ReadModelRepair
+from chatlog.projector.redis_projection import ApplyResult, RedisProjection
+from chatlog.projector.stats import ProjectorStats
 from chatlog.redis_clients import open_redis
-from chatlog.schemas.checkpoint_codec import CheckpointCodec
 from chatlog.schemas.codec import EventCodec
 from chatlog.settings import Settings
 
 if TYPE_CHECKING:
     from chatlog.projector.metrics import ProjectorMetrics
+
+__all__ = ["IDLE_POLL_MS", "RETRY_MAX_S", "RETRY_MIN_S", "Projector", "ProjectorStats"]
 
 log = logging.getLogger("chatlog.projector")
 
@@ -61,54 +67,9 @@ log = logging.getLogger("chatlog.projector")
 #: 120 ms; 17 and 22-34 ms at 10 ms, for about 10% of a core more).
 IDLE_POLL_MS = 10
 
-#: Backoff bounds while Redis or the dead-letter topic is unreachable.
-RETRY_MIN_S = 0.05
-RETRY_MAX_S = 5.0
-
-
-@dataclass(slots=True)
-class ProjectorStats:
-    """Running totals of one projector, for tests, the CLI and metrics."""
-
-    batches: int = 0
-    applied: int = 0
-    skipped: int = 0
-    dead_lettered: int = 0
-    commits_failed: int = 0
-    retries: int = 0
-    applied_by_type: dict[str, int] = field(default_factory=dict)
-    dead_lettered_by_type: dict[str, int] = field(default_factory=dict)
-    last_poll_at: float = 0.0
-
-
-@dataclass(slots=True, eq=False)
-class _Batch:
-    """One polled batch on its way through the worker: read, sent to Redis, finished."""
-
-    raws: dict[Any, list[Any]]
-    changes: list[Change]
-    letters: list[DeadLetter]
-    next_offsets: dict[TopicPartition, int]
-    #: The namespace's projection when the batch was read (a retry goes there too).
-    projection: RedisProjection
-    pending: PendingApply | None = None
-    started: float = 0.0
-
-    def send(self) -> PendingApply:
-        """Write the changes, and the partitions' applied positions after them."""
-        return self.projection.send(
-            self.changes, advance={tp.partition: o for tp, o in self.next_offsets.items()}
-        )
-
-    def unapplied(self) -> dict[tuple[str, int], int]:
-        """Records polled per (topic, partition) and not applied until the batch finishes."""
-        return {(tp.topic, tp.partition): len(raws) for tp, raws in self.raws.items()}
-
-    def result(self) -> ApplyResult:
-        """Redis's verdicts; after a failed read the batch is sent again (it is idempotent)."""
-        pending = self.pending or self.send()
-        self.pending = None
-        return pending.result()
+#: Repairs tried for one batch before it waits out a backoff (the damage came
+#: back each time: something keeps deleting keys).
+REPAIR_ROUNDS = 3
 
 
 class Projector:
@@ -148,38 +109,53 @@ class Projector:
     ) -> None:
         self.settings = settings
         self.gc_threshold = gc_threshold
-        self.namespace = namespace or settings.namespace
         self.redis = redis_client or open_redis(settings.redis_url, mode=settings.redis_mode)
-        self.projection = RedisProjection(
-            self.redis, self.namespace, session_ttl_s=settings.session_ttl_s
-        )
-        self.target = ProjectionTarget(
-            self.redis, self.namespace, active=None if namespace else ActiveNamespace.of(settings)
+        self.following = NamespaceFollower(
+            self.redis, settings, namespace or settings.namespace, pinned=namespace is not None
         )
         self.codec = EventCodec()
-        self.reader = ChangeReader(self.codec, settings.max_event_bytes)
-        # Checkpoints stay in the configured namespace, where ChatLogCheckpointSaver
-        # reads them: a rebuild's namespace switch moves chat sessions only (the
-        # checkpoint log is rebuilt by chatlog.projector.checkpoint_replay).
-        self.checkpoints = CheckpointProjection(self.redis, self.namespace)
-        self.checkpoint_codec = CheckpointCodec()
+        # CHATLOG_ENCRYPTION_KEY: sealed messages are opened before they are projected.
+        self.key_store = key_store_of(settings)
+        self.reader = ChangeReader(
+            self.codec, settings.max_event_bytes, key_store=self.key_store
+        )
         self.stats = ProjectorStats()
         self.on_batch = on_batch
         self.metrics = metrics
         self._stop = threading.Event()
         self._assigned = threading.Event()
-        # A KafkaConsumer, or a ConfluentConsumer with the same methods.
-        self._consumer: Any = None
+        self._retry = OutageRetry(self._stop, self.stats, metrics)
+        self.commits = OffsetCommits(settings.transport, self.stats, metrics)
+        self.repair = ReadModelRepair(settings, self.redis, self.stats, metrics, self._stop)
+        # Checkpoints stay in the configured namespace, where ChatLogCheckpointSaver
+        # reads them: a rebuild's namespace switch moves chat sessions only (the
+        # checkpoint log is rebuilt by chatlog.projector.checkpoint_replay).
+        self.checkpoints = CheckpointTopic(
+            CheckpointProjection(self.redis, self.following.namespace),
+            retry=self._retry,
+            publish_letters=self._publish_letters,
+            commits=self.commits,
+            stats=self.stats,
+        )
         self._producer: EventProducer | None = None
         self._dlq: DeadLetterQueue | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        # Next offset per partition whose records are applied (and dead-lettered);
-        # committed asynchronously after each batch, synchronously at a revoke or stop.
-        self._applied: dict[TopicPartition, int] = {}
-        # Next offset per partition this worker sent to the current namespace:
-        # a batch starting at or below it cannot leave a gap there.
-        self._known: dict[int, int] = {}
+
+    @property
+    def namespace(self) -> str:
+        """The namespace batches are applied to now (follows a rebuild's switch)."""
+        return self.following.namespace
+
+    @property
+    def projection(self) -> RedisProjection:
+        """The Redis projection of :attr:`namespace`."""
+        return self.following.projection
+
+    @property
+    def consumer(self) -> Any:
+        """The group consumer while the worker runs (a KafkaConsumer or a ConfluentConsumer)."""
+        return self.commits.consumer
 
     # -- lifecycle -------------------------------------------------------
 
@@ -198,7 +174,7 @@ class Projector:
 
     def assignment(self) -> set[int]:
         """Partitions currently assigned to this worker."""
-        consumer = self._consumer
+        consumer = self.consumer
         return {tp.partition for tp in consumer.assignment()} if consumer else set()
 
     @contextmanager
@@ -241,14 +217,17 @@ class Projector:
         commits it. Redis runs what one connection sends in order, so N+1
         always sees everything N did.
         """
+        guard_eviction(self.redis, self.settings)
         self._open()
-        consumer = self._consumer
+        consumer = self.consumer
         assert consumer is not None
+        # A namespace that lost everything while no projector ran is rebuilt first.
+        self._retry(lambda: self.repair.ensure_generation(self.namespace), "check the read model")
         with young_gc_threshold(self.gc_threshold):
             self._loop(consumer)
 
     def _loop(self, consumer: Any) -> None:
-        in_flight: _Batch | None = None
+        in_flight: PolledBatch | None = None
         try:
             while not self._stop.is_set():
                 self.stats.last_poll_at = time.time()
@@ -264,7 +243,7 @@ class Projector:
                         self.metrics.error("kafka", "poll")
                     batch = {}
                     if in_flight is None:
-                        self._sleep(RETRY_MIN_S * 10)
+                        self._retry.sleep(RETRY_MIN_S * 10)
                         continue
                 if consumer.assignment():
                     self._assigned.set()
@@ -272,6 +251,8 @@ class Projector:
                 if in_flight is not None:
                     self._finish(in_flight)
                     in_flight = None
+                # Nothing is in Redis now: look for lost state now and then.
+                self._retry(lambda: self.repair.check(self.namespace), "check the read model")
                 if prepared is not None:
                     in_flight = self._send(prepared)
                 elif not batch and consumer.assignment():
@@ -287,13 +268,7 @@ class Projector:
                 self.metrics.stopped()
             self._close()
 
-    def process(self, batch: dict[Any, list[Any]]) -> None:
-        """Decode, apply and dead-letter one polled batch, then commit its offsets."""
-        prepared = self._prepare(batch)
-        if prepared is not None:
-            self._finish(self._send(prepared))
-
-    def _prepare(self, batch: dict[Any, list[Any]]) -> _Batch | None:
+    def _prepare(self, batch: dict[Any, list[Any]]) -> PolledBatch | None:
         """Read a polled batch into changes and dead letters, and choose its namespace.
 
         ``None`` when nothing of it is left to apply (checkpoint records only,
@@ -301,7 +276,12 @@ class Projector:
         """
         checkpoint_topic = self.settings.checkpoint_topic
         if any(tp.topic == checkpoint_topic for tp in batch):
-            self._process_checkpoints(
+            # The checkpoint script has no loss check of its own: a namespace that
+            # lost its keys is repaired before checkpoints are applied to it.
+            self._retry(
+                lambda: self.repair.ensure_generation(self.namespace), "check the read model"
+            )
+            self.checkpoints.process(
                 {t: r for t, r in batch.items() if t.topic == checkpoint_topic}
             )
             batch = {t: r for t, r in batch.items() if t.topic != checkpoint_topic}
@@ -318,6 +298,12 @@ class Projector:
             for raw in raws:
                 change = read(raw)
                 if type(change) is Refusal:
+                    if change.reason is RefusalReason.SHREDDED:
+                        # Erased: skipped like a deleted session's event, never dead-lettered.
+                        self.stats.shredded += 1
+                        if self.metrics is not None:
+                            self.metrics.shredded.inc()
+                        continue
                     letters.append(DeadLetter(raw, str(change)))
                 else:
                     changes.append(change)  # type: ignore[arg-type]
@@ -337,21 +323,20 @@ class Projector:
             }
             if not next_offsets:
                 return None
-        return _Batch(batch, changes, letters, next_offsets, self.projection)
+        return PolledBatch(batch, changes, letters, next_offsets, self.projection)
 
-    def _send(self, batch: _Batch) -> _Batch:
+    def _send(self, batch: PolledBatch) -> PolledBatch:
         """Write the batch to Redis (its verdicts are read by :meth:`_finish`)."""
         batch.started = time.perf_counter()
         batch.pending = self._retry(batch.send, "apply to Redis")
         # Everything below these offsets is in Redis once the batch has run,
         # and Redis runs the next batch after it: no gap check needed there.
-        for tp, offset in batch.next_offsets.items():
-            self._known[tp.partition] = offset
+        self.following.sent({tp.partition: o for tp, o in batch.next_offsets.items()})
         return batch
 
-    def _finish(self, batch: _Batch) -> None:
+    def _finish(self, batch: PolledBatch) -> None:
         """Read the batch's verdicts, dead-letter what failed, commit its offsets."""
-        result = self._retry(batch.result, "apply to Redis")
+        result = self._retry(lambda: self._result(batch), "apply to Redis")
         apply_seconds = time.perf_counter() - batch.started
         if result is None:
             return  # stopping during an outage: nothing committed, the batch comes again
@@ -363,235 +348,99 @@ class Projector:
         if letters and self._retry(lambda: self._publish_letters(letters), "dead-letter") is None:
             return
         self.stats.batches += 1
-        self.stats.applied += result.applied
-        self.stats.skipped += result.skipped
+        self.stats.count_applied(result.applied, result.skipped, result.applied_by_type)
+        self.stats.deduplicated += result.deduplicated
+        self.stats.conflicts += result.conflicts
         self.stats.dead_lettered += len(letters)
-        for name, count in result.applied_by_type.items():
-            self.stats.applied_by_type[name] = self.stats.applied_by_type.get(name, 0) + count
         for letter in letters:
-            name = _header(letter.record, "event-type") or "unknown"
+            name = record_event_type(letter.record)
             self.stats.dead_lettered_by_type[name] = (
                 self.stats.dead_lettered_by_type.get(name, 0) + 1
             )
-        self._commit(batch.next_offsets)
+        self.commits.commit(batch.next_offsets)
         if self.metrics is not None:
             self.metrics.batch_applied(
                 result,
-                [_header(letter.record, "event-type") or "unknown" for letter in letters],
+                [record_event_type(letter.record) for letter in letters],
                 apply_seconds,
             )
         if self.on_batch is not None:
             self.on_batch(self, result.applied)
 
-    def _plan(self, first: dict[int, int]) -> BatchTarget:
-        """Follow a namespace switch, and seek back partitions the namespace has gaps in.
-
-        ``first`` is the batch's first offset per partition. Only partitions
-        this worker has not applied up to there itself are checked in Redis.
-        """
-        consumer = self._consumer
-        assert consumer is not None
-        if self.target.follow():
-            self._known.clear()
-            # Just switched: every assigned partition, idle ones too, may be
-            # ahead of the new namespace; a reader waiting for its own write
-            # there would otherwise wait for the next append to that partition.
-            first = dict(first)
-            for tp in consumer.assignment():
-                if tp.topic == self.settings.topic:
-                    first.setdefault(tp.partition, consumer.position(tp))
-        known = self._known
-        plan = self.target.plan(
-            {p: offset for p, offset in first.items() if offset > known.get(p, -1)}
-        )
-        if plan.namespace != self.projection.keys.namespace:
-            self.namespace = plan.namespace
-            self.projection = RedisProjection(
-                self.redis, plan.namespace, session_ttl_s=self.settings.session_ttl_s
+    def _result(self, batch: PolledBatch) -> ApplyResult:
+        """The batch's verdicts, after repairing what its apply found lost (then sent again)."""
+        result = batch.result()
+        namespace = batch.projection.keys.namespace
+        for _ in range(REPAIR_ROUNDS):
+            if not (result.namespace_lost or result.holes):
+                return result
+            if result.namespace_lost:
+                self.repair.ensure_generation(namespace)
+            else:
+                self.repair.repair_sessions(namespace, result.holes)
+            # The repair moved the namespace's positions: check them again.
+            self.following.known.clear()
+            result = _merged(result, batch.result())
+        if result.namespace_lost or result.holes:
+            raise ReadModelError(
+                f"namespace {namespace!r} kept losing state during {REPAIR_ROUNDS} repairs"
             )
-        for tp in consumer.assignment():
-            if tp.topic == self.settings.topic and tp.partition in plan.rewind:
-                consumer.seek(tp, plan.rewind[tp.partition])
-        return plan
+        return result
 
-    def _process_checkpoints(self, batch: dict[Any, list[Any]]) -> None:
-        """The checkpoint topic's share of a batch: decode, apply, dead-letter, commit."""
-        records, letters, raws_at = [], [], {}
-        for raws in batch.values():
-            for raw in raws:
-                raws_at[(raw.partition, raw.offset)] = raw
-                try:
-                    records.append(decode_record(self.checkpoint_codec, raw))
-                except ChatLogError as exc:
-                    letters.append(DeadLetter(raw, f"undecodable: {exc}"))
-        result = self._retry(lambda: self.checkpoints.apply(records), "apply checkpoints")
-        if result is None:
-            return
-        letters += [DeadLetter(raws_at[(r.partition, r.offset)], why) for r, why in result.failed]
-        if letters and self._retry(lambda: self._publish_letters(letters), "dead-letter") is None:
-            return
-        self.stats.applied += result.applied
-        self.stats.skipped += result.skipped
-        self.stats.dead_lettered += len(letters)
-        for name, count in result.applied_by_type.items():
-            self.stats.applied_by_type[name] = self.stats.applied_by_type.get(name, 0) + count
-        self._commit({tp: raws[-1].offset + 1 for tp, raws in batch.items() if raws})
+    def _plan(self, first: dict[int, int]) -> BatchTarget:
+        """Follow a namespace switch and seek back gaps (see :class:`NamespaceFollower`)."""
+        return self.following.plan(self.consumer, first)
 
     def _publish_letters(self, letters: list[DeadLetter]) -> bool:
         assert self._dlq is not None
-        for letter in letters:
-            log.error(
-                "dead-lettering record: %s",
-                short_reason(letter.reason),
-                extra={
-                    "topic": letter.record.topic,
-                    "partition": letter.record.partition,
-                    "offset": letter.record.offset,
-                    "event_type": _header(letter.record, "event-type") or "unknown",
-                    # The record key is the session id (an id, never message content).
-                    "session_id": key_text(letter.record.key),
-                },
-            )
-        self._dlq.publish(letters)
-        return True
+        return log_and_publish(self._dlq, letters)
 
-    def _retry(self, action: Callable[[], Any], what: str) -> Any:
-        """Run ``action`` until it succeeds, backing off on outages; ``None`` if stopped."""
-        delay = RETRY_MIN_S
-        while True:
-            try:
-                return action()
-            except (redis.ConnectionError, redis.TimeoutError, ReadModelError) as exc:
-                error: Exception = exc
-            except TOPOLOGY_ERRORS as exc:  # a Redis Cluster failing over or resharding
-                error = exc
-            except ChatLogError as exc:  # the dead-letter publish failed
-                error = exc
-            self.stats.retries += 1
-            if self.metrics is not None:
-                self.metrics.retried(what, error)
-            log.warning("%s failed, retrying in %.2fs: %s", what, delay, error)
-            if self._sleep(delay):
-                return None
-            delay = min(delay * 2, RETRY_MAX_S)
-
-    def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit the offsets of an applied batch without waiting for the broker."""
-        consumer = self._consumer
-        assert consumer is not None
-        self._applied.update(offsets)
-        try:
-            consumer.commit_async(
-                {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()},
-                callback=self._committed,
-            )
-        except KafkaError as exc:
-            self._commit_failed(exc)
-
-    def _committed(self, _offsets: Any, response: Any) -> None:
-        # Called by the consumer once the broker answered an asynchronous commit.
-        if isinstance(response, Exception):
-            self._commit_failed(response)
-
-    def commit_applied(self, partitions: set[TopicPartition] | None = None) -> None:
+    def commit_applied(self, partitions: set[Any] | None = None) -> None:
         """Synchronously commit what was applied (on ``partitions``, default all) and forget it."""
-        consumer = self._consumer
-        chosen = [tp for tp in self._applied if partitions is None or tp in partitions]
-        offsets = {tp: self._applied.pop(tp) for tp in chosen}
-        if consumer is None or not offsets:
-            return
-        try:
-            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
-        except KafkaError as exc:
-            self._commit_failed(exc)
-
-    def _revoked(self, revoked: set[TopicPartition]) -> None:
-        """Commit the revoked partitions' applied offsets before another worker takes them."""
-        if self.settings.transport == "confluent":
-            self.commit_applied(revoked)
-            return
-        # kafka-python runs the listener on its IO thread, where a blocking commit
-        # is refused; the batches' asynchronous commits were queued on the
-        # coordinator connection before the poll that began this rebalance.
-        for tp in revoked:
-            self._applied.pop(tp, None)
-
-    def _commit_failed(self, exc: Exception) -> None:
-        if isinstance(exc, (CommitFailedError, RebalanceInProgressError, IllegalStateError)):
-            # The group is rebalancing; whoever owns the partition next gets
-            # these records again and the idempotent apply skips them.
-            self.stats.commits_failed += 1
-            log.info("commit skipped during a rebalance: %s", exc)
-            return
-        self.stats.commits_failed += 1
-        if self.metrics is not None:
-            self.metrics.error("kafka", "commit")
-        log.warning("commit failed, the batch will be redelivered: %s", exc)
-
-    def _sleep(self, seconds: float) -> bool:
-        """Sleep unless stopped; return whether the projector is stopping."""
-        return self._stop.wait(seconds)
+        self.commits.commit_applied(partitions)
 
     def _open(self) -> None:
         settings = self.settings
-        if settings.auto_create_topic:
-            ensure_topic(settings.topic, settings.partitions, settings.replication_factor,
-                         settings=settings)
-            ensure_topic(settings.dlq_topic, settings.partitions, settings.replication_factor,
-                         settings=settings)
-            ensure_topic(settings.checkpoint_topic, settings.partitions,
-                         settings.replication_factor, settings=settings)
-        if settings.transport == "confluent":
-            # Imported here: confluent-kafka is an optional extra.
-            from chatlog.producers.confluent_consumer import ConfluentConsumer
-
-            self._consumer = ConfluentConsumer(settings)
-        else:
-            self._consumer = self._kafka_python_consumer()
-        self._consumer.subscribe(
+        ensure_projector_topics(settings)
+        consumer = open_consumer(settings)
+        consumer.subscribe(
             [settings.topic, settings.checkpoint_topic],
             listener=RebalanceListener(
-                self.metrics.rebalanced if self.metrics else None, before_revoke=self._revoked
+                self.metrics.rebalanced if self.metrics else None,
+                before_revoke=self.commits.revoked,
             ),
         )
-        self._producer = EventProducer(settings, codec=self.codec)
+        self.commits.consumer = consumer
+        # Dead letters are sent as they were read: this producer seals nothing,
+        # so it shares the worker's key store rather than opening another.
+        self._producer = EventProducer(settings, codec=self.codec, key_store=self.key_store)
         self._dlq = DeadLetterQueue(self._producer, settings.dlq_topic)
 
-    def _kafka_python_consumer(self) -> KafkaConsumer:
-        settings = self.settings
-        try:
-            return KafkaConsumer(
-                **settings.kafka_client_options(),
-                group_id=settings.consumer_group,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_poll_records=settings.max_poll_records,
-                session_timeout_ms=settings.consumer_session_timeout_ms,
-                heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
-                # Some Kafka-compatible brokers (the embedded Tansu) hold a fetch
-                # for the whole wait even when records arrive, which lands in
-                # append -> visible latency (benchmarks at 1k msg/s: p99 64 ms
-                # at 100 ms, 19 ms at 20 ms). Kafka answers at once either way.
-                fetch_max_wait_ms=settings.fetch_max_wait_ms,
-            )
-        except KafkaTimeoutError as exc:
-            raise BrokerUnavailableError(
-                f"no Kafka broker answered at {settings.kafka_bootstrap_servers}"
-            ) from exc
-
     def _close(self) -> None:
-        if self._consumer is not None:
-            self.commit_applied()
-            self._consumer.close(autocommit=False)
-            self._consumer = None
+        if self.commits.consumer is not None:
+            self.commits.commit_applied()
+            self.commits.consumer.close(autocommit=False)
+            self.commits.consumer = None
         if self._producer is not None:
             self._producer.close()
             self._producer = None
         self._assigned.clear()
 
 
-def _header(record: Any, name: str) -> str | None:
-    for key, value in record.headers or []:
-        if key == name:
-            return bytes(value).decode("utf-8", "replace")
-    return None
+def _merged(first: ApplyResult, again: ApplyResult) -> ApplyResult:
+    """One batch's verdicts from its first send and its send after a repair.
+
+    What the first send applied, the second skipped; refusals are the second's
+    (the same records get the same verdicts).
+    """
+    again.applied += first.applied
+    again.skipped = max(again.skipped - first.applied, 0)
+    for name, count in first.applied_by_type.items():
+        again.applied_by_type[name] = again.applied_by_type.get(name, 0) + count
+        left = again.skipped_by_type.get(name, 0) - count
+        if left > 0:
+            again.skipped_by_type[name] = left
+        else:
+            again.skipped_by_type.pop(name, None)
+    again.applied_records = first.applied_records + again.applied_records
+    return again

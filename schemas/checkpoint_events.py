@@ -52,6 +52,7 @@ class CheckpointPut:
     parent_checkpoint_id: str | None = None
     channel_versions: tuple[ChannelVersion, ...] = ()
     blobs: tuple[ChannelBlob, ...] = ()
+    run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +80,64 @@ class ThreadDeleted:
     """Every checkpoint and pending write of the thread before this event is gone."""
 
 
+@dataclass(frozen=True, slots=True)
+class CheckpointRef:
+    """One checkpoint of a thread: its namespace and id."""
+
+    checkpoint_ns: str
+    checkpoint_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointsDeleted:
+    """These checkpoints and their writes are gone (``prune`` keep_latest, ``delete_for_runs``).
+
+    Channel values that no remaining checkpoint of the thread refers to go with them.
+    """
+
+    checkpoints: tuple[CheckpointRef, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadCopied:
+    """``copy_thread``: the source's checkpoints and writes, applied to this thread at once.
+
+    The event carries the data (as the saver read it) rather than a reference,
+    because the source thread may live on another partition: a replay must
+    not depend on how far the source's partition has been read.
+    """
+
+    source_thread_id: str
+    checkpoints: tuple[CheckpointPut, ...] = ()
+    writes: tuple[WritesPut, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadTouched:
+    """A read with refresh-on-read: the thread's expiry moves to this event's time plus its TTL."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventChunk:
+    """Part ``index`` of ``count`` of an encoded checkpoint event too large for one record."""
+
+    group_id: str
+    index: int
+    count: int
+    data: bytes
+
+
 #: The payload of a :class:`CheckpointEvent`.
-CheckpointPayload = Union[CheckpointPut, WritesPut, ThreadDeleted]  # noqa: UP007 - runtime alias
+CheckpointPayload = Union[  # noqa: UP007 - runtime alias
+    CheckpointPut,
+    WritesPut,
+    ThreadDeleted,
+    CheckpointsDeleted,
+    ThreadCopied,
+    ThreadTouched,
+    EventChunk,
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +149,10 @@ class CheckpointEvent:
     source: str | None = None
     event_id: str = field(default_factory=_event_id)
     occurred_at: datetime = field(default_factory=_now)
+    user_id: str | None = None
+    ttl_ms: int | None = None
 
     @property
     def event_type(self) -> str:
-        """Name of the payload record (``CheckpointPut``, ``WritesPut``, ``ThreadDeleted``)."""
+        """Name of the payload record (``CheckpointPut``, ``WritesPut``, ``ThreadDeleted``, ...)."""
         return type(self.payload).__name__

@@ -23,11 +23,13 @@ import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 from chatlog.errors import EventDecodeError
-from chatlog.schemas import event_reader
+from chatlog.schemas import event_reader, event_writer
 from chatlog.schemas.events import (
     ChatEvent,
     InvalidToolCall,
     MessageAppended,
+    MessagesAppended,
+    MessageSealed,
     Payload,
     SessionCleared,
     SessionDeleted,
@@ -68,9 +70,7 @@ def _load_versions() -> list[SchemaVersion]:
         digest = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
         # The single-object header stores the fingerprint little-endian; the
         # hex digest from fastavro is big-endian.
-        versions.append(
-            SchemaVersion(match["name"], int(match["version"]), digest[::-1], parsed)
-        )
+        versions.append(SchemaVersion(match["name"], int(match["version"]), digest[::-1], parsed))
     return sorted(versions, key=lambda v: (v.name, v.version))
 
 
@@ -203,6 +203,15 @@ class EventCodec(SingleObjectCodec[ChatEvent]):
             (v for v in self.registry.versions if (v.name, v.version) == event_reader.SCHEMA),
             None,
         )
+        # Older schemas whose bodies it reads too: v3 only added payload
+        # branches at the end of the union, so a v2 body is a v3 body byte for byte.
+        self._fast_older = {
+            v.fingerprint: v
+            for v in self.registry.versions
+            if (v.name, v.version) in event_reader.OLDER_SCHEMAS
+        }
+        # Whether the newest schema is the one the hand-written writer lays out.
+        self._fast_writer = (self._writer.name, self._writer.version) == event_writer.SCHEMA
 
     @property
     def fast_header(self) -> bytes | None:
@@ -213,9 +222,32 @@ class EventCodec(SingleObjectCodec[ChatEvent]):
         """
         return self._header if self._fast is self._writer else None
 
+    @property
+    def fast_headers(self) -> frozenset[bytes]:
+        """The single-object headers of every schema the hand-written reader decodes.
+
+        :attr:`fast_header` and those of older schemas whose bodies have the
+        same layout (see :data:`~chatlog.schemas.event_reader.OLDER_SCHEMAS`).
+        """
+        if self._fast is not self._writer:
+            return frozenset()
+        return frozenset({self._header, *(MAGIC + f for f in self._fast_older)})
+
+    def encode(self, event: ChatEvent) -> bytes:
+        """Serialize ``event`` with the newest schema (by hand where :mod:`event_writer` can)."""
+        if self._fast_writer:
+            body = event_writer.write_event(event)
+            if body is not None:
+                return self._header + body
+        return super().encode(event)
+
     def _read_fast(self, data: bytes, writer: SchemaVersion) -> ChatEvent | None:
-        if writer is self._fast and writer is self._writer:
+        if self._fast is not self._writer:
+            return None
+        if writer is self._fast:
             return event_reader.read_event(bytes(data), HEADER_SIZE)
+        if self._fast_older.get(writer.fingerprint) is writer:
+            return event_reader.read_event(bytes(data), HEADER_SIZE, v3=False)
         return None
 
     def _to_avro(self, event: ChatEvent) -> dict[str, Any]:
@@ -238,37 +270,13 @@ def _event_to_avro(event: ChatEvent) -> dict[str, Any]:
 
 def _payload_to_avro(payload: Payload) -> tuple[str, dict[str, Any]]:
     if isinstance(payload, MessageAppended):
+        return ("chatlog.MessageAppended", _message_to_avro(payload))
+    if isinstance(payload, MessagesAppended):
         return (
-            "chatlog.MessageAppended",
+            "chatlog.MessagesAppended",
             {
-                "type": payload.type,
-                "content": payload.content
-                if isinstance(payload.content, str)
-                else list(payload.content),
-                "name": payload.name,
-                "id": payload.id,
-                "role": payload.role,
-                "tool_calls": [
-                    {"name": c.name, "args": c.args, "id": c.id} for c in payload.tool_calls
-                ],
-                "invalid_tool_calls": [
-                    {"name": c.name, "args": c.args, "id": c.id, "error": c.error}
-                    for c in payload.invalid_tool_calls
-                ],
-                "usage_metadata": None
-                if payload.usage_metadata is None
-                else {
-                    "input_tokens": payload.usage_metadata.input_tokens,
-                    "output_tokens": payload.usage_metadata.output_tokens,
-                    "total_tokens": payload.usage_metadata.total_tokens,
-                    "details": payload.usage_metadata.details,
-                },
-                "tool_call_id": payload.tool_call_id,
-                "artifact": payload.artifact,
-                "status": payload.status,
-                "additional_kwargs": payload.additional_kwargs,
-                "response_metadata": payload.response_metadata,
-                "extra": payload.extra,
+                "expected_version": payload.expected_version,
+                "messages": [_message_to_avro(m) for m in payload.messages],
             },
         )
     if isinstance(payload, SessionCleared):
@@ -279,7 +287,48 @@ def _payload_to_avro(payload: Payload) -> tuple[str, dict[str, Any]]:
         return ("chatlog.UserDeleted", {})
     if isinstance(payload, SessionTtlSet):
         return ("chatlog.SessionTtlSet", {"ttl_ms": payload.ttl_ms})
+    if isinstance(payload, MessageSealed):
+        return (
+            "chatlog.MessageSealed",
+            {
+                "subject": payload.subject,
+                "key_id": payload.key_id,
+                "type": payload.type,
+                "id": payload.id,
+                "nonce": payload.nonce,
+                "ciphertext": payload.ciphertext,
+            },
+        )
     raise TypeError(f"not a chatlog payload event: {type(payload).__name__}")
+
+
+def _message_to_avro(payload: MessageAppended) -> dict[str, Any]:
+    return {
+        "type": payload.type,
+        "content": payload.content if isinstance(payload.content, str) else list(payload.content),
+        "name": payload.name,
+        "id": payload.id,
+        "role": payload.role,
+        "tool_calls": [{"name": c.name, "args": c.args, "id": c.id} for c in payload.tool_calls],
+        "invalid_tool_calls": [
+            {"name": c.name, "args": c.args, "id": c.id, "error": c.error}
+            for c in payload.invalid_tool_calls
+        ],
+        "usage_metadata": None
+        if payload.usage_metadata is None
+        else {
+            "input_tokens": payload.usage_metadata.input_tokens,
+            "output_tokens": payload.usage_metadata.output_tokens,
+            "total_tokens": payload.usage_metadata.total_tokens,
+            "details": payload.usage_metadata.details,
+        },
+        "tool_call_id": payload.tool_call_id,
+        "artifact": payload.artifact,
+        "status": payload.status,
+        "additional_kwargs": payload.additional_kwargs,
+        "response_metadata": payload.response_metadata,
+        "extra": payload.extra,
+    }
 
 
 def event_from_avro(record: Any) -> ChatEvent:
@@ -295,26 +344,24 @@ def event_from_avro(record: Any) -> ChatEvent:
     )
 
 
+def message_record(message: MessageAppended) -> dict[str, Any]:
+    """The fields of ``message``'s Avro record, JSON-ready (see :func:`message_from_record`)."""
+    return _message_to_avro(message)
+
+
+def message_from_record(body: dict[str, Any]) -> MessageAppended:
+    """The :class:`MessageAppended` of its record's fields (as fastavro or ``json.loads`` give)."""
+    return _message_from_avro(body)
+
+
 def _payload_from_avro(name: str, body: dict[str, Any]) -> Payload:
-    if name == "chatlog.MessageAppended":
-        content = body["content"]
-        usage = body["usage_metadata"]
-        return MessageAppended(
-            type=body["type"],
-            content=content if isinstance(content, str) else tuple(content),
-            name=body["name"],
-            id=body["id"],
-            role=body["role"],
-            tool_calls=tuple(ToolCall(**c) for c in body["tool_calls"]),
-            invalid_tool_calls=tuple(InvalidToolCall(**c) for c in body["invalid_tool_calls"]),
-            usage_metadata=None if usage is None else UsageMetadata(**usage),
-            tool_call_id=body["tool_call_id"],
-            artifact=body["artifact"],
-            status=body["status"],
-            additional_kwargs=body["additional_kwargs"],
-            response_metadata=body["response_metadata"],
-            extra=body["extra"],
+    if name == "chatlog.MessagesAppended":
+        return MessagesAppended(
+            expected_version=body["expected_version"],
+            messages=tuple(_message_from_avro(m) for m in body["messages"]),
         )
+    if name == "chatlog.MessageAppended":
+        return _message_from_avro(body)
     if name == "chatlog.SessionCleared":
         return SessionCleared()
     if name == "chatlog.SessionDeleted":
@@ -323,4 +370,34 @@ def _payload_from_avro(name: str, body: dict[str, Any]) -> Payload:
         return UserDeleted()
     if name == "chatlog.SessionTtlSet":
         return SessionTtlSet(ttl_ms=body["ttl_ms"])
+    if name == "chatlog.MessageSealed":
+        return MessageSealed(
+            subject=body["subject"],
+            key_id=body["key_id"],
+            type=body["type"],
+            id=body["id"],
+            nonce=bytes(body["nonce"]),
+            ciphertext=bytes(body["ciphertext"]),
+        )
     raise EventDecodeError(f"unknown payload record {name!r}: upgrade chatlog")
+
+
+def _message_from_avro(body: dict[str, Any]) -> MessageAppended:
+    content = body["content"]
+    usage = body["usage_metadata"]
+    return MessageAppended(
+        type=body["type"],
+        content=content if isinstance(content, str) else tuple(content),
+        name=body["name"],
+        id=body["id"],
+        role=body["role"],
+        tool_calls=tuple(ToolCall(**c) for c in body["tool_calls"]),
+        invalid_tool_calls=tuple(InvalidToolCall(**c) for c in body["invalid_tool_calls"]),
+        usage_metadata=None if usage is None else UsageMetadata(**usage),
+        tool_call_id=body["tool_call_id"],
+        artifact=body["artifact"],
+        status=body["status"],
+        additional_kwargs=body["additional_kwargs"],
+        response_metadata=body["response_metadata"],
+        extra=body["extra"],
+    )

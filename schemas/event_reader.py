@@ -1,4 +1,6 @@
-"""A hand-written Avro reader for the newest ``chatlog.ChatEvent`` schema (v2).
+"""A hand-written Avro reader for the newest ``chatlog.ChatEvent`` schema (v3).
+
+A v2 body is a v3 body without the last payload branch, so it reads both.
 
 The projector decodes every event of the log, and fastavro's generic reader
 (a file-object read per field, then the ``uuid``/``timestamp-millis``
@@ -28,6 +30,8 @@ from chatlog.schemas.events import (
     ChatEvent,
     InvalidToolCall,
     MessageAppended,
+    MessagesAppended,
+    MessageSealed,
     Payload,
     SessionCleared,
     SessionDeleted,
@@ -38,7 +42,11 @@ from chatlog.schemas.events import (
 )
 
 #: The schema this reader is written for: ``(record name, version)``.
-SCHEMA = ("chatlog.ChatEvent", 2)
+SCHEMA = ("chatlog.ChatEvent", 3)
+#: Older schemas whose bodies are read the same way: v3 appended
+#: ``MessagesAppended`` and ``MessageSealed`` to the payload union, the rest
+#: is v2 byte for byte.
+OLDER_SCHEMAS = frozenset({("chatlog.ChatEvent", 2)})
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: What follows the content of a message with nothing else set, to the end of
@@ -130,6 +138,16 @@ class BodyReader:
             return self.string()
         raise EventDecodeError(f"corrupt event body: union branch {branch} of [null, string]")
 
+    def bytes_(self) -> bytes:
+        """The next Avro ``bytes``."""
+        size = self.long()
+        start = self.pos
+        end = start + size
+        if size < 0 or end > len(self.data):
+            raise EventDecodeError(f"corrupt event body: a bytes value of {size} bytes")
+        self.pos = end
+        return self.data[start:end]
+
     def optional_long(self) -> int | None:
         """The next ``[null, long]`` union."""
         branch = self.long()
@@ -149,11 +167,14 @@ class BodyReader:
         return count
 
 
-def read_event(data: bytes, start: int) -> ChatEvent:
-    """Decode the v2 ``ChatEvent`` body that begins at ``data[start]`` and fills the rest.
+def read_event(data: bytes, start: int, *, v3: bool = True) -> ChatEvent:
+    """Decode the v3 ``ChatEvent`` body that begins at ``data[start]`` and fills the rest.
+
+    With ``v3=False`` (a v2 writer) the branches v3 added (``MessagesAppended``,
+    ``MessageSealed``) are refused, as fastavro would.
 
     Raises:
-        EventDecodeError: the bytes are not one complete, valid v2 body.
+        EventDecodeError: the bytes are not one complete, valid v3 body.
     """
     reader = BodyReader(data, start)
     try:
@@ -164,7 +185,7 @@ def read_event(data: bytes, start: int) -> ChatEvent:
         user_id = reader.optional_string()
         occurred_at = _EPOCH + timedelta(microseconds=reader.long() * 1000)
         source = reader.optional_string()
-        payload = _payload(reader)
+        payload = _payload(reader, v3)
     except EventDecodeError:
         raise
     except (IndexError, ValueError, OverflowError) as exc:  # UnicodeDecodeError is a ValueError
@@ -183,7 +204,7 @@ def read_event(data: bytes, start: int) -> ChatEvent:
     )
 
 
-def _payload(reader: BodyReader) -> Payload:
+def _payload(reader: BodyReader, v3: bool) -> Payload:
     branch = reader.long()
     if branch == 0:
         return _message(reader)
@@ -195,6 +216,23 @@ def _payload(reader: BodyReader) -> Payload:
         return UserDeleted()
     if branch == 4:
         return SessionTtlSet(ttl_ms=reader.optional_long())
+    if branch == 6 and v3:
+        return MessageSealed(
+            reader.string(),
+            reader.string(),
+            reader.string(),
+            reader.optional_string(),
+            reader.bytes_(),
+            reader.bytes_(),
+        )
+    if branch == 5 and v3:
+        expected = reader.long()
+        messages: list[MessageAppended] = []
+        count = reader.block()
+        while count:
+            messages.extend(_message(reader) for _ in range(count))
+            count = reader.block()
+        return MessagesAppended(expected, tuple(messages))
     raise EventDecodeError(f"corrupt event body: payload union branch {branch}")
 
 

@@ -106,9 +106,47 @@ class SessionTtlSet:
     ttl_ms: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MessagesAppended:
+    """Messages appended all or none, if the session holds ``expected_version`` messages.
+
+    One event for the whole conditional call (schema v3), so no other
+    writer's record can land between its messages: the projector appends all
+    of them when the session holds exactly ``expected_version`` messages as it
+    applies the event, else none (a verdict it records, not a dead letter).
+    """
+
+    expected_version: int
+    messages: tuple[MessageAppended, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSealed:
+    """A :class:`MessageAppended` encrypted under the data key of its subject.
+
+    Written instead of the message when ``CHATLOG_ENCRYPTION_KEY`` is set
+    (:mod:`chatlog.schemas.sealing`). ``type`` and ``id`` stay in clear;
+    every other field is in ``ciphertext`` (AES-256-GCM, tag appended) under
+    the data key ``key_id`` of ``subject`` (the user id, else the session id).
+    """
+
+    subject: str
+    key_id: str
+    type: str
+    id: str | None
+    nonce: bytes
+    ciphertext: bytes
+
+
 #: The payload of a :class:`ChatEvent`: one of the event records.
 Payload = Union[  # noqa: UP007 - a runtime alias, kept for 3.10
-    MessageAppended, SessionCleared, SessionDeleted, UserDeleted, SessionTtlSet
+    MessageAppended,
+    SessionCleared,
+    SessionDeleted,
+    UserDeleted,
+    SessionTtlSet,
+    MessagesAppended,
+    MessageSealed,
 ]
 
 

@@ -239,6 +239,24 @@ PLAIN_TEMPLATES_UTF8 = {
 }
 
 
+def _plain_id_template(kind: str) -> tuple[bytes, bytes, bytes]:
+    """The rendering of a plain ``kind`` message with an id, split around content and id."""
+    marker = "chatlog-id-marker"
+    text = render_message(MessageAppended(kind, "", id=marker))
+    at = text.index('"content":""') + len('"content":')
+    cut = text.index(marker)
+    prefix, middle, suffix = text[: at + 1], text[at + 1 : cut], text[cut + len(marker) :]
+    return prefix.encode(), middle.encode(), suffix.encode()
+
+
+#: Like :data:`PLAIN_TEMPLATES_UTF8` for a plain message that carries an ``id``
+#: (every message chatlog writes): for content and id that need no JSON escape
+#: the stored JSON is ``prefix + content + middle + id + suffix``.
+PLAIN_ID_TEMPLATES_UTF8 = {
+    kind.encode(): _plain_id_template(kind) for kind in _PLAIN_TEMPLATES
+}
+
+
 def plain_message_utf8(kind: bytes, content: bytes) -> bytes | None:
     """``stored_message(MessageAppended(kind, content)).encode()``, from the UTF-8 of both.
 

@@ -25,6 +25,9 @@ from chatlog.settings import TRANSPORTS
 from tests.fixtures.postgres import PostgresUnavailable, own_database, postgres_server
 from tests.helpers import delete_namespace_family, make_test_settings
 
+# Real PostgreSQL, SQLite files and moto's DynamoDB server for the read-model targets.
+pytest_plugins = ["tests.fixtures.target_servers"]
+
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
@@ -271,3 +274,22 @@ def chatlog(settings: Settings, chatlog_factory: Callable[[Settings], ChatLog]) 
 def projector(settings: Settings, projector_factory: Callable[..., Projector]) -> Projector:
     """A running projector on this test's settings."""
     return projector_factory(settings)
+
+
+@pytest.fixture
+def module_saver(module_settings: Settings, module_projector: Projector) -> Iterator[Any]:
+    """A ChatLogCheckpointSaver on the module's log (its projector running), closed after."""
+    # Imported here: langgraph is an optional extra.
+    from chatlog.histories.checkpointer import ChatLogCheckpointSaver
+
+    with ChatLogCheckpointSaver(module_settings) as saver:
+        yield saver
+
+
+@pytest.fixture
+def own_broker() -> Iterator[EmbeddedBroker]:
+    """A broker of this test's own, so pausing it stalls no other test."""
+    broker = EmbeddedBroker()
+    broker.start()
+    yield broker
+    broker.stop()

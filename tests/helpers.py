@@ -15,6 +15,7 @@ from typing import Any
 import redis
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, TopicPartition
+from langchain_core.messages import BaseMessage
 
 from chatlog import Settings
 from chatlog.keys import ReadModelKeys
@@ -23,6 +24,7 @@ from chatlog.schemas.events import (
     ChatEvent,
     InvalidToolCall,
     MessageAppended,
+    MessageSealed,
     SessionCleared,
     SessionDeleted,
     SessionTtlSet,
@@ -128,8 +130,9 @@ messages = st.builds(
     name=optional,
     id=optional,
     role=optional,
-    tool_calls=st.lists(st.builds(ToolCall, name=texts, args=texts, id=optional), max_size=3)
-    .map(tuple),
+    tool_calls=st.lists(st.builds(ToolCall, name=texts, args=texts, id=optional), max_size=3).map(
+        tuple
+    ),
     invalid_tool_calls=st.lists(
         st.builds(InvalidToolCall, name=optional, args=optional, id=optional, error=optional),
         max_size=2,
@@ -155,6 +158,15 @@ payloads = st.one_of(
     st.builds(SessionDeleted),
     st.builds(UserDeleted),
     st.builds(SessionTtlSet, ttl_ms=st.none() | st.integers(-(2**63), 2**63 - 1)),
+    st.builds(
+        MessageSealed,
+        subject=texts,
+        key_id=texts,
+        type=texts,
+        id=optional,
+        nonce=st.binary(max_size=16),
+        ciphertext=st.binary(max_size=200),
+    ),
 )
 events = st.builds(
     ChatEvent,
@@ -163,7 +175,13 @@ events = st.builds(
     user_id=optional,
     source=optional,
     occurred_at=st.datetimes(
-        min_value=datetime(1900, 1, 1), max_value=datetime(2400, 1, 1),
+        min_value=datetime(1900, 1, 1),
+        max_value=datetime(2400, 1, 1),
         timezones=st.just(timezone.utc),
     ).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)),
 )
+
+
+def without_ids(messages: list[BaseMessage]) -> list[BaseMessage]:
+    """``messages`` without their ids (chatlog gives each message one), to compare to literals."""
+    return [m.model_copy(update={"id": None}) for m in messages]

@@ -180,6 +180,11 @@ def projector() -> None:
     "--ready-max-lag", type=int, default=None, envvar="CHATLOG_READY_MAX_LAG",
     help="/readyz is 200 while the assigned partitions are at most this many events behind.",
 )
+@click.option(
+    "--target", "target_url", default=None,
+    help="Project into this read-model store instead of Redis (its own consumer group): "
+    "sqlite:///PATH, postgresql://..., dynamodb://TABLE.",
+)
 @click.pass_context
 def projector_run(
     ctx: click.Context,
@@ -187,6 +192,7 @@ def projector_run(
     metrics_host: str | None,
     log_format: str | None,
     ready_max_lag: int | None,
+    target_url: str | None,
 ) -> None:
     """Consume the log and keep the Redis read model up to date (SIGTERM drains and exits 0)."""
     from chatlog.cli.log_format import configure_logging
@@ -202,6 +208,12 @@ def projector_run(
     # A worker logs its rebalances and outages at INFO; -vv still asks for DEBUG.
     level = logging.DEBUG if ctx.obj["verbose"] > 1 else logging.INFO
     configure_logging(settings.log_format, level)
+    if target_url is not None:
+        from chatlog.projector.targets import open_target
+        from chatlog.projector.targets.live import run_target_service
+
+        run_target_service(settings, open_target(target_url, settings))
+        return
     run_service(settings)
 
 
@@ -357,12 +369,20 @@ def messages_table(title: str, messages: list[BaseMessage], *, first: int = 1) -
     default=None,
     help="Use the embedded broker and Redis (default: when none is configured).",
 )
+@click.option(
+    "--readme", "readme_path", type=click.Path(dir_okay=False, exists=True), default=None,
+    help="Also render the results into this README's benchmark table.",
+)
 @click.pass_context
-def bench(ctx: click.Context, quick: bool, json_path: str | None, embedded: bool | None) -> None:
+def bench(
+    ctx: click.Context, quick: bool, json_path: str | None, embedded: bool | None,
+    readme_path: str | None,
+) -> None:
     """Measure chatlog against raw Kafka/Redis clients and LangChain's histories."""
     from pathlib import Path
 
     from chatlog.benchmarks import DEFAULT_RESULTS, BenchConfig, run_benchmarks
+    from chatlog.benchmarks.render import update_readme
 
     path = Path(json_path) if json_path else DEFAULT_RESULTS
     if embedded is None and {"kafka_bootstrap_servers", "redis_url"} & ctx.obj["overrides"].keys():
@@ -373,6 +393,9 @@ def bench(ctx: click.Context, quick: bool, json_path: str | None, embedded: bool
     )
     report.print(console)
     console.print(f"results written to {escape_markup(path)}")
+    if readme_path is not None:
+        update_readme(Path(readme_path), path)
+        console.print(f"benchmark table of {escape_markup(readme_path)} rendered from them")
 
 
 from chatlog.cli.sessions import export, import_, sessions  # noqa: E402 - registered here
@@ -384,6 +407,14 @@ cli.add_command(import_)
 from chatlog.cli.replay import replay  # noqa: E402 - registered here
 
 cli.add_command(replay)
+
+from chatlog.cli.privacy import erase, keys  # noqa: E402 - registered here
+
+cli.add_command(erase)
+cli.add_command(keys)
+from chatlog.cli.threads import threads  # noqa: E402 - registered here
+
+cli.add_command(threads)
 
 
 def main() -> None:

@@ -96,7 +96,12 @@ def replay() -> None:
 
 
 @replay.command("rebuild")
-@_namespace_option(required=True, help="Namespace to build (a new one).")
+@_namespace_option(help="Namespace to build (a new one); or give --target.")
+@click.option(
+    "--target", "target_url", default=None,
+    help="Build into this read-model store instead: redis://, sqlite:///PATH, "
+    "postgresql://..., dynamodb://TABLE (see README, Backends).",
+)
 @click.option(
     "--redis-url",
     "target_redis_url",
@@ -110,7 +115,8 @@ def replay() -> None:
 @click.pass_context
 def replay_rebuild(
     ctx: click.Context,
-    target: str,
+    target: str | None,
+    target_url: str | None,
     target_redis_url: str | None,
     as_of: str | None,
     switch: bool,
@@ -121,6 +127,16 @@ def replay_rebuild(
 
     Resumes an unfinished rebuild of the same namespace from its checkpoint.
     """
+    if target_url is not None:
+        from chatlog.cli.targets import rebuild_target
+
+        # The URL may carry a password: the bar names no URL.
+        with _progress_bar("rebuild target", quiet=as_json) as update:
+            payload, lines = rebuild_target(_settings(ctx), target_url, on_progress=update)
+        _emit(payload, as_json=as_json, lines=lines)
+        return
+    if target is None:
+        raise click.UsageError("give --namespace NS (a Redis namespace) or --target URL")
     from chatlog.cli.timestamps import parse_timestamp
     from chatlog.projector.gc_threshold import SERVICE_GC_THRESHOLD
     from chatlog.projector.replay import Replayer
@@ -224,12 +240,15 @@ def replay_checkpoints_command(ctx: click.Context, target: str | None, as_json: 
 
 @replay.command("verify")
 @_namespace_option()
+@click.option("--target", "target_url", default=None, help="Verify this read-model store instead.")
 @click.option(
     "--repair", is_flag=True, help="Rebuild exactly the sessions that differ, then check them."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, no progress bar.")
 @click.pass_context
-def replay_verify(ctx: click.Context, target: str | None, repair: bool, as_json: bool) -> None:
+def replay_verify(
+    ctx: click.Context, target: str | None, target_url: str | None, repair: bool, as_json: bool
+) -> None:
     """Recompute every session from the log; exit 1 if the read model differs anywhere.
 
     With --repair, exit 1 only if a session still differs after its repair.
@@ -237,7 +256,14 @@ def replay_verify(ctx: click.Context, target: str | None, repair: bool, as_json:
     from chatlog.projector.replay import Replayer
 
     with _progress_bar("verify", quiet=as_json) as update:
-        report = Replayer(_settings(ctx)).verify(target, on_progress=update, repair=repair)
+        if target_url is not None:
+            from chatlog.cli.targets import verify_target
+
+            if repair:
+                raise click.UsageError("--repair works on a Redis namespace, not with --target")
+            report = verify_target(_settings(ctx), target_url, on_progress=update)
+        else:
+            report = Replayer(_settings(ctx)).verify(target, on_progress=update, repair=repair)
     lines = [
         f"Checked {report.sessions_checked} sessions of [bold]{escape_markup(report.namespace)}[/] "
         f"against "
@@ -303,3 +329,19 @@ def replay_namespaces(ctx: click.Context, as_json: bool) -> None:
             + (f" - {', '.join(notes)}" if notes else "")
         )
     _emit(listing.as_dict(), as_json=as_json, lines=lines)
+
+
+@replay.command("sweep")
+@click.option("--target", "target_url", required=True, help="The SQL or DynamoDB read model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def replay_sweep(ctx: click.Context, target_url: str, as_json: bool) -> None:
+    """Delete idle-expired sessions' messages from a target (run it periodically, e.g. cron)."""
+    from chatlog.cli.targets import sweep_target
+
+    swept, url = sweep_target(_settings(ctx), target_url)
+    _emit(
+        {"target": url, "sessions_swept": swept},
+        as_json=as_json,
+        lines=[f"Swept {swept} idle-expired sessions from [bold]{escape_markup(url)}[/]."],
+    )

@@ -111,6 +111,12 @@ class Ledger:
         """Every acknowledged append of a session by its (unique) text."""
         return {a.text: a for a in self.appends[session_id]}
 
+    def expected(self, session_id: str) -> list[str]:
+        """A session's acknowledged texts in log order (what a full read returns)."""
+        with self._lock:
+            appends = list(self.appends.get(session_id, []))
+        return [a.text for a in sorted(appends, key=lambda a: (a.partition, a.offset))]
+
     def newest(self) -> dict[str, Append]:
         """Each session's newest acknowledged append."""
         return {s: max(a, key=lambda x: x.offset) for s, a in self.appends.items() if a}

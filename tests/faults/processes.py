@@ -102,8 +102,10 @@ class DurableRedis:
     outage is an outage, not a wipe.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, persistent: bool = True) -> None:
         self.data_dir = data_dir
+        #: With ``False`` the server keeps nothing: a restart comes back empty.
+        self.persistent = persistent
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -121,7 +123,7 @@ class DurableRedis:
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--save", "",
-                "--appendonly", "yes",
+                "--appendonly", "yes" if self.persistent else "no",
                 "--appendfsync", "always",
                 "--dir", str(self.data_dir),
                 "--protected-mode", "no",

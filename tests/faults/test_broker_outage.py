@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -26,15 +26,6 @@ REFUSAL_BOUND_S = 2 * PUBLISH_TIMEOUT_S
 #: loaded 2-core machine, and closing the timed-out producer before the error is raised.
 MARGIN_S = 2.0
 SESSIONS = [f"broker-outage-{n}" for n in range(8)]
-
-
-@pytest.fixture
-def own_broker() -> Iterator[EmbeddedBroker]:
-    """A broker of this test's own, so pausing it stalls no other test."""
-    broker = EmbeddedBroker()
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 def _append(chatlog: ChatLog, ledger: Ledger, session_id: str, text: str) -> None:

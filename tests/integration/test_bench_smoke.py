@@ -16,7 +16,7 @@ from chatlog.cli import cli
 def test_quick_benchmark_reports_every_measure_with_its_baseline(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path
 ) -> None:
-    """`chatlog bench --quick` produces a number, and its baseline's, for every measure."""
+    """`chatlog bench --quick` gives every measure a positive figure and a same-run baseline."""
     results = tmp_path / "bench.json"
     outcome = CliRunner().invoke(
         cli,
@@ -27,12 +27,16 @@ def test_quick_benchmark_reports_every_measure_with_its_baseline(
     assert outcome.exit_code == 0, outcome.output
     report = json.loads(results.read_text())
     assert report["quick"] is True
+    assert report["commit"] and report["machine"]["cpus"] >= 1
     names = [m["name"] for m in report["measures"]]
-    assert len(names) == 18 and len(set(names)) == 18
+    assert len(names) == 31 and len(set(names)) == 31
     for measure in report["measures"]:
-        assert isinstance(measure["chatlog"], float) and math.isfinite(measure["chatlog"]), measure
-        if measure["baseline_name"] is not None:
-            assert isinstance(measure["baseline"], float) and math.isfinite(measure["baseline"]), (
-                measure
-            )
+        # Every row is chatlog next to a baseline measured in this same run,
+        # with the raw per-run pairs the figures and the spread come from.
+        for figure in (measure["chatlog"], measure["baseline"]):
+            assert isinstance(figure, float) and math.isfinite(figure) and figure > 0, measure
+        assert measure["baseline_name"], measure
+        assert measure["runs"], measure
+        for run in measure["runs"]:
+            assert len(run) == 2 and all(v > 0 for v in run), measure
     assert "results written to" in outcome.output

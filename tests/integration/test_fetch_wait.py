@@ -22,7 +22,7 @@ def test_a_longer_fetch_wait_is_used_and_messages_still_project(
     chatlog = chatlog_factory(settings)
     chatlog.producer  # creates the topics before the group joins
     projector = projector_factory(settings)
-    consumer = projector._consumer
+    consumer = projector.consumer
     if kafka_client == "kafka-python":
         assert consumer.config["fetch_max_wait_ms"] == 300
     history = chatlog.history(unique("s"), unique("u"))

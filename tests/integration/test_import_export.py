@@ -34,7 +34,7 @@ from chatlog.histories.importers import (
     read_langchain_sql,
 )
 from chatlog.projector import Projector
-from tests.helpers import cli_args, eventually, unique
+from tests.helpers import cli_args, eventually, unique, without_ids
 
 SETTINGS_OVERRIDES = {"partitions": 4}
 
@@ -133,7 +133,7 @@ def test_cli_keeps_users_apart(
         cli, cli_args(module_settings, "import", str(path), "--trust-file-owners")
     )
     assert isinstance(result.exception, SessionOwnershipError)
-    assert module_chatlog.history(session, alice).messages == [HumanMessage("private")]
+    assert without_ids(module_chatlog.history(session, alice).messages) == [HumanMessage("private")]
 
 
 def test_import_reports_a_conflicting_session_and_appends_only_missing_tails(
@@ -168,7 +168,10 @@ def test_import_reports_a_conflicting_session_and_appends_only_missing_tails(
 
     done = import_sessions(module_chatlog, exported, user_id=user, on_progress=progress)
     assert (done.messages_published, done.conflicts, seen) == (1, [diverged], [1, 2])
-    assert module_chatlog.history(same, user).messages == [HumanMessage("1"), AIMessage("2")]
+    assert without_ids(module_chatlog.history(same, user).messages) == [
+        HumanMessage("1"),
+        AIMessage("2"),
+    ]
 
 
 def test_pickles_are_refused_without_loading(tmp_path: Path, redis_client: redis.Redis) -> None:
@@ -221,7 +224,7 @@ def test_import_from_langchain_redis_prefix_is_idempotent_and_resumes(
             module_chatlog, read_langchain_redis(redis_client, prefix, user_id=user)
         )
         assert (again.messages_published, again.messages_skipped, again.conflicts) == (1, 9, [])
-        assert module_chatlog.history(first, user).last(1) == [HumanMessage("later")]
+        assert without_ids(module_chatlog.history(first, user).last(1)) == [HumanMessage("later")]
         assert sorted(s.session_id for s in module_chatlog.sessions(user)) == sorted(source)
     finally:
         redis_client.delete(*redis_client.keys(prefix + "*"))

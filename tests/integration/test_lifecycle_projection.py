@@ -11,7 +11,8 @@ import redis
 from langchain_core.messages import HumanMessage
 
 from chatlog.histories.messages import to_event
-from chatlog.keys import META_DELETED, META_OWNER, ReadModelKeys
+from chatlog.histories.read_model import ReadModelReader
+from chatlog.keys import META_DELETED, META_EXPIRED, META_OWNER, ReadModelKeys
 from chatlog.projector.changes import RefusalReason
 from chatlog.projector.redis_projection import LogRecord, RedisProjection
 from chatlog.schemas.events import (
@@ -129,14 +130,17 @@ def test_ttl_sets_expiry_at_last_event_time_plus_ttl_on_every_key(
 def test_replayed_idle_expired_session_does_not_come_back(
     redis_client: redis.Redis, namespace: str
 ) -> None:
-    """Events whose last time + TTL is past are not left in Redis, however often replayed."""
+    """Events whose last time + TTL is past are expired at once, and redelivery is skipped."""
     projection = RedisProjection(redis_client, namespace, session_ttl_s=60)
     keys = projection.keys
+    reader = ReadModelReader(redis_client, namespace)
     old = NOW - timedelta(hours=2)
-    for _ in range(2):
+    for attempt in range(2):
         result = projection.apply([rec(0, msg("a"), at=old), rec(1, msg("b"), at=old)])
-        assert result.applied == 2
-        assert not redis_client.exists(keys.messages("s1"), keys.meta("s1"))
+        assert (result.applied, result.skipped) == ((2, 0) if attempt == 0 else (0, 2))
+        # The meta keeps the position, marked expired; readers see no session.
+        assert redis_client.hexists(keys.meta("s1"), META_EXPIRED)
+        assert reader.read("s1")[:4] == (1, 0, None, [])
         assert redis_client.zrange(keys.user_sessions("alice"), 0, -1) == []
 
 
@@ -153,7 +157,8 @@ def test_per_session_ttl_override_wins_and_zero_never_expires(
     projection.apply([rec(2, SessionTtlSet(10_800_000), at=old)])
     assert redis_client.pexpiretime(keys.meta("s1")) == int(old.timestamp() * 1000) + 10_800_000
     projection.apply([rec(3, SessionTtlSet(None), at=old)])
-    assert not redis_client.exists(keys.meta("s1"))
+    assert redis_client.hexists(keys.meta("s1"), META_EXPIRED)
+    assert ReadModelReader(redis_client, keys.namespace).read("s1").messages == []
 
 
 def test_user_deleted_removes_only_index_entries_not_newer_than_it(

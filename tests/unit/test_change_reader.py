@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -21,6 +22,7 @@ from chatlog.schemas.event_reader import (
 from chatlog.schemas.events import (
     ChatEvent,
     MessageAppended,
+    MessageSealed,
     SessionCleared,
     SessionDeleted,
     SessionTtlSet,
@@ -32,6 +34,7 @@ from chatlog.schemas.stored import (
     plain_message_utf8,
     stored_message,
 )
+from chatlog.ttl import MAX_TTL_MS
 from tests.helpers import events
 
 codec = EventCodec()
@@ -95,9 +98,10 @@ def _slow_fields(data: bytes, start: int) -> ChangeFields:
     event = read_event(data, start)
     payload = event.payload
     ms = (event.occurred_at - EPOCH) // timedelta(milliseconds=1)
-    op, arg = "A", b""
+    op, arg, key = "A", b"", ""
     if isinstance(payload, MessageAppended):
         arg = stored_message(payload).encode()
+        key = payload.id or ""
     elif isinstance(payload, SessionCleared):
         op = "C"
     elif isinstance(payload, SessionDeleted):
@@ -106,8 +110,9 @@ def _slow_fields(data: bytes, start: int) -> ChangeFields:
         op = "U"
     else:
         op = "T"
-        arg = b"" if payload.ttl_ms is None else str(max(payload.ttl_ms, 0)).encode()
-    return (event.session_id, event.user_id or "", ms, op, arg)
+        ttl = payload.ttl_ms
+        arg = b"" if ttl is None else str(min(max(ttl, 0), MAX_TTL_MS)).encode()
+    return (event.session_id, event.user_id or "", ms, op, arg, key)
 
 
 def _assert_safe(data: bytes, start: int = HEADER_SIZE) -> ChangeFields | None:
@@ -151,10 +156,16 @@ def _body(ms: int = 1_700_000_000_000, payload: bytes = b"\x02", *, event_id: st
 @FUZZ
 @given(all_events)
 def test_every_valid_event_gives_the_slow_paths_fields_or_none(event: ChatEvent) -> None:
-    """Plain messages and lifecycle events always get fields; other messages may get None."""
+    """Plain messages and lifecycle events always get fields; other messages may get None.
+
+    Sealed messages always get None: only the key store opens them.
+    """
     data = codec.encode(event)
     fields = read_change(data, HEADER_SIZE)
     payload = event.payload
+    if isinstance(payload, MessageSealed):
+        assert fields is None
+        return
     if fields is None:
         assert isinstance(payload, MessageAppended)
         assert not _has_plain_template(payload)
@@ -173,7 +184,7 @@ def test_plain_messages_give_the_stored_json_byte_for_byte(event: ChatEvent) -> 
     fields = read_change(data, HEADER_SIZE)
     if _has_plain_template(event.payload):
         assert fields is not None
-        assert fields[3:] == ("A", stored_message(event.payload).encode())
+        assert fields[3:] == ("A", stored_message(event.payload).encode(), "")
         assert fields == _slow_fields(data, HEADER_SIZE)
     else:
         assert fields is None
@@ -188,7 +199,8 @@ def test_tricky_content_renders_like_stored_message(kind: str, content: str) -> 
     fields = read_change(data, HEADER_SIZE)
     if kind.encode() in PLAIN_TEMPLATES_UTF8:
         assert fields is not None
-        assert fields[:2] + fields[3:] == ("s", "u", "A", stored_message(event.payload).encode())
+        stored = stored_message(event.payload).encode()
+        assert fields[:2] + fields[3:] == ("s", "u", "A", stored, "")
         assert fields == _slow_fields(data, HEADER_SIZE)
     else:
         assert fields is None
@@ -228,7 +240,7 @@ def test_lifecycle_events_give_their_op_and_arg() -> None:
         event = ChatEvent("s", payload, user_id=None, event_id=UUID)
         fields = read_change(codec.encode(event), HEADER_SIZE)
         ms = (event.occurred_at - EPOCH) // timedelta(milliseconds=1)
-        assert fields == ("s", "", ms, op, arg)
+        assert fields == ("s", "", ms, op, arg, "")
 
 
 @pytest.mark.parametrize(
@@ -283,7 +295,7 @@ def test_unusual_but_valid_encodings_give_the_same_fields_or_none() -> None:
     for body in bodies:
         read_event(body, 0)  # valid, however odd
         _assert_safe(body, 0)
-    assert read_change(bodies[1], 0) == ("s" * 70, "u" * 100, 5, "C", b"")
+    assert read_change(bodies[1], 0) == ("s" * 70, "u" * 100, 5, "C", b"", "")
     assert read_change(bodies[9], 0) is not None
 
 
@@ -376,3 +388,21 @@ def test_spliced_events_give_the_slow_paths_fields_or_nothing(
     cut = data.draw(st.integers(min_value=0, max_value=len(encoded) - at), label="cut")
     insert = data.draw(st.binary(max_size=8), label="insert")
     _assert_safe(encoded[:at] + insert + encoded[at + cut :])
+
+
+@pytest.mark.parametrize("kind", sorted(MESSAGE_TYPES))
+def test_plain_messages_with_ids_take_the_shortcut_byte_for_byte(kind: str) -> None:
+    """Messages as chatlog writes them (a uuid4 id) are read without the slow path, exactly."""
+    for content in ("hello", "", "x" * 300, "é", 'q"uote'):
+        for message_id in (str(uuid.uuid4()), "m-1", "x" * 70, 'a"b', "é"):
+            event = ChatEvent("s", MessageAppended(kind, content, id=message_id), user_id="u")
+            data = codec.encode(event)
+            fields = read_change(data, HEADER_SIZE)
+            if fields is None:
+                continue
+            assert fields == _slow_fields(data, HEADER_SIZE)
+            assert fields[5] == message_id
+    plain = ChatEvent("s", MessageAppended(kind, "hi", id=str(uuid.uuid4())), user_id="u")
+    assert (read_change(codec.encode(plain), HEADER_SIZE) is None) == (
+        kind.encode() not in PLAIN_TEMPLATES_UTF8
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from chatlog.errors import EventDecodeError
@@ -12,8 +14,13 @@ from chatlog.schemas.checkpoint_events import (
     CheckpointEvent,
     CheckpointPayload,
     CheckpointPut,
+    CheckpointRef,
+    CheckpointsDeleted,
+    EventChunk,
     PendingWriteValue,
+    ThreadCopied,
     ThreadDeleted,
+    ThreadTouched,
     TypedValue,
     WritesPut,
 )
@@ -54,12 +61,38 @@ WRITES = WritesPut(
 )
 
 
-@pytest.mark.parametrize("payload", [PUT, WRITES, ThreadDeleted()], ids=lambda p: type(p).__name__)
+PAYLOADS: list[CheckpointPayload] = [
+    PUT,
+    dataclasses.replace(PUT, run_id="run-1"),
+    WRITES,
+    ThreadDeleted(),
+    CheckpointsDeleted((CheckpointRef("", "a"), CheckpointRef("child:1", "b")), "keep_latest"),
+    ThreadCopied("source", (PUT,), (WRITES,)),
+    ThreadTouched(),
+    EventChunk("group", 1, 3, b"\x00\x01"),
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=lambda p: type(p).__name__)
 def test_every_checkpoint_event_round_trips(payload: CheckpointPayload) -> None:
-    """Encoding then decoding gives the same event, bytes included."""
+    """Encoding then decoding gives the same event, bytes, owner and TTL included."""
     codec = CheckpointCodec()
-    event = CheckpointEvent("thread-1", payload, source="app")
+    event = CheckpointEvent("thread-1", payload, source="app", user_id="alice", ttl_ms=60_000)
     assert codec.decode(codec.encode(event)) == event
+
+
+@pytest.mark.parametrize("payload", [PUT, WRITES, ThreadDeleted()], ids=lambda p: type(p).__name__)
+def test_version_1_events_still_decode(payload: CheckpointPayload) -> None:
+    """An event written with CheckpointEvent v1 reads back under v2 with the new fields unset."""
+    registry = SchemaRegistry()
+    v1 = [v for v in registry.versions if v.name == "chatlog.CheckpointEvent" and v.version == 1]
+    old_writer = CheckpointCodec(SchemaRegistry([*v1, registry.latest]))
+    event = CheckpointEvent("thread-1", payload, source="app")
+    data = old_writer.encode(event)
+    assert data[2:10] == v1[0].fingerprint
+    decoded = CheckpointCodec().decode(data)
+    assert decoded == event
+    assert decoded.user_id is None and decoded.ttl_ms is None
 
 
 def test_checkpoint_events_use_their_own_schema_family() -> None:

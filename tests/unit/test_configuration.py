@@ -117,11 +117,16 @@ def test_config_show_masks_every_secret() -> None:
             "--kafka-ssl-password", "key-pw",
             "config", "show", "--json",
         ],
-        env={**SASL_ENV, "CHATLOG_REDIS_PASSWORD": "redis-pw"},
+        env={
+            **SASL_ENV,
+            "CHATLOG_REDIS_PASSWORD": "redis-pw",
+            "CHATLOG_ENCRYPTION_KEY": "kek-current",
+            "CHATLOG_ENCRYPTION_OLD_KEYS": "kek-old",
+        },
     )
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)
-    for secret in ("s3cret", "key-pw", "redis-pw", "url-pw", "oauth-tok"):
+    for secret in ("s3cret", "key-pw", "redis-pw", "url-pw", "oauth-tok", "kek-current", "kek-old"):
         assert secret not in result.output
     assert shown["redis_url"] == "redis://app:****@redis:6379/0"
     assert shown["kafka_sasl_username"] == "projector"

@@ -35,9 +35,10 @@ def test_script_indexes_its_arguments_only_by_name(name: str) -> None:
 
 
 def test_checkpoint_script_reads_keys_in_checkpoint_keys_order() -> None:
-    """The checkpoint script's KEYS are CheckpointKeys.all(), eight of them, meta first."""
+    """The checkpoint script's KEYS are CheckpointKeys.all(), ten of them, meta first."""
     body = script_source("checkpoint_projection")
     assert "KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]" in body
+    assert "local runs, chunks = KEYS[9], KEYS[10]" in body
 
 
 def test_event_types_cover_every_operation_code() -> None:

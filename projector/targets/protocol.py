@@ -1,0 +1,80 @@
+"""The read-model target protocol: what every store chatlog projects into must do.
+
+A target is one store holding one read model: Redis (the default), SQL
+through SQLAlchemy (SQLite, PostgreSQL) or DynamoDB. The projector, the
+target rebuild/verify (:mod:`chatlog.projector.targets.rebuild`) and the
+behaviour test suite use only this protocol, so every store gets the same
+idempotent apply rules and the same checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+from chatlog.projector.changes import Change
+from chatlog.projector.redis_projection import ApplyResult
+
+
+@runtime_checkable
+class ReadModelTarget(Protocol):
+    """One store's read model, written by :meth:`apply` and read back for verify and readers.
+
+    ``url`` names the target without credentials (for reports and logs).
+    """
+
+    url: str
+
+    def apply(self, changes: Sequence[Change], *, advance: Mapping[int, int]) -> ApplyResult:
+        """Apply ``changes`` (in log order) idempotently and record ``advance`` with them.
+
+        ``advance`` (partition -> next offset) is recorded in the same
+        transaction (SQL) or after the sessions' conditional writes (DynamoDB),
+        and only ever moves forward. A change already applied is skipped; one
+        refused by the rules (ownership, partition, a store limit) comes back in
+        ``ApplyResult.failed`` for the dead-letter topic.
+
+        Raises:
+            TargetError: the store failed; applying the same changes again is safe.
+        """
+        ...
+
+    def positions(self) -> dict[int, int]:
+        """Every recorded partition's next offset to apply."""
+        ...
+
+    def read_session(self, session_id: str, *, now_ms: int | None = None) -> list[str]:
+        """The session's stored messages (JSON text, log order); ``[]`` when expired or absent."""
+        ...
+
+    def stored_form(self, text: str) -> str:
+        """The form :meth:`read_session` returns a message the log stores as ``text``.
+
+        The text itself for Redis and SQL; a canonical JSON form for stores that
+        keep messages as structured values (DynamoDB), which verify compares in.
+        """
+        ...
+
+    def user_sessions(self, user_id: str, *, now_ms: int | None = None) -> dict[str, int]:
+        """The user's sessions that are not expired: session id -> last activity (event ms)."""
+        ...
+
+    def scan_sessions(self) -> Iterator[str]:
+        """Every session id the target holds state for (tombstones included), for verify."""
+        ...
+
+    def sweep(self, *, now_ms: int | None = None) -> int:
+        """Delete the stored messages of idle-expired sessions; return how many sessions.
+
+        chatlog's readers already hide expired sessions; this makes LangChain's
+        readers (and the disk) agree. Redis expires keys by itself (0).
+        """
+        ...
+
+    def drop(self) -> None:
+        """Delete everything chatlog wrote to the target (its tables or items)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,266 @@
+"""One behaviour suite for every read-model target: Redis, SQLite, PostgreSQL, DynamoDB.
+
+Each test runs once per store (the ``target_kind`` fixture), the way
+eventsourcing runs one recorder test case per backend. The stores are real:
+a Redis server, SQLite files, the machine's PostgreSQL and moto's
+DynamoDB-compatible server process. The rules each target must follow are
+verify's fold (:class:`~chatlog.projector.verify.ExpectedState`), checked by
+a random differential test.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from itertools import pairwise
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chatlog import Settings
+from chatlog.projector.changes import Change, RefusalReason
+from chatlog.projector.protocol import (
+    OP_APPEND,
+    OP_CLEAR,
+    OP_DELETE_SESSION,
+    OP_DELETE_USER,
+    OP_SET_TTL,
+)
+from chatlog.projector.targets import ReadModelTarget, open_target
+from chatlog.projector.verify import ExpectedState
+
+HOUR_MS = 3600 * 1000
+
+
+def message(text: str) -> bytes:
+    """A stored message (message_to_dict JSON) that every target can hold."""
+    return (
+        '{"type":"human","data":{"content":"' + text + '","additional_kwargs":{},'
+        '"response_metadata":{},"type":"human","name":null,"id":null}}'
+    ).encode()
+
+
+class Log:
+    """Builds changes with per-partition offsets and event times an hour in the past."""
+
+    def __init__(self) -> None:
+        self.at = int(time.time() * 1000) - HOUR_MS
+        self.offsets = {0: 0, 1: 0}
+
+    def change(
+        self, op: str, session: str = "s1", user: str = "u1", arg: bytes = b"", *,
+        partition: int = 0, gap_ms: int = 1000,
+    ) -> Change:
+        self.at += gap_ms
+        offset = self.offsets[partition]
+        self.offsets[partition] += 1
+        return Change(partition, offset, session, user, self.at, op, arg)
+
+
+def stored_texts(target: ReadModelTarget, *texts: str) -> list[str]:
+    return [target.stored_form(message(t).decode()) for t in texts]
+
+
+def test_appends_are_read_back_in_log_order(read_model_target: ReadModelTarget) -> None:
+    log = Log()
+    batch = [log.change(OP_APPEND, arg=message(f"m{i}")) for i in range(3)]
+    result = read_model_target.apply(batch, advance={0: 3})
+    assert result.applied == 3
+    assert read_model_target.read_session("s1") == stored_texts(read_model_target, "m0", "m1", "m2")
+    assert read_model_target.positions() == {0: 3}
+
+
+def test_redelivered_batch_is_applied_once(read_model_target: ReadModelTarget) -> None:
+    log = Log()
+    batch = [log.change(OP_APPEND, arg=message(f"m{i}")) for i in range(3)]
+    read_model_target.apply(batch[:2], advance={0: 2})
+    again = read_model_target.apply(batch, advance={0: 3})
+    assert (again.applied, again.skipped) == (1, 2)
+    assert read_model_target.read_session("s1") == stored_texts(read_model_target, "m0", "m1", "m2")
+
+
+def test_another_users_append_is_refused_by_ownership(read_model_target: ReadModelTarget) -> None:
+    log = Log()
+    mine = log.change(OP_APPEND, user="u1", arg=message("mine"))
+    theirs = log.change(OP_APPEND, user="u2", arg=message("theirs"))
+    result = read_model_target.apply([mine, theirs], advance={0: 2})
+    assert result.applied == 1
+    assert [(c.offset, r.reason) for c, r in result.failed] == [(1, RefusalReason.OWNERSHIP)]
+    assert read_model_target.read_session("s1") == stored_texts(read_model_target, "mine")
+
+
+def test_clear_empties_and_later_appends_follow(read_model_target: ReadModelTarget) -> None:
+    log = Log()
+    read_model_target.apply(
+        [log.change(OP_APPEND, arg=message("old")), log.change(OP_CLEAR)], advance={0: 2}
+    )
+    read_model_target.apply([log.change(OP_APPEND, arg=message("new"))], advance={0: 3})
+    assert read_model_target.read_session("s1") == stored_texts(read_model_target, "new")
+
+
+def test_deleted_session_is_not_resurrected_by_redelivery(
+    read_model_target: ReadModelTarget,
+) -> None:
+    log = Log()
+    first = log.change(OP_APPEND, arg=message("a"))
+    delete = log.change(OP_DELETE_SESSION)
+    read_model_target.apply([first, delete], advance={0: 2})
+    again = read_model_target.apply([first], advance={0: 1})
+    assert again.skipped == 1
+    assert read_model_target.read_session("s1") == []
+    assert read_model_target.user_sessions("u1") == {}
+    assert read_model_target.positions() == {0: 2}  # positions only move forward
+    # A later write starts the session afresh, with its writer as the new owner.
+    read_model_target.apply([log.change(OP_APPEND, user="u2", arg=message("b"))], advance={0: 3})
+    assert read_model_target.read_session("s1") == stored_texts(read_model_target, "b")
+    assert list(read_model_target.user_sessions("u2")) == ["s1"]
+
+
+def test_user_deletion_unlists_the_users_sessions(read_model_target: ReadModelTarget) -> None:
+    log = Log()
+    a = log.change(OP_APPEND, session="a", arg=message("x"))
+    b = log.change(OP_APPEND, session="b", arg=message("y"))
+    read_model_target.apply([a, b], advance={0: 2})
+    assert read_model_target.user_sessions("u1") == {"a": a.event_ms, "b": b.event_ms}
+    gone = log.change(OP_DELETE_USER, session="", user="u1")
+    result = read_model_target.apply([gone], advance={0: 3})
+    assert result.applied == 1
+    assert read_model_target.user_sessions("u1") == {}
+
+
+def test_session_on_another_partition_is_refused(read_model_target: ReadModelTarget) -> None:
+    log = Log()
+    read_model_target.apply([log.change(OP_APPEND, arg=message("a"))], advance={0: 1})
+    moved = log.change(OP_APPEND, arg=message("b"), partition=1)
+    result = read_model_target.apply([moved], advance={1: 1})
+    assert [r.reason for _, r in result.failed] == [RefusalReason.PARTITION]
+    assert read_model_target.read_session("s1") == stored_texts(read_model_target, "a")
+
+
+def test_session_idle_past_its_ttl_by_event_time_reads_empty(
+    target_kind: str, read_model_target: ReadModelTarget
+) -> None:
+    """A TTL that ran out by event time (a replay of old events) never revives the session."""
+    log = Log()
+    ttl = log.change(OP_SET_TTL, arg=b"60000")
+    read_model_target.apply([ttl, log.change(OP_APPEND, arg=message("a"))], advance={0: 2})
+    assert read_model_target.read_session("s1") == []
+    assert read_model_target.user_sessions("u1") == {}
+    # Redis dropped the keys itself; SQL and DynamoDB keep rows until swept.
+    assert read_model_target.sweep() == (0 if target_kind == "redis" else 1)
+    assert read_model_target.sweep() == 0
+
+
+def test_drop_removes_the_read_model(
+    target_kind: str, target_url_factory: Callable[[str], str]
+) -> None:
+    url = target_url_factory(target_kind)
+    target = open_target(url, Settings())
+    target.apply([Log().change(OP_APPEND, arg=message("a"))], advance={0: 1})
+    target.drop()
+    target.close()
+    reopened = open_target(url, Settings())
+    try:
+        assert reopened.read_session("s1") == []
+        assert reopened.positions() == {}
+    finally:
+        reopened.drop()
+        reopened.close()
+
+
+# -- the fold is the reference: random logs, random batches, redelivery ------------------
+
+SESSIONS = ["s0", "s1", "s2"]
+USERS = ["", "u1", "u2"]
+
+step = st.tuples(
+    st.sampled_from([OP_APPEND] * 4 + [OP_CLEAR, OP_DELETE_SESSION, OP_SET_TTL, OP_DELETE_USER]),
+    st.sampled_from(SESSIONS),
+    st.sampled_from(USERS),
+    st.integers(1, 90_000),
+    # Short TTLs too: the targets fold with verify's rules, expiry between events included.
+    st.sampled_from([None, 0, 120_000, 10**10]),
+)
+
+
+def random_log(steps: list[tuple[str, str, str, int, int | None]]) -> list[Change]:
+    log = Log()
+    changes = []
+    for number, (op, session, user, gap, ttl) in enumerate(steps):
+        arg = b""
+        if op == OP_APPEND:
+            arg = message(f"n{number}")
+        elif op == OP_SET_TTL and ttl is not None:
+            arg = str(ttl).encode()
+        if op == OP_DELETE_USER:
+            session, user = "", user or "u1"
+        partition = 0 if op == OP_DELETE_USER else SESSIONS.index(session) % 2
+        changes.append(log.change(op, session, user, arg, partition=partition, gap_ms=gap))
+    return changes
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    steps=st.lists(step, min_size=1, max_size=20),
+    cuts=st.lists(st.integers(0, 20), max_size=4),
+    back=st.integers(0, 5),
+)
+def test_target_and_fold_agree_on_random_change_sequences(
+    target_kind: str,
+    target_url_factory: Callable[[str], str],
+    steps: list[tuple[str, str, str, int, int | None]],
+    cuts: list[int],
+    back: int,
+) -> None:
+    """Messages, user indexes and positions equal the fold's after redelivered batches."""
+    if target_kind == "redis":
+        # The Lua script against the fold is test_projection_differential's (long TTLs only).
+        steps = [(op, s, u, gap, None if ttl == 120_000 else ttl) for op, s, u, gap, ttl in steps]
+    log = random_log(steps)
+    expected = ExpectedState()
+    for change in log:
+        expected.add(change)
+    target = open_target(target_url_factory(target_kind), Settings())
+    try:
+        bounds = sorted({0, len(log), *(c % (len(log) + 1) for c in cuts)})
+        for start, stop in pairwise(bounds):
+            for batch in (log[start:stop], log[max(stop - back, 0) : stop]):
+                advance = {c.partition: c.offset + 1 for c in batch}
+                target.apply(batch, advance=advance)
+        now = int(time.time() * 1000)
+        for session in SESSIONS:
+            want = [target.stored_form(m) for m in expected.messages(session, now_ms=now)]
+            assert target.read_session(session, now_ms=now) == want, session
+        for user in USERS[1:]:
+            assert target.user_sessions(user, now_ms=now) == expected.user_sessions(
+                user, now_ms=now
+            ), user
+        ends: dict[int, int] = {}
+        for change in log:
+            ends[change.partition] = change.offset + 1
+        assert target.positions() == ends
+    finally:
+        target.close()
+
+
+@pytest.mark.parametrize("target_kind", ["dynamodb"])
+def test_dynamodb_session_past_the_item_limit_is_refused_not_failed(
+    target_kind: str, read_model_target: ReadModelTarget
+) -> None:
+    """An append that would pass 400 KB is dead-lettered; the session keeps what it had."""
+    big = "x" * 150_000
+    log = Log()
+    batch = [log.change(OP_APPEND, arg=message(f"{big}{i}")) for i in range(3)]
+    result = read_model_target.apply(batch, advance={0: 3})
+    assert result.applied == 2
+    [(refused, refusal)] = result.failed
+    assert refused.offset == 2
+    assert refusal.reason is RefusalReason.SESSION_FAILED
+    assert "ItemTooLargeError" in str(refusal) and "400 KB" in str(refusal)
+    assert len(read_model_target.read_session("s1")) == 2
+    assert read_model_target.positions() == {0: 3}
