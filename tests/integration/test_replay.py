@@ -190,7 +190,9 @@ def test_rebuild_after_wipe_restores_every_message(deployment: Deployment) -> No
     finished = time.perf_counter()
     assert read_all(client, settings.namespace) == deployment.after
     assert progress.done == deployment.events
-    assert progress.applied + progress.failed == deployment.events
+    # The live projector notices the wiped namespace too and repairs it in
+    # place (loss detection), so some events may already be there: skipped.
+    assert progress.applied + progress.skipped + progress.failed == deployment.events
     assert not progress.resumed
     rebuild_rate = (progress.done - first[0][1]) / (finished - first[0][0])
     print(
