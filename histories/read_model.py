@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple, TypeVar
 
 import redis
 import redis.asyncio as aioredis
 
 from chatlog.errors import ReadModelError
+from chatlog.histories.read_your_writes import repairing_error
 from chatlog.keys import (
     META_COUNT,
     META_EXPIRED,
@@ -27,6 +30,10 @@ _FIELDS = [META_PARTITION, META_OFFSET, META_OWNER, *INTEGRITY_FIELDS]
 #: Why a snapshot cannot be served (SessionSnapshot.incomplete).
 REPAIRING = "the read model namespace is being repaired"
 HOLE = "the session lost part of its keys and waits for its repair"
+
+T = TypeVar("T")
+#: How often a read that spans round trips (a listing) looks again while a repair runs.
+_REPAIR_POLL_S = 0.05
 
 # Read-time TTL refresh (Settings.session_ttl_refresh_on_read): push a live
 # session's expiry to now + its TTL (the session's override, else ARGV[1]).
@@ -354,6 +361,65 @@ class ReadModelReader:
                 self.refresh_ttl_ms,
             )
 
+    def outside_repair(self, read: Callable[[], T], subject: str, timeout_s: float) -> T:
+        """``read()``'s answer, taken while no repair of the namespace ran.
+
+        For reads of several round trips (listings), which the one-transaction
+        check of :meth:`read` cannot cover: the namespace's repairing flag and
+        generation are read before and after; while a repair runs, or when one
+        ran in between (the generation changed), the read waits and is taken
+        again, up to ``timeout_s``.
+
+        Raises:
+            ReadModelRepairingError: the namespace was still being repaired after ``timeout_s``.
+            ReadModelError: Redis could not be read.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            before = self._repair_state()
+            if before is not None:
+                answer = read()
+                if self._repair_state() == before:
+                    return answer
+            if time.monotonic() >= deadline:
+                raise repairing_error(subject, REPAIRING, timeout_s)
+            time.sleep(_REPAIR_POLL_S)
+
+    async def aoutside_repair(
+        self, read: Callable[[], Awaitable[T]], subject: str, timeout_s: float
+    ) -> T:
+        """Async :meth:`outside_repair`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            before = await self._arepair_state()
+            if before is not None:
+                answer = await read()
+                if await self._arepair_state() == before:
+                    return answer
+            if time.monotonic() >= deadline:
+                raise repairing_error(subject, REPAIRING, timeout_s)
+            await asyncio.sleep(_REPAIR_POLL_S)
+
+    def _repair_state(self) -> bytes | str | None:
+        """The namespace's generation (``""`` without one), ``None`` while it is repaired."""
+        keys = self.current_keys()
+        try:
+            repairing = self.client.exists(keys.repairing())
+            generation = self.client.get(keys.generation())
+        except redis.RedisError as exc:
+            raise ReadModelError(f"reading namespace {keys.namespace!r} failed: {exc}") from exc
+        return None if repairing else (generation or "")
+
+    async def _arepair_state(self) -> bytes | str | None:
+        keys = await self.acurrent_keys()
+        client = self._async_clients.get()
+        try:
+            repairing = await client.exists(keys.repairing())
+            generation = await client.get(keys.generation())
+        except redis.RedisError as exc:
+            raise ReadModelError(f"reading namespace {keys.namespace!r} failed: {exc}") from exc
+        return None if repairing else (generation or "")
+
     def _follow(self, namespace: str) -> None:
         if namespace != self.keys.namespace:
             self.keys = ReadModelKeys(namespace)
@@ -365,3 +431,4 @@ class ReadModelReader:
     async def aclose(self) -> None:
         """Async :meth:`close`: closes the running loop's client before returning."""
         await self._async_clients.aclose()
+

@@ -213,6 +213,8 @@ class ChatLog:
             InvalidUserIdError: the user id is unusable.
             InvalidCursorError: ``cursor`` is not a ``next_cursor`` of a page.
             ProjectionLagError: this ChatLog's writes were not projected in time.
+            ReadModelRepairingError: the projector was still repairing the namespace
+                after ``settings.read_timeout_s`` (a listing never shows it half-rebuilt).
             ReadModelError: Redis could not be read.
         """
         user_id = _required_user(user_id)
@@ -231,9 +233,22 @@ class ChatLog:
                 self.settings.read_timeout_s,
             )
         shown_as = self._shown_as(user_id)
+        reader = self.reader
+        # A listing takes several round trips: none of them may see a repair half-way.
         if limit is None:
-            return list_sessions(self.reader, user_id, shown_as=shown_as)
-        return sessions_page(self.reader, user_id, limit=limit, cursor=cursor, shown_as=shown_as)
+            return reader.outside_repair(
+                lambda: list_sessions(reader, user_id, shown_as=shown_as),
+                f"the sessions of user {user_id!r}",
+                self.settings.read_timeout_s,
+            )
+        page_size = limit
+        return reader.outside_repair(
+            lambda: sessions_page(
+                reader, user_id, limit=page_size, cursor=cursor, shown_as=shown_as
+            ),
+            f"the sessions of user {user_id!r}",
+            self.settings.read_timeout_s,
+        )
 
     @overload
     async def asessions(self, user_id: str) -> list[SessionInfo]: ...
@@ -265,12 +280,22 @@ class ChatLog:
                 read, _settled, partial(self._listing_lag, user_id), self.settings.read_timeout_s
             )
         shown_as = self._shown_as(user_id)
+        reader = self.reader
+        subject = f"the sessions of user {user_id!r}"
         if limit is None:
-            return await alist_sessions(self.reader, user_id, shown_as=shown_as)
+            return await reader.aoutside_repair(
+                lambda: alist_sessions(reader, user_id, shown_as=shown_as),
+                subject,
+                self.settings.read_timeout_s,
+            )
         page_size = limit
         return await asyncio.to_thread(
-            lambda: sessions_page(
-                self.reader, user_id, limit=page_size, cursor=cursor, shown_as=shown_as
+            lambda: reader.outside_repair(
+                lambda: sessions_page(
+                    reader, user_id, limit=page_size, cursor=cursor, shown_as=shown_as
+                ),
+                subject,
+                self.settings.read_timeout_s,
             )
         )
 

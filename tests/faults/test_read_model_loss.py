@@ -10,6 +10,7 @@ projector's back are found by the next read or the next event and repaired.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -125,7 +126,7 @@ def _run_loss(settings: Settings, client: redis.Redis, lose: Callable[[], None],
         stats = projector.stats
     assert not reads.errors, reads.errors
     bad = [
-        (session, texts[:3], len(texts), ledger.expected(session)[:3])
+        _mismatch(session, texts, ledger.expected(session))
         for session, texts in reads.served
         if texts != ledger.expected(session)[: len(texts)]
     ]
@@ -147,11 +148,26 @@ def _run_loss(settings: Settings, client: redis.Redis, lose: Callable[[], None],
     assert figures.sent == figures.acknowledged == len(SESSIONS) * EVENTS_PER_SESSION
     assert figures.applied == figures.acknowledged
     assert stats.namespace_repairs == 1, figures.line()
-    assert figures.extra["repair_s"] == round(stats.repair_seconds, 2)
-    assert recovered_s >= stats.repair_seconds
+    assert figures.extra["repair_s"] == round(stats.repair_seconds, 2) > 0
+    # Not compared with repair_s: the rebuild catches every session up before
+    # the repair ends (it replays checkpoints after), so either may be larger.
+    assert figures.extra["recovered_s"] == round(recovered_s, 2) > 0
     assert truncated == 0, (figures.line(), bad[:5])
     assert figures.extra["reads"] == len(reads.served) + reads.refused + reads.unavailable > 0
     assert reads.refused >= 0 and reads.unavailable >= 0
+
+
+def _mismatch(session: str, texts: list[str], expected: list[str]) -> str:
+    """Where a served history first left the final one, for the failure message."""
+    at = min(len(texts), len(expected))
+    for n, (got, want) in enumerate(zip(texts, expected, strict=False)):
+        if got != want:
+            at = n
+            break
+    return (
+        f"{session}: served {len(texts)} of {len(expected)}, first difference at {at}: "
+        f"served {texts[max(at - 2, 0) : at + 3]}, expected {expected[max(at - 2, 0) : at + 3]}"
+    )
 
 
 @pytest.mark.slow
@@ -272,3 +288,33 @@ def test_an_evicting_maxmemory_policy_is_refused_unless_allowed(
     with Projector(tolerant).running() as projector:
         assert projector.assignment()
 
+
+
+def test_a_listing_waits_for_a_namespace_repair_and_then_refuses(
+    settings_factory: Callable[..., Settings], own_redis: DurableRedis
+) -> None:
+    """ChatLog.sessions never lists a namespace half-rebuilt: it waits, then refuses."""
+    settings = settings_factory(redis_url=own_redis.url, read_timeout_s=0.5)
+    client = redis.Redis.from_url(own_redis.url)
+    keys = ReadModelKeys(settings.namespace)
+    with ChatLog(settings) as chatlog, Projector(settings).running():
+        chatlog.history("listed", user_id="ann").add_user_message("hi")
+        assert [s.session_id for s in chatlog.sessions("ann")] == ["listed"]
+        # A repair in progress, as the projector marks it (with its expiry).
+        client.set(keys.repairing(), "someone", px=30_000)
+        with pytest.raises(ReadModelRepairingError) as refused:
+            chatlog.sessions("ann")
+        assert "CHATLOG_READ_TIMEOUT" in str(refused.value)
+        with pytest.raises(ReadModelRepairingError):
+            chatlog.sessions("ann", limit=10)
+        with pytest.raises(ReadModelRepairingError):
+            asyncio.run(chatlog.asessions("ann"))
+        # The repair ends while a listing waits: the listing is served.
+        patient = ChatLog(settings.with_(read_timeout_s=30.0))
+        try:
+            ended = threading.Timer(0.3, lambda: client.delete(keys.repairing()))
+            ended.start()
+            assert [s.session_id for s in patient.sessions("ann")] == ["listed"]
+            ended.join()
+        finally:
+            patient.close()
