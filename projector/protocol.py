@@ -47,6 +47,10 @@ OP_SET_TTL: Final = "T"
 OP_DELETE_USER: Final = "U"
 #: A conditional append (``MessagesAppended``): all of its messages or none.
 OP_APPEND_IF: Final = "G"
+#: A sealed event whose data key was destroyed (its subject was erased): it
+#: changes nothing but the session's tracking position, so readers waiting
+#: for it (read-your-writes) are not left waiting, and creates no session.
+OP_SHREDDED: Final = "N"
 
 #: Each operation code and the event type it stands for.
 EVENT_TYPES: Final = {
@@ -56,6 +60,7 @@ EVENT_TYPES: Final = {
     OP_SET_TTL: "SessionTtlSet",
     OP_DELETE_USER: "UserDeleted",
     OP_APPEND_IF: "MessagesAppended",
+    OP_SHREDDED: "Shredded",
 }
 
 # -- the apply script's reply: (session number, note, value) triples ------------
@@ -217,6 +222,7 @@ SCRIPT_CONSTANTS: Final[dict[str, dict[str, int | str]]] = {
         "OP_CLEAR": OP_CLEAR,
         "OP_DELETE_SESSION": OP_DELETE_SESSION,
         "OP_SET_TTL": OP_SET_TTL,
+        "OP_SHREDDED": OP_SHREDDED,
         "NOTE_SKIPPED": NOTE_SKIPPED,
         "NOTE_OWNER": NOTE_OWNER,
         "NOTE_REJECTED": NOTE_REJECTED,

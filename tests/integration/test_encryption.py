@@ -21,12 +21,14 @@ from langgraph.graph.message import add_messages
 
 from chatlog import ChatLog, Settings
 from chatlog.cli import cli
+from chatlog.errors import ConcurrentAppendError
 from chatlog.histories.checkpointer import ChatLogCheckpointSaver
+from chatlog.keys import ReadModelKeys
 from chatlog.producers.key_store import DataKeyStore
 from chatlog.projector.replay import Replayer
 from chatlog.projector.worker import Projector
 from chatlog.schemas.codec import EventCodec
-from chatlog.schemas.events import MessageSealed
+from chatlog.schemas.events import MessageSealed, MessagesSealed
 from chatlog.schemas.sealing import KeyEncryptionKey
 from tests.helpers import cli_args, delete_namespace, eventually, read_topic, unique
 
@@ -392,3 +394,91 @@ def test_async_appends_are_sealed_and_read_back(deployment: Deployment) -> None:
     assert asyncio.run(run()) == [SECRET, "ok"]
     events = [EventCodec().decode(r.value) for r in read_topic(settings, settings.topic)]
     assert [type(e.payload) for e in events] == [MessageSealed, MessageSealed]
+
+
+def test_conditional_appends_are_sealed_checked_replayed_and_shredded(
+    deployment: Deployment, redis_client: redis.Redis
+) -> None:
+    """expected_version works sealed: conflicts found, no plaintext logged, erasure shreds it."""
+    chatlog, settings = deployment.chatlog, deployment.settings
+    history = chatlog.history("s-cond", user_id="nina")
+    history.add_messages([HumanMessage(SECRET), AIMessage("first")], expected_version=0)
+    with pytest.raises(ConcurrentAppendError) as conflict:
+        chatlog.history("s-cond", user_id="nina").add_messages(
+            [HumanMessage(f"late {SECRET}")], expected_version=0
+        )
+    assert (conflict.value.expected, conflict.value.found) == (0, 2)
+    history.add_messages([HumanMessage(f"again {SECRET}")], expected_version=2)
+    assert _contents(chatlog, "s-cond", "nina") == [SECRET, "first", f"again {SECRET}"]
+
+    records = read_topic(settings, settings.topic)
+    assert all(SECRET.encode() not in (r.value or b"") for r in records)
+    events = [EventCodec().decode(r.value) for r in records]
+    assert [type(e.payload) for e in events] == [MessagesSealed] * 3
+    assert [e.payload.expected_version for e in events] == [0, 0, 2]  # type: ignore[union-attr]
+
+    with _replayer(settings) as replayer:
+        # Replays open them: a rebuild reaches the same verdicts.
+        restored = unique(f"{settings.namespace}-restored")
+        assert replayer.rebuild(restored).failed == 0
+        with ChatLog(replace(settings, namespace=restored)) as reader:
+            assert _contents(reader, "s-cond", "nina") == [SECRET, "first", f"again {SECRET}"]
+        assert replayer.verify(restored).ok
+        assert replayer.reader.shredded == 0
+
+        report = chatlog.erase_user("nina")
+        assert report.sessions == ["s-cond"] and len(report.keys_destroyed) == 1
+        erased = unique(f"{settings.namespace}-erased")
+        assert replayer.rebuild(erased).failed == 0
+        with ChatLog(replace(settings, namespace=erased)) as reader:
+            assert reader.history("s-cond", user_id="nina").messages == []
+            assert reader.sessions("nina") == []
+        assert replayer.reader.shredded == 3
+        assert replayer.verify(erased).ok
+        assert replayer.rebuild_session("s-cond", erased).messages == 0
+        for namespace in (restored, erased):
+            delete_namespace(redis_client, namespace)
+
+
+def test_shredded_events_still_move_their_sessions_position(
+    deployment: Deployment,
+    projector_factory: Callable[..., Projector],
+    redis_client: redis.Redis,
+) -> None:
+    """A writer's read of its own erased writes does not wait in vain; a replay agrees."""
+    chatlog, settings = deployment.chatlog, deployment.settings
+    deployment.projector.stop()
+    history = chatlog.history("s-olga", user_id="olga")
+    history.add_messages([HumanMessage("olga one")])
+    history.add_messages([AIMessage("olga two")])
+    _write(chatlog, "s-pete", "pete", ["pete one"])
+    with ChatLog(settings) as admin:
+        assert admin.erase_user("olga").keys_destroyed
+    projector = projector_factory(settings)
+    try:
+        # The writer's own reads wait until its writes are projected: shredded,
+        # they still move the session's position, so the wait ends at once.
+        assert history.messages == []
+        assert history.version == 0
+        assert _contents(chatlog, "s-pete", "pete") == ["pete one"]
+        assert chatlog.sessions("olga") == []
+        assert projector.stats.shredded == 2 and projector.stats.dead_lettered == 0
+    finally:
+        if projector.key_store is not None:
+            projector.key_store.close()
+    offsets = [
+        r.offset for r in read_topic(settings, settings.topic) if r.key == b"s-olga"
+    ]
+    live = ReadModelKeys(settings.namespace).meta("s-olga")
+    assert int(redis_client.hget(live, "offset") or -1) == max(offsets)
+    with _replayer(settings) as replayer:
+        fresh = unique(f"{settings.namespace}-fresh")
+        replayer.rebuild(fresh)
+        rebuilt = ReadModelKeys(fresh).meta("s-olga")
+        assert redis_client.hget(rebuilt, "offset") == redis_client.hget(live, "offset")
+        assert redis_client.hget(rebuilt, "owner") is None
+        with ChatLog(replace(settings, namespace=fresh)) as reader:
+            assert reader.history("s-olga", user_id="olga").messages == []
+            assert _contents(reader, "s-pete", "pete") == ["pete one"]
+        assert replayer.verify(fresh).ok
+        delete_namespace(redis_client, fresh)
