@@ -33,6 +33,7 @@ from chatlog.schemas.events import (
     ChatEvent,
     MessageAppended,
     MessagesAppended,
+    MessagesSealed,
     SessionCleared,
     SessionDeleted,
     SessionTtlSet,
@@ -168,10 +169,13 @@ def shredded_change(partition: int, offset: int, event: ChatEvent) -> Change:
     It holds nothing of the event but its coordinates, session, writer and
     time (:data:`OP_SHREDDED`): the projection only moves the session's
     tracking position past it, so a writer waiting to read its own write is
-    not left waiting, and a replay decides the same.
+    not left waiting, and a replay decides the same. ``arg`` is
+    :data:`OP_APPEND_IF` for a conditional append, whose writer waits for a
+    verdict (``VERDICT_SHREDDED``), else ``b""``.
     """
+    arg = OP_APPEND_IF.encode() if isinstance(event.payload, MessagesSealed) else b""
     return Change(
-        partition, offset, event.session_id, event.user_id or "", event_ms(event), OP_SHREDDED, b""
+        partition, offset, event.session_id, event.user_id or "", event_ms(event), OP_SHREDDED, arg
     )
 
 

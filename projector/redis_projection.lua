@@ -45,6 +45,7 @@ local NOTE_CONFLICT = 'V'
 local VERDICT_APPLIED = 'A'
 local VERDICT_DUPLICATE = 'D'
 local VERDICT_CONFLICT = 'V'
+local VERDICT_SHREDDED = 'S'
 local VERDICT_TTL_MS = 3600000
 local EXPIRED_TOMBSTONE_MS = 604800000
 local EXPIRED_GRACE_MS = 300000
@@ -202,6 +203,11 @@ local function apply_session(index, sid, partition, first, stop)
       if offset > last then
         last = offset
         shredded = shredded + 1
+        if ARGV[i + EVENT_ARG] == OP_APPEND_IF then
+          -- A shredded conditional append: its writer waits for a verdict.
+          verdict_fields[#verdict_fields + 1] = offset
+          verdict_fields[#verdict_fields + 1] = VERDICT_SHREDDED
+        end
       else
         skipped = skipped + 1
       end
