@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import pytest
@@ -21,8 +22,9 @@ from langgraph.graph.message import add_messages
 
 from chatlog import ChatLog, Settings
 from chatlog.cli import cli
-from chatlog.errors import ConcurrentAppendError
+from chatlog.errors import ConcurrentAppendError, DecryptionError, EncryptionKeyRequiredError
 from chatlog.histories.checkpointer import ChatLogCheckpointSaver
+from chatlog.histories.importers import read_export
 from chatlog.keys import ReadModelKeys
 from chatlog.producers.key_store import DataKeyStore
 from chatlog.projector.replay import Replayer
@@ -452,17 +454,38 @@ def test_shredded_events_still_move_their_sessions_position(
     history.add_messages([HumanMessage("olga one")])
     history.add_messages([AIMessage("olga two")])
     _write(chatlog, "s-pete", "pete", ["pete one"])
+    # A conditional append waits for its verdict, which comes once projected.
+    outcome: list[BaseException | None] = []
+
+    def append_conditionally() -> None:
+        try:
+            chatlog.history("s-olga-if", user_id="olga").add_messages(
+                [HumanMessage("olga if")], expected_version=0
+            )
+            outcome.append(None)
+        except BaseException as exc:  # reported by the assertion below
+            outcome.append(exc)
+
+    waiting = threading.Thread(target=append_conditionally)
+    waiting.start()
+    eventually(
+        lambda: any(r.key == b"s-olga-if" for r in read_topic(settings, settings.topic))
+    )
     with ChatLog(settings) as admin:
         assert admin.erase_user("olga").keys_destroyed
     projector = projector_factory(settings)
     try:
+        waiting.join()
+        # Its verdict is "shredded": nothing appended, and the call returns.
+        assert outcome == [None]
         # The writer's own reads wait until its writes are projected: shredded,
         # they still move the session's position, so the wait ends at once.
         assert history.messages == []
         assert history.version == 0
         assert _contents(chatlog, "s-pete", "pete") == ["pete one"]
         assert chatlog.sessions("olga") == []
-        assert projector.stats.shredded == 2 and projector.stats.dead_lettered == 0
+        assert chatlog.history("s-olga-if", user_id="olga").messages == []
+        assert projector.stats.shredded == 3 and projector.stats.dead_lettered == 0
     finally:
         if projector.key_store is not None:
             projector.key_store.close()
@@ -482,3 +505,55 @@ def test_shredded_events_still_move_their_sessions_position(
             assert _contents(reader, "s-pete", "pete") == ["pete one"]
         assert replayer.verify(fresh).ok
         delete_namespace(redis_client, fresh)
+
+
+def test_encrypted_exports_read_back_until_their_subject_is_erased(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """`chatlog export --encrypt` seals each session; erasure makes old files unreadable."""
+    chatlog, settings = deployment.chatlog, deployment.settings
+    _write(chatlog, "s-quinn", "quinn", [SECRET, "quinn two"])
+    _write(chatlog, "s-rosa", "rosa", ["rosa one"])
+    assert _contents(chatlog, "s-rosa", "rosa") == ["rosa one"]
+    env = {"CHATLOG_ENCRYPTION_KEY": settings.encryption_key or ""}
+    lines = []
+    for user in ("quinn", "rosa"):
+        path = tmp_path / f"{user}.jsonl"
+        result = CliRunner().invoke(
+            cli,
+            cli_args(settings, "export", "--user", user, "--encrypt", "--format", "jsonl",
+                     "-o", str(path)),
+            env=env,
+        )
+        assert result.exit_code == 0, result.output
+        assert SECRET.encode() not in path.read_bytes()
+        assert b"two" not in path.read_bytes() and b"rosa one" not in path.read_bytes()
+        lines.append(path.read_text())
+    both = tmp_path / "both.jsonl"
+    both.write_text("".join(lines))
+    key_store = chatlog.producer.key_store
+    opened = read_export(both, key_store=key_store)
+    assert [[str(m.content) for m in s.messages] for s in opened] == [
+        [SECRET, "quinn two"], ["rosa one"]
+    ]
+    with pytest.raises(EncryptionKeyRequiredError):
+        read_export(both)
+    moved = json.loads(lines[0])
+    moved["session_id"] = "s-elsewhere"
+    with pytest.raises(DecryptionError):
+        read_export(json.dumps(moved).encode(), key_store=key_store)
+
+    chatlog.erase_user("quinn")
+    with ChatLog(settings) as other:  # another process: only the key store's word counts
+        erased = read_export(both, key_store=other.producer.key_store)
+    assert [(s.session_id, s.shredded, s.messages) for s in erased] == [
+        ("s-quinn", True, ()), ("s-rosa", False, erased[1].messages)
+    ]
+    result = CliRunner().invoke(
+        cli, cli_args(settings, "import", str(both), "--trust-file-owners"), env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 erased since the export (skipped): s-quinn" in result.output
+    assert _contents(chatlog, "s-rosa", "rosa") == ["rosa one"]
+    with ChatLog(settings) as reader:
+        assert reader.history("s-quinn", user_id="quinn").messages == []
