@@ -22,7 +22,9 @@ The projector's byte-level shortcut for the read model
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
 from uuid import UUID
 
 from chatlog.errors import EventDecodeError
@@ -41,6 +43,9 @@ from chatlog.schemas.events import (
     UsageMetadata,
     UserDeleted,
 )
+
+#: An array item's type (:func:`_array`).
+T = TypeVar("T")
 
 #: The schema this reader is written for: ``(record name, version)``.
 SCHEMA = ("chatlog.ChatEvent", 4)
@@ -228,21 +233,21 @@ def _payload(reader: BodyReader, branches: int) -> Payload:
         return _sealed(reader)
     if branch == 5:
         expected = reader.long()
-        messages: list[MessageAppended] = []
-        count = reader.block()
-        while count:
-            messages.extend(_message(reader) for _ in range(count))
-            count = reader.block()
-        return MessagesAppended(expected, tuple(messages))
+        return MessagesAppended(expected, _array(reader, _message))
     if branch == 7:
         expected = reader.long()
-        sealed: list[MessageSealed] = []
-        count = reader.block()
-        while count:
-            sealed.extend(_sealed(reader) for _ in range(count))
-            count = reader.block()
-        return MessagesSealed(expected, tuple(sealed))
+        return MessagesSealed(expected, _array(reader, _sealed))
     raise EventDecodeError(f"corrupt event body: payload union branch {branch}")
+
+
+def _array(reader: BodyReader, item: Callable[[BodyReader], T]) -> tuple[T, ...]:
+    """The next Avro array, each item read by ``item``."""
+    items: list[T] = []
+    count = reader.block()
+    while count:
+        items.extend(item(reader) for _ in range(count))
+        count = reader.block()
+    return tuple(items)
 
 
 def _sealed(reader: BodyReader) -> MessageSealed:
