@@ -383,7 +383,7 @@ def test_live_projection_counts_shredded_events_and_never_dead_letters_them(
 
 
 def test_async_appends_are_sealed_and_read_back(deployment: Deployment) -> None:
-    """aadd_messages seals off the event loop; the projector opens what it wrote."""
+    """aadd_messages seals off the event loop (conditional too); the projector opens it."""
     import asyncio
 
     chatlog, settings = deployment.chatlog, deployment.settings
@@ -391,11 +391,12 @@ def test_async_appends_are_sealed_and_read_back(deployment: Deployment) -> None:
 
     async def run() -> list[str]:
         await history.aadd_messages([HumanMessage(SECRET), AIMessage("ok")])
+        await history.aadd_messages([AIMessage("if two")], expected_version=2)
         return [str(m.content) for m in await history.aget_messages()]
 
-    assert asyncio.run(run()) == [SECRET, "ok"]
+    assert asyncio.run(run()) == [SECRET, "ok", "if two"]
     events = [EventCodec().decode(r.value) for r in read_topic(settings, settings.topic)]
-    assert [type(e.payload) for e in events] == [MessageSealed, MessageSealed]
+    assert [type(e.payload) for e in events] == [MessageSealed, MessageSealed, MessagesSealed]
 
 
 def test_conditional_appends_are_sealed_checked_replayed_and_shredded(
