@@ -286,11 +286,10 @@ class DecryptionError(EncryptionError, ValueError):
 
 
 class UnsealableEventError(EncryptionError, ValueError):
-    """Raised when encryption is on and an event's messages cannot be sealed.
+    """Raised when encryption is on and an event's personal content cannot be sealed.
 
-    A conditional append (``add_messages(..., expected_version=n)``, a
-    ``MessagesAppended`` event) carries its messages in a record the
-    ``MessageSealed`` envelope does not cover yet, so with
-    ``CHATLOG_ENCRYPTION_KEY`` set it is refused before anything is published:
-    no plaintext message reaches the log. Append without ``expected_version``.
+    Every chatlog event has a sealed form (conditional appends too, as
+    ``MessagesSealed`` since ``chatlog.ChatEvent`` v4), so chatlog raises it
+    only for a payload that is not a chatlog event record; it is kept for
+    callers that catch it. Nothing is published when it is raised.
     """

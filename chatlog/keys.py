@@ -304,6 +304,9 @@ META_DELETED = "deleted"
 VERDICT_APPLIED = "A"
 VERDICT_DUPLICATE = "D"
 VERDICT_CONFLICT = "V"
+#: The call's subject was erased (its data key destroyed) before the projector
+#: applied it: nothing of it was appended, and the writer's call returns.
+VERDICT_SHREDDED = "S"
 #: Set (to the expiry, epoch ms) while the meta hash is an idle-expired session's tombstone.
 META_EXPIRED = "expired"
 #: The session's own idle TTL in milliseconds (``SessionTtlSet``); absent: the default.

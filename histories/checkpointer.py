@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from functools import partial
+from typing import Any, NamedTuple, TypeVar
 
 import redis
 from langchain_core.runnables import RunnableConfig
@@ -39,7 +40,12 @@ from chatlog.errors import (
 )
 from chatlog.histories.checkpoint_lineage import Lineage, delta_history
 from chatlog.histories.checkpoint_read_model import CheckpointReader, StoredEntry, ThreadSelection
-from chatlog.histories.checkpoint_sealing import SealingSerializer, for_thread, thread_of_config
+from chatlog.histories.checkpoint_sealing import (
+    SealingSerializer,
+    for_thread,
+    sealing_thread,
+    thread_of_config,
+)
 from chatlog.histories.checkpoint_serde import checked_serde
 from chatlog.histories.checkpoint_size import decompress, fit
 from chatlog.histories.read_your_writes import (
@@ -77,6 +83,9 @@ from chatlog.schemas.checkpoint_events import (
     WritesPut,
 )
 from chatlog.settings import MAX_TTL_S, Settings
+
+#: What a read of stored values returns (:meth:`ChatLogCheckpointSaver._aopened`).
+R = TypeVar("R")
 
 
 class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
@@ -435,7 +444,7 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
             selection = self._select(thread, checkpoint_ns=None)
             walks = {
                 entry.checkpoint_ns: self._lineage(thread, entry, channels)
-                for entry, channels in self._delta_heads(selection)
+                for entry, channels in self._delta_heads(thread, selection)
             }
             payload = pruned(selection, walks)
             if payload is not None:
@@ -450,24 +459,28 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
                 await self.adelete_thread(thread)
                 continue
             selection = await self._aselect(thread, checkpoint_ns=None)
+            heads = await self._aopened(thread, partial(self._delta_heads, thread, selection))
             walks = {
                 entry.checkpoint_ns: await self._alineage(thread, entry, channels)
-                for entry, channels in self._delta_heads(selection)
+                for entry, channels in heads
             }
             payload = pruned(selection, walks)
             if payload is not None:
                 await self._apublish(thread, self._encode(thread, payload))
 
-    def _delta_heads(self, selection: ThreadSelection) -> list[tuple[StoredEntry, list[str]]]:
+    def _delta_heads(
+        self, thread_id: str, selection: ThreadSelection
+    ) -> list[tuple[StoredEntry, list[str]]]:
         """Each namespace's newest checkpoint with the delta channels its metadata counts."""
         heads: dict[str, StoredEntry] = {}
         for entry in selection.entries:
             heads.setdefault(entry.checkpoint_ns, entry)
         found = []
-        for entry in heads.values():
-            channels = delta_channels(self._loads(entry.stored.metadata))
-            if channels:
-                found.append((entry, channels))
+        with sealing_thread(thread_id):
+            for entry in heads.values():
+                channels = delta_channels(self._loads(entry.stored.metadata))
+                if channels:
+                    found.append((entry, channels))
         return found
 
     def _lineage(self, thread_id: str, entry: StoredEntry, channels: list[str]) -> Lineage:
@@ -608,7 +621,8 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
             self.read_timeout_s,
         )
         self._check_owner(thread_id, config, walked.owner)
-        return delta_history(walked, channels, self._loads)
+        with sealing_thread(thread_id):
+            return delta_history(walked, channels, self._loads)
 
     async def aget_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
@@ -624,7 +638,9 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
             self.read_timeout_s,
         )
         self._check_owner(thread_id, config, walked.owner)
-        return delta_history(walked, channels, self._loads)
+        return await self._aopened(
+            thread_id, lambda: delta_history(walked, channels, self._loads)
+        )
 
     # -- ownership ------------------------------------------------------------------
 
@@ -716,6 +732,24 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
             self.read_timeout_s,
         )
 
+    async def _aopened(self, thread_id: str, read: Callable[[], R]) -> R:
+        """``read()``, which deserializes stored values of ``thread_id``, for an async method.
+
+        With encryption on it runs off the event loop: opening a sealed value
+        may first read the key store (a Kafka round trip for a key this
+        process does not hold yet, or the store's lock while another thread
+        publishes a key), and may first make the producer that owns the store.
+        Without encryption it is CPU only and stays on the loop.
+        """
+        if not self._sealing:
+            return read()
+
+        def opened() -> R:
+            with sealing_thread(thread_id):
+                return read()
+
+        return await asyncio.to_thread(opened)
+
     def _loads(self, value: TypedValue) -> Any:
         # Compressed values are inflated (bounded) and then read by the strict serde.
         plain = decompress(value, self.settings.max_checkpoint_bytes)
@@ -750,6 +784,9 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
             else None,
             pending_writes=[(w.task_id, w.channel, self._loads(w.value)) for w in writes],
         )
+
+    def _tuples(self, thread_id: str, entries: list[StoredEntry]) -> list[CheckpointTuple]:
+        return [self._tuple(thread_id, entry) for entry in entries]
 
     @staticmethod
     def _get_query(config: RunnableConfig) -> tuple[str, str | None, dict[str, Any]]:
@@ -789,7 +826,9 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         selection = await self._aselect(thread_id, **query)
         self._check_owner(thread_id, config, selection.owner)
         await self._atouch(thread_id, config)
-        return self._got(config, thread_id, checkpoint_id, selection)
+        return await self._aopened(
+            thread_id, lambda: self._got(config, thread_id, checkpoint_id, selection)
+        )
 
     def _list_query(
         self,
@@ -873,8 +912,11 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
             query = self._list_query(config, before, remaining, bool(filter))
             selection = await self._aselect(thread_id, **query)
             self._check_owner(thread_id, config, selection.owner)
-            for entry in selection.entries:
-                found = self._tuple(thread_id, entry)
+            # One hop off the loop per selection (encrypted values), not per checkpoint.
+            tuples = await self._aopened(
+                thread_id, partial(self._tuples, thread_id, selection.entries)
+            )
+            for found in tuples:
                 if not self._matches(found, filter):
                     continue
                 yield found

@@ -176,7 +176,9 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         With ``expected_version``, the call is one conditional event: the
         projector appends all of the messages if the session holds exactly
         ``expected_version`` messages when it applies it, else none; the call
-        returns only after that verdict.
+        returns only after that verdict. With encryption on, a call whose
+        subject is erased before the projector applies it appends nothing and
+        returns (its verdict is "shredded").
 
         Raises:
             InvalidMessageError: an item is not a supported message.

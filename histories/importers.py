@@ -49,15 +49,17 @@ from langchain_core.messages import BaseMessage, messages_from_dict, messages_to
 
 from chatlog.errors import (
     ConfigurationError,
+    EncryptionKeyRequiredError,
     ImportFormatError,
     ImportOwnerError,
     ReadModelError,
     UnsafeInputError,
 )
-from chatlog.histories.export import EXPORT_FORMAT, SessionExport
+from chatlog.histories.export import EXPORT_FORMAT, SessionExport, open_sealed_messages
 from chatlog.histories.import_bounds import check_nesting, loads_bounded
 from chatlog.histories.store import ChatLog
 from chatlog.identifiers import validate_session_id, validate_user_id
+from chatlog.producers.key_store import DataKeyStore
 
 #: File name endings refused without reading the file.
 PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".pck", ".p"})
@@ -111,16 +113,33 @@ def _messages(items: Any, what: str) -> tuple[BaseMessage, ...]:
         raise ImportFormatError(f"{what} holds a message LangChain cannot rebuild: {exc}") from exc
 
 
-def _session(obj: Any, what: str, user_id: str | None) -> SessionExport:
-    if not isinstance(obj, dict) or "session_id" not in obj or "messages" not in obj:
+def _session(
+    obj: Any, what: str, user_id: str | None, key_store: DataKeyStore | None = None
+) -> SessionExport:
+    if not isinstance(obj, dict) or "session_id" not in obj or (
+        "messages" not in obj and "sealed" not in obj
+    ):
         raise ImportFormatError(f"{what} is not a session object with session_id and messages")
     session_id = validate_session_id(obj["session_id"])
+    items = obj.get("messages")
+    if "sealed" in obj:
+        if key_store is None:
+            raise EncryptionKeyRequiredError(
+                f"{what} is an encrypted export: set CHATLOG_ENCRYPTION_KEY to the "
+                "key-encryption key of the deployment that wrote it"
+            )
+        items = open_sealed_messages(
+            session_id, validate_user_id(obj.get("user_id")), obj["sealed"], key_store
+        )
+        if items is None:  # its subject was erased: nothing of it can be read
+            owner = user_id if user_id is not None else validate_user_id(obj.get("user_id"))
+            return SessionExport(
+                session_id, owner, owner_from_source=user_id is None, shredded=True
+            )
     if user_id is not None:
-        return SessionExport(session_id, user_id, _messages(obj["messages"], what))
+        return SessionExport(session_id, user_id, _messages(items, what))
     owner = validate_user_id(obj.get("user_id"))
-    return SessionExport(
-        session_id, owner, _messages(obj["messages"], what), owner_from_source=True
-    )
+    return SessionExport(session_id, owner, _messages(items, what), owner_from_source=True)
 
 
 def read_export(
@@ -128,6 +147,7 @@ def read_export(
     *,
     session_id: str | None = None,
     user_id: str | None = None,
+    key_store: DataKeyStore | None = None,
 ) -> list[SessionExport]:
     """Read a chatlog export (JSON or JSON Lines) or a bare ``messages_to_dict`` list.
 
@@ -136,10 +156,15 @@ def read_export(
         session_id: The session of a bare message list (required for that form).
         user_id: Owner to give every session (default: the one in the export,
             which :func:`import_sessions` only uses with ``trust_file_owners=True``).
+        key_store: The data keys that open an encrypted export's sessions
+            (``chatlog export --encrypt``); a session whose key was destroyed
+            comes back with ``shredded`` set and no messages.
 
     Raises:
         UnsafeInputError: the input is a pickle (nothing of it is loaded).
         ImportFormatError: the input is neither form.
+        EncryptionKeyRequiredError: the export is encrypted and ``key_store`` is ``None``.
+        DecryptionError: a sealed session does not open (altered or moved).
     """
     if isinstance(source, bytes):
         data, what = source, "the input"
@@ -166,11 +191,14 @@ def read_export(
             objects = [json.loads(line) for line in lines]
         except ValueError as exc:
             raise ImportFormatError(f"{what} is neither JSON nor JSON Lines: {exc}") from exc
-        return [_session(o, f"{what} line {n}", user_id) for n, o in enumerate(objects, 1)]
+        return [
+            _session(o, f"{what} line {n}", user_id, key_store)
+            for n, o in enumerate(objects, 1)
+        ]
     if isinstance(document, dict) and document.get("format") == EXPORT_FORMAT:
-        return [_session(o, what, user_id) for o in document.get("sessions", [])]
+        return [_session(o, what, user_id, key_store) for o in document.get("sessions", [])]
     if isinstance(document, dict) and "session_id" in document:
-        return [_session(document, what, user_id)]
+        return [_session(document, what, user_id, key_store)]
     if isinstance(document, list):
         if session_id is None:
             raise ImportFormatError(
@@ -306,6 +334,8 @@ class ImportProgress:
     messages_skipped: int = 0
     unchanged: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
+    #: Sessions of an encrypted export whose subject was erased: not imported.
+    shredded: list[str] = field(default_factory=list)
     current: str | None = None
 
 
@@ -336,6 +366,12 @@ def import_sessions(
     progress = ImportProgress()
     for session in sessions:
         progress.current = session.session_id
+        if session.shredded:
+            # Erased since the export was written: nothing of it may come back.
+            progress.shredded.append(session.session_id)
+            if on_progress is not None:
+                on_progress(progress)
+            continue
         owner = owner_override if owner_override is not None else session.user_id
         if owner_override is None and session.owner_from_source and not trust_file_owners:
             claimed = f"user {owner!r}" if owner is not None else "no owner"

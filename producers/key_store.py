@@ -35,7 +35,7 @@ import base64
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -49,7 +49,7 @@ from chatlog.errors import (
     UnknownKeyEncryptionKeyError,
 )
 from chatlog.producers.admin import end_offsets, ensure_topic
-from chatlog.schemas.events import ChatEvent, MessageAppended, MessageSealed
+from chatlog.schemas.events import ChatEvent, MessageAppended, MessagesAppended, MessagesSealed
 from chatlog.schemas.sealing import (
     WRAPPED_FORMAT,
     DataKey,
@@ -58,6 +58,7 @@ from chatlog.schemas.sealing import (
     key_encryption_keys,
     open_message,
     seal_message,
+    sealed_subjects,
     subject_of,
 )
 from chatlog.settings import Settings
@@ -372,34 +373,43 @@ class DataKeyStore:
     # -- events ----------------------------------------------------------------
 
     def seal_event(self, event: ChatEvent) -> ChatEvent:
-        """``event`` with its message encrypted under its subject's data key.
+        """``event`` with its messages encrypted under its subject's data key.
 
-        Raises:
-            UnsealableEventError: a conditional append (no sealed form yet).
+        A message becomes a ``MessageSealed``, a conditional append a
+        ``MessagesSealed``; events without personal content stay as they are.
         """
         check_sealable(event)
-        if not isinstance(event.payload, MessageAppended):
+        if not isinstance(event.payload, (MessageAppended, MessagesAppended)):
             return event
         return seal_message(event, self.key_for(subject_of(event)))
 
     def open_event(self, event: ChatEvent) -> ChatEvent | None:
-        """``event`` with its sealed message opened; ``None`` when its data key was destroyed.
+        """``event`` with its sealed messages opened; ``None`` when its data key was destroyed.
 
         Raises:
-            DecryptionError: the ciphertext does not open (altered or spliced).
+            DecryptionError: a ciphertext does not open (altered or spliced).
             EncryptionError: its data key is unknown to the store.
         """
-        sealed = event.payload
-        if not isinstance(sealed, MessageSealed):
+        needed = sealed_subjects(event)
+        if not needed:
+            payload = event.payload
+            if isinstance(payload, MessagesSealed):  # no message: nothing to open
+                return replace(event, payload=MessagesAppended(payload.expected_version))
             return event
-        key = self.find(sealed.subject, sealed.key_id)
+        if len(needed) > 1:
+            raise DecryptionError(
+                f"a sealed event of session {event.session_id!r} names several data keys "
+                f"{needed}: chatlog seals each event under one key"
+            )
+        subject, key_id = needed[0]
+        key = self.find(subject, key_id)
         if key is None:
             return None
-        if sealed.subject not in (event.user_id, event.session_id):
+        if subject not in (event.user_id, event.session_id):
             # The subject names the key; it must be the event's own.
             raise DecryptionError(
                 f"a sealed message of session {event.session_id!r} names subject "
-                f"{sealed.subject!r}, which is neither its user nor its session"
+                f"{subject!r}, which is neither its user nor its session"
             )
         return open_message(event, key)
 

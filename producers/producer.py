@@ -77,8 +77,8 @@ class EventProducer:
         See :func:`encode_event`.
 
         Raises:
-            UnsealableEventError: encryption is on and ``event`` has no sealed
-                form (a conditional append); nothing is encoded.
+            UnsealableEventError: encryption is on and ``event``'s payload is
+                not a chatlog event record; nothing is encoded.
         """
         sealed = None if self.key_store is None else self.key_store.seal_event(event)
         return encode_event(self.codec, event, self.settings.max_event_bytes, sealed=sealed)

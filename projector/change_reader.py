@@ -9,10 +9,12 @@ event, in about a quarter of the time of
 else goes through the full decoder. A record it cannot project comes back
 as a :class:`Refusal` (the worker dead-letters it).
 
-A sealed message (``CHATLOG_ENCRYPTION_KEY``) is opened with its subject's
-data key; one whose key was destroyed (the subject was erased) is a
-:attr:`RefusalReason.SHREDDED` refusal, which callers skip like the event of
-a deleted session (never dead-lettered) and count in :attr:`ChangeReader.shredded`.
+A sealed event (``CHATLOG_ENCRYPTION_KEY``: a ``MessageSealed``, or a
+``MessagesSealed`` conditional append) is opened with its subject's data key;
+one whose key was destroyed (the subject was erased) becomes a
+:func:`~chatlog.projector.changes.shredded_change` (op ``N``), which holds
+nothing of it and only moves its session's position (never dead-lettered),
+counted in :attr:`ChangeReader.shredded`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ from chatlog.errors import (
     UnknownKeyEncryptionKeyError,
 )
 from chatlog.producers.key_store import DataKeyStore
-from chatlog.projector.changes import Change, Refusal, RefusalReason, change_of, ttl_arg
+from chatlog.projector.changes import (
+    Change,
+    Refusal,
+    RefusalReason,
+    change_of,
+    shredded_change,
+    ttl_arg,
+)
 from chatlog.projector.protocol import (
     OP_APPEND,
     OP_CLEAR,
@@ -45,7 +54,7 @@ from chatlog.schemas.event_reader import (
     UUID_SHAPE,
     BodyReader,
 )
-from chatlog.schemas.events import ChatEvent, MessageSealed
+from chatlog.schemas.events import ChatEvent, MessageSealed, MessagesSealed
 from chatlog.schemas.stored import (
     MARK_JSON_ESCAPES,
     PLAIN_ID_TEMPLATES_UTF8,
@@ -115,8 +124,10 @@ class ChangeReader:
             return Refusal(RefusalReason.UNDECODABLE, f"undecodable: {exc}")
         if raw.key != event.session_id.encode():
             return _wrong_key(raw.key, event.session_id)
-        if type(event.payload) is MessageSealed:
+        if type(event.payload) in _SEALED:
             opened = self._open(event)
+            if opened is None:
+                return shredded_change(raw.partition, raw.offset, event)
             if type(opened) is Refusal:
                 return opened
             event = opened  # type: ignore[assignment]
@@ -128,8 +139,8 @@ class ChangeReader:
             return self._stored_oversize(change.session_id, len(change.arg))
         return change
 
-    def _open(self, event: ChatEvent) -> ChatEvent | Refusal:
-        """The sealed message opened, or the refusal saying why it is not projected.
+    def _open(self, event: ChatEvent) -> ChatEvent | Refusal | None:
+        """The sealed event opened, ``None`` if shredded, or the refusal saying why not.
 
         Raises:
             EncryptionKeyRequiredError: encryption is off in this process.
@@ -151,10 +162,6 @@ class ChangeReader:
             return Refusal(RefusalReason.KEY_MISSING, f"key missing: {exc}")
         if opened is None:
             self.shredded += 1
-            return Refusal(
-                RefusalReason.SHREDDED,
-                f"shredded: the data key of session {event.session_id!r} was destroyed",
-            )
         return opened
 
     def _stored_oversize(self, session_id: str, size: int) -> Refusal:
@@ -169,6 +176,9 @@ class ChangeReader:
         )
 
 
+#: The payloads that are opened with their subject's data key.
+_SEALED = (MessageSealed, MessagesSealed)
+
 # NamedTuple's generated __new__ is Python code; this is the C constructor it calls.
 _new_change = tuple.__new__
 
@@ -179,7 +189,7 @@ def _wrong_key(key: bytes | None, session_id: str) -> Refusal:
 
 
 def read_change(data: bytes, start: int) -> ChangeFields | None:
-    """What the v3 ``ChatEvent`` body at ``data[start]`` does to the read model.
+    """What the v4 ``ChatEvent`` body at ``data[start]`` does to the read model.
 
     The projector's shortcut past :func:`~chatlog.schemas.event_reader.read_event` and
     :func:`~chatlog.schemas.stored.stored_message`: it takes the few fields the
@@ -204,7 +214,7 @@ def read_change(data: bytes, start: int) -> ChangeFields | None:
         It never returns fields for a body :func:`read_event` refuses.
 
     Raises:
-        EventDecodeError: the bytes are not a valid v3 body. Only bodies
+        EventDecodeError: the bytes are not a valid v4 body. Only bodies
             :func:`read_event` refuses too; it may also return ``None`` for one.
     """
     # One function with the reads written out: on a plain message a BodyReader and

@@ -26,12 +26,14 @@ from chatlog.projector.protocol import (
     OP_DELETE_SESSION,
     OP_DELETE_USER,
     OP_SET_TTL,
+    OP_SHREDDED,
     pack_fields,
 )
 from chatlog.schemas.events import (
     ChatEvent,
     MessageAppended,
     MessagesAppended,
+    MessagesSealed,
     SessionCleared,
     SessionDeleted,
     SessionTtlSet,
@@ -54,7 +56,8 @@ class Change(NamedTuple):
         user_id: Its writer, ``""`` when it has none.
         event_ms: Its event time, epoch milliseconds.
         op: ``A`` append, ``C`` clear, ``D`` delete session, ``T`` set TTL,
-            ``U`` delete user (the keys of :data:`EVENT_TYPES`).
+            ``U`` delete user, ``G`` conditional append, ``N`` shredded (the
+            keys of :data:`EVENT_TYPES`).
         arg: The stored message JSON (``A``), the TTL in milliseconds or
             ``b""`` for the default (``T``), the packed expected version and
             (id, stored message) pairs (``G``, :func:`conditional_arg`), else ``b""``.
@@ -103,7 +106,9 @@ class RefusalReason(Enum):
     #: foreign key store); re-publish it from the dead-letter topic once restored.
     KEY_MISSING = "key-missing"
     #: A sealed message whose subject was erased (its data key destroyed).
-    #: Never dead-lettered: skipped like a deleted session's event, and counted.
+    #: Never dead-lettered, and no longer a refusal: the change reader makes
+    #: such an event a :func:`shredded_change`, which only moves its session's
+    #: position. Kept for callers that name it.
     SHREDDED = "shredded"
 
 
@@ -155,6 +160,22 @@ def change_of(partition: int, offset: int, event: ChatEvent) -> Change:
         raise ReadModelError(f"no projection for event type {event.event_type}")
     return Change(
         partition, offset, event.session_id, event.user_id or "", event_ms(event), op, arg, key
+    )
+
+
+def shredded_change(partition: int, offset: int, event: ChatEvent) -> Change:
+    """The change of a sealed ``event`` whose data key was destroyed (its subject was erased).
+
+    It holds nothing of the event but its coordinates, session, writer and
+    time (:data:`OP_SHREDDED`): the projection only moves the session's
+    tracking position past it, so a writer waiting to read its own write is
+    not left waiting, and a replay decides the same. ``arg`` is
+    :data:`OP_APPEND_IF` for a conditional append, whose writer waits for a
+    verdict (``VERDICT_SHREDDED``), else ``b""``.
+    """
+    arg = OP_APPEND_IF.encode() if isinstance(event.payload, MessagesSealed) else b""
+    return Change(
+        partition, offset, event.session_id, event.user_id or "", event_ms(event), OP_SHREDDED, arg
     )
 
 

@@ -35,6 +35,7 @@ from chatlog.keys import (
     VERDICT_APPLIED,
     VERDICT_CONFLICT,
     VERDICT_DUPLICATE,
+    VERDICT_SHREDDED,
 )
 from chatlog.ttl import MAX_TTL_MS
 
@@ -47,6 +48,10 @@ OP_SET_TTL: Final = "T"
 OP_DELETE_USER: Final = "U"
 #: A conditional append (``MessagesAppended``): all of its messages or none.
 OP_APPEND_IF: Final = "G"
+#: A sealed event whose data key was destroyed (its subject was erased): it
+#: changes nothing but the session's tracking position, so readers waiting
+#: for it (read-your-writes) are not left waiting, and creates no session.
+OP_SHREDDED: Final = "N"
 
 #: Each operation code and the event type it stands for.
 EVENT_TYPES: Final = {
@@ -56,6 +61,7 @@ EVENT_TYPES: Final = {
     OP_SET_TTL: "SessionTtlSet",
     OP_DELETE_USER: "UserDeleted",
     OP_APPEND_IF: "MessagesAppended",
+    OP_SHREDDED: "Shredded",
 }
 
 # -- the apply script's reply: (session number, note, value) triples ------------
@@ -217,6 +223,7 @@ SCRIPT_CONSTANTS: Final[dict[str, dict[str, int | str]]] = {
         "OP_CLEAR": OP_CLEAR,
         "OP_DELETE_SESSION": OP_DELETE_SESSION,
         "OP_SET_TTL": OP_SET_TTL,
+        "OP_SHREDDED": OP_SHREDDED,
         "NOTE_SKIPPED": NOTE_SKIPPED,
         "NOTE_OWNER": NOTE_OWNER,
         "NOTE_REJECTED": NOTE_REJECTED,
@@ -227,6 +234,7 @@ SCRIPT_CONSTANTS: Final[dict[str, dict[str, int | str]]] = {
         "VERDICT_APPLIED": VERDICT_APPLIED,
         "VERDICT_DUPLICATE": VERDICT_DUPLICATE,
         "VERDICT_CONFLICT": VERDICT_CONFLICT,
+        "VERDICT_SHREDDED": VERDICT_SHREDDED,
         "VERDICT_TTL_MS": VERDICT_TTL_MS,
         "EXPIRED_TOMBSTONE_MS": EXPIRED_TOMBSTONE_MS,
         "EXPIRED_GRACE_MS": EXPIRED_GRACE_MS,

@@ -34,6 +34,7 @@ local OP_APPEND_IF = 'G'
 local OP_CLEAR = 'C'
 local OP_DELETE_SESSION = 'D'
 local OP_SET_TTL = 'T'
+local OP_SHREDDED = 'N'
 local NOTE_SKIPPED = 'S'
 local NOTE_OWNER = 'O'
 local NOTE_REJECTED = 'R'
@@ -44,6 +45,7 @@ local NOTE_CONFLICT = 'V'
 local VERDICT_APPLIED = 'A'
 local VERDICT_DUPLICATE = 'D'
 local VERDICT_CONFLICT = 'V'
+local VERDICT_SHREDDED = 'S'
 local VERDICT_TTL_MS = 3600000
 local EXPIRED_TOMBSTONE_MS = 604800000
 local EXPIRED_GRACE_MS = 300000
@@ -180,6 +182,8 @@ local function apply_session(index, sid, partition, first, stop)
   -- still counts (a clear, deletion or expiry in this call empties it).
   local ids, verdicts = ids_p .. sid .. ids_s, verdicts_p .. sid .. verdicts_s
   local seen, new_ids, ids_reset, decided = {}, {}, false, 0
+  -- Shredded events (their subject was erased): they only move the offset.
+  local shredded = 0
   local verdict_fields = {}
   local function known(id)
     if seen[id] then return true end
@@ -193,96 +197,119 @@ local function apply_session(index, sid, partition, first, stop)
     local offset = tonumber(ARGV[i + EVENT_OFFSET])
     local user = ARGV[i + EVENT_USER]
     local ms = tonumber(ARGV[i + EVENT_MS])
-    if offset > last and last >= 0 then
-      local idle = default_ttl
-      if ttl ~= '' then idle = bounded_ttl(ttl) end
-      if idle > 0 and active + idle <= ms then
-        -- Idle-expired before this event, judged by event time as between
-        -- batches: it starts afresh (and its new writer may claim it).
-        if owner ~= '' then dropped[#dropped + 1] = owner end
-        pending, clear, count = {}, true, 0
-        former, owner, ttl = owner, '', ''
-        deleted, restarted, first_ms, active = false, true, nil, 0
-        forget_ids()
+    if ARGV[i + EVENT_OP] == OP_SHREDDED then
+      -- Nothing of an erased subject is applied, whoever wrote it and whenever:
+      -- no owner, activity, expiry or restart; only the tracking position moves.
+      if offset > last then
+        last = offset
+        shredded = shredded + 1
+        if ARGV[i + EVENT_ARG] == OP_APPEND_IF then
+          -- A shredded conditional append: its writer waits for a verdict.
+          verdict_fields[#verdict_fields + 1] = offset
+          verdict_fields[#verdict_fields + 1] = VERDICT_SHREDDED
+        end
+      else
+        skipped = skipped + 1
       end
-    end
-    -- [exactly] Verdicts: an append of an id the session holds, or a conditional
-    -- append whose ids it all holds, is a duplicate; a conditional append at
-    -- another version is refused. Either only moves the offset.
-    local verdict, group = nil, nil
-    if offset > last and not (owner ~= '' and user ~= owner) then
-      local op = ARGV[i + EVENT_OP]
-      if op == OP_APPEND then
-        local id = ARGV[i + EVENT_KEY]
-        if id ~= '' and known(id) then verdict = VERDICT_DUPLICATE end
-      elseif op == OP_APPEND_IF then
-        group = unpack_fields(ARGV[i + EVENT_ARG])
-        local all_known = #group > 1
-        for k = 2, #group, 2 do
-          if group[k] == '' or not known(group[k]) then all_known = false end
+    else
+      if offset > last and last >= 0 then
+        local idle = default_ttl
+        if ttl ~= '' then idle = bounded_ttl(ttl) end
+        if idle > 0 and active + idle <= ms then
+          -- Idle-expired before this event, judged by event time as between
+          -- batches: it starts afresh (and its new writer may claim it).
+          if owner ~= '' then dropped[#dropped + 1] = owner end
+          pending, clear, count = {}, true, 0
+          former, owner, ttl = owner, '', ''
+          deleted, restarted, first_ms, active = false, true, nil, 0
+          forget_ids()
         end
-        if all_known then
-          verdict = VERDICT_DUPLICATE
-        elseif tonumber(group[1]) ~= count then
-          verdict = VERDICT_CONFLICT .. count
+      end
+      -- [exactly] Verdicts: an append of an id the session holds, or a conditional
+      -- append whose ids it all holds, is a duplicate; a conditional append at
+      -- another version is refused. Either only moves the offset.
+      local verdict, group = nil, nil
+      if offset > last and not (owner ~= '' and user ~= owner) then
+        local op = ARGV[i + EVENT_OP]
+        if op == OP_APPEND then
+          local id = ARGV[i + EVENT_KEY]
+          if id ~= '' and known(id) then verdict = VERDICT_DUPLICATE end
+        elseif op == OP_APPEND_IF then
+          group = unpack_fields(ARGV[i + EVENT_ARG])
+          local all_known = #group > 1
+          for k = 2, #group, 2 do
+            if group[k] == '' or not known(group[k]) then all_known = false end
+          end
+          if all_known then
+            verdict = VERDICT_DUPLICATE
+          elseif tonumber(group[1]) ~= count then
+            verdict = VERDICT_CONFLICT .. count
+          end
+          verdict_fields[#verdict_fields + 1] = offset
+          verdict_fields[#verdict_fields + 1] = verdict or VERDICT_APPLIED
         end
-        verdict_fields[#verdict_fields + 1] = offset
-        verdict_fields[#verdict_fields + 1] = verdict or VERDICT_APPLIED
+        if verdict then
+          note(index, verdict == VERDICT_DUPLICATE and NOTE_DUPLICATE or NOTE_CONFLICT, offset)
+          last = offset
+          decided = decided + 1
+        end
       end
       if verdict then
-        note(index, verdict == VERDICT_DUPLICATE and NOTE_DUPLICATE or NOTE_CONFLICT, offset)
-        last = offset
-        decided = decided + 1
-      end
-    end
-    if verdict then
-      -- decided above: neither applied nor skipped
-    elseif offset <= last then
-      skipped = skipped + 1
-    elseif owner ~= '' and user ~= owner then
-      rejected[#rejected + 1] = offset
-    else
-      local op = ARGV[i + EVENT_OP]
-      if op == OP_DELETE_SESSION then
-        if owner ~= '' then dropped[#dropped + 1] = owner end
-        pending, clear, count = {}, true, 0
-        former, owner, ttl = owner, '', ''
-        deleted, first_ms = true, nil
-        forget_ids()
+        -- decided above: neither applied nor skipped
+      elseif offset <= last then
+        skipped = skipped + 1
+      elseif owner ~= '' and user ~= owner then
+        rejected[#rejected + 1] = offset
       else
-        if deleted then
-          deleted, restarted = false, true
-        end
-        if owner == '' and user ~= '' then owner = user end
-        first_ms = first_ms or ms
-        if op == OP_APPEND then
-          pending[#pending + 1] = ARGV[i + EVENT_ARG]
-          count = count + 1
-          -- [exactly] remember the id
-          local id = ARGV[i + EVENT_KEY]
-          if id ~= '' then seen[id] = true; new_ids[#new_ids + 1] = id end
-        elseif op == OP_APPEND_IF then
-          -- [exactly] every message whose id the session does not hold yet
-          for k = 2, #group, 2 do
-            local id = group[k]
-            if id == '' or not known(id) then
-              pending[#pending + 1] = group[k + 1]
-              count = count + 1
-              if id ~= '' then seen[id] = true; new_ids[#new_ids + 1] = id end
-            end
-          end
-        elseif op == OP_CLEAR then
+        local op = ARGV[i + EVENT_OP]
+        if op == OP_DELETE_SESSION then
+          if owner ~= '' then dropped[#dropped + 1] = owner end
           pending, clear, count = {}, true, 0
+          former, owner, ttl = owner, '', ''
+          deleted, first_ms = true, nil
           forget_ids()
-        elseif op == OP_SET_TTL then
-          ttl = ARGV[i + EVENT_ARG]
+        else
+          if deleted then
+            deleted, restarted = false, true
+          end
+          if owner == '' and user ~= '' then owner = user end
+          first_ms = first_ms or ms
+          if op == OP_APPEND then
+            pending[#pending + 1] = ARGV[i + EVENT_ARG]
+            count = count + 1
+            -- [exactly] remember the id
+            local id = ARGV[i + EVENT_KEY]
+            if id ~= '' then seen[id] = true; new_ids[#new_ids + 1] = id end
+          elseif op == OP_APPEND_IF then
+            -- [exactly] every message whose id the session does not hold yet
+            for k = 2, #group, 2 do
+              local id = group[k]
+              if id == '' or not known(id) then
+                pending[#pending + 1] = group[k + 1]
+                count = count + 1
+                if id ~= '' then seen[id] = true; new_ids[#new_ids + 1] = id end
+              end
+            end
+          elseif op == OP_CLEAR then
+            pending, clear, count = {}, true, 0
+            forget_ids()
+          elseif op == OP_SET_TTL then
+            ttl = ARGV[i + EVENT_ARG]
+          end
         end
+        if ms > active then active = ms end
+        last = offset
+        applied = applied + 1
       end
-      if ms > active then active = ms end
-      last = offset
-      applied = applied + 1
     end
   end
+  if shredded > 0 and applied + decided == 0 and not state[1] then
+    -- Shredded events only, of a session this namespace never held: its
+    -- tracking position is kept as a deleted session's (a tombstone holding
+    -- nothing of anyone), not as an empty session readers would see.
+    deleted = true
+  end
+  decided = decided + shredded
   local gone = deleted
   if applied + decided > 0 then
     -- [exactly] Expiries first, as integers PEXPIREAT takes, before any write:

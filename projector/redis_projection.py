@@ -45,6 +45,10 @@ Lifecycle rules the script enforces (live projection and replay alike):
 * An idle-expired session is marked ``expired`` rather than deleted: its
   meta keeps the position 7 days (redelivery is skipped) and a later record
   inside its window continues it, judged by event time like verify's fold.
+* A shredded event (``OP_SHREDDED``: sealed under a destroyed data key) only
+  moves its session's offset, so read-your-writes waits end; a session the
+  namespace never held gets a deletion tombstone for it, not an empty session.
+  Neither applied nor dead-lettered.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ from chatlog.projector.protocol import (
     NOTE_REJECTED,
     NOTE_SKIPPED,
     OP_DELETE_USER,
+    OP_SHREDDED,
     script_source,
 )
 from chatlog.projector.raw_pipeline import Command, PendingScripts, ScriptBatch
@@ -185,6 +190,10 @@ class PendingApply:
         else:
             result.applied_records = self._sort_out(notes)
         counts = Counter(map(_OP, result.applied_records))
+        if OP_SHREDDED in counts:
+            # Shredded events only moved their sessions' positions: not applied.
+            del counts[OP_SHREDDED]
+            result.applied_records = [c for c in result.applied_records if c.op != OP_SHREDDED]
         result.applied += counts.get(OP_DELETE_USER, 0)
         result.applied_by_type = {EVENT_TYPES[op]: n for op, n in counts.items()}
         return result
@@ -231,7 +240,8 @@ class PendingApply:
                 reason = Refusal(kind, f"session {session_id!r} not applied: {why}")
                 for change in changes:
                     left_out.add((session_id, change.offset))
-                    result.failed.append((change, reason))
+                    if change.op != OP_SHREDDED:  # erased: never dead-lettered
+                        result.failed.append((change, reason))
         return [c for c in self._changes if (c.session_id, c.offset) not in left_out]
 
 

@@ -59,6 +59,10 @@ class ReplayLog:
         key: bytes | None = None,
     ) -> Iterator[tuple[list[Change], dict[int, int]]]:
         """Each polled batch's records of ``[starts, ends)`` and the partitions' next offsets."""
+        if self.key_store is not None:
+            # Every replay starts from the key store's end: a key destroyed since
+            # this object's last replay (an erasure meanwhile) is shredded in this one.
+            self.key_store.catch_up()
         return read_range(
             self.settings,
             self.settings.topic,

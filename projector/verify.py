@@ -9,8 +9,9 @@ documented rules: ownership (an event from another writer than the owner is
 rejected), ``SessionCleared``, ``SessionDeleted`` (a later write starts
 afresh), ``SessionTtlSet`` and idle expiry judged by event time, appends by
 message id (an id the session holds is a duplicate; clear, deletion and expiry
-forget the ids) and conditional appends (``MessagesAppended``: all or none, at
-the expected version).
+forget the ids), conditional appends (``MessagesAppended``: all or none, at
+the expected version) and shredded events (an erased subject's: they change
+nothing but the session's position).
 :func:`compare` classifies how a stored list differs from the expected one.
 """
 
@@ -30,6 +31,7 @@ from chatlog.projector.protocol import (
     OP_DELETE_SESSION,
     OP_DELETE_USER,
     OP_SET_TTL,
+    OP_SHREDDED,
 )
 from chatlog.projector.redis_projection import LogRecord
 
@@ -86,6 +88,13 @@ class ExpectedState:
                 del listed[session_id]
             return
         session = self.sessions.get(record.session_id)
+        if op == OP_SHREDDED:
+            # An erased subject's event: whoever wrote it, it only moves the
+            # position (of a session held nowhere yet: an empty, ownerless one).
+            if session is None:
+                session = self.sessions[record.session_id] = ExpectedSession(record.partition)
+            session.offset = record.offset
+            return
         if session is None or session.expired(self.default_ttl_ms, record.event_ms):
             # New, or idle-expired before this event: its keys are gone, it starts afresh.
             if session is not None:

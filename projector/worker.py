@@ -30,7 +30,7 @@ from chatlog.producers.key_store import key_store_of
 from chatlog.producers.producer import EventProducer
 from chatlog.producers.rebalance import RebalanceListener
 from chatlog.projector.change_reader import ChangeReader
-from chatlog.projector.changes import Change, Refusal, RefusalReason
+from chatlog.projector.changes import Change, Refusal
 from chatlog.projector.checkpoint_projection import CheckpointProjection
 from chatlog.projector.checkpoint_topic import CheckpointTopic
 from chatlog.projector.commits import OffsetCommits
@@ -294,21 +294,23 @@ class Projector:
         letters: list[DeadLetter] = []
         next_offsets: dict[TopicPartition, int] = {}
         read = self.reader.read
+        shredded = self.reader.shredded
         for tp, raws in batch.items():
             for raw in raws:
                 change = read(raw)
                 if type(change) is Refusal:
-                    if change.reason is RefusalReason.SHREDDED:
-                        # Erased: skipped like a deleted session's event, never dead-lettered.
-                        self.stats.shredded += 1
-                        if self.metrics is not None:
-                            self.metrics.shredded.inc()
-                        continue
                     letters.append(DeadLetter(raw, str(change)))
                 else:
+                    # A shredded event (erased subject) is a change too: it only
+                    # moves its session's position, and is never dead-lettered.
                     changes.append(change)  # type: ignore[arg-type]
             if raws:
                 next_offsets[tp] = raws[-1].offset + 1
+        shredded = self.reader.shredded - shredded
+        if shredded:
+            self.stats.shredded += shredded
+            if self.metrics is not None:
+                self.metrics.shredded.inc(shredded)
         first = {tp.partition: raws[0].offset for tp, raws in batch.items() if raws}
         plan = self._retry(lambda: self._plan(first), "read the active namespace")
         if plan is None:

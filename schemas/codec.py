@@ -30,6 +30,7 @@ from chatlog.schemas.events import (
     MessageAppended,
     MessagesAppended,
     MessageSealed,
+    MessagesSealed,
     Payload,
     SessionCleared,
     SessionDeleted,
@@ -203,10 +204,11 @@ class EventCodec(SingleObjectCodec[ChatEvent]):
             (v for v in self.registry.versions if (v.name, v.version) == event_reader.SCHEMA),
             None,
         )
-        # Older schemas whose bodies it reads too: v3 only added payload
-        # branches at the end of the union, so a v2 body is a v3 body byte for byte.
+        # Older schemas whose bodies it reads too: v3 and v4 only added payload
+        # branches at the end of the union, so a v2 or v3 body is a v4 body byte
+        # for byte; each is read with the branches its schema had.
         self._fast_older = {
-            v.fingerprint: v
+            v.fingerprint: (v, event_reader.OLDER_SCHEMAS[(v.name, v.version)])
             for v in self.registry.versions
             if (v.name, v.version) in event_reader.OLDER_SCHEMAS
         }
@@ -246,8 +248,9 @@ class EventCodec(SingleObjectCodec[ChatEvent]):
             return None
         if writer is self._fast:
             return event_reader.read_event(bytes(data), HEADER_SIZE)
-        if self._fast_older.get(writer.fingerprint) is writer:
-            return event_reader.read_event(bytes(data), HEADER_SIZE, v3=False)
+        older = self._fast_older.get(writer.fingerprint)
+        if older is not None and older[0] is writer:
+            return event_reader.read_event(bytes(data), HEADER_SIZE, branches=older[1])
         return None
 
     def _to_avro(self, event: ChatEvent) -> dict[str, Any]:
@@ -288,18 +291,27 @@ def _payload_to_avro(payload: Payload) -> tuple[str, dict[str, Any]]:
     if isinstance(payload, SessionTtlSet):
         return ("chatlog.SessionTtlSet", {"ttl_ms": payload.ttl_ms})
     if isinstance(payload, MessageSealed):
+        return ("chatlog.MessageSealed", _sealed_to_avro(payload))
+    if isinstance(payload, MessagesSealed):
         return (
-            "chatlog.MessageSealed",
+            "chatlog.MessagesSealed",
             {
-                "subject": payload.subject,
-                "key_id": payload.key_id,
-                "type": payload.type,
-                "id": payload.id,
-                "nonce": payload.nonce,
-                "ciphertext": payload.ciphertext,
+                "expected_version": payload.expected_version,
+                "messages": [_sealed_to_avro(m) for m in payload.messages],
             },
         )
     raise TypeError(f"not a chatlog payload event: {type(payload).__name__}")
+
+
+def _sealed_to_avro(payload: MessageSealed) -> dict[str, Any]:
+    return {
+        "subject": payload.subject,
+        "key_id": payload.key_id,
+        "type": payload.type,
+        "id": payload.id,
+        "nonce": payload.nonce,
+        "ciphertext": payload.ciphertext,
+    }
 
 
 def _message_to_avro(payload: MessageAppended) -> dict[str, Any]:
@@ -371,15 +383,24 @@ def _payload_from_avro(name: str, body: dict[str, Any]) -> Payload:
     if name == "chatlog.SessionTtlSet":
         return SessionTtlSet(ttl_ms=body["ttl_ms"])
     if name == "chatlog.MessageSealed":
-        return MessageSealed(
-            subject=body["subject"],
-            key_id=body["key_id"],
-            type=body["type"],
-            id=body["id"],
-            nonce=bytes(body["nonce"]),
-            ciphertext=bytes(body["ciphertext"]),
+        return _sealed_from_avro(body)
+    if name == "chatlog.MessagesSealed":
+        return MessagesSealed(
+            expected_version=body["expected_version"],
+            messages=tuple(_sealed_from_avro(m) for m in body["messages"]),
         )
     raise EventDecodeError(f"unknown payload record {name!r}: upgrade chatlog")
+
+
+def _sealed_from_avro(body: dict[str, Any]) -> MessageSealed:
+    return MessageSealed(
+        subject=body["subject"],
+        key_id=body["key_id"],
+        type=body["type"],
+        id=body["id"],
+        nonce=bytes(body["nonce"]),
+        ciphertext=bytes(body["ciphertext"]),
+    )
 
 
 def _message_from_avro(body: dict[str, Any]) -> MessageAppended:

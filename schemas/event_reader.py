@@ -1,6 +1,6 @@
-"""A hand-written Avro reader for the newest ``chatlog.ChatEvent`` schema (v3).
+"""A hand-written Avro reader for the newest ``chatlog.ChatEvent`` schema (v4).
 
-A v2 body is a v3 body without the last payload branch, so it reads both.
+A v2 or v3 body is a v4 body without the last payload branches, so it reads all three.
 
 The projector decodes every event of the log, and fastavro's generic reader
 (a file-object read per field, then the ``uuid``/``timestamp-millis``
@@ -22,7 +22,9 @@ The projector's byte-level shortcut for the read model
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
 from uuid import UUID
 
 from chatlog.errors import EventDecodeError
@@ -32,6 +34,7 @@ from chatlog.schemas.events import (
     MessageAppended,
     MessagesAppended,
     MessageSealed,
+    MessagesSealed,
     Payload,
     SessionCleared,
     SessionDeleted,
@@ -41,12 +44,17 @@ from chatlog.schemas.events import (
     UserDeleted,
 )
 
+#: An array item's type (:func:`_array`).
+T = TypeVar("T")
+
 #: The schema this reader is written for: ``(record name, version)``.
-SCHEMA = ("chatlog.ChatEvent", 3)
-#: Older schemas whose bodies are read the same way: v3 appended
-#: ``MessagesAppended`` and ``MessageSealed`` to the payload union, the rest
-#: is v2 byte for byte.
-OLDER_SCHEMAS = frozenset({("chatlog.ChatEvent", 2)})
+SCHEMA = ("chatlog.ChatEvent", 4)
+#: How many payload branches the newest schema has.
+PAYLOAD_BRANCHES = 8
+#: Older schemas whose bodies are read the same way, and how many payload
+#: branches each has: v3 appended ``MessagesAppended`` and ``MessageSealed``
+#: to the payload union, v4 ``MessagesSealed``; the rest is v2 byte for byte.
+OLDER_SCHEMAS = {("chatlog.ChatEvent", 2): 5, ("chatlog.ChatEvent", 3): 7}
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: What follows the content of a message with nothing else set, to the end of
@@ -167,14 +175,17 @@ class BodyReader:
         return count
 
 
-def read_event(data: bytes, start: int, *, v3: bool = True) -> ChatEvent:
-    """Decode the v3 ``ChatEvent`` body that begins at ``data[start]`` and fills the rest.
+def read_event(
+    data: bytes, start: int, *, branches: int = PAYLOAD_BRANCHES
+) -> ChatEvent:
+    """Decode the v4 ``ChatEvent`` body that begins at ``data[start]`` and fills the rest.
 
-    With ``v3=False`` (a v2 writer) the branches v3 added (``MessagesAppended``,
-    ``MessageSealed``) are refused, as fastavro would.
+    ``branches`` is how many payload branches the writer's schema has (see
+    :data:`OLDER_SCHEMAS`): the branches later versions added are refused, as
+    fastavro would.
 
     Raises:
-        EventDecodeError: the bytes are not one complete, valid v3 body.
+        EventDecodeError: the bytes are not one complete, valid v4 body.
     """
     reader = BodyReader(data, start)
     try:
@@ -185,7 +196,7 @@ def read_event(data: bytes, start: int, *, v3: bool = True) -> ChatEvent:
         user_id = reader.optional_string()
         occurred_at = _EPOCH + timedelta(microseconds=reader.long() * 1000)
         source = reader.optional_string()
-        payload = _payload(reader, v3)
+        payload = _payload(reader, branches)
     except EventDecodeError:
         raise
     except (IndexError, ValueError, OverflowError) as exc:  # UnicodeDecodeError is a ValueError
@@ -204,8 +215,10 @@ def read_event(data: bytes, start: int, *, v3: bool = True) -> ChatEvent:
     )
 
 
-def _payload(reader: BodyReader, v3: bool) -> Payload:
+def _payload(reader: BodyReader, branches: int) -> Payload:
     branch = reader.long()
+    if branch >= branches:
+        raise EventDecodeError(f"corrupt event body: payload union branch {branch}")
     if branch == 0:
         return _message(reader)
     if branch == 1:
@@ -216,24 +229,36 @@ def _payload(reader: BodyReader, v3: bool) -> Payload:
         return UserDeleted()
     if branch == 4:
         return SessionTtlSet(ttl_ms=reader.optional_long())
-    if branch == 6 and v3:
-        return MessageSealed(
-            reader.string(),
-            reader.string(),
-            reader.string(),
-            reader.optional_string(),
-            reader.bytes_(),
-            reader.bytes_(),
-        )
-    if branch == 5 and v3:
+    if branch == 6:
+        return _sealed(reader)
+    if branch == 5:
         expected = reader.long()
-        messages: list[MessageAppended] = []
-        count = reader.block()
-        while count:
-            messages.extend(_message(reader) for _ in range(count))
-            count = reader.block()
-        return MessagesAppended(expected, tuple(messages))
+        return MessagesAppended(expected, _array(reader, _message))
+    if branch == 7:
+        expected = reader.long()
+        return MessagesSealed(expected, _array(reader, _sealed))
     raise EventDecodeError(f"corrupt event body: payload union branch {branch}")
+
+
+def _array(reader: BodyReader, item: Callable[[BodyReader], T]) -> tuple[T, ...]:
+    """The next Avro array, each item read by ``item``."""
+    items: list[T] = []
+    count = reader.block()
+    while count:
+        items.extend(item(reader) for _ in range(count))
+        count = reader.block()
+    return tuple(items)
+
+
+def _sealed(reader: BodyReader) -> MessageSealed:
+    return MessageSealed(
+        reader.string(),
+        reader.string(),
+        reader.string(),
+        reader.optional_string(),
+        reader.bytes_(),
+        reader.bytes_(),
+    )
 
 
 def _message(reader: BodyReader) -> MessageAppended:

@@ -1,4 +1,4 @@
-"""A hand-written Avro writer for message events of the newest ``chatlog.ChatEvent`` schema (v3).
+"""A hand-written Avro writer for message events of the newest ``chatlog.ChatEvent`` schema (v4).
 
 Every ``add_messages`` encodes each message; fastavro's generic writer
 (a schema walk, a union resolution per field, a file-object write per
@@ -21,9 +21,9 @@ from datetime import datetime, timezone
 from chatlog.schemas.events import ChatEvent, MessageAppended
 
 #: The schema this writer is written for: ``(record name, version)``.
-# v3 only appended payload branches (MessagesAppended, MessageSealed): a
-# MessageAppended body (branch 0) is laid out as in v2.
-SCHEMA = ("chatlog.ChatEvent", 3)
+# v3 and v4 only appended payload branches (MessagesAppended, MessageSealed,
+# MessagesSealed): a MessageAppended body (branch 0) is laid out as in v2.
+SCHEMA = ("chatlog.ChatEvent", 4)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: Zig-zag varints of 0..63, the lengths and branch numbers most fields need.

@@ -138,6 +138,21 @@ class MessageSealed:
     ciphertext: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class MessagesSealed:
+    """A :class:`MessagesAppended` whose messages are sealed (schema v4).
+
+    Written instead of the conditional append when ``CHATLOG_ENCRYPTION_KEY``
+    is set (:func:`chatlog.schemas.sealing.seal_message`): ``expected_version``
+    stays in clear for the projector's verdict, each message is a
+    :class:`MessageSealed` under the data key of the event's subject, its
+    associated data also binding the expected version and its place in the event.
+    """
+
+    expected_version: int
+    messages: tuple[MessageSealed, ...] = ()
+
+
 #: The payload of a :class:`ChatEvent`: one of the event records.
 Payload = Union[  # noqa: UP007 - a runtime alias, kept for 3.10
     MessageAppended,
@@ -147,6 +162,7 @@ Payload = Union[  # noqa: UP007 - a runtime alias, kept for 3.10
     SessionTtlSet,
     MessagesAppended,
     MessageSealed,
+    MessagesSealed,
 ]
 
 

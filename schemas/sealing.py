@@ -12,7 +12,12 @@ projector routes by (the envelope's ids, user, time; the message's type and
 id) and encrypts every other field of the message. The associated data binds
 the ciphertext to its session, event id, subject, data key, type and id: a
 ciphertext moved to another event or session does not open
-(:class:`~chatlog.errors.DecryptionError`).
+(:class:`~chatlog.errors.DecryptionError`). A conditional append
+(:class:`~chatlog.schemas.events.MessagesAppended`) is sealed as a
+:class:`~chatlog.schemas.events.MessagesSealed`: its expected version in
+clear, each message a ``MessageSealed`` whose associated data also binds the
+expected version and the message's place in the event (another format name,
+so a single message's ciphertext never opens there, nor the reverse).
 
 Needs the ``cryptography`` package (``pip install 'chatlog[encryption]'``);
 imported only when encryption is configured.
@@ -29,7 +34,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 from uuid import uuid4
 
 from chatlog.errors import (
@@ -44,6 +49,7 @@ from chatlog.schemas.events import (
     MessageAppended,
     MessagesAppended,
     MessageSealed,
+    MessagesSealed,
     Payload,
 )
 
@@ -58,6 +64,8 @@ NONCE_SIZE = 12
 #: Names the plaintext layout and the associated data of a sealed message;
 #: bound into every ciphertext, so a future layout can never be confused with it.
 SEALED_FORMAT = "chatlog.MessageSealed.v1"
+#: The same for a message of a sealed conditional append (:class:`MessagesSealed`).
+SEALED_GROUP_FORMAT = "chatlog.MessagesSealed.v1"
 #: The same for a data key wrapped by a key-encryption key.
 WRAPPED_FORMAT = "chatlog.DataKey.v1"
 
@@ -240,68 +248,144 @@ def _message_aad(
     )
 
 
+def _group_aad(
+    event: ChatEvent,
+    subject: str,
+    key_id: str,
+    kind: str,
+    msg_id: str | None,
+    expected_version: int,
+    place: int,
+) -> bytes:
+    # The expected version and the message's place in the event are bound too:
+    # a conditional append's messages cannot be reordered, dropped into another
+    # append or given another version without failing to open.
+    return _associated(
+        SEALED_GROUP_FORMAT,
+        event.session_id,
+        event.event_id,
+        subject,
+        key_id,
+        kind,
+        msg_id or "",
+        str(expected_version),
+        str(place),
+    )
+
+
+#: Every payload record of a chat event.
+_PAYLOADS = get_args(Payload)
+
+
 def check_sealable(event: ChatEvent) -> None:
-    """Refuse an event whose messages have no sealed form (a conditional append).
+    """Refuse an event whose personal content has no sealed form.
+
+    Every chatlog payload has one today (messages, conditional appends) or
+    carries nothing personal (lifecycle events); kept for callers that
+    checked before sealing.
 
     Raises:
-        UnsealableEventError: ``event`` is a :class:`MessagesAppended`.
+        UnsealableEventError: never for a chatlog payload.
     """
-    payload = event.payload
-    if isinstance(payload, MessagesAppended):
+    if not isinstance(event.payload, _PAYLOADS):
         raise UnsealableEventError(
-            f"a conditional append (expected_version={payload.expected_version}) to session "
-            f"{event.session_id!r} cannot be sealed, and CHATLOG_ENCRYPTION_KEY is set: "
-            "nothing was published; append without expected_version"
+            f"an event of type {type(event.payload).__name__} for session "
+            f"{event.session_id!r} has no sealed form, and CHATLOG_ENCRYPTION_KEY is set: "
+            "nothing was published"
         )
 
 
-def seal_message(event: ChatEvent, key: DataKey) -> ChatEvent:
-    """``event`` with its :class:`MessageAppended` encrypted under ``key`` (others unchanged).
-
-    Raises:
-        UnsealableEventError: ``event`` is a conditional append
-            (:class:`MessagesAppended`), which has no sealed form: refused
-            rather than published in clear.
-    """
-    check_sealable(event)
-    message = event.payload
-    if not isinstance(message, MessageAppended):
-        return event
+def _seal_fields(message: MessageAppended, key: DataKey, associated: bytes) -> MessageSealed:
     fields = message_record(message)
     del fields["type"], fields["id"]
     plaintext = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    nonce, ciphertext = key.seal(
-        plaintext, _message_aad(event, key.subject, key.key_id, message.type, message.id)
-    )
-    sealed = MessageSealed(key.subject, key.key_id, message.type, message.id, nonce, ciphertext)
-    return _with_payload(event, sealed)
+    nonce, ciphertext = key.seal(plaintext, associated)
+    return MessageSealed(key.subject, key.key_id, message.type, message.id, nonce, ciphertext)
 
 
-def open_message(event: ChatEvent, key: DataKey) -> ChatEvent:
-    """The :class:`MessageAppended` event that :func:`seal_message` sealed into ``event``.
+def seal_message(event: ChatEvent, key: DataKey) -> ChatEvent:
+    """``event`` with its messages encrypted under ``key`` (other events unchanged).
 
-    Raises:
-        DecryptionError: the ciphertext does not open under ``key`` with this
-            event's associated data (altered, or spliced from another event).
+    A :class:`MessageAppended` becomes a :class:`MessageSealed`, a conditional
+    append (:class:`MessagesAppended`) a :class:`MessagesSealed`.
     """
-    sealed = event.payload
-    if not isinstance(sealed, MessageSealed):
-        return event
-    plaintext = key.open(
-        sealed.nonce,
-        sealed.ciphertext,
-        _message_aad(event, sealed.subject, sealed.key_id, sealed.type, sealed.id),
-    )
+    payload = event.payload
+    if isinstance(payload, MessageAppended):
+        aad = _message_aad(event, key.subject, key.key_id, payload.type, payload.id)
+        return _with_payload(event, _seal_fields(payload, key, aad))
+    if isinstance(payload, MessagesAppended):
+        version = payload.expected_version
+        sealed = tuple(
+            _seal_fields(
+                message,
+                key,
+                _group_aad(event, key.subject, key.key_id, message.type, message.id, version, n),
+            )
+            for n, message in enumerate(payload.messages)
+        )
+        return _with_payload(event, MessagesSealed(version, sealed))
+    return event
+
+
+def _open_fields(
+    event: ChatEvent, key: DataKey, sealed: MessageSealed, associated: bytes
+) -> MessageAppended:
+    plaintext = key.open(sealed.nonce, sealed.ciphertext, associated)
     try:
         fields: dict[str, Any] = json.loads(plaintext)
-        message = message_from_record({**fields, "type": sealed.type, "id": sealed.id})
+        return message_from_record({**fields, "type": sealed.type, "id": sealed.id})
     except (ValueError, KeyError, TypeError) as exc:
         # Authentic ciphertext from a writer with another layout: a bug, not tampering.
         raise DecryptionError(
             f"a sealed message of session {event.session_id!r} opened but its fields are not "
             f"{SEALED_FORMAT}: {exc}"
         ) from exc
-    return _with_payload(event, message)
+
+
+def sealed_subjects(event: ChatEvent) -> list[tuple[str, str]]:
+    """The ``(subject, key id)`` of every data key ``event``'s sealed messages need, in order.
+
+    Empty for an event with nothing sealed.
+    """
+    payload = event.payload
+    if isinstance(payload, MessageSealed):
+        return [(payload.subject, payload.key_id)]
+    if isinstance(payload, MessagesSealed):
+        return list(dict.fromkeys((m.subject, m.key_id) for m in payload.messages))
+    return []
+
+
+def open_message(event: ChatEvent, key: DataKey) -> ChatEvent:
+    """The event that :func:`seal_message` sealed into ``event``, opened with ``key``.
+
+    A :class:`MessageSealed` gives its :class:`MessageAppended`, a
+    :class:`MessagesSealed` its :class:`MessagesAppended`; other events are
+    returned as they are.
+
+    Raises:
+        DecryptionError: a ciphertext does not open under ``key`` with this
+            event's associated data (altered, or spliced from another event),
+            or a message of it was sealed under another key.
+    """
+    sealed = event.payload
+    if isinstance(sealed, MessageSealed):
+        aad = _message_aad(event, sealed.subject, sealed.key_id, sealed.type, sealed.id)
+        return _with_payload(event, _open_fields(event, key, sealed, aad))
+    if isinstance(sealed, MessagesSealed):
+        version = sealed.expected_version
+        messages = []
+        for n, message in enumerate(sealed.messages):
+            if (message.subject, message.key_id) != (key.subject, key.key_id):
+                raise DecryptionError(
+                    f"a sealed conditional append of session {event.session_id!r} holds "
+                    f"messages under several data keys: it was altered"
+                )
+            aad = _group_aad(
+                event, message.subject, message.key_id, message.type, message.id, version, n
+            )
+            messages.append(_open_fields(event, key, message, aad))
+        return _with_payload(event, MessagesAppended(version, tuple(messages)))
+    return event
 
 
 def _with_payload(event: ChatEvent, payload: Payload) -> ChatEvent:

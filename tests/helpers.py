@@ -24,7 +24,9 @@ from chatlog.schemas.events import (
     ChatEvent,
     InvalidToolCall,
     MessageAppended,
+    MessagesAppended,
     MessageSealed,
+    MessagesSealed,
     SessionCleared,
     SessionDeleted,
     SessionTtlSet,
@@ -152,20 +154,31 @@ messages = st.builds(
     response_metadata=texts,
     extra=texts,
 )
+sealed_messages = st.builds(
+    MessageSealed,
+    subject=texts,
+    key_id=texts,
+    type=texts,
+    id=optional,
+    nonce=st.binary(max_size=16),
+    ciphertext=st.binary(max_size=200),
+)
 payloads = st.one_of(
     messages,
     st.builds(SessionCleared),
     st.builds(SessionDeleted),
     st.builds(UserDeleted),
     st.builds(SessionTtlSet, ttl_ms=st.none() | st.integers(-(2**63), 2**63 - 1)),
+    sealed_messages,
     st.builds(
-        MessageSealed,
-        subject=texts,
-        key_id=texts,
-        type=texts,
-        id=optional,
-        nonce=st.binary(max_size=16),
-        ciphertext=st.binary(max_size=200),
+        MessagesAppended,
+        expected_version=st.integers(0, 2**63 - 1),
+        messages=st.lists(messages, max_size=3).map(tuple),
+    ),
+    st.builds(
+        MessagesSealed,
+        expected_version=st.integers(0, 2**63 - 1),
+        messages=st.lists(sealed_messages, max_size=3).map(tuple),
     ),
 )
 events = st.builds(

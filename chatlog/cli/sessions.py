@@ -122,6 +122,12 @@ def sessions_delete(
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), default=None, help="File (default: stdout)."
 )
+@click.option(
+    "--encrypt",
+    is_flag=True,
+    help="Seal each session's messages under its subject's data key "
+    "(CHATLOG_ENCRYPTION_KEY): erasing the user makes the file unreadable too.",
+)
 @click.pass_context
 def export(
     ctx: click.Context,
@@ -129,6 +135,7 @@ def export(
     user_id: str | None,
     fmt: str,
     output: str | None,
+    encrypt: bool,
 ) -> None:
     """Export sessions as JSON or JSON Lines (LangChain's messages_to_dict form)."""
     from chatlog.histories import ChatLog
@@ -136,13 +143,21 @@ def export(
 
     if not session_ids and user_id is None:
         raise click.UsageError("give --session, or --user to export all of a user's sessions")
-    with ChatLog(_settings(ctx)) as chatlog:
+    settings = _settings(ctx)
+    if encrypt and not settings.encryption_key:
+        raise click.UsageError("--encrypt needs CHATLOG_ENCRYPTION_KEY")
+    with ChatLog(settings) as chatlog:
+        key_store = chatlog.producer.key_store if encrypt else None
         chosen = export_sessions(chatlog, user_id=user_id, session_ids=session_ids or None)
         if output is None:
-            count = write_export(chosen, sys.stdout, fmt=fmt)  # type: ignore[arg-type]
+            count = write_export(
+                chosen, sys.stdout, fmt=fmt, key_store=key_store  # type: ignore[arg-type]
+            )
         else:
             with open_export_file(output) as out:
-                count = write_export(chosen, out, fmt=fmt)  # type: ignore[arg-type]
+                count = write_export(
+                    chosen, out, fmt=fmt, key_store=key_store  # type: ignore[arg-type]
+                )
     err_console.print(f"exported {count} session(s)")
 
 
@@ -243,9 +258,11 @@ def import_(
 
     with ChatLog(_settings(ctx)) as chatlog:
         if path is not None:
+            # An encrypted export opens with the deployment's data keys.
+            key_store = chatlog.producer.key_store if chatlog.settings.encryption_key else None
             done = import_sessions(
                 chatlog,
-                read_export(path, session_id=session_id, user_id=user_id),
+                read_export(path, session_id=session_id, user_id=user_id, key_store=key_store),
                 on_progress=report,
                 **owners,
             )
@@ -271,6 +288,12 @@ def import_(
         f"imported {done.sessions} session(s): {done.messages_published} message(s) published, "
         f"{done.messages_skipped} already there, {len(done.conflicts)} conflict(s)"
         + (f": {' '.join(map(visible, done.conflicts))}" if done.conflicts else "")
+        + (
+            f"; {len(done.shredded)} erased since the export (skipped): "
+            f"{' '.join(map(visible, done.shredded))}"
+            if done.shredded
+            else ""
+        )
     )
     if done.conflicts:
         sys.exit(2)

@@ -39,6 +39,7 @@ from langgraph.checkpoint.base import empty_checkpoint
 from chatlog import ChatLog
 from chatlog.histories.checkpointer import ChatLogCheckpointSaver
 from chatlog.projector.worker import Projector
+from chatlog.schemas.sealing import KeyEncryptionKey
 from chatlog.settings import Settings
 from tests.helpers import unique
 
@@ -226,3 +227,54 @@ def test_async_api_never_stalls_the_loop_from_a_fresh_start(
         "cleared": [],
         "deleted": None,
     }
+
+
+def test_encrypted_saver_reads_never_stall_the_loop(
+    settings_factory: Callable[..., Settings], projector_factory: Callable[..., Projector]
+) -> None:
+    """A fresh encrypted saver's a* reads open values (and fetch keys) off the loop."""
+    settings = settings_factory(
+        partitions=2, encryption_key=KeyEncryptionKey.generate().encoded()
+    )
+    thread_id = unique("t")
+    checkpoint = empty_checkpoint()
+    seen: dict[str, Any] = {}
+    projector = projector_factory(settings)
+    # Written, and projected, before the loop runs: the reader below is another
+    # process's saver, holding neither a producer nor any data key yet, so its
+    # first read of a sealed value must make both (Kafka round trips).
+    with ChatLogCheckpointSaver(settings) as writer:
+        config = writer.put(
+            {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}},
+            checkpoint, {"source": "input", "step": 0}, {},
+        )
+        writer.put_writes(config, [("messages", "pending")], "task-1")
+        assert writer.get_tuple(config) is not None
+        # The sync twin names the thread to the sealing serializer too.
+        assert list(writer.get_delta_channel_history(config=config, channels=["messages"])) == [
+            "messages"
+        ]
+    reader = ChatLogCheckpointSaver(settings)
+
+    async def scenario(watch: LoopWatch) -> None:
+        found = await reader.aget_tuple(config)
+        seen["checkpoint"] = None if found is None else found.checkpoint["id"]
+        seen["writes"] = None if found is None else found.pending_writes
+        seen["metadata"] = None if found is None else found.metadata["source"]
+        seen["listed"] = [t.checkpoint["id"] async for t in reader.alist(config)]
+        seen["history"] = dict(
+            await reader.aget_delta_channel_history(config=config, channels=["messages"])
+        )
+        await reader.aclose()
+
+    try:
+        watch = _run_watched(scenario)
+    finally:
+        if projector.key_store is not None:
+            projector.key_store.close()
+    assert watch.cpu_hogs == [], watch.explain()
+    assert seen["checkpoint"] == checkpoint["id"]
+    assert seen["writes"] == [("task-1", "messages", "pending")]
+    assert seen["metadata"] == "input"
+    assert seen["listed"] == [checkpoint["id"]]
+    assert list(seen["history"]) == ["messages"]

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import pytest
@@ -21,12 +22,15 @@ from langgraph.graph.message import add_messages
 
 from chatlog import ChatLog, Settings
 from chatlog.cli import cli
+from chatlog.errors import ConcurrentAppendError, DecryptionError, EncryptionKeyRequiredError
 from chatlog.histories.checkpointer import ChatLogCheckpointSaver
+from chatlog.histories.importers import read_export
+from chatlog.keys import ReadModelKeys
 from chatlog.producers.key_store import DataKeyStore
 from chatlog.projector.replay import Replayer
 from chatlog.projector.worker import Projector
 from chatlog.schemas.codec import EventCodec
-from chatlog.schemas.events import MessageSealed
+from chatlog.schemas.events import MessageSealed, MessagesSealed
 from chatlog.schemas.sealing import KeyEncryptionKey
 from tests.helpers import cli_args, delete_namespace, eventually, read_topic, unique
 
@@ -379,7 +383,7 @@ def test_live_projection_counts_shredded_events_and_never_dead_letters_them(
 
 
 def test_async_appends_are_sealed_and_read_back(deployment: Deployment) -> None:
-    """aadd_messages seals off the event loop; the projector opens what it wrote."""
+    """aadd_messages seals off the event loop (conditional too); the projector opens it."""
     import asyncio
 
     chatlog, settings = deployment.chatlog, deployment.settings
@@ -387,8 +391,170 @@ def test_async_appends_are_sealed_and_read_back(deployment: Deployment) -> None:
 
     async def run() -> list[str]:
         await history.aadd_messages([HumanMessage(SECRET), AIMessage("ok")])
+        await history.aadd_messages([AIMessage("if two")], expected_version=2)
         return [str(m.content) for m in await history.aget_messages()]
 
-    assert asyncio.run(run()) == [SECRET, "ok"]
+    assert asyncio.run(run()) == [SECRET, "ok", "if two"]
     events = [EventCodec().decode(r.value) for r in read_topic(settings, settings.topic)]
-    assert [type(e.payload) for e in events] == [MessageSealed, MessageSealed]
+    assert [type(e.payload) for e in events] == [MessageSealed, MessageSealed, MessagesSealed]
+
+
+def test_conditional_appends_are_sealed_checked_replayed_and_shredded(
+    deployment: Deployment, redis_client: redis.Redis
+) -> None:
+    """expected_version works sealed: conflicts found, no plaintext logged, erasure shreds it."""
+    chatlog, settings = deployment.chatlog, deployment.settings
+    history = chatlog.history("s-cond", user_id="nina")
+    history.add_messages([HumanMessage(SECRET), AIMessage("first")], expected_version=0)
+    with pytest.raises(ConcurrentAppendError) as conflict:
+        chatlog.history("s-cond", user_id="nina").add_messages(
+            [HumanMessage(f"late {SECRET}")], expected_version=0
+        )
+    assert (conflict.value.expected, conflict.value.found) == (0, 2)
+    history.add_messages([HumanMessage(f"again {SECRET}")], expected_version=2)
+    assert _contents(chatlog, "s-cond", "nina") == [SECRET, "first", f"again {SECRET}"]
+
+    records = read_topic(settings, settings.topic)
+    assert all(SECRET.encode() not in (r.value or b"") for r in records)
+    events = [EventCodec().decode(r.value) for r in records]
+    assert [type(e.payload) for e in events] == [MessagesSealed] * 3
+    assert [e.payload.expected_version for e in events] == [0, 0, 2]  # type: ignore[union-attr]
+
+    with _replayer(settings) as replayer:
+        # Replays open them: a rebuild reaches the same verdicts.
+        restored = unique(f"{settings.namespace}-restored")
+        assert replayer.rebuild(restored).failed == 0
+        with ChatLog(replace(settings, namespace=restored)) as reader:
+            assert _contents(reader, "s-cond", "nina") == [SECRET, "first", f"again {SECRET}"]
+        assert replayer.verify(restored).ok
+        assert replayer.reader.shredded == 0
+
+        report = chatlog.erase_user("nina")
+        assert report.sessions == ["s-cond"] and len(report.keys_destroyed) == 1
+        erased = unique(f"{settings.namespace}-erased")
+        assert replayer.rebuild(erased).failed == 0
+        with ChatLog(replace(settings, namespace=erased)) as reader:
+            assert reader.history("s-cond", user_id="nina").messages == []
+            assert reader.sessions("nina") == []
+        assert replayer.reader.shredded == 3
+        assert replayer.verify(erased).ok
+        assert replayer.rebuild_session("s-cond", erased).messages == 0
+        for namespace in (restored, erased):
+            delete_namespace(redis_client, namespace)
+
+
+def test_shredded_events_still_move_their_sessions_position(
+    deployment: Deployment,
+    projector_factory: Callable[..., Projector],
+    redis_client: redis.Redis,
+) -> None:
+    """A writer's read of its own erased writes does not wait in vain; a replay agrees."""
+    chatlog, settings = deployment.chatlog, deployment.settings
+    deployment.projector.stop()
+    history = chatlog.history("s-olga", user_id="olga")
+    history.add_messages([HumanMessage("olga one")])
+    history.add_messages([AIMessage("olga two")])
+    _write(chatlog, "s-pete", "pete", ["pete one"])
+    # A conditional append waits for its verdict, which comes once projected.
+    outcome: list[BaseException | None] = []
+
+    def append_conditionally() -> None:
+        try:
+            chatlog.history("s-olga-if", user_id="olga").add_messages(
+                [HumanMessage("olga if")], expected_version=0
+            )
+            outcome.append(None)
+        except BaseException as exc:  # reported by the assertion below
+            outcome.append(exc)
+
+    waiting = threading.Thread(target=append_conditionally)
+    waiting.start()
+    eventually(
+        lambda: any(r.key == b"s-olga-if" for r in read_topic(settings, settings.topic))
+    )
+    with ChatLog(settings) as admin:
+        assert admin.erase_user("olga").keys_destroyed
+    projector = projector_factory(settings)
+    try:
+        waiting.join()
+        # Its verdict is "shredded": nothing appended, and the call returns.
+        assert outcome == [None]
+        # The writer's own reads wait until its writes are projected: shredded,
+        # they still move the session's position, so the wait ends at once.
+        assert history.messages == []
+        assert history.version == 0
+        assert _contents(chatlog, "s-pete", "pete") == ["pete one"]
+        assert chatlog.sessions("olga") == []
+        assert chatlog.history("s-olga-if", user_id="olga").messages == []
+        assert projector.stats.shredded == 3 and projector.stats.dead_lettered == 0
+    finally:
+        if projector.key_store is not None:
+            projector.key_store.close()
+    offsets = [
+        r.offset for r in read_topic(settings, settings.topic) if r.key == b"s-olga"
+    ]
+    live = ReadModelKeys(settings.namespace).meta("s-olga")
+    assert int(redis_client.hget(live, "offset") or -1) == max(offsets)
+    with _replayer(settings) as replayer:
+        fresh = unique(f"{settings.namespace}-fresh")
+        replayer.rebuild(fresh)
+        rebuilt = ReadModelKeys(fresh).meta("s-olga")
+        assert redis_client.hget(rebuilt, "offset") == redis_client.hget(live, "offset")
+        assert redis_client.hget(rebuilt, "owner") is None
+        with ChatLog(replace(settings, namespace=fresh)) as reader:
+            assert reader.history("s-olga", user_id="olga").messages == []
+            assert _contents(reader, "s-pete", "pete") == ["pete one"]
+        assert replayer.verify(fresh).ok
+        delete_namespace(redis_client, fresh)
+
+
+def test_encrypted_exports_read_back_until_their_subject_is_erased(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """`chatlog export --encrypt` seals each session; erasure makes old files unreadable."""
+    chatlog, settings = deployment.chatlog, deployment.settings
+    _write(chatlog, "s-quinn", "quinn", [SECRET, "quinn two"])
+    _write(chatlog, "s-rosa", "rosa", ["rosa one"])
+    assert _contents(chatlog, "s-rosa", "rosa") == ["rosa one"]
+    env = {"CHATLOG_ENCRYPTION_KEY": settings.encryption_key or ""}
+    lines = []
+    for user in ("quinn", "rosa"):
+        path = tmp_path / f"{user}.jsonl"
+        result = CliRunner().invoke(
+            cli,
+            cli_args(settings, "export", "--user", user, "--encrypt", "--format", "jsonl",
+                     "-o", str(path)),
+            env=env,
+        )
+        assert result.exit_code == 0, result.output
+        assert SECRET.encode() not in path.read_bytes()
+        assert b"two" not in path.read_bytes() and b"rosa one" not in path.read_bytes()
+        lines.append(path.read_text())
+    both = tmp_path / "both.jsonl"
+    both.write_text("".join(lines))
+    key_store = chatlog.producer.key_store
+    opened = read_export(both, key_store=key_store)
+    assert [[str(m.content) for m in s.messages] for s in opened] == [
+        [SECRET, "quinn two"], ["rosa one"]
+    ]
+    with pytest.raises(EncryptionKeyRequiredError):
+        read_export(both)
+    moved = json.loads(lines[0])
+    moved["session_id"] = "s-elsewhere"
+    with pytest.raises(DecryptionError):
+        read_export(json.dumps(moved).encode(), key_store=key_store)
+
+    chatlog.erase_user("quinn")
+    with ChatLog(settings) as other:  # another process: only the key store's word counts
+        erased = read_export(both, key_store=other.producer.key_store)
+    assert [(s.session_id, s.shredded, s.messages) for s in erased] == [
+        ("s-quinn", True, ()), ("s-rosa", False, erased[1].messages)
+    ]
+    result = CliRunner().invoke(
+        cli, cli_args(settings, "import", str(both), "--trust-file-owners"), env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 erased since the export (skipped): s-quinn" in result.output
+    assert _contents(chatlog, "s-rosa", "rosa") == ["rosa one"]
+    with ChatLog(settings) as reader:
+        assert reader.history("s-quinn", user_id="quinn").messages == []

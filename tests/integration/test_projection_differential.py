@@ -2,8 +2,8 @@
 
 Hypothesis draws a log (appends with repeated message ids, conditional
 appends at right and wrong versions, clears, session deletions, TTL changes
-short and long, user deletions, writers that change, several sessions on two
-partitions),
+short and long, user deletions, shredded events of erased subjects, writers
+that change, several sessions on two partitions),
 delivers it to the real script on a real Redis in random batches with
 earlier offsets redelivered, and folds it once with
 :class:`~chatlog.projector.verify.ExpectedState`. Messages, meta (owner,
@@ -39,6 +39,7 @@ from chatlog.projector.protocol import (
     OP_DELETE_SESSION,
     OP_DELETE_USER,
     OP_SET_TTL,
+    OP_SHREDDED,
     pack_fields,
 )
 from chatlog.projector.redis_projection import RedisProjection
@@ -60,7 +61,7 @@ step = st.tuples(
     st.sampled_from(
         [OP_APPEND] * 4
         + [OP_APPEND_IF] * 2
-        + [OP_CLEAR, OP_DELETE_SESSION, OP_SET_TTL, OP_DELETE_USER]
+        + [OP_CLEAR, OP_DELETE_SESSION, OP_SET_TTL, OP_DELETE_USER, OP_SHREDDED]
     ),
     st.sampled_from(SESSIONS),
     st.sampled_from(USERS),
@@ -92,6 +93,8 @@ def build_log(steps: list[Step]) -> list[Change]:
             arg = pack_fields([str(version).encode(), *pairs])
         elif op == OP_SET_TTL and ttl is not None:
             arg = str(ttl).encode()
+        elif op == OP_SHREDDED and version % 2:
+            arg = OP_APPEND_IF.encode()  # a shredded conditional append (a verdict too)
         if op == OP_DELETE_USER:
             session, user = "", user or "u1"
         log.append(

@@ -22,7 +22,9 @@ from chatlog.schemas.event_reader import (
 from chatlog.schemas.events import (
     ChatEvent,
     MessageAppended,
+    MessagesAppended,
     MessageSealed,
+    MessagesSealed,
     SessionCleared,
     SessionDeleted,
     SessionTtlSet,
@@ -158,12 +160,13 @@ def _body(ms: int = 1_700_000_000_000, payload: bytes = b"\x02", *, event_id: st
 def test_every_valid_event_gives_the_slow_paths_fields_or_none(event: ChatEvent) -> None:
     """Plain messages and lifecycle events always get fields; other messages may get None.
 
-    Sealed messages always get None: only the key store opens them.
+    Sealed messages always get None: only the key store opens them; conditional
+    appends (sealed or not) too: the full decoder reads them.
     """
     data = codec.encode(event)
     fields = read_change(data, HEADER_SIZE)
     payload = event.payload
-    if isinstance(payload, MessageSealed):
+    if isinstance(payload, (MessageSealed, MessagesAppended, MessagesSealed)):
         assert fields is None
         return
     if fields is None:
