@@ -120,10 +120,16 @@ def slots_of(bitmap: bytes) -> set[int]:
     }
 
 
+def read_known_bitmap(client: Any, keys: ReadModelKeys) -> tuple[bool, bytes]:
+    """Whether the namespace has its generation, and its known-slots bitmap (one call)."""
+    exists, bitmap = client.eval(_KNOWN_SLOTS, 2, keys.generation(), keys.known_slots())
+    return bool(exists), bytes(bitmap)
+
+
 def read_known_slots(client: Any, keys: ReadModelKeys) -> tuple[bool, set[int]]:
     """Whether the namespace has its generation, and the slots its bitmap knows (one call)."""
-    exists, bitmap = client.eval(_KNOWN_SLOTS, 2, keys.generation(), keys.known_slots())
-    return bool(exists), slots_of(bitmap)
+    exists, bitmap = read_known_bitmap(client, keys)
+    return exists, slots_of(bitmap)
 
 
 class ClusterApply:
@@ -296,6 +302,8 @@ class ClusterPending:
             # What the other groups applied is skipped when the batch is sent
             # again after the repair; nothing moves the positions now.
             self.lost_slots = sorted(lost)
+            # Asked again after the repair: the bitmap it leaves is the truth.
+            apply.known -= lost
             return [_LOST_SLOTS_REPLY]
         if new_slots:
             # Known before the positions move: a later loss of these slots is a loss.

@@ -56,7 +56,7 @@ import redis
 from chatlog.errors import ReadModelError
 from chatlog.keys import META_DELETED, META_EXPIRED, META_OWNER, META_UPDATED, ReadModelKeys
 from chatlog.projector.checkpoint_replay import replay_checkpoints
-from chatlog.projector.cluster_projection import read_known_slots
+from chatlog.projector.cluster_projection import read_known_bitmap, read_known_slots, slots_of
 from chatlog.projector.lag import consumer_lag
 from chatlog.projector.replay import Replayer, ReplayProgress
 from chatlog.redis_clients import is_cluster
@@ -76,6 +76,9 @@ REPAIRING_TTL_MS = 30_000
 CHECK_INTERVAL_S = 0.25
 #: Most repair requests drained at once.
 REQUESTS_PER_CHECK = 100
+#: Probes between two groupings of the known slots by primary (a topology change
+#: is picked up within this many probes, besides a changed bitmap).
+PLAN_PROBES = 40
 #: Commands per pipeline when a cluster repair walks every session or slot.
 _CHUNK = 500
 
@@ -110,6 +113,8 @@ class ReadModelRepair:
         self._cluster = is_cluster(client)
         # Which known slot of each primary the next probe checks (they take turns).
         self._probes = 0
+        # The known-slots bitmap last probed, and its slots grouped by primary.
+        self._probe_plan: tuple[bytes, list[list[int]]] | None = None
         #: Whether a namespace repair is running now (the worker's readiness).
         self.repairing = False
 
@@ -292,15 +297,21 @@ class ReadModelRepair:
         slot's loss is found too, in time (and at once by a write to it).
         """
         keys = ReadModelKeys(namespace)
-        _has_generation, known = read_known_slots(self.client, keys)
-        if not known:
-            return []
-        manager = self.client.nodes_manager  # type: ignore[attr-defined]
-        by_node: dict[str, list[int]] = {}
-        for slot in sorted(known):
-            by_node.setdefault(manager.get_node_from_slot(slot).name, []).append(slot)
+        _has_generation, bitmap = read_known_bitmap(self.client, keys)
         self._probes += 1
-        probed = [slots[self._probes % len(slots)] for slots in by_node.values()]
+        cached = self._probe_plan
+        if cached is None or cached[0] != bitmap or self._probes % PLAN_PROBES == 0:
+            # Grouping every known slot by primary costs milliseconds: done when
+            # the bitmap changed, and now and then for a changed topology.
+            manager = self.client.nodes_manager  # type: ignore[attr-defined]
+            grouped: dict[str, list[int]] = {}
+            for slot in sorted(slots_of(bitmap)):
+                grouped.setdefault(manager.get_node_from_slot(slot).name, []).append(slot)
+            cached = self._probe_plan = (bitmap, list(grouped.values()))
+        by_node = cached[1]
+        if not by_node:
+            return []
+        probed = [slots[self._probes % len(slots)] for slots in by_node]
         pipe = self.client.pipeline(transaction=False)
         for slot in probed:
             pipe.exists(keys.slot_marker(slot))
