@@ -13,70 +13,35 @@ listing holds every session.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import pytest
 import redis
 
 from chatlog import ChatLog
 from chatlog.cli.devstack import EmbeddedRedis, EmbeddedRedisCluster
-from chatlog.errors import ReadModelError, ReadModelRepairingError
 from chatlog.keys import ReadModelKeys, key_slot
 from chatlog.producers.admin import ensure_topic
 from chatlog.producers.producer import EventProducer
 from chatlog.projector import Projector
 from chatlog.redis_clients import open_redis
 from chatlog.settings import Settings
-from tests.faults.ledger import Ledger, message_event, reconcile, wait_caught_up
+from tests.faults.ledger import (
+    Ledger,
+    SampledReads,
+    message_event,
+    reconcile,
+    sample_histories,
+    wait_caught_up,
+)
+from tests.helpers import eventually
 
 SESSIONS = [f"slot-loss-{n:03d}" for n in range(60)]
 ROUNDS = 30  # one append per session each round
 PAUSE_S = 0.05  # between rounds: the appends span both losses
 READ_TIMEOUT_S = 3.0
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[EmbeddedRedisCluster]:
-    """A 3-primary cluster with a replica each, which this test flushes."""
-    cluster = EmbeddedRedisCluster(primaries=3, replicas=1)
-    cluster.start()
-    yield cluster
-    cluster.stop()
-
-
-@dataclass
-class Reads:
-    """What the sampling reader got."""
-
-    served: list[tuple[str, list[str]]] = field(default_factory=list)
-    refused: int = 0
-    unavailable: int = 0
-    errors: list[BaseException] = field(default_factory=list)
-
-
-def _sample(settings: Settings, user: str, reads: Reads, stop: threading.Event) -> None:
-    rng = random.Random(19)
-    chatlog = ChatLog(settings.with_(read_timeout_s=READ_TIMEOUT_S))
-    try:
-        while not stop.is_set():
-            session = rng.choice(SESSIONS)
-            try:
-                messages = chatlog.history(session, user_id=user).messages
-            except ReadModelRepairingError:
-                reads.refused += 1
-            except ReadModelError:
-                reads.unavailable += 1
-                stop.wait(0.05)
-            else:
-                reads.served.append((session, [str(m.content) for m in messages]))
-    except BaseException as exc:
-        reads.errors.append(exc)
-    finally:
-        chatlog.close()
 
 
 def _write(producer: EventProducer, ledger: Ledger, user: str, done: threading.Event,
@@ -105,13 +70,6 @@ def _owner_away_from_generation(
     raise AssertionError("no user id maps away from the generation's primary")
 
 
-def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_a_primary_that_loses_its_data_is_detected_and_repaired_with_no_truncated_read(
     settings_factory: Callable[..., Settings], own_cluster: EmbeddedRedisCluster
@@ -130,21 +88,25 @@ def test_a_primary_that_loses_its_data_is_detected_and_repaired_with_no_truncate
     ledger = Ledger()
     done = threading.Event()
     errors: list[BaseException] = []
-    reads = Reads()
+    reads = SampledReads()
     stop_reading = threading.Event()
     with EventProducer(settings) as producer, Projector(settings).running() as projector:
         writer = threading.Thread(target=_write, args=(producer, ledger, user, done, errors))
-        reader = threading.Thread(target=_sample, args=(settings, user, reads, stop_reading))
+        reader = threading.Thread(
+            target=sample_histories,
+            args=(settings.with_(read_timeout_s=READ_TIMEOUT_S), SESSIONS, reads, stop_reading),
+            kwargs={"seed": 19, "user_id": user},
+        )
         writer.start()
         reader.start()
-        _wait_for(lambda: ledger.acknowledged >= len(SESSIONS) * 8, "the appends did not start")
+        eventually(lambda: ledger.acknowledged >= len(SESSIONS) * 8, timeout_s=120)
         # The projector wrote to the victim's slots: their markers and index are there.
-        _wait_for(lambda: int(client.zcard(keys.user_sessions(user))) > 0, "no listing yet")
+        eventually(lambda: int(client.zcard(keys.user_sessions(user))) > 0, timeout_s=120)
         lost_at = time.monotonic()
         with redis.Redis(port=first_victim.port) as node:
             assert node.dbsize() > 0
             node.flushall()
-        _wait_for(lambda: projector.stats.namespace_repairs >= 1, "the first loss was not found")
+        eventually(lambda: projector.stats.namespace_repairs >= 1, timeout_s=120)
         first_repair_s = time.monotonic() - lost_at
         assert not done.is_set(), "the appends ended before the second loss"
         with redis.Redis(port=second_victim.port) as node:
@@ -163,11 +125,9 @@ def test_a_primary_that_loses_its_data_is_detected_and_repaired_with_no_truncate
             ledger,
             namespace_repairs=stats.namespace_repairs,
             first_repair_s=round(first_repair_s, 2),
-            reads=len(reads.served) + reads.refused + reads.unavailable,
+            reads=reads.total,
             reads_refused=reads.refused,
-            truncated_reads=sum(
-                texts != ledger.expected(session)[: len(texts)] for session, texts in reads.served
-            ),
+            truncated_reads=len(reads.truncated(ledger)),
         )
         with ChatLog(settings) as chatlog:
             listed = chatlog.sessions(user)
@@ -180,3 +140,31 @@ def test_a_primary_that_loses_its_data_is_detected_and_repaired_with_no_truncate
     assert figures.extra["reads"] > 0
     assert sorted(s.session_id for s in listed) == SESSIONS
     assert all(s.message_count == ROUNDS for s in listed)
+
+
+def test_a_session_key_deleted_on_a_cluster_is_found_by_its_next_event_and_rebuilt(
+    settings_factory: Callable[..., Settings], redis_cluster: EmbeddedRedisCluster
+) -> None:
+    """The hole rule runs in the cluster's apply calls too: a meta deleted, then an event."""
+    settings = settings_factory(redis_url=redis_cluster.url, partitions=2)
+    ensure_topic(settings.topic, settings.partitions, settings=settings)
+    client = open_redis(redis_cluster.url)
+    keys = ReadModelKeys(settings.namespace)
+    ledger = Ledger()
+    with (
+        EventProducer(settings) as producer,
+        Projector(settings).running() as projector,
+        ChatLog(settings.with_(read_timeout_s=30.0)) as chatlog,
+    ):
+        events = [message_event("holed", f"holed#{n}", user_id="holder") for n in range(5)]
+        ledger.record(events, producer.publish(events))
+        wait_caught_up(client, settings.namespace, ledger)
+        assert client.delete(keys.meta("holed")) == 1
+        more = [message_event("holed", "holed#5", user_id="holder")]
+        ledger.record(more, producer.publish(more))
+        wait_caught_up(client, settings.namespace, ledger)
+        texts = [str(m.content) for m in chatlog.history("holed", user_id="holder").messages]
+        repairs = (projector.stats.session_repairs, projector.stats.namespace_repairs)
+    client.close()
+    assert texts == ledger.expected("holed")
+    assert repairs == (1, 0)
