@@ -7,6 +7,10 @@ from the same binary, applies the same events (500-byte messages) to both
 through :class:`~chatlog.projector.redis_projection.RedisProjection` in
 projector-sized batches, then reads sessions back through the read model.
 
+``chatlog bench`` has a section of its own built on the same deployments
+(:func:`deployments`, :func:`session_reads`): the live projector's throughput
+and the read p50 on the cluster next to the standalone server, same run.
+
 The machine is shared, so wall-clock rates swing with other load; the
 figures that feed ``docs/capacity.md`` are CPU times, which do not: the
 projector's own process CPU per event (``time.process_time``) and the Redis
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import time
 import uuid
@@ -29,17 +34,25 @@ from typing import Any
 
 import redis
 
+from chatlog.benchmarks.reads import ReadLatency
+from chatlog.benchmarks.workload import session_id, user_id
 from chatlog.cli.devstack import EmbeddedBroker, EmbeddedRedis, EmbeddedRedisCluster
+from chatlog.errors import ChatLogError
 from chatlog.histories.read_model import ReadModelReader
+from chatlog.histories.store import ChatLog
 from chatlog.projector.redis_projection import LogRecord, RedisProjection
 from chatlog.redis_clients import open_redis
 from chatlog.schemas.events import ChatEvent, MessageAppended
+from chatlog.settings import Settings
 
 #: Content size of every benchmark message (bytes), as docs/capacity.md assumes.
 CONTENT_BYTES = 500
 #: Records per apply call: the projector's default max_poll_records.
 BATCH = 2000
 RESULTS = Path(__file__).resolve().parent / "results" / "cluster.json"
+#: The names of the two deployments (:func:`deployments`).
+STANDALONE = "standalone"
+CLUSTER = "cluster-3-primaries"
 
 
 def _events(sessions: int, messages: int, partitions: int) -> list[list[LogRecord]]:
@@ -144,7 +157,6 @@ def session_overhead(url: str) -> float:
 def producer_cost(appends: int) -> float:
     """CPU µs per acknowledged append in the producing process (embedded broker)."""
     from chatlog.producers.producer import EventProducer
-    from chatlog.settings import Settings
 
     broker = EmbeddedBroker()
     broker.start()
@@ -165,15 +177,20 @@ def producer_cost(appends: int) -> float:
 
 
 @contextmanager
-def _deployments() -> Iterator[dict[str, tuple[str, list[int], list[int]]]]:
+def deployments() -> Iterator[dict[str, tuple[str, list[int], list[int]]]]:
+    """A fresh standalone redis-server and a 3-primary cluster (a replica each).
+
+    Yields each one's URL, primary ports and replica ports by name
+    (:data:`STANDALONE`, :data:`CLUSTER`); both are stopped afterwards.
+    """
     standalone = EmbeddedRedis()
     cluster = EmbeddedRedisCluster(primaries=3, replicas=1)
     standalone.start()
     cluster.start()
     try:
         yield {
-            "standalone": (standalone.url, [standalone.port], []),
-            "cluster-3-primaries": (
+            STANDALONE: (standalone.url, [standalone.port], []),
+            CLUSTER: (
                 cluster.url,
                 [n.port for n in cluster.nodes[:3]],
                 [n.port for n in cluster.nodes[3:]],
@@ -189,23 +206,57 @@ def run(sessions: int, messages: int, reads: int, appends: int) -> dict[str, Any
     batches = _events(sessions, messages, partitions=12)
     results: dict[str, Any] = {"sessions": sessions, "messages_per_session": messages,
                                "content_bytes": CONTENT_BYTES, "batch": BATCH}
-    with _deployments() as deployments:
-        for name, (url, primaries, replicas) in deployments.items():
+    with deployments() as running:
+        for name, (url, primaries, replicas) in running.items():
             results[name] = measure(url, primaries, replicas, batches, reads)
-        results["standalone"]["redis_bytes_per_session_overhead"] = session_overhead(
-            deployments["standalone"][0]
+        results[STANDALONE]["redis_bytes_per_session_overhead"] = session_overhead(
+            running[STANDALONE][0]
         )
     results["producer_cpu_us_per_append"] = producer_cost(appends)
     return results
 
 
+def session_reads(
+    settings: dict[str, Settings], sessions: int, messages: int, samples: int
+) -> ReadLatency:
+    """Time ``samples`` whole-session reads through :class:`ChatLog` on each deployment.
+
+    ``settings`` names the projected namespace on each deployment
+    (:data:`CLUSTER`, :data:`STANDALONE`); the benchmark workload's sessions
+    (``workload.session_id``) are read in the same random order on both,
+    interleaved read by read. Returned as (cluster, standalone) samples.
+
+    Raises:
+        ChatLogError: a session read back without its ``messages`` messages.
+    """
+    rng = random.Random(19)
+    clients = {name: ChatLog(s) for name, s in settings.items()}
+    timed: dict[str, list[float]] = {name: [] for name in clients}
+    try:
+        for _ in range(samples):
+            number = rng.randrange(sessions)
+            for name, chatlog in clients.items():
+                history = chatlog.history(session_id(number), user_id(number))
+                started = time.perf_counter()
+                got = history.messages
+                timed[name].append(time.perf_counter() - started)
+                if len(got) != messages:
+                    raise ChatLogError(
+                        f"{name}: session {number} has {len(got)} of {messages} messages"
+                    )
+    finally:
+        for chatlog in clients.values():
+            chatlog.close()
+    return ReadLatency(timed[CLUSTER], timed[STANDALONE])
+
+
 def _print(results: dict[str, Any], say: Callable[[str], None] = print) -> None:
-    keys = [k for k in results["standalone"] if k not in ("events", "sessions")]
+    keys = [k for k in results[STANDALONE] if k not in ("events", "sessions")]
     say(f"{'figure':36} {'standalone':>14} {'cluster (3 primaries)':>22}")
     for key in keys:
-        cluster = results["cluster-3-primaries"].get(key)
+        cluster = results[CLUSTER].get(key)
         shown = "" if cluster is None else f"{cluster:,.2f}"
-        say(f"{key:36} {results['standalone'][key]:>14,.2f} {shown:>22}")
+        say(f"{key:36} {results[STANDALONE][key]:>14,.2f} {shown:>22}")
     say(f"{'producer_cpu_us_per_append':36} {results['producer_cpu_us_per_append']:>14,.2f}")
 
 

@@ -33,6 +33,10 @@ class BenchConfig:
             each after as many events as the larger count.
         peer_appends: Appends timed on ``KafkaChatMessageHistory``.
         peer_reads: Reads timed on ``KafkaChatMessageHistory``.
+        cluster_sessions: Sessions of the Redis Cluster vs standalone step,
+            ``read_messages`` messages each: the projector applies them to a
+            3-primary cluster and to a standalone redis-server, then their
+            reads are timed on both.
     """
 
     quick: bool
@@ -52,6 +56,7 @@ class BenchConfig:
     memory_sessions: tuple[int, int] = (10_000, 100_000)
     peer_appends: int = 200
     peer_reads: int = 2
+    cluster_sessions: int = 2_000
 
     @classmethod
     def full(cls) -> BenchConfig:
@@ -77,6 +82,7 @@ class BenchConfig:
             memory_sessions=(1_000, 10_000),
             peer_appends=20,
             peer_reads=1,
+            cluster_sessions=200,
         )
 
 

@@ -21,7 +21,16 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 from rich.console import Console
 
-from chatlog.benchmarks import append, encryption, own_writes, peer, reads, throughput, visibility
+from chatlog.benchmarks import (
+    append,
+    cluster,
+    encryption,
+    own_writes,
+    peer,
+    reads,
+    throughput,
+    visibility,
+)
 from chatlog.benchmarks.config import BenchConfig
 from chatlog.benchmarks.projector_process import ProjectorProcess
 from chatlog.benchmarks.raw_clients import raw_producer_for
@@ -156,6 +165,7 @@ class _Run:
         self.step("projector memory and append -> visible", self.projector_process)
         self.step("peers", self.peer)
         self.step("encryption on vs off", self.encryption)
+        self.step("Redis Cluster vs standalone", self.cluster)
 
     def measure(
         self, name: str, unit: str, baseline_name: str, target: Target, note: str,
@@ -487,6 +497,48 @@ class _Run:
                      "same appends, encryption off", Target("reported"), note, append_runs)
         self.measure("projector throughput, encrypted", "events/s",
                      "same events, encryption off", Target("reported"), note, project_runs)
+
+    def cluster(self) -> None:
+        c = self.config
+        settings = self.settings("cluster")
+        ensure_topic(settings.topic, settings.partitions, settings.replication_factor,
+                     settings=settings)
+        events = c.cluster_sessions * c.read_messages
+        with EventProducer(settings) as producer:
+            seed_topic(settings, encode_all(
+                message_events(events, c.cluster_sessions, c.message_bytes), producer
+            ))
+        with cluster.deployments() as deployments:
+            urls = {name: url for name, (url, _primaries, _replicas) in deployments.items()}
+            rates: list[list[float | None]] = []
+            for rep in range(c.repeats):
+                # Alternating which goes first, as the throughput step does.
+                names = list(urls) if rep % 2 == 0 else list(reversed(urls))
+                rate: dict[str, float] = {}
+                for name in names:
+                    rate[name] = throughput.projector_rate(settings.with_(
+                        redis_url=urls[name], namespace=f"{settings.namespace}:{rep}",
+                        consumer_group=f"{settings.consumer_group}-{name}-{rep}",
+                    ), events).per_second
+                rates.append([rate[cluster.CLUSTER], rate[cluster.STANDALONE]])
+            latency = cluster.session_reads(
+                {name: settings.with_(redis_url=url, namespace=f"{settings.namespace}:0")
+                 for name, url in urls.items()},
+                c.cluster_sessions, c.read_messages, c.read_samples,
+            )
+        baseline = "the same on one standalone redis-server, same run"
+        shape = (f"{events:,} events of {c.message_bytes} B over {c.cluster_sessions:,} "
+                 "sessions; 3 primaries with a replica each (WAIT for it per batch) vs one "
+                 "redis-server, both fresh from the same binary")
+        self.measure("projector throughput, Redis Cluster (3 primaries)", "events/s", baseline,
+                     Target("reported"),
+                     f"{shape}; {c.repeats} runs alternating which goes first", rates)
+        self.latency(
+            f"read of a {c.read_messages}-message session p50, Redis Cluster (3 primaries)",
+            baseline, Target("reported"),
+            f"{shape}; {c.read_samples} reads each, interleaved, random sessions",
+            latency.chatlog, latency.langchain, 50,
+        )
 
     def cleanup(self) -> None:
         """Delete the namespaces and topics this run created (and nothing else)."""

@@ -19,6 +19,10 @@ A new key kind must be added to :data:`TAGGED_SUFFIXES` or
 
 from __future__ import annotations
 
+import binascii
+import functools
+import itertools
+import string
 import unicodedata
 from dataclasses import dataclass
 
@@ -39,7 +43,11 @@ TAGGED_SUFFIXES: dict[str, tuple[str, ...]] = {
     "u": ("sessions", "threads"),
     "t": ("meta", "cps", "nss", "cp", "cpv", "blobs", "w", "wi", "runs", "chunks"),
     "r": ("checkpoints",),
+    # Redis Cluster loss detection: a slot's marker, the namespace's known slots.
+    "c": ("mark", "slots"),
 }
+#: Hash slots of a Redis Cluster (CRC16 of the key's hash tag, modulo this).
+CLUSTER_SLOTS = 16384
 #: Keys of a namespace without a hash tag, ``<ns>:<name>``.
 NAMESPACE_KEYS = ("positions", "rebuild", "generation", "repairing", "repair-requests")
 
@@ -84,6 +92,40 @@ def validate_namespace(value: object, *, setting: str = "namespace") -> str:
         raise ConfigurationError(f"{setting}: {problem}")
     assert isinstance(value, str)
     return value
+
+
+def key_slot(key: str) -> int:
+    """The Redis Cluster hash slot of ``key`` (CRC16 of its hash tag, as Redis computes it)."""
+    data = key.encode()
+    start = data.find(b"{")
+    if start >= 0:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            data = data[start + 1 : end]
+    return binascii.crc_hqx(data, 0) % CLUSTER_SLOTS
+
+
+@functools.cache
+def _slot_tags() -> tuple[str, ...]:
+    """The shortest hash tag (letters and digits) of every slot, found once (~0.25 s)."""
+    alphabet = (string.digits + string.ascii_letters).encode()
+    tags: list[bytes | None] = [None] * CLUSTER_SLOTS
+    left = CLUSTER_SLOTS
+    for length in itertools.count(1):
+        for combo in itertools.product(alphabet, repeat=length):
+            tag = bytes(combo)
+            slot = binascii.crc_hqx(tag, 0) % CLUSTER_SLOTS
+            if tags[slot] is None:
+                tags[slot] = tag
+                left -= 1
+                if not left:
+                    return tuple(t.decode() for t in tags if t is not None)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def slot_tag(slot: int) -> str:
+    """A hash tag whose keys land in ``slot`` (at most 3 characters)."""
+    return _slot_tags()[slot]
 
 
 def glob_escape(text: str) -> str:
@@ -208,6 +250,24 @@ class ReadModelKeys:
     def repair_requests(self) -> str:
         """Set of session ids a reader found incomplete, drained by the projector."""
         return f"{self.namespace}:repair-requests"
+
+    def slot_marker(self, slot: int) -> str:
+        """String in hash slot ``slot`` (Redis Cluster) kept while the namespace has keys there.
+
+        The projector writes it with the slot's first session and checks it
+        in every apply call to the slot: a primary that lost its data (a
+        restart without persistence, a flush) lost its slots' markers too.
+        """
+        return f"{self.namespace}:c:{{{slot_tag(slot)}}}:mark"
+
+    def known_slots(self) -> str:
+        """Bitmap of the hash slots the namespace wrote to (Redis Cluster).
+
+        It shares the :meth:`generation` key's slot, so it is lost exactly when
+        the generation is: a slot marker missing on a slot the bitmap knows
+        means the slot lost its keys; on another slot, that it is new.
+        """
+        return f"{self.namespace}:c:{{{slot_tag(key_slot(self.generation()))}}}:slots"
 
     @staticmethod
     def session_of(meta_key: str) -> str:

@@ -23,6 +23,21 @@ called differently:
 3. **Positions last.** The namespace's applied positions advance only after
    every group, index change and user deletion of the batch applied.
 
+**Loss detection per slot** (issue 14 on a cluster). The namespace's
+generation key lives in one slot, so it cannot tell whether another primary
+lost its data. Each slot the namespace writes to holds a *slot marker*
+(:meth:`~chatlog.keys.ReadModelKeys.slot_marker`, in that slot through a
+precomputed hash tag), and the namespace's *known slots* bitmap
+(:meth:`~chatlog.keys.ReadModelKeys.known_slots`, in the generation's slot)
+records the slots written to. A live projector's call declares its slot's
+marker first: on a known slot (:data:`SLOT_CHECK`) a missing marker means the
+slot lost its keys, and the call applies nothing (``ApplyResult.lost_slots``);
+on a slot the bitmap does not know (read from Redis, with the generation, on
+every slot this process has not seen known) the call creates the marker
+(:data:`SLOT_NEW`), and the slot's bit is set after the batch's groups
+applied, before its positions. Replays and rebuilds create markers and set
+bits without checking (:data:`SLOT_WRITE`).
+
 Each write of messages or index changes ends, per primary, with
 ``WAIT <its replicas> <REPLICA_WAIT_MS>`` on the same connection: the batch
 counts as applied (and its Kafka offsets get committed) only once the
@@ -54,8 +69,16 @@ from redis.exceptions import (
 )
 
 from chatlog.errors import ReadModelError
-from chatlog.keys import ReadModelKeys
-from chatlog.projector.protocol import INDEX_ADD, NOTE_INDEX
+from chatlog.keys import CLUSTER_SLOTS, ReadModelKeys
+from chatlog.projector.protocol import (
+    INDEX_ADD,
+    LOST_SLOT,
+    NOTE_INDEX,
+    NOTE_LOST,
+    SLOT_CHECK,
+    SLOT_NEW,
+    SLOT_WRITE,
+)
 from chatlog.projector.raw_pipeline import Command, InFlight
 
 #: Errors of a cluster changing under the client (failover, resharding, a node
@@ -75,13 +98,51 @@ _REDIRECTS = (MovedError, AskError, TryAgainError)
 
 _NOTE_INDEX = NOTE_INDEX.encode()
 _INDEX_ADD = INDEX_ADD.encode()
+_NOTE_LOST = NOTE_LOST.encode()
+#: What a batch that found lost state replies (PendingApply reads it as a loss).
+_LOST_SLOTS_REPLY = [0, 0, 0, _NOTE_LOST, LOST_SLOT.encode()]
+_LOST_GENERATION_REPLY = [0, 0, 0, _NOTE_LOST, b""]
+
+# Reads the generation and the known-slots bitmap at once (they share a slot).
+_KNOWN_SLOTS = """
+return {redis.call('EXISTS', KEYS[1]), redis.call('GET', KEYS[2]) or ''}
+"""
+
+
+def slots_of(bitmap: bytes) -> set[int]:
+    """The slots whose bit is set in a known-slots bitmap (``SETBIT`` order: high bit first)."""
+    return {
+        8 * at + bit
+        for at, byte in enumerate(bitmap[: CLUSTER_SLOTS // 8])
+        if byte
+        for bit in range(8)
+        if byte & (0x80 >> bit)
+    }
+
+
+def read_known_bitmap(client: Any, keys: ReadModelKeys) -> tuple[bool, bytes]:
+    """Whether the namespace has its generation, and its known-slots bitmap (one call)."""
+    exists, bitmap = client.eval(_KNOWN_SLOTS, 2, keys.generation(), keys.known_slots())
+    return bool(exists), bytes(bitmap)
+
+
+def read_known_slots(client: Any, keys: ReadModelKeys) -> tuple[bool, set[int]]:
+    """Whether the namespace has its generation, and the slots its bitmap knows (one call)."""
+    exists, bitmap = read_known_bitmap(client, keys)
+    return exists, slots_of(bitmap)
 
 
 class ClusterApply:
     """Runs the apply script on a Redis Cluster for one namespace (see the module doc)."""
 
     def __init__(
-        self, client: redis.Redis, source: str, keys: ReadModelKeys, *, per_call: int
+        self,
+        client: redis.Redis,
+        source: str,
+        keys: ReadModelKeys,
+        *,
+        per_call: int,
+        detect_loss: bool = False,
     ) -> None:
         # redis-py's cluster client is untyped: Any, as the rest of chatlog sees redis.Redis.
         self.client: Any = client
@@ -89,6 +150,10 @@ class ClusterApply:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
         self.keys = keys
         self.per_call = per_call
+        #: Check slot markers (the live projector) rather than only write them.
+        self.detect_loss = detect_loss
+        #: Slots the known-slots bitmap held when last read, or this process set.
+        self.known: set[int] = set()
         prefix, suffix = keys.index_outbox("\x00").split("\x00")
         meta_prefix = keys.meta("\x00").split("\x00")[0]
         if prefix != meta_prefix:
@@ -152,11 +217,18 @@ class ClusterPending:
         self._calls: list[tuple[list[str], list[Any]]] = []
         self._firsts: list[int] = []  # each call's first session's place in ``order``
         per_call = apply.per_call
-        for members in groups.values():
+        #: Where each call's ARGV holds its slot mode (chosen when the batch runs).
+        self._mode_at = len(apply.templates) + len(head) + 2 + len(apply.id_templates)
+        self._slots: list[int] = []
+        #: Slots whose markers were found missing (``ApplyResult.lost_slots``).
+        self.lost_slots: list[int] = []
+        for group_slot, members in groups.items():
             for start in range(0, len(members), per_call):
                 part = members[start : start + per_call]
-                declared: list[str] = []
-                argv: list[Any] = [*apply.templates, *head, "", 0, *apply.id_templates, 0]
+                declared: list[str] = [keys.slot_marker(group_slot)]
+                argv: list[Any] = [
+                    *apply.templates, *head, "", 0, *apply.id_templates, SLOT_WRITE, 0
+                ]
                 for args in part:
                     sid = args[0]
                     declared += (
@@ -165,6 +237,7 @@ class ClusterPending:
                     )
                     argv += args
                 self._calls.append((declared, argv))
+                self._slots.append(group_slot)
                 self._firsts.append(len(self.order))
                 self.order.extend(args[0] for args in part)
 
@@ -190,10 +263,56 @@ class ClusterPending:
         except redis.RedisError as exc:
             raise ReadModelError(f"applying a batch to the Redis Cluster failed: {exc}") from exc
 
+    def _modes(self) -> set[int] | None:
+        """Set each call's slot mode; the slots new to the namespace, ``None`` if it lost them all.
+
+        ``None``: the generation is gone (the namespace lost its keys, or this
+        slot's primary lost the bitmap): nothing is sent, the caller repairs.
+        """
+        apply = self.apply
+        if not apply.detect_loss:
+            for _declared, argv in self._calls:
+                argv[self._mode_at] = SLOT_WRITE
+            return set(self._slots) - apply.known
+        unseen = set(self._slots) - apply.known
+        if unseen:
+            # Only for slots this process has not seen known: the bitmap is the
+            # truth (another worker may have written to the slot since).
+            has_generation, known = read_known_slots(apply.client, apply.keys)
+            if not has_generation:
+                return None
+            apply.known |= known
+        for (_declared, argv), group_slot in zip(self._calls, self._slots, strict=True):
+            argv[self._mode_at] = SLOT_CHECK if group_slot in apply.known else SLOT_NEW
+        return set(self._slots) - apply.known
+
     def _run(self) -> list[Any]:
         apply = self.apply
-        replies = self._scripts(self._calls)
         keys = apply.keys
+        new_slots = self._modes() if self._calls else set()
+        if new_slots is None:
+            return [_LOST_GENERATION_REPLY]
+        replies = self._scripts(self._calls)
+        lost = {
+            group_slot
+            for group_slot, reply in zip(self._slots, replies, strict=True)
+            if len(reply) == 5 and reply[3] == _NOTE_LOST
+        }
+        if lost:
+            # What the other groups applied is skipped when the batch is sent
+            # again after the repair; nothing moves the positions now.
+            self.lost_slots = sorted(lost)
+            # Asked again after the repair: the bitmap it leaves is the truth.
+            apply.known -= lost
+            return [_LOST_SLOTS_REPLY]
+        if new_slots:
+            # Known before the positions move: a later loss of these slots is a loss.
+            known = keys.known_slots()
+            home = apply.client.keyslot(known)
+            _raise_first(self._by_node(
+                [(home, ("SETBIT", known, s, 1)) for s in sorted(new_slots)], wait=True
+            ))
+            apply.known |= new_slots
         order = self.order
         index: dict[str, list[bytes]] = {}
         merged: list[Any] = [0, 0]
@@ -237,7 +356,7 @@ class ClusterPending:
             positions = keys.positions()
             argv = [
                 *apply.templates, *self.head, positions, len(self.advance),
-                *apply.id_templates, *pairs, 0,
+                *apply.id_templates, "", *pairs, 0,
             ]
             self._scripts([([positions], argv)])
         return cleaned

@@ -100,8 +100,23 @@ EXPIRED_GRACE_MS: Final = 300_000
 # KEYS: empty (no check: replays and rebuilds), or KEYS[KEY_GENERATION], the
 # namespace's generation key (ReadModelKeys.generation): while it is missing
 # the script applies nothing and replies {0, 0, 0, NOTE_LOST, ''}.
+# On a Redis Cluster KEYS[KEY_SLOT_MARKER] is the slot group's slot marker
+# (ReadModelKeys.slot_marker) and ARG_SLOT_MODE says what to do with it: with
+# SLOT_CHECK a missing marker means the slot lost its keys (the script applies
+# nothing and replies {0, 0, 0, NOTE_LOST, LOST_SLOT}); SLOT_NEW and
+# SLOT_WRITE create a missing marker (a slot the namespace never wrote to);
+# SLOT_CHECK and SLOT_NEW also check each session for a hole.
 
 KEY_GENERATION: Final = 1
+KEY_SLOT_MARKER: Final = 1
+#: The slot's marker must exist (the namespace wrote to the slot before).
+SLOT_CHECK: Final = "C"
+#: A slot the namespace has not written to: create its marker, check sessions.
+SLOT_NEW: Final = "N"
+#: Replays and rebuilds: create the marker if missing, check nothing.
+SLOT_WRITE: Final = "W"
+#: NOTE_LOST's value when a slot marker (not the generation) is missing.
+LOST_SLOT: Final = "slot"
 #: The namespace lost its generation key: nothing of the call was applied.
 NOTE_LOST: Final = "L"
 #: Value: the session's list length; its meta and list disagree (a key was lost),
@@ -118,7 +133,7 @@ INDEX_DROP: Final = "-"
 # next offset); then the number U of user deletions and U (user, event ms)
 # pairs; then per session a header (SESSION_*) and n events of EVENT_WIDTH
 # fields each (EVENT_*, offsets from the event's first field). The message-id
-# and verdict key templates come after ARG_POSITION_COUNT.
+# and verdict key templates and the slot mode come after ARG_POSITION_COUNT.
 
 ARG_MESSAGES_PREFIX: Final = 1
 ARG_MESSAGES_SUFFIX: Final = 2
@@ -137,7 +152,9 @@ ARG_IDS_PREFIX: Final = 11
 ARG_IDS_SUFFIX: Final = 12
 ARG_VERDICTS_PREFIX: Final = 13
 ARG_VERDICTS_SUFFIX: Final = 14
-ARG_POSITIONS: Final = 15
+#: ``""`` off a cluster; on a cluster one of SLOT_CHECK, SLOT_NEW, SLOT_WRITE.
+ARG_SLOT_MODE: Final = 15
+ARG_POSITIONS: Final = 16
 
 SESSION_ID: Final = 0
 SESSION_PARTITION: Final = 1
@@ -206,6 +223,7 @@ SCRIPT_CONSTANTS: Final[dict[str, dict[str, int | str]]] = {
         "ARG_IDS_SUFFIX": ARG_IDS_SUFFIX,
         "ARG_VERDICTS_PREFIX": ARG_VERDICTS_PREFIX,
         "ARG_VERDICTS_SUFFIX": ARG_VERDICTS_SUFFIX,
+        "ARG_SLOT_MODE": ARG_SLOT_MODE,
         "ARG_POSITIONS": ARG_POSITIONS,
         "SESSION_ID": SESSION_ID,
         "SESSION_PARTITION": SESSION_PARTITION,
@@ -240,6 +258,11 @@ SCRIPT_CONSTANTS: Final[dict[str, dict[str, int | str]]] = {
         "EXPIRED_GRACE_MS": EXPIRED_GRACE_MS,
         "MAX_TTL_MS": MAX_TTL_MS,
         "KEY_GENERATION": KEY_GENERATION,
+        "KEY_SLOT_MARKER": KEY_SLOT_MARKER,
+        "SLOT_CHECK": SLOT_CHECK,
+        "SLOT_NEW": SLOT_NEW,
+        "SLOT_WRITE": SLOT_WRITE,
+        "LOST_SLOT": LOST_SLOT,
         "NOTE_LOST": NOTE_LOST,
         "NOTE_HOLE": NOTE_HOLE,
         "NOTE_INDEX": NOTE_INDEX,

@@ -26,6 +26,21 @@ wait, then raise :class:`~chatlog.errors.ReadModelRepairingError`. A reader
 that finds a hole adds the session to the namespace's repair-request set,
 which the projector drains now and then: it checks each session itself and
 rebuilds only those that are incomplete, from the log.
+
+On a Redis Cluster the generation key lives on one primary, so it only says
+that primary lost its data. Every other primary's loss shows as missing *slot
+markers* (:mod:`chatlog.projector.cluster_projection`): the apply call to a
+lost slot applies nothing, and :meth:`ReadModelRepair.check` probes one known
+slot per primary now and then, so a primary that lost its data is found
+without a write to it. Either way the namespace is rebuilt in place, as after
+a flush: first every user's session index is filled again from the sessions'
+meta hashes (a user's index key may have lived on the lost primary while the
+user's sessions did not, and replaying the log skips those sessions' events,
+so it would not add them back; the replay then removes again what its
+``UserDeleted`` events removed), then the log is replayed (the lost sessions'
+events apply, the others are skipped), then each known slot gets its marker
+back. The generation is deleted while this runs, so a repairer that dies
+half-way leaves a namespace the next one repairs again.
 """
 
 from __future__ import annotations
@@ -39,10 +54,12 @@ from typing import TYPE_CHECKING
 import redis
 
 from chatlog.errors import ReadModelError
-from chatlog.keys import ReadModelKeys
+from chatlog.keys import META_DELETED, META_EXPIRED, META_OWNER, META_UPDATED, ReadModelKeys
 from chatlog.projector.checkpoint_replay import replay_checkpoints
+from chatlog.projector.cluster_projection import read_known_bitmap, read_known_slots, slots_of
 from chatlog.projector.lag import consumer_lag
 from chatlog.projector.replay import Replayer, ReplayProgress
+from chatlog.redis_clients import is_cluster
 from chatlog.session_integrity import INTEGRITY_FIELDS, has_hole
 from chatlog.settings import Settings
 
@@ -59,6 +76,11 @@ REPAIRING_TTL_MS = 30_000
 CHECK_INTERVAL_S = 0.25
 #: Most repair requests drained at once.
 REQUESTS_PER_CHECK = 100
+#: Probes between two groupings of the known slots by primary (a topology change
+#: is picked up within this many probes, besides a changed bitmap).
+PLAN_PROBES = 40
+#: Commands per pipeline when a cluster repair walks every session or slot.
+_CHUNK = 500
 
 
 class ReadModelRepair:
@@ -88,6 +110,11 @@ class ReadModelRepair:
         self._checked_at = 0.0
         # Namespaces this worker saw with a generation: one missing later was lost.
         self._seen: set[str] = set()
+        self._cluster = is_cluster(client)
+        # Which known slot of each primary the next probe checks (they take turns).
+        self._probes = 0
+        # The known-slots bitmap last probed, and its slots grouped by primary.
+        self._probe_plan: tuple[bytes, list[list[int]]] | None = None
         #: Whether a namespace repair is running now (the worker's readiness).
         self.repairing = False
 
@@ -107,14 +134,25 @@ class ReadModelRepair:
         pipe.exists(keys.generation())
         pipe.exists(keys.positions())
         pipe.hget(keys.rebuild(), "state")
-        has_generation, has_positions, rebuild_state = pipe.execute()
+        pipe.exists(keys.repairing())
+        pipe.exists(keys.known_slots())
+        has_generation, has_positions, rebuild_state, repairing, has_slots = pipe.execute()
         if has_generation:
             self._seen.add(namespace)
             return False
+        if repairing:
+            # Another worker repairs (a cluster repair deletes the generation first).
+            self._wait_for_generation(keys)
+            return True
         # Positions without an unfinished rebuild: filled by a rebuild (or by a
         # chatlog before generations), complete. A repair that failed half-way
-        # leaves its rebuild "building": that one is repaired again.
+        # leaves its rebuild "building": that one is repaired again. On a
+        # cluster the positions may live on a primary that kept its data while
+        # the generation's lost it: the known-slots bitmap shares the
+        # generation's slot, so only with it is the namespace known complete.
         complete = has_positions and rebuild_state != b"building"
+        if self._cluster and not has_slots:
+            complete = False
         if complete or (namespace not in self._seen and not self._group_applied_before()):
             # A namespace new to a group that never committed is filled from
             # the beginning of the log by the live projection itself.
@@ -168,6 +206,10 @@ class ReadModelRepair:
             # A leftover rebuild marker would make the rebuild resume instead of
             # starting from the beginning of the log.
             self.client.delete(keys.rebuild())
+            if self._cluster:
+                # Until the end the namespace is incomplete, whoever looks.
+                self.client.delete(keys.generation())
+                self._reindex_users(keys)
             progress = Replayer(self.settings, redis_client=self.client).rebuild(
                 namespace, on_progress=alive
             )
@@ -176,6 +218,8 @@ class ReadModelRepair:
             checkpoints = replay_checkpoints(
                 self.settings, redis_client=self.client, on_progress=alive
             )
+            if self._cluster:
+                self._restore_markers(keys)
             self.client.set(keys.generation(), _generation())
         finally:
             for flag in flags:
@@ -194,6 +238,14 @@ class ReadModelRepair:
             extra={"namespace": namespace, "scope": "namespace"},
         )
 
+    def repair_lost_slots(self, namespace: str, slots: list[int]) -> None:
+        """Redis Cluster: hash slots of ``namespace`` lost their keys; rebuild it in place."""
+        shown = ", ".join(map(str, slots[:8])) + (", ..." if len(slots) > 8 else "")
+        self.repair_namespace(
+            namespace,
+            reason=f"the markers of hash slots {shown} are gone (their primary lost its data)",
+        )
+
     def _count(self, scope: str) -> None:
         if scope == "namespace":
             self.stats.namespace_repairs += 1
@@ -202,9 +254,72 @@ class ReadModelRepair:
         if self.metrics is not None:
             self.metrics.repaired(scope)
 
+    def _reindex_users(self, keys: ReadModelKeys) -> None:
+        """Add every live session to its owner's index again, scored by its last activity.
+
+        ``ZADD GT`` never lowers a score; what ``UserDeleted`` removed, the
+        replay that follows removes again (its events come back in log order).
+        """
+        metas = [
+            k for k in self.client.scan_iter(match=keys.session_pattern(), count=1000)
+            if keys.owns(k)
+        ]
+        fields = [META_OWNER, META_UPDATED, META_DELETED, META_EXPIRED]
+        for start in range(0, len(metas), _CHUNK):
+            chunk = metas[start : start + _CHUNK]
+            pipe = self.client.pipeline(transaction=False)
+            for meta in chunk:
+                pipe.hmget(meta, fields)
+            replies = pipe.execute()
+            pipe = self.client.pipeline(transaction=False)
+            for meta, (owner, updated, deleted, expired) in zip(chunk, replies, strict=True):
+                if owner is None or updated is None or deleted is not None or expired is not None:
+                    continue
+                text = meta.decode() if isinstance(meta, bytes) else meta
+                session = ReadModelKeys.session_of(text)
+                pipe.zadd(keys.user_sessions(owner.decode()), {session: int(updated)}, gt=True)
+            pipe.execute()
+
+    def _restore_markers(self, keys: ReadModelKeys) -> None:
+        """Give every slot the bitmap knows its marker (one whose sessions all left the log too)."""
+        slots = sorted(read_known_slots(self.client, keys)[1])
+        for start in range(0, len(slots), _CHUNK):
+            pipe = self.client.pipeline(transaction=False)
+            for slot in slots[start : start + _CHUNK]:
+                pipe.set(keys.slot_marker(slot), "1", nx=True)
+            pipe.execute()
+
+    def lost_slots(self, namespace: str) -> list[int]:
+        """Redis Cluster: known slots whose marker is gone, probing one known slot per primary.
+
+        A primary that lost its data lost every marker it held, so one probe
+        per primary finds it; the primaries' slots take turns, so a single
+        slot's loss is found too, in time (and at once by a write to it).
+        """
+        keys = ReadModelKeys(namespace)
+        _has_generation, bitmap = read_known_bitmap(self.client, keys)
+        self._probes += 1
+        cached = self._probe_plan
+        if cached is None or cached[0] != bitmap or self._probes % PLAN_PROBES == 0:
+            # Grouping every known slot by primary costs milliseconds: done when
+            # the bitmap changed, and now and then for a changed topology.
+            manager = self.client.nodes_manager  # type: ignore[attr-defined]
+            grouped: dict[str, list[int]] = {}
+            for slot in sorted(slots_of(bitmap)):
+                grouped.setdefault(manager.get_node_from_slot(slot).name, []).append(slot)
+            cached = self._probe_plan = (bitmap, list(grouped.values()))
+        by_node = cached[1]
+        if not by_node:
+            return []
+        probed = [slots[self._probes % len(slots)] for slots in by_node]
+        pipe = self.client.pipeline(transaction=False)
+        for slot in probed:
+            pipe.exists(keys.slot_marker(slot))
+        return [slot for slot, found in zip(probed, pipe.execute(), strict=True) if not found]
+
     def _wait_for_generation(self, keys: ReadModelKeys) -> None:
         while not self._stop.is_set():
-            if self.client.exists(keys.generation()):
+            if self.client.exists(keys.generation()) and not self.client.exists(keys.repairing()):
                 return
             if not self.client.exists(keys.repairing()):
                 # The repairer died (its key expired): the caller's retry repairs.
@@ -237,7 +352,9 @@ class ReadModelRepair:
     def incomplete(self, namespace: str, session_ids: list[str]) -> list[str]:
         """Those of ``session_ids`` whose meta and list disagree now."""
         keys = ReadModelKeys(namespace)
-        pipe = self.client.pipeline(transaction=True)
+        # On a cluster the sessions span slots: no MULTI (each session's three
+        # reads are one node's, in order, on one connection).
+        pipe = self.client.pipeline(transaction=not self._cluster)
         for session_id in session_ids:
             pipe.hmget(keys.meta(session_id), list(INTEGRITY_FIELDS))
             pipe.exists(keys.meta(session_id))
@@ -263,6 +380,11 @@ class ReadModelRepair:
         self._checked_at = now
         if self.ensure_generation(namespace):
             return
+        if self._cluster:
+            lost = self.lost_slots(namespace)
+            if lost:
+                self.repair_lost_slots(namespace, lost)
+                return
         requests = ReadModelKeys(namespace).repair_requests()
         asked = [
             s.decode() if isinstance(s, bytes) else str(s)

@@ -17,7 +17,8 @@ local ARG_IDS_PREFIX = 11
 local ARG_IDS_SUFFIX = 12
 local ARG_VERDICTS_PREFIX = 13
 local ARG_VERDICTS_SUFFIX = 14
-local ARG_POSITIONS = 15
+local ARG_SLOT_MODE = 15
+local ARG_POSITIONS = 16
 local SESSION_ID = 0
 local SESSION_PARTITION = 1
 local SESSION_EVENT_COUNT = 2
@@ -51,6 +52,11 @@ local EXPIRED_TOMBSTONE_MS = 604800000
 local EXPIRED_GRACE_MS = 300000
 local MAX_TTL_MS = 3153600000000
 local KEY_GENERATION = 1
+local KEY_SLOT_MARKER = 1
+local SLOT_CHECK = 'C'
+local SLOT_NEW = 'N'
+local SLOT_WRITE = 'W'
+local LOST_SLOT = 'slot'
 local NOTE_LOST = 'L'
 local NOTE_HOLE = 'H'
 local NOTE_INDEX = 'X'
@@ -70,12 +76,27 @@ local F_EXPIRED = 'expired'
 -- Loss detection (issue 14): a live projector passes the namespace's
 -- generation key; without it the namespace lost its keys (a flush, a restart
 -- without persistence), and applying would leave sessions without their past.
--- On Redis Cluster (an empty user key prefix) KEYS are the slot group's
--- session keys, declared for routing: the generation key lives in another
--- slot, so neither loss check runs there (a documented limitation).
-local check_loss = #KEYS >= KEY_GENERATION and ARGV[ARG_USER_PREFIX] ~= ''
-if check_loss and redis.call('EXISTS', KEYS[KEY_GENERATION]) == 0 then
-  return {0, 0, 0, NOTE_LOST, ''}
+-- On Redis Cluster (an empty user key prefix) the generation key lives in
+-- another slot: the call's first key is instead its slot's marker, which a
+-- slot the namespace wrote to must still hold (a primary that lost its data
+-- lost its slots' markers); ARG_SLOT_MODE says whether the caller knows the
+-- slot was written to (chatlog.projector.cluster_projection).
+local slot_mode = ARGV[ARG_SLOT_MODE]
+local check_loss
+if ARGV[ARG_USER_PREFIX] ~= '' then
+  check_loss = #KEYS >= KEY_GENERATION
+  if check_loss and redis.call('EXISTS', KEYS[KEY_GENERATION]) == 0 then
+    return {0, 0, 0, NOTE_LOST, ''}
+  end
+else
+  check_loss = slot_mode == SLOT_CHECK or slot_mode == SLOT_NEW
+  if slot_mode == SLOT_CHECK then
+    if redis.call('EXISTS', KEYS[KEY_SLOT_MARKER]) == 0 then
+      return {0, 0, 0, NOTE_LOST, LOST_SLOT}
+    end
+  elseif slot_mode == SLOT_NEW or slot_mode == SLOT_WRITE then
+    redis.call('SET', KEYS[KEY_SLOT_MARKER], '1', 'NX')
+  end
 end
 
 local msgs_p, msgs_s = ARGV[ARG_MESSAGES_PREFIX], ARGV[ARG_MESSAGES_SUFFIX]

@@ -126,9 +126,13 @@ class ApplyResult:
     deduplicated: int = 0
     #: Conditional appends refused by their expected version: verdicts, not dead letters.
     conflicts: int = 0
-    #: Loss detection (live projection only): the namespace lost its generation key,
-    #: so some of the batch was not applied; repair the namespace, then send it again.
+    #: Loss detection (live projection only): the namespace lost its generation key
+    #: (or, on a Redis Cluster, the slots in :attr:`lost_slots`), so some of the
+    #: batch was not applied; repair the namespace, then send it again.
     namespace_lost: bool = False
+    #: Redis Cluster: the hash slots whose markers were missing (their primary lost
+    #: its data); empty when the generation itself was missing.
+    lost_slots: list[int] = field(default_factory=list)
     #: Sessions whose meta and list disagree (a key was lost): none of their
     #: changes were applied; rebuild them, then send the batch again.
     holes: list[str] = field(default_factory=list)
@@ -166,7 +170,8 @@ class PendingApply:
         result = self._result
         if self._pending is None:
             return result
-        replies = self._pending.replies()
+        pending = self._pending
+        replies = pending.replies()
         self._pending = None
         notes: list[tuple[int, bytes, Any]] = []
         for call, reply in enumerate(replies):
@@ -174,6 +179,8 @@ class PendingApply:
                 raise ReadModelError(f"applying a batch to Redis failed: {reply}")
             if len(reply) == 5 and reply[3] == _NOTE_LOST:
                 result.namespace_lost = True
+                if isinstance(pending, ClusterPending):
+                    result.lost_slots = pending.lost_slots
                 continue
             result.applied += reply[0]
             result.skipped += reply[1]
@@ -280,10 +287,12 @@ class RedisProjection:
         for key in (self.keys.message_ids, self.keys.verdicts):
             prefix, suffix = key("\x00").split("\x00")
             self._id_templates += [prefix, suffix]
-        # On a Redis Cluster: one call per slot group, no generation check
-        # (the generation key is in another slot; see cluster_projection).
+        # On a Redis Cluster: one call per slot group, each checking its slot's
+        # marker instead of the generation (in another slot; see cluster_projection).
         self._cluster = (
-            ClusterApply(client, _APPLY, self.keys, per_call=SESSIONS_PER_CALL)
+            ClusterApply(
+                client, _APPLY, self.keys, per_call=SESSIONS_PER_CALL, detect_loss=detect_loss
+            )
             if is_cluster(client) else None
         )
 
@@ -376,7 +385,8 @@ class RedisProjection:
         the key templates (``ARG_MESSAGES_PREFIX`` ..), ``ARG_DEFAULT_TTL``,
         ``ARG_NOW``, ``ARG_POSITIONS_KEY``, ``ARG_POSITION_COUNT``, the
         message-id and verdict key templates (``ARG_IDS_PREFIX`` ..), the
-        position pairs, the user deletions, then the sessions.
+        slot mode (``ARG_SLOT_MODE``, empty off a cluster), the position pairs,
+        the user deletions, then the sessions.
         """
         keys = (1, self.keys.generation()) if self.detect_loss else (0,)
         head = ("EVALSHA", sha, *keys, *self._templates, self.session_ttl_ms, now_ms)
@@ -387,13 +397,13 @@ class RedisProjection:
             for args in sessions[start : start + SESSIONS_PER_CALL]:
                 argv += args
             if start != last:
-                yield (*head, "", 0, *self._id_templates, 0, *argv)
+                yield (*head, "", 0, *self._id_templates, "", 0, *argv)
                 continue
             pairs: list[int] = []
             for partition, offset in advance.items():
                 pairs += (partition, offset)
             yield (
-                *head, self.keys.positions(), len(advance), *self._id_templates, *pairs,
+                *head, self.keys.positions(), len(advance), *self._id_templates, "", *pairs,
                 len(users) // 2, *users, *argv,
             )
 

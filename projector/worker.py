@@ -376,7 +376,9 @@ class Projector:
         for _ in range(REPAIR_ROUNDS):
             if not (result.namespace_lost or result.holes):
                 return result
-            if result.namespace_lost:
+            if result.lost_slots:
+                self.repair.repair_lost_slots(namespace, result.lost_slots)
+            elif result.namespace_lost:
                 self.repair.ensure_generation(namespace)
             else:
                 self.repair.repair_sessions(namespace, result.holes)

@@ -125,6 +125,15 @@ def redis_cluster() -> Iterator[EmbeddedRedisCluster]:
     cluster.stop()
 
 
+@pytest.fixture
+def own_cluster() -> Iterator[EmbeddedRedisCluster]:
+    """A 3-primary cluster with a replica each, this test's own: it may kill, reshard or flush."""
+    cluster = EmbeddedRedisCluster(primaries=3, replicas=1)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
 #: The Redis deployments every read-model behaviour test runs against.
 REDIS_MODES_UNDER_TEST = ("standalone", "cluster")
 

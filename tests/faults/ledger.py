@@ -13,6 +13,7 @@ offsets of the reordered log and so pass an offset-based check.
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from collections import Counter
@@ -22,9 +23,12 @@ from typing import Any
 
 import redis
 
+from chatlog.errors import ReadModelError, ReadModelRepairingError
+from chatlog.histories.store import ChatLog
 from chatlog.keys import META_OFFSET, META_PARTITION, ReadModelKeys
 from chatlog.producers.producer import LogPosition
 from chatlog.schemas.events import ChatEvent, MessageAppended
+from chatlog.settings import Settings
 
 
 def message_event(session_id: str, text: str, *, user_id: str | None = None) -> ChatEvent:
@@ -245,3 +249,61 @@ def reconcile(
     )
     print(figures.line())
     return figures
+
+
+@dataclass
+class SampledReads:
+    """What a sampling reader (:func:`sample_histories`) got while the read model was damaged."""
+
+    served: list[tuple[str, list[str]]] = field(default_factory=list)
+    refused: int = 0
+    unavailable: int = 0
+    errors: list[BaseException] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """Every read tried: served, refused (ReadModelRepairingError) or unavailable."""
+        return len(self.served) + self.refused + self.unavailable
+
+    def truncated(self, ledger: Ledger) -> list[tuple[str, list[str]]]:
+        """The served histories that are not a prefix of the session's acknowledged appends."""
+        return [
+            (session, texts)
+            for session, texts in self.served
+            if texts != ledger.expected(session)[: len(texts)]
+        ]
+
+
+def sample_histories(
+    settings: Settings,
+    sessions: Sequence[str],
+    reads: SampledReads,
+    stop: threading.Event,
+    *,
+    seed: int,
+    user_id: str | None = None,
+) -> None:
+    """Read random sessions through a :class:`ChatLog` until ``stop`` is set (a thread's target).
+
+    Each read is served, refused with ReadModelRepairingError, or unavailable
+    (Redis itself is down, ReadModelError); anything else ends the sampling
+    in ``reads.errors``.
+    """
+    rng = random.Random(seed)
+    chatlog = ChatLog(settings)
+    try:
+        while not stop.is_set():
+            session = rng.choice(sessions)
+            try:
+                messages = chatlog.history(session, user_id=user_id).messages
+            except ReadModelRepairingError:
+                reads.refused += 1
+            except ReadModelError:
+                reads.unavailable += 1
+                stop.wait(0.05)
+            else:
+                reads.served.append((session, [str(m.content) for m in messages]))
+    except BaseException as exc:
+        reads.errors.append(exc)
+    finally:
+        chatlog.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -35,15 +35,6 @@ SESSIONS = [f"topology-{n:03d}" for n in range(60)]
 USER = "topology-user"
 ROUNDS = 40  # one append per session each round
 PAUSE_S = 0.05  # between rounds: the appends span the topology change
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[EmbeddedRedisCluster]:
-    """A 3-primary cluster with a replica each, which this test may damage."""
-    cluster = EmbeddedRedisCluster(primaries=3, replicas=1)
-    cluster.start()
-    yield cluster
-    cluster.stop()
 
 
 def _write(producer: EventProducer, ledger: Ledger, done: threading.Event) -> None:

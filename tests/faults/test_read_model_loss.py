@@ -11,24 +11,29 @@ projector's back are found by the next read or the next event and repaired.
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import redis
 
-from chatlog.errors import ConfigurationError, ReadModelError, ReadModelRepairingError
+from chatlog.errors import ConfigurationError, ReadModelRepairingError
 from chatlog.histories.store import ChatLog
 from chatlog.keys import ReadModelKeys
 from chatlog.producers.admin import ensure_topic
 from chatlog.producers.producer import EventProducer
 from chatlog.projector import Projector
 from chatlog.settings import Settings
-from tests.faults.ledger import Ledger, message_event, reconcile, wait_caught_up
+from tests.faults.ledger import (
+    Ledger,
+    SampledReads,
+    message_event,
+    reconcile,
+    sample_histories,
+    wait_caught_up,
+)
 from tests.faults.processes import DurableRedis
 
 SESSIONS = [f"heal-{n:03d}" for n in range(200)]
@@ -59,43 +64,12 @@ def _write(settings: Settings, ledger: Ledger, sessions: list[str], errors: list
         errors.append(exc)
 
 
-@dataclass
-class Reads:
-    """What the sampling reader got."""
-
-    served: list[tuple[str, list[str]]] = field(default_factory=list)
-    refused: int = 0
-    unavailable: int = 0
-    errors: list[BaseException] = field(default_factory=list)
-
-
-def _sample(settings: Settings, reads: Reads, stop: threading.Event) -> None:
-    rng = random.Random(14)
-    chatlog = ChatLog(settings.with_(read_timeout_s=READ_TIMEOUT_S))
-    try:
-        while not stop.is_set():
-            session = rng.choice(SESSIONS)
-            try:
-                messages = chatlog.history(session).messages
-            except ReadModelRepairingError:
-                reads.refused += 1
-            except ReadModelError:
-                reads.unavailable += 1  # Redis itself is down (the restart scenario)
-                stop.wait(0.05)
-            else:
-                reads.served.append((session, [str(m.content) for m in messages]))
-    except BaseException as exc:
-        reads.errors.append(exc)
-    finally:
-        chatlog.close()
-
-
 def _run_loss(settings: Settings, client: redis.Redis, lose: Callable[[], None],
               scenario: str) -> None:
     ensure_topic(settings.topic, settings.partitions, settings=settings)
     ledger = Ledger()
     errors: list[BaseException] = []
-    reads = Reads()
+    reads = SampledReads()
     stop_reading = threading.Event()
     pace = threading.Event()
     share = len(SESSIONS) // WRITERS
@@ -106,7 +80,11 @@ def _run_loss(settings: Settings, client: redis.Redis, lose: Callable[[], None],
         )
         for i in range(WRITERS)
     ]
-    reader = threading.Thread(target=_sample, args=(settings, reads, stop_reading))
+    reader = threading.Thread(
+        target=sample_histories,
+        args=(settings.with_(read_timeout_s=READ_TIMEOUT_S), SESSIONS, reads, stop_reading),
+        kwargs={"seed": 14},
+    )
     with Projector(settings).running() as projector:
         for thread in [*writers, reader]:
             thread.start()
@@ -127,8 +105,7 @@ def _run_loss(settings: Settings, client: redis.Redis, lose: Callable[[], None],
     assert not reads.errors, reads.errors
     bad = [
         _mismatch(session, texts, ledger.expected(session))
-        for session, texts in reads.served
-        if texts != ledger.expected(session)[: len(texts)]
+        for session, texts in reads.truncated(ledger)
     ]
     truncated = len(bad)
     figures = reconcile(
