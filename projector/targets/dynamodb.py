@@ -12,8 +12,9 @@ missing one is created (on-demand billing).
 chatlog's own items go in a second table it creates, ``TABLE.chatlog``
 (key ``pk``/``sk``, strings), never on LangChain's table:
 
-* ``s#<session>`` / ``meta``: the fold's state as JSON, the message count,
-  the expiry and a ``version`` that every write is conditional on;
+* ``s#<session>`` / ``meta``: the fold's state as JSON (with the verdicts of
+  recent conditional appends), the message count, the expiry and a
+  ``version`` that every write is conditional on;
 * ``u#<user>`` / ``<session>``: the user's session index (``last_ms``);
 * ``positions`` / ``<partition>``: the partition's next offset.
 
@@ -54,10 +55,12 @@ from chatlog.projector.protocol import OP_APPEND, OP_DELETE_USER
 from chatlog.projector.redis_projection import ApplyResult
 from chatlog.projector.targets.session_fold import (
     SessionOutcome,
+    Verdicts,
     expires_at,
     fold_batch,
     session_from,
     state_json,
+    stored_verdicts,
 )
 from chatlog.projector.verify import ExpectedSession
 from chatlog.target_layout import (
@@ -195,6 +198,7 @@ class DynamoDbTarget:
         touched = sorted({c.session_id for c in changes if c.op != OP_DELETE_USER})
         loaded: dict[str, ExpectedSession] = {}
         versions: dict[str, int] = {}
+        verdicts: dict[str, Verdicts] = {}
         index: dict[str, dict[str, int]] = {}
         metas = self._get(self.meta_table, [_meta_key(s) for s in touched])
         histories = self._get(self.table, [{KEY: s} for s in touched])
@@ -205,6 +209,7 @@ class DynamoDbTarget:
             item = histories.get((sid,), {})
             messages = [_message_text(m) for m in item.get(HISTORY, {}).get("L", [])]
             loaded[sid] = session_from(meta["state"]["S"], messages)
+            verdicts[sid] = stored_verdicts(meta["state"]["S"])
             versions[sid] = int(meta["version"]["N"])
             owner = meta["owner"]["S"]
             if owner:
@@ -215,7 +220,8 @@ class DynamoDbTarget:
             for row in self._query(dynamodb_user_pk(user)):
                 index.setdefault(user, {})[row["sk"]["S"]] = int(row["last_ms"]["N"])
         outcome = fold_batch(
-            changes, loaded, index, default_ttl_ms=self.default_ttl_ms, admit=self._admit()
+            changes, loaded, index, default_ttl_ms=self.default_ttl_ms, admit=self._admit(),
+            verdicts=verdicts,
         )
         # Sessions are independent items: their transactions run side by side.
         writes = [
@@ -256,7 +262,7 @@ class DynamoDbTarget:
         meta = {
             "pk": {"S": dynamodb_session_pk(sid)},
             "sk": {"S": DYNAMODB_META},
-            "state": {"S": state_json(session)},
+            "state": {"S": state_json(session, done.verdicts)},
             "count": {"N": str(len(messages))},
             "owner": {"S": session.owner},
             "expires_at": {"N": str(expires_at(session, self.default_ttl_ms))},

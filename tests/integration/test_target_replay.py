@@ -7,6 +7,7 @@ URL`` run through the CLI against the real stores.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import warnings
 from collections.abc import Callable
@@ -217,3 +218,49 @@ def test_projector_run_with_a_target_projects_and_exits_zero_on_sigterm(
     assert swept.exit_code == 0, swept.output
     assert json.loads(swept.output)["sessions_swept"] == 0  # no idle TTL configured
     target.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "dynamodb"])
+def test_versions_conditional_appends_and_pages_on_the_read_model_url(
+    kind: str,
+    settings_factory: Callable[..., Settings],
+    chatlog_factory: Callable[[Settings], ChatLog],
+    target_url_factory: Callable[[str], str],
+) -> None:
+    """CHATLOG_READ_MODEL=URL: version, expected_version, paged reads and session pages."""
+    from chatlog.errors import ConcurrentAppendError
+    from chatlog.projector.targets.live import TargetProjector
+
+    url = target_url_factory(kind)
+    settings = settings_factory(read_model=url)
+    chatlog = chatlog_factory(settings)
+    worker = TargetProjector(settings, open_target(url, settings))
+    with worker.running():
+        history = chatlog.history("paged", "alice")
+        history.add_messages(CONVERSATION[:2])
+        assert history.version == 2
+        history.add_messages(CONVERSATION[2:], expected_version=2)
+        with pytest.raises(ConcurrentAppendError) as refused:
+            history.add_messages([HumanMessage("late", id="l1")], expected_version=2)
+        assert (refused.value.expected, refused.value.found) == (2, 4)
+        page = history.read(limit=3)
+        assert (page.messages, page.start, page.next_before) == (CONVERSATION[1:], 1, 1)
+        older = history.read(limit=3, before=page.next_before)
+        assert (older.messages, older.next_before) == (CONVERSATION[:1], None)
+        chatlog.history("second", "alice").add_messages([HumanMessage("x", id="x1")])
+        first = chatlog.sessions("alice", limit=1)
+        assert [s.session_id for s in first] == ["second"]
+        rest = chatlog.sessions("alice", limit=1, cursor=first.next_cursor)
+        assert ([s.session_id for s in rest], rest.next_cursor) == (["paged"], None)
+
+        async def async_calls() -> tuple[int, list[BaseMessage], list[str]]:
+            mine = chatlog.history("paged", "alice")
+            await mine.aadd_messages([HumanMessage("more", id="a1")], expected_version=4)
+            version = await mine.aget_version()
+            window = await mine.aread(limit=1)
+            listed = await chatlog.asessions("alice", limit=5)
+            return version, window.messages, [s.session_id for s in listed]
+
+        version, newest, listed = asyncio.run(async_calls())
+        assert (version, newest) == (5, [HumanMessage("more", id="a1")])
+        assert listed == ["paged", "second"]
