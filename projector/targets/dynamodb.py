@@ -233,6 +233,56 @@ class DynamoDbTarget:
         self._write_index(outcome.listed, outcome.unlisted)
         return outcome.result
 
+    def replace_session(
+        self, session_id: str, changes: Sequence[Change], *, through: int
+    ) -> bool:
+        """Rebuild ``session_id`` from ``changes`` (see the protocol).
+
+        The session is folded from nothing and written with one transaction
+        conditional on the meta item's version as read here, so a live
+        projector's write in between makes this return ``False``, not lose it.
+        """
+        own = [c for c in changes if c.session_id == session_id and c.op != OP_DELETE_USER]
+        try:
+            meta = self._get_one(self.meta_table, _meta_key(session_id))
+            version = None if meta is None else int(meta["version"]["N"])
+            listed_before: set[tuple[str, str]] = set()
+            if meta is not None:
+                if session_from(meta["state"]["S"], []).offset > through:
+                    return False
+                if meta["owner"]["S"]:
+                    listed_before.add((meta["owner"]["S"], session_id))
+            outcome = fold_batch(
+                own, {}, {}, default_ttl_ms=self.default_ttl_ms, admit=self._admit()
+            )
+            done = outcome.sessions.get(session_id)
+            try:
+                if done is not None:
+                    self._write_session(session_id, done, version)
+                elif version is not None:
+                    self._delete_session(session_id, version)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                return False  # the live projector wrote the session meanwhile
+            # The former owner's row goes unless the rebuilt session lists it again.
+            self._write_index(outcome.listed, listed_before - set(outcome.listed))
+        except (BotoCoreError, ClientError) as exc:
+            raise TargetError(f"rebuilding session {session_id!r} in {self.url} failed: {exc}") \
+                from exc
+        return True
+
+    def _delete_session(self, session_id: str, version: int) -> None:
+        self.client.transact_write_items(TransactItems=[
+            {"Delete": {"TableName": self.table, "Key": {KEY: {"S": session_id}}}},
+            {"Delete": {
+                "TableName": self.meta_table,
+                "Key": {k: {"S": v} for k, v in _meta_key(session_id).items()},
+                "ConditionExpression": "version = :v",
+                "ExpressionAttributeValues": {":v": {"N": str(version)}},
+            }},
+        ])
+
     def _admit(self) -> Callable[[ExpectedSession | None, Change], Refusal | None]:
         sizes: dict[str, tuple[int, int]] = {}  # session -> (messages counted, bytes)
 

@@ -226,6 +226,35 @@ class SqlTarget:
             ])
         return outcome.result
 
+    def replace_session(
+        self, session_id: str, changes: Sequence[Change], *, through: int
+    ) -> bool:
+        """Rebuild ``session_id`` from ``changes`` in one transaction (see the protocol).
+
+        The session's rows go and the changes are applied to nothing, with the
+        same apply as every batch, so the rebuilt rows are what a rebuild of
+        the whole store would write. On PostgreSQL the session row is locked
+        first, so a live projector waits rather than interleaves.
+        """
+        s, u, m = self.sessions, self.users, self.messages
+        own = [c for c in changes if c.session_id == session_id and c.op != OP_DELETE_USER]
+        try:
+            with self.engine.begin() as conn:
+                query = sa.select(s.c.state).where(s.c.session_id == session_id)
+                if self._lock:
+                    query = query.with_for_update()
+                row = conn.execute(query).first()
+                if row is not None and session_from(row[0], []).offset > through:
+                    return False
+                conn.execute(sa.delete(m).where(m.c.session_id == session_id))
+                conn.execute(sa.delete(s).where(s.c.session_id == session_id))
+                conn.execute(sa.delete(u).where(u.c.session_id == session_id))
+                self._apply(conn, own)
+        except SQLAlchemyError as exc:
+            raise TargetError(f"rebuilding session {session_id!r} in {self.url} failed: {exc}") \
+                from exc
+        return True
+
     def _advance(self, conn: sa.Connection, advance: Mapping[int, int]) -> None:
         if not advance:
             return

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import pytest
 from click.testing import CliRunner, Result
+from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
 from chatlog import ChatLog, Settings
@@ -37,8 +38,8 @@ CONVERSATION: list[BaseMessage] = [
 ]
 
 
-def langchain_messages(kind: str, url: str, session_id: str) -> list[BaseMessage]:
-    """The session as LangChain's own history class for the store reads it."""
+def langchain_history(kind: str, url: str, session_id: str) -> BaseChatMessageHistory:
+    """LangChain's own history class for the store, on ``session_id``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # langchain-community's sunset notice
         if kind == "dynamodb":
@@ -48,17 +49,20 @@ def langchain_messages(kind: str, url: str, session_id: str) -> list[BaseMessage
 
             parts = urlsplit(url)
             endpoint = parse_qs(parts.query)["endpoint_url"][0]
-            dynamo = DynamoDBChatMessageHistory(
+            return DynamoDBChatMessageHistory(
                 table_name=parts.netloc, session_id=session_id, endpoint_url=endpoint
             )
-            return list(dynamo.messages)
         from langchain_community.chat_message_histories import SQLChatMessageHistory
 
         connect, table = engine_url(url)
-        sql = SQLChatMessageHistory(
+        return SQLChatMessageHistory(
             session_id, table_name=table, connection=connect.render_as_string(False)
         )
-        return list(sql.messages)
+
+
+def langchain_messages(kind: str, url: str, session_id: str) -> list[BaseMessage]:
+    """The session as LangChain's own history class for the store reads it."""
+    return list(langchain_history(kind, url, session_id).messages)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql", "dynamodb"])
@@ -127,6 +131,63 @@ def test_verify_reports_a_tampered_sql_session(
     assert checked.exit_code == 1, checked.output
     [difference] = json.loads(checked.output)["differences"]
     assert (difference["session_id"], difference["kinds"]) == ("t1", ["missing"])
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "dynamodb"])
+def test_replay_session_and_verify_repair_restore_sessions_changed_behind_chatlog(
+    kind: str, settings: Settings, chatlog: ChatLog, target_url_factory: Callable[[str], str]
+) -> None:
+    """`replay session --target` rebuilds one session; `verify --target --repair` the rest."""
+    chatlog.history("wiped", "alice").add_messages(CONVERSATION)
+    chatlog.history("grown", "bob").add_messages(CONVERSATION[:1])
+    chatlog.history("fine", "bob").add_messages(CONVERSATION[1:2])
+    url = target_url_factory(kind)
+    runner = CliRunner()
+
+    def run(*args: str) -> Result:
+        return runner.invoke(cli, cli_args(settings, "replay", *args, "--target", url, "--json"))
+
+    assert run("rebuild").exit_code == 0
+    # Another writer (LangChain's own class) changes two sessions behind chatlog's back.
+    langchain_history(kind, url, "wiped").clear()
+    langchain_history(kind, url, "grown").add_message(HumanMessage("foreign", id="f1"))
+    checked = run("verify")
+    assert checked.exit_code == 1, checked.output
+    assert {d["session_id"] for d in json.loads(checked.output)["differences"]} == {
+        "wiped", "grown"
+    }
+
+    rebuilt = run("session", "grown")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert (json.loads(rebuilt.output)["session_events"], json.loads(rebuilt.output)["messages"]) \
+        == (1, 1)
+    assert langchain_messages(kind, url, "grown") == CONVERSATION[:1]
+
+    repaired = run("verify", "--repair")
+    assert repaired.exit_code == 0, repaired.output
+    report = json.loads(repaired.output)
+    assert (report["ok"], report["healthy"], report["remaining"]) == (False, True, [])
+    assert [r["session_id"] for r in report["repaired"]] == ["wiped"]
+    assert langchain_messages(kind, url, "wiped") == CONVERSATION
+    assert langchain_messages(kind, url, "fine") == CONVERSATION[1:2]
+    assert json.loads(run("verify").output)["ok"] is True
+    target = open_target(url, settings)
+    try:
+        assert set(target.user_sessions("bob")) == {"grown", "fine"}
+    finally:
+        target.close()
+
+
+def test_replay_session_with_a_redis_target_names_the_namespace_command(
+    settings: Settings, chatlog: ChatLog, target_url_factory: Callable[[str], str]
+) -> None:
+    """A Redis session is rebuilt with --namespace (scratch namespace and swap)."""
+    chatlog.history("r", "alice").add_messages(CONVERSATION[:1])
+    result = CliRunner().invoke(cli, cli_args(
+        settings, "replay", "session", "r", "--target", target_url_factory("redis")
+    ))
+    assert result.exit_code != 0
+    assert "--namespace" in str(result.exception) + result.output
 
 
 def test_live_projector_continues_a_rebuilt_store_from_its_positions(
