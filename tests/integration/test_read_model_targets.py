@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatlog import Settings
+from chatlog.errors import TargetError
 from chatlog.histories.read_model import ReadModelReader, SessionSnapshot, SessionVersion
 from chatlog.histories.session_pages import SessionPage, sessions_page
 from chatlog.histories.target_reader import TargetSessionReader
@@ -199,6 +200,29 @@ def test_drop_removes_the_read_model(
     finally:
         reopened.drop()
         reopened.close()
+
+
+def test_replace_session_rebuilds_one_session_unless_the_store_is_newer(
+    target_kind: str, read_model_target: ReadModelTarget
+) -> None:
+    """The single-session rebuild (``replay session --target``) of the SQL and DynamoDB stores."""
+    log = Log()
+    a, b, c = (log.change(OP_APPEND, arg=message(t)) for t in "abc")
+    other = log.change(OP_APPEND, session="s2", arg=message("o"))
+    read_model_target.apply([a, b, other], advance={0: 4})
+    if target_kind == "redis":
+        with pytest.raises(TargetError, match="--namespace"):
+            read_model_target.replace_session("s1", [a], through=0)
+        return
+    assert not read_model_target.replace_session("s1", [a], through=a.offset)  # store is newer
+    assert read_model_target.replace_session("s1", [a, b, c], through=c.offset)
+    assert read_model_target.read_session("s1") == stored_texts(read_model_target, "a", "b", "c")
+    assert read_model_target.user_sessions("u1") == {"s1": c.event_ms, "s2": other.event_ms}
+    # A session the log does not hold goes; positions and other sessions stay.
+    assert read_model_target.replace_session("s1", [], through=c.offset + 1)
+    assert read_model_target.read_session("s1") == []
+    assert list(read_model_target.user_sessions("u1")) == ["s2"]
+    assert read_model_target.positions() == {0: 4}
 
 
 # -- what ChatLog reads: versions, verdicts, windows, session pages (sync and async) --------
