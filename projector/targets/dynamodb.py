@@ -19,11 +19,12 @@ chatlog's own items go in a second table it creates, ``TABLE.chatlog``
 * ``positions`` / ``<partition>``: the partition's next offset.
 
 Each session of a batch is written with one ``TransactWriteItems`` (its
-``History`` item and its meta item, the meta conditional on the version it
-was read at), so data and the session's offset move together and a
-concurrent writer makes the batch fail and retry instead of losing an
-update. The index rows and then the positions (conditional: only forward)
-follow the sessions.
+``History`` item, its meta item conditional on the version it was read at,
+and its user index rows), so data, the session's offset and its listing move
+together and a concurrent writer makes the batch fail and retry instead of
+losing an update. Index rows of sessions the batch does not write (a
+``UserDeleted``) and then the positions (conditional: only forward) follow
+the sessions.
 
 Item size: DynamoDB refuses items over 400 KB. An append that would take a
 session's ``History`` past :data:`HISTORY_LIMIT_BYTES` is not applied: it
@@ -94,6 +95,8 @@ HISTORY = DYNAMODB_HISTORY
 WRITERS = 1
 _BATCH_GET = 100
 _BATCH_WRITE = 25
+#: Index rows a session's transaction carries at most (100 items less its two).
+_TRANSACTION_INDEX_ROWS = 98
 _serialize = TypeSerializer().serialize
 _deserialize = TypeDeserializer().deserialize
 
@@ -223,15 +226,51 @@ class DynamoDbTarget:
             changes, loaded, index, default_ttl_ms=self.default_ttl_ms, admit=self._admit(),
             verdicts=verdicts,
         )
+        index_ops, rest = self._index_ops(outcome.listed, outcome.unlisted, outcome.sessions)
         # Sessions are independent items: their transactions run side by side.
         writes = [
-            self._pool.submit(self._write_session, sid, done, versions.get(sid))
+            self._pool.submit(
+                self._write_session, sid, done, versions.get(sid), index_ops.get(sid, [])
+            )
             for sid, done in outcome.sessions.items()
         ]
         for write in writes:
             write.result()
-        self._write_index(outcome.listed, outcome.unlisted)
+        self._batch_write(self.meta_table, rest)
         return outcome.result
+
+    def _index_ops(
+        self,
+        listed: Mapping[tuple[str, str], int],
+        unlisted: set[tuple[str, str]],
+        written: Mapping[str, SessionOutcome],
+    ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+        """The user index edits: per written session (in its transaction), and the rest.
+
+        A session's index rows go in its own transaction, so a reader that sees
+        the session's offset also sees it listed (read-your-writes on
+        ``ChatLog.sessions``). Rows of sessions this batch does not write (a
+        ``UserDeleted`` unlisting them) follow as a batch write.
+        """
+        ops: dict[str, list[dict[str, Any]]] = {}
+        rest: list[dict[str, Any]] = []
+        edits = [(key, {"Put": {"TableName": self.meta_table, "Item": {
+            "pk": {"S": dynamodb_user_pk(key[0])}, "sk": {"S": key[1]},
+            "last_ms": {"N": str(at)},
+        }}}) for key, at in listed.items()]
+        edits += [(key, {"Delete": {"TableName": self.meta_table, "Key": {
+            "pk": {"S": dynamodb_user_pk(key[0])}, "sk": {"S": key[1]},
+        }}}) for key in sorted(unlisted - set(listed))]
+        for (_user, sid), op in edits:
+            in_transaction = ops.setdefault(sid, []) if sid in written else None
+            # TransactWriteItems takes 100 items: the session's two, then index rows.
+            if in_transaction is not None and len(in_transaction) < _TRANSACTION_INDEX_ROWS:
+                in_transaction.append(op)
+            elif "Put" in op:
+                rest.append({"PutRequest": {"Item": op["Put"]["Item"]}})
+            else:
+                rest.append({"DeleteRequest": {"Key": op["Delete"]["Key"]}})
+        return ops, rest
 
     def replace_session(
         self, session_id: str, changes: Sequence[Change], *, through: int
@@ -256,17 +295,20 @@ class DynamoDbTarget:
                 own, {}, {}, default_ttl_ms=self.default_ttl_ms, admit=self._admit()
             )
             done = outcome.sessions.get(session_id)
+            # The former owner's row goes unless the rebuilt session lists it again.
+            index_ops, rest = self._index_ops(
+                outcome.listed, listed_before - set(outcome.listed), outcome.sessions
+            )
             try:
                 if done is not None:
-                    self._write_session(session_id, done, version)
+                    self._write_session(session_id, done, version, index_ops.get(session_id, []))
                 elif version is not None:
                     self._delete_session(session_id, version)
             except ClientError as exc:
                 if exc.response["Error"]["Code"] != "TransactionCanceledException":
                     raise
                 return False  # the live projector wrote the session meanwhile
-            # The former owner's row goes unless the rebuilt session lists it again.
-            self._write_index(outcome.listed, listed_before - set(outcome.listed))
+            self._batch_write(self.meta_table, rest)
         except (BotoCoreError, ClientError) as exc:
             raise TargetError(f"rebuilding session {session_id!r} in {self.url} failed: {exc}") \
                 from exc
@@ -306,7 +348,13 @@ class DynamoDbTarget:
 
         return admit
 
-    def _write_session(self, sid: str, done: SessionOutcome, version: int | None) -> None:
+    def _write_session(
+        self,
+        sid: str,
+        done: SessionOutcome,
+        version: int | None,
+        index_ops: Sequence[dict[str, Any]] = (),
+    ) -> None:
         session = done.session
         messages = session.messages
         meta = {
@@ -334,6 +382,7 @@ class DynamoDbTarget:
         try:
             self.client.transact_write_items(TransactItems=[
                 data, {"Put": {"TableName": self.meta_table, "Item": meta, **condition}},
+                *index_ops,
             ])
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "TransactionCanceledException":
@@ -344,21 +393,6 @@ class DynamoDbTarget:
             if stored is None or stored.get("version") != meta["version"] \
                     or stored.get("state") != meta["state"]:
                 raise
-
-    def _write_index(
-        self, listed: Mapping[tuple[str, str], int], unlisted: set[tuple[str, str]]
-    ) -> None:
-        requests: list[dict[str, Any]] = [
-            {"PutRequest": {"Item": {
-                "pk": {"S": dynamodb_user_pk(user)}, "sk": {"S": sid}, "last_ms": {"N": str(at)},
-            }}}
-            for (user, sid), at in listed.items()
-        ]
-        requests += [
-            {"DeleteRequest": {"Key": {"pk": {"S": dynamodb_user_pk(user)}, "sk": {"S": sid}}}}
-            for user, sid in unlisted - set(listed)
-        ]
-        self._batch_write(self.meta_table, requests)
 
     def _advance(self, advance: Mapping[int, int]) -> None:
         for partition, offset in advance.items():

@@ -325,3 +325,6 @@ def test_versions_conditional_appends_and_pages_on_the_read_model_url(
         version, newest, listed = asyncio.run(async_calls())
         assert (version, newest) == (5, [HumanMessage("more", id="a1")])
         assert listed == ["paged", "second"]
+        assert sorted(chatlog.delete_user("alice")) == ["paged", "second"]
+        assert chatlog.sessions("alice") == []
+        assert chatlog.history("paged", "alice").version == 0
