@@ -233,8 +233,9 @@ class SqlTarget:
 
         The session's rows go and the changes are applied to nothing, with the
         same apply as every batch, so the rebuilt rows are what a rebuild of
-        the whole store would write. On PostgreSQL the session row is locked
-        first, so a live projector waits rather than interleaves.
+        the whole store would write. The session row is locked first (FOR
+        UPDATE on PostgreSQL, the write lock on SQLite), so a live projector
+        waits rather than interleaves.
         """
         s, u, m = self.sessions, self.users, self.messages
         own = [c for c in changes if c.session_id == session_id and c.op != OP_DELETE_USER]
@@ -243,6 +244,13 @@ class SqlTarget:
                 query = sa.select(s.c.state).where(s.c.session_id == session_id)
                 if self._lock:
                     query = query.with_for_update()
+                else:
+                    # SQLite has no FOR UPDATE, and pysqlite begins the transaction
+                    # at the first write: a no-op write takes the database's write
+                    # lock before the read, so no projector commits in between.
+                    conn.execute(
+                        sa.update(s).where(s.c.session_id == session_id).values(count=s.c.count)
+                    )
                 row = conn.execute(query).first()
                 if row is not None and session_from(row[0], []).offset > through:
                     return False
