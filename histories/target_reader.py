@@ -273,25 +273,7 @@ class SqlSessionReader(_ThreadedAsync):
 
     def read(self, session_id: str, *, limit: int | None = None) -> SessionSnapshot:
         """The session as stored, newest ``limit`` messages (or all)."""
-        sa = self._sa
-        m, s = self.messages, self.sessions
-        try:
-            with self.engine.connect() as conn:
-                row = conn.execute(
-                    sa.select(s.c.state, s.c.owner, s.c.expires_at)
-                    .where(s.c.session_id == session_id)
-                ).first()
-                query = sa.select(m.c.message).where(m.c.session_id == session_id)
-                if limit is None:
-                    rows = [r[0] for r in conn.execute(query.order_by(m.c.id))]
-                else:
-                    newest = conn.execute(query.order_by(m.c.id.desc()).limit(limit))
-                    rows = [r[0] for r in newest][::-1]
-        except sa.exc.SQLAlchemyError as exc:
-            raise TargetError(f"reading session {session_id!r} failed: {exc}") from exc
-        if row is None:
-            return _snapshot(None, "", 0, [])
-        return _snapshot(row[0], row[1], row[2], [text.encode("utf-8") for text in rows])
+        return self.read_window(session_id, limit=limit, before=None)._replace(start=0)
 
     def read_window(
         self, session_id: str, *, limit: int | None, before: int | None
@@ -420,14 +402,7 @@ class DynamoDbSessionReader(_ThreadedAsync):
 
     def read(self, session_id: str, *, limit: int | None = None) -> SessionSnapshot:
         """The session as stored (messages as ``message_to_dict`` JSON)."""
-        meta = self._meta(session_id)
-        if meta is None:
-            return _snapshot(None, "", 0, [])
-        history = self._history(session_id)
-        if limit is not None:
-            history = history[-limit:] if limit > 0 else []
-        return _snapshot(meta["state"]["S"], meta["owner"]["S"], int(meta["expires_at"]["N"]),
-                         self._texts(history))
+        return self.read_window(session_id, limit=limit, before=None)._replace(start=0)
 
     def read_window(
         self, session_id: str, *, limit: int | None, before: int | None

@@ -20,6 +20,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from chatlog import ChatLog, Settings
 from chatlog.cli import cli
 from chatlog.projector.targets import open_target
+from chatlog.projector.targets.live import TargetProjector
 from chatlog.projector.targets.sql import engine_url
 from tests.helpers import cli_args
 
@@ -194,7 +195,6 @@ def test_live_projector_continues_a_rebuilt_store_from_its_positions(
     settings: Settings, chatlog: ChatLog, target_url_factory: Callable[[str], str]
 ) -> None:
     """A rebuild then the target's own projector: later appends arrive, nothing twice."""
-    from chatlog.projector.targets.live import TargetProjector
     from chatlog.projector.targets.rebuild import TargetReplayer
     from tests.helpers import eventually
 
@@ -215,19 +215,12 @@ def test_live_projector_continues_a_rebuilt_store_from_its_positions(
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql", "dynamodb"])
 def test_chatlog_reads_its_own_writes_from_the_read_model_url(
-    kind: str,
-    settings_factory: Callable[..., Settings],
-    chatlog_factory: Callable[[Settings], ChatLog],
-    target_url_factory: Callable[[str], str],
+    kind: str, reading_from: Callable[[str], tuple[ChatLog, TargetProjector]]
 ) -> None:
     """CHATLOG_READ_MODEL=URL: messages, last(n), ownership and listing come from the store."""
     from chatlog.errors import SessionOwnershipError
-    from chatlog.projector.targets.live import TargetProjector
 
-    url = target_url_factory(kind)
-    settings = settings_factory(read_model=url)
-    chatlog = chatlog_factory(settings)
-    worker = TargetProjector(settings, open_target(url, settings))
+    chatlog, worker = reading_from(kind)
     with worker.running():
         history = chatlog.history("mine", "alice")
         history.add_messages(CONVERSATION)
@@ -283,19 +276,12 @@ def test_projector_run_with_a_target_projects_and_exits_zero_on_sigterm(
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql", "dynamodb"])
 def test_versions_conditional_appends_and_pages_on_the_read_model_url(
-    kind: str,
-    settings_factory: Callable[..., Settings],
-    chatlog_factory: Callable[[Settings], ChatLog],
-    target_url_factory: Callable[[str], str],
+    kind: str, reading_from: Callable[[str], tuple[ChatLog, TargetProjector]]
 ) -> None:
     """CHATLOG_READ_MODEL=URL: version, expected_version, paged reads and session pages."""
     from chatlog.errors import ConcurrentAppendError
-    from chatlog.projector.targets.live import TargetProjector
 
-    url = target_url_factory(kind)
-    settings = settings_factory(read_model=url)
-    chatlog = chatlog_factory(settings)
-    worker = TargetProjector(settings, open_target(url, settings))
+    chatlog, worker = reading_from(kind)
     with worker.running():
         history = chatlog.history("paged", "alice")
         history.add_messages(CONVERSATION[:2])
