@@ -21,6 +21,8 @@ MESSAGE_TABLE = "message_store"
 STATE_OFFSET = "offset"
 STATE_PARTITION = "partition"
 STATE_TTL = "ttl_ms"
+#: The key of a session's conditional-append verdicts in its state (offset -> [verdict, ms]).
+STATE_VERDICTS = "verdicts"
 
 #: LangChain's DynamoDB layout: the key attribute and the messages attribute.
 DYNAMODB_KEY = "SessionId"

@@ -10,7 +10,6 @@ from langchain_core.messages import BaseMessage
 from chatlog.errors import (
     ChatLogError,
     ConcurrentAppendError,
-    ConfigurationError,
     InvalidVersionError,
     PublishError,
 )
@@ -125,15 +124,6 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         else:
             self._owner_seen((await self.reader.aread(self.session_id, limit=0)).owner)
 
-    def _redis_reader(self) -> ReadModelReader:
-        """The Redis reader, for what only the Redis read model answers."""
-        if isinstance(self.reader, ReadModelReader):
-            return self.reader
-        raise ConfigurationError(
-            "expected_version, version and paged reads need the Redis read model; with "
-            "CHATLOG_READ_MODEL set, a history reads messages, last(n) and its owner there"
-        )
-
     def _owner_seen(self, owner: str | None) -> None:
         check_owner(self.session_id, owner, self.user_id)
         self._owner_checked = owner is not None
@@ -203,7 +193,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         self._remember([position])
         _verdict(
             wait_until_applied(
-                lambda: self._redis_reader().version(self.session_id, verdict_of=position.offset),
+                lambda: self.reader.version(self.session_id, verdict_of=position.offset),
                 _has_verdict,
                 self._lag_error,
                 self.read_timeout_s,
@@ -229,7 +219,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         self._remember([position])
         _verdict(
             await await_until_applied(
-                lambda: self._redis_reader().aversion(self.session_id, verdict_of=position.offset),
+                lambda: self.reader.aversion(self.session_id, verdict_of=position.offset),
                 _has_verdict,
                 self._lag_error,
                 self.read_timeout_s,
@@ -259,12 +249,12 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
     def version(self) -> int:
         """The number of messages the session holds, after this object's own writes.
 
-        One Redis round trip (more while waiting for the projector). Pass it
+        One read-model round trip (more while waiting for the projector). Pass it
         as ``add_messages(..., expected_version=...)`` to append only if no
         one else appended in between.
         """
         return wait_until_applied(
-            lambda: self._redis_reader().version(self.session_id),
+            lambda: self.reader.version(self.session_id),
             self._caught_up,
             self._lag_error,
             self.read_timeout_s,
@@ -273,7 +263,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
     async def aget_version(self) -> int:
         """Async :attr:`version`."""
         snapshot = await await_until_applied(
-            lambda: self._redis_reader().aversion(self.session_id),
+            lambda: self.reader.aversion(self.session_id),
             self._caught_up,
             self._lag_error,
             self.read_timeout_s,
@@ -398,7 +388,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
             ProjectionLagError: this object's writes were not projected in time.
         """
         check_page_arguments(limit, before)
-        reader = self._redis_reader()
+        reader = self.reader
         return message_page(
             wait_until_applied(
                 lambda: reader.read_window(self.session_id, limit=limit, before=before),
@@ -411,7 +401,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
     async def aread(self, *, limit: int | None = None, before: int | None = None) -> MessagePage:
         """Async :meth:`read`."""
         check_page_arguments(limit, before)
-        reader = self._redis_reader()
+        reader = self.reader
         return message_page(
             await await_until_applied(
                 lambda: reader.aread_window(self.session_id, limit=limit, before=before),

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, NamedTuple, overload
 
 import redis
 
-from chatlog.errors import ConfigurationError, InvalidUserIdError, ProjectionLagError
+from chatlog.errors import InvalidUserIdError, ProjectionLagError
 from chatlog.eviction_guard import guard_eviction
 from chatlog.histories.erasure import ErasureReport
 from chatlog.histories.history import ChatLogMessageHistory
@@ -221,9 +222,7 @@ class ChatLog:
         if limit is None and cursor is not None:
             raise ValueError("cursor needs limit: pass the page size too")
         if not isinstance(self.session_reader, ReadModelReader):
-            if limit is not None:
-                raise ConfigurationError("paging sessions needs the Redis read model")
-            return self.session_reader.list_sessions(user_id)
+            return self._target_sessions(self.session_reader, user_id, limit, cursor)
         own = self.written.sessions_of(user_id)
         if own:
             wait_until_applied(
@@ -266,10 +265,9 @@ class ChatLog:
         if limit is None and cursor is not None:
             raise ValueError("cursor needs limit: pass the page size too")
         if not isinstance(self.session_reader, ReadModelReader):
-            if limit is not None:
-                raise ConfigurationError("paging sessions needs the Redis read model")
-            target = self.session_reader
-            return await asyncio.to_thread(lambda: target.list_sessions(user_id))
+            return await asyncio.to_thread(
+                self._target_sessions, self.session_reader, user_id, limit, cursor
+            )
         own = self.written.sessions_of(user_id)
         if own:
 
@@ -298,6 +296,29 @@ class ChatLog:
                 self.settings.read_timeout_s,
             )
         )
+
+    def _target_sessions(
+        self, target: TargetSessionReader, user_id: str, limit: int | None, cursor: str | None
+    ) -> list[SessionInfo] | SessionPage:
+        """:meth:`sessions` from a SQL or DynamoDB read model (``CHATLOG_READ_MODEL``)."""
+        own = self.written.sessions_of(user_id)
+        if own:
+
+            def positions() -> list[SessionPosition]:
+                versions = (target.version(session_id) for session_id in own)
+                return [SessionPosition(v.partition, v.offset) for v in versions]
+
+            wait_until_applied(
+                lambda: self._first_unsettled(own, positions()),
+                _settled,
+                partial(self._listing_lag, user_id),
+                self.settings.read_timeout_s,
+            )
+        shown_as = self._shown_as(user_id)
+        if limit is None:
+            return _shown(target.list_sessions(user_id), shown_as)
+        page = target.sessions_page(user_id, limit=limit, cursor=cursor)
+        return SessionPage(_shown(page.sessions, shown_as), page.next_cursor)
 
     def _shown_as(self, user_id: str) -> Callable[[str], str | None]:
         if not self.settings.scope_sessions_by_user:
@@ -456,3 +477,15 @@ def _required_user(user_id: object) -> str:
     validated = validate_user_id(user_id)
     assert validated is not None
     return validated
+
+
+def _shown(
+    sessions: list[SessionInfo], shown_as: Callable[[str], str | None]
+) -> list[SessionInfo]:
+    """``sessions`` under the ids the caller sees; those ``shown_as`` hides are left out."""
+    shown = []
+    for info in sessions:
+        session_id = shown_as(info.session_id)
+        if session_id is not None:
+            shown.append(dataclasses.replace(info, session_id=session_id))
+    return shown

@@ -1,10 +1,16 @@
 """``ChatLog`` reads from a SQL or DynamoDB read model (``CHATLOG_READ_MODEL=URL``).
 
 The readers return the same :class:`~chatlog.histories.read_model.SessionSnapshot`
-as the Redis reader (tracking position, owner, messages), so read-your-writes,
-ownership checks, ``last(n)`` and ``ChatLog.sessions`` work unchanged. They
-read the layout of :mod:`chatlog.target_layout`, which the projector's
-targets write; an idle-expired session reads as empty, as in Redis.
+and :class:`~chatlog.histories.read_model.SessionVersion` as the Redis reader
+(tracking position, owner, messages; message count and the verdict of a
+conditional append), so read-your-writes, ownership checks, ``last(n)``,
+paged reads, ``version``/``expected_version`` and ``ChatLog.sessions``
+(paged too) work unchanged. They read the layout of
+:mod:`chatlog.target_layout`, which the projector's targets write; an
+idle-expired session reads as empty, as in Redis.
+
+Reads never refresh a session's idle TTL (``session_ttl_refresh_on_read``
+is Redis only): the SQL and DynamoDB expiry moves with events alone.
 
 Async reads run the sync read in a worker thread (SQLAlchemy's and boto3's
 sync clients; the stores' round trip dominates).
@@ -20,7 +26,8 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from chatlog.errors import ConfigurationError, TargetError
-from chatlog.histories.read_model import SessionSnapshot
+from chatlog.histories.read_model import SessionSnapshot, SessionVersion
+from chatlog.histories.session_pages import SessionPage, decode_cursor, encode_cursor
 from chatlog.histories.sessions import SessionInfo
 from chatlog.target_layout import (
     DYNAMODB_HISTORY,
@@ -30,6 +37,7 @@ from chatlog.target_layout import (
     STATE_OFFSET,
     STATE_PARTITION,
     STATE_TTL,
+    STATE_VERDICTS,
     dynamodb_meta_table,
     dynamodb_session_pk,
     dynamodb_user_pk,
@@ -49,8 +57,32 @@ class TargetSessionReader(Protocol):
         """Async :meth:`read`."""
         ...
 
+    def read_window(
+        self, session_id: str, *, limit: int | None, before: int | None
+    ) -> SessionSnapshot:
+        """Up to ``limit`` messages before position ``before`` (default: the end), and ``start``."""
+        ...
+
+    async def aread_window(
+        self, session_id: str, *, limit: int | None, before: int | None
+    ) -> SessionSnapshot:
+        """Async :meth:`read_window`."""
+        ...
+
+    def version(self, session_id: str, *, verdict_of: int = -1) -> SessionVersion:
+        """The session's version (message count), and the verdict at offset ``verdict_of``."""
+        ...
+
+    async def aversion(self, session_id: str, *, verdict_of: int = -1) -> SessionVersion:
+        """Async :meth:`version`."""
+        ...
+
     def list_sessions(self, user_id: str) -> list[SessionInfo]:
         """The user's live sessions, newest activity first."""
+        ...
+
+    def sessions_page(self, user_id: str, *, limit: int, cursor: str | None = None) -> SessionPage:
+        """Up to ``limit`` of the user's live sessions after ``cursor`` (newest first)."""
         ...
 
     def close(self) -> None:
@@ -74,13 +106,78 @@ def _snapshot(state: str | None, owner: str, expiry: int, messages: list[bytes])
     if state is None:
         return SessionSnapshot(-1, None, None, [])
     loaded = json.loads(state)
-    live = not expiry or expiry > _now_ms()
+    live = _live(expiry)
     return SessionSnapshot(
         offset=int(loaded[STATE_OFFSET]),
         partition=int(loaded[STATE_PARTITION]),
         owner=owner or None,
         messages=messages if live else [],
     )
+
+
+def _live(expiry: int) -> bool:
+    return not expiry or expiry > _now_ms()
+
+
+def _version(state: str | None, owner: str, expiry: int, count: int, verdict_of: int
+             ) -> SessionVersion:
+    if state is None:
+        return SessionVersion(-1, None, None, 0, None)
+    loaded = json.loads(state)
+    entry = (loaded.get(STATE_VERDICTS) or {}).get(str(verdict_of))
+    live = _live(expiry)
+    return SessionVersion(
+        offset=int(loaded[STATE_OFFSET]),
+        partition=int(loaded[STATE_PARTITION]),
+        # Idle-expired: no owner and no messages, as the Redis reader answers.
+        owner=(owner or None) if live else None,
+        version=count if live else 0,
+        verdict=None if entry is None else str(entry[0]),
+    )
+
+
+def _window(limit: int | None, before: int | None, length: int) -> tuple[int, int]:
+    """The ``[start, stop)`` positions of a window read over ``length`` messages."""
+    if before is None:
+        return (0 if limit is None else max(length - limit, 0)), length
+    stop = min(before, length)
+    return (0 if limit is None else max(before - limit, 0)), stop
+
+
+def _window_start(limit: int | None, before: int | None, length: int, served: int) -> int:
+    """``SessionSnapshot.start`` of a window, as the Redis reader computes it."""
+    if before is None:
+        return length - served
+    return 0 if limit is None else max(before - limit, 0)
+
+
+def _ordered(listed: list[tuple[int, SessionInfo]]) -> list[tuple[float, bytes, SessionInfo]]:
+    """``listed`` newest first: by last activity, then session id bytes, both descending."""
+    return sorted(
+        ((float(ms), info.session_id.encode("utf-8"), info) for ms, info in listed),
+        key=lambda entry: (entry[0], entry[1]),
+        reverse=True,
+    )
+
+
+def _page(
+    listed: list[tuple[int, SessionInfo]], *, limit: int, cursor: str | None
+) -> SessionPage:
+    """One page of ``listed`` (last activity ms, session) after ``cursor``, newest first.
+
+    Ordered and cut like the Redis index (score, then member bytes, both
+    descending), with the same cursor form, so a cursor names a position
+    that later writes cannot make a page repeat.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    position = decode_cursor(cursor) if cursor is not None else None
+    ordered = _ordered(listed)
+    after = [e for e in ordered if position is None or (e[0], e[1]) < position]
+    shown = after[:limit]
+    more = len(after) > limit
+    next_cursor = encode_cursor((shown[-1][0], shown[-1][1])) if more and shown else None
+    return SessionPage([info for _, _, info in shown], next_cursor)
 
 
 def _info(session_id: str, user_id: str, count: int, last_ms: int, expiry: int, state: str
@@ -102,9 +199,43 @@ class _ThreadedAsync:
     def read(self, session_id: str, *, limit: int | None = None) -> SessionSnapshot:
         raise NotImplementedError
 
+    def read_window(
+        self, session_id: str, *, limit: int | None, before: int | None
+    ) -> SessionSnapshot:
+        raise NotImplementedError
+
+    def version(self, session_id: str, *, verdict_of: int = -1) -> SessionVersion:
+        raise NotImplementedError
+
+    def _listed(self, user_id: str) -> list[tuple[int, SessionInfo]]:
+        raise NotImplementedError
+
     async def aread(self, session_id: str, *, limit: int | None = None) -> SessionSnapshot:
         """Async :meth:`read` (in a worker thread)."""
         return await asyncio.to_thread(self.read, session_id, limit=limit)
+
+    async def aread_window(
+        self, session_id: str, *, limit: int | None, before: int | None
+    ) -> SessionSnapshot:
+        """Async :meth:`read_window` (in a worker thread)."""
+        return await asyncio.to_thread(self.read_window, session_id, limit=limit, before=before)
+
+    async def aversion(self, session_id: str, *, verdict_of: int = -1) -> SessionVersion:
+        """Async :meth:`version` (in a worker thread)."""
+        return await asyncio.to_thread(self.version, session_id, verdict_of=verdict_of)
+
+    def list_sessions(self, user_id: str) -> list[SessionInfo]:
+        """The user's live sessions, newest activity first."""
+        return [info for _, _, info in _ordered(self._listed(user_id))]
+
+    def sessions_page(self, user_id: str, *, limit: int, cursor: str | None = None) -> SessionPage:
+        """Up to ``limit`` of the user's live sessions after ``cursor``, newest first.
+
+        Raises:
+            ValueError: ``limit`` is not positive.
+            InvalidCursorError: ``cursor`` is not one a page handed out.
+        """
+        return _page(self._listed(user_id), limit=limit, cursor=cursor)
 
     def close(self) -> None:
         """Release connections."""
@@ -142,6 +273,16 @@ class SqlSessionReader(_ThreadedAsync):
 
     def read(self, session_id: str, *, limit: int | None = None) -> SessionSnapshot:
         """The session as stored, newest ``limit`` messages (or all)."""
+        return self.read_window(session_id, limit=limit, before=None)._replace(start=0)
+
+    def read_window(
+        self, session_id: str, *, limit: int | None, before: int | None
+    ) -> SessionSnapshot:
+        """Up to ``limit`` messages before position ``before`` (default: the end), and ``start``.
+
+        The window and the session's length come from one statement (a window
+        ``COUNT``), so ``start`` matches the messages served.
+        """
         sa = self._sa
         m, s = self.messages, self.sessions
         try:
@@ -150,20 +291,50 @@ class SqlSessionReader(_ThreadedAsync):
                     sa.select(s.c.state, s.c.owner, s.c.expires_at)
                     .where(s.c.session_id == session_id)
                 ).first()
-                query = sa.select(m.c.message).where(m.c.session_id == session_id)
-                if limit is None:
-                    rows = [r[0] for r in conn.execute(query.order_by(m.c.id))]
+                query = sa.select(m.c.message, sa.func.count().over()).where(
+                    m.c.session_id == session_id
+                )
+                if before is None:
+                    newest = query.order_by(m.c.id.desc())
+                    if limit is not None:
+                        newest = newest.limit(limit)
+                    rows = conn.execute(newest).all()[::-1]
+                elif before <= 0:
+                    rows = []
                 else:
-                    newest = conn.execute(query.order_by(m.c.id.desc()).limit(limit))
-                    rows = [r[0] for r in newest][::-1]
+                    first = 0 if limit is None else max(before - limit, 0)
+                    ranged = query.order_by(m.c.id).offset(first).limit(before - first)
+                    rows = conn.execute(ranged).all()
         except sa.exc.SQLAlchemyError as exc:
             raise TargetError(f"reading session {session_id!r} failed: {exc}") from exc
         if row is None:
             return _snapshot(None, "", 0, [])
-        return _snapshot(row[0], row[1], row[2], [text.encode("utf-8") for text in rows])
+        snapshot = _snapshot(row[0], row[1], row[2], [r[0].encode("utf-8") for r in rows])
+        length = int(rows[0][1]) if rows and snapshot.messages else 0
+        return snapshot._replace(
+            start=_window_start(limit, before, length, len(snapshot.messages))
+        )
 
-    def list_sessions(self, user_id: str) -> list[SessionInfo]:
-        """The user's live sessions, newest activity first."""
+    def version(self, session_id: str, *, verdict_of: int = -1) -> SessionVersion:
+        """The session's version (message count), and the verdict at offset ``verdict_of``.
+
+        One row holds both: the projector writes them in one transaction.
+        """
+        sa = self._sa
+        s = self.sessions
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(
+                    sa.select(s.c.state, s.c.owner, s.c.expires_at, s.c.count)
+                    .where(s.c.session_id == session_id)
+                ).first()
+        except sa.exc.SQLAlchemyError as exc:
+            raise TargetError(f"reading session {session_id!r} failed: {exc}") from exc
+        if row is None:
+            return _version(None, "", 0, 0, verdict_of)
+        return _version(row[0], row[1], int(row[2]), int(row[3]), verdict_of)
+
+    def _listed(self, user_id: str) -> list[tuple[int, SessionInfo]]:
         sa = self._sa
         s, u = self.sessions, self.users
         now = _now_ms()
@@ -174,11 +345,10 @@ class SqlSessionReader(_ThreadedAsync):
                     .join(s, s.c.session_id == u.c.session_id)
                     .where(u.c.user_id == user_id, s.c.owner == user_id)
                     .where(sa.or_(s.c.expires_at == 0, s.c.expires_at > now))
-                    .order_by(u.c.last_ms.desc(), u.c.session_id.desc())
                 ).all()
         except sa.exc.SQLAlchemyError as exc:
             raise TargetError(f"listing the sessions of user {user_id!r} failed: {exc}") from exc
-        return [_info(sid, user_id, count, last, expiry, state)
+        return [(int(last), _info(sid, user_id, count, last, expiry, state))
                 for sid, last, count, expiry, state in rows]
 
     def close(self) -> None:
@@ -221,22 +391,50 @@ class DynamoDbSessionReader(_ThreadedAsync):
         return self._get(self.meta_table, {"pk": dynamodb_session_pk(session_id),
                                            "sk": DYNAMODB_META})
 
+    def _history(self, session_id: str) -> list[Any]:
+        item = self._get(self.table, {DYNAMODB_KEY: session_id}) or {}
+        history: list[Any] = item.get(DYNAMODB_HISTORY, {}).get("L", [])
+        return history
+
+    def _texts(self, history: list[Any]) -> list[bytes]:
+        plain = (from_dynamodb_value(self._deserialize(m)) for m in history)
+        return [json.dumps(m, ensure_ascii=False).encode("utf-8") for m in plain]
+
     def read(self, session_id: str, *, limit: int | None = None) -> SessionSnapshot:
         """The session as stored (messages as ``message_to_dict`` JSON)."""
+        return self.read_window(session_id, limit=limit, before=None)._replace(start=0)
+
+    def read_window(
+        self, session_id: str, *, limit: int | None, before: int | None
+    ) -> SessionSnapshot:
+        """Up to ``limit`` messages before position ``before`` (default: the end), and ``start``.
+
+        The session is one item, so the window is cut from one consistent read.
+        """
         meta = self._meta(session_id)
         if meta is None:
             return _snapshot(None, "", 0, [])
-        item = self._get(self.table, {DYNAMODB_KEY: session_id}) or {}
-        history = item.get(DYNAMODB_HISTORY, {}).get("L", [])
-        if limit is not None:
-            history = history[-limit:] if limit > 0 else []
-        plain = (from_dynamodb_value(self._deserialize(m)) for m in history)
-        messages = [json.dumps(m, ensure_ascii=False).encode("utf-8") for m in plain]
-        return _snapshot(meta["state"]["S"], meta["owner"]["S"], int(meta["expires_at"]["N"]),
-                         messages)
+        history = self._history(session_id)
+        first, stop = _window(limit, before, len(history))
+        snapshot = _snapshot(meta["state"]["S"], meta["owner"]["S"],
+                             int(meta["expires_at"]["N"]), self._texts(history[first:stop]))
+        length = len(history) if snapshot.messages else 0
+        return snapshot._replace(
+            start=_window_start(limit, before, length, len(snapshot.messages))
+        )
 
-    def list_sessions(self, user_id: str) -> list[SessionInfo]:
-        """The user's live sessions, newest activity first."""
+    def version(self, session_id: str, *, verdict_of: int = -1) -> SessionVersion:
+        """The session's version (message count), and the verdict at offset ``verdict_of``.
+
+        The meta item holds both: the projector writes them in one conditional write.
+        """
+        meta = self._meta(session_id)
+        if meta is None:
+            return _version(None, "", 0, 0, verdict_of)
+        return _version(meta["state"]["S"], meta["owner"]["S"], int(meta["expires_at"]["N"]),
+                        int(meta["count"]["N"]), verdict_of)
+
+    def _listed(self, user_id: str) -> list[tuple[int, SessionInfo]]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -249,18 +447,16 @@ class DynamoDbSessionReader(_ThreadedAsync):
             rows = [(i["sk"]["S"], int(i["last_ms"]["N"])) for p in pages for i in p["Items"]]
         except (BotoCoreError, ClientError) as exc:
             raise TargetError(f"listing the sessions of user {user_id!r} failed: {exc}") from exc
-        now = _now_ms()
         found = []
         for sid, last in rows:
             meta = self._meta(sid)
             if meta is None or meta["owner"]["S"] != user_id:
                 continue
             expiry = int(meta["expires_at"]["N"])
-            if expiry and expiry <= now:
+            if not _live(expiry):
                 continue
-            found.append(_info(sid, user_id, int(meta["count"]["N"]), last, expiry,
-                               meta["state"]["S"]))
-        found.sort(key=lambda info: (info.updated_at or _time(1), info.session_id), reverse=True)
+            found.append((last, _info(sid, user_id, int(meta["count"]["N"]), last, expiry,
+                                      meta["state"]["S"])))
         return found
 
     def close(self) -> None:

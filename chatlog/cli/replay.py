@@ -194,14 +194,32 @@ def replay_drop(ctx: click.Context, target: str, as_json: bool) -> None:
 @replay.command("session")
 @click.argument("session_id")
 @_namespace_option()
+@click.option(
+    "--target", "target_url", default=None,
+    help="Rebuild the session in this SQL or DynamoDB read model instead.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, no progress bar.")
 @click.pass_context
-def replay_session(ctx: click.Context, session_id: str, target: str | None, as_json: bool) -> None:
+def replay_session(
+    ctx: click.Context, session_id: str, target: str | None, target_url: str | None,
+    as_json: bool,
+) -> None:
     """Rebuild one session from its partition of the log and swap it in atomically."""
     from chatlog.projector.replay import Replayer
 
+    if target_url is not None and target is not None:
+        raise click.UsageError("give --namespace (Redis) or --target (another store), not both")
     with _progress_bar(f"session {session_id}", quiet=as_json) as update:
-        result = Replayer(_settings(ctx)).rebuild_session(session_id, target, on_progress=update)
+        if target_url is not None:
+            from chatlog.cli.targets import rebuild_target_session
+
+            result = rebuild_target_session(
+                _settings(ctx), target_url, session_id, on_progress=update
+            )
+        else:
+            result = Replayer(_settings(ctx)).rebuild_session(
+                session_id, target, on_progress=update
+            )
     _emit(
         result.as_dict(),
         as_json=as_json,
@@ -259,9 +277,9 @@ def replay_verify(
         if target_url is not None:
             from chatlog.cli.targets import verify_target
 
-            if repair:
-                raise click.UsageError("--repair works on a Redis namespace, not with --target")
-            report = verify_target(_settings(ctx), target_url, on_progress=update)
+            report = verify_target(
+                _settings(ctx), target_url, on_progress=update, repair=repair
+            )
         else:
             report = Replayer(_settings(ctx)).verify(target, on_progress=update, repair=repair)
     lines = [

@@ -10,6 +10,7 @@ from typing import Any
 
 from chatlog.cli.escaping import escape_markup
 from chatlog.projector.replay import ProgressCallback, VerifyReport
+from chatlog.projector.session_rebuild import SessionReplay
 from chatlog.projector.targets import open_target
 from chatlog.projector.targets.rebuild import TargetReplayer
 from chatlog.settings import Settings
@@ -38,12 +39,29 @@ def rebuild_target(
 
 
 def verify_target(
-    settings: Settings, url: str, *, on_progress: ProgressCallback | None = None
+    settings: Settings,
+    url: str,
+    *,
+    on_progress: ProgressCallback | None = None,
+    repair: bool = False,
 ) -> VerifyReport:
-    """``chatlog replay verify --target URL``: the store's sessions against the log."""
+    """``chatlog replay verify --target URL [--repair]``: the store's sessions against the log."""
     target = open_target(url, settings)
     try:
-        return TargetReplayer(settings, target).verify(on_progress=on_progress)
+        return TargetReplayer(settings, target).verify(on_progress=on_progress, repair=repair)
+    finally:
+        target.close()
+
+
+def rebuild_target_session(
+    settings: Settings, url: str, session_id: str, *, on_progress: ProgressCallback | None = None
+) -> SessionReplay:
+    """``chatlog replay session SESSION --target URL``: rebuild one session in the store."""
+    target = open_target(url, settings)
+    try:
+        return TargetReplayer(settings, target).rebuild_session(
+            session_id, on_progress=on_progress
+        )
     finally:
         target.close()
 

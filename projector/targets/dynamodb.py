@@ -12,17 +12,19 @@ missing one is created (on-demand billing).
 chatlog's own items go in a second table it creates, ``TABLE.chatlog``
 (key ``pk``/``sk``, strings), never on LangChain's table:
 
-* ``s#<session>`` / ``meta``: the fold's state as JSON, the message count,
-  the expiry and a ``version`` that every write is conditional on;
+* ``s#<session>`` / ``meta``: the fold's state as JSON (with the verdicts of
+  recent conditional appends), the message count, the expiry and a
+  ``version`` that every write is conditional on;
 * ``u#<user>`` / ``<session>``: the user's session index (``last_ms``);
 * ``positions`` / ``<partition>``: the partition's next offset.
 
 Each session of a batch is written with one ``TransactWriteItems`` (its
-``History`` item and its meta item, the meta conditional on the version it
-was read at), so data and the session's offset move together and a
-concurrent writer makes the batch fail and retry instead of losing an
-update. The index rows and then the positions (conditional: only forward)
-follow the sessions.
+``History`` item, its meta item conditional on the version it was read at,
+and its user index rows), so data, the session's offset and its listing move
+together and a concurrent writer makes the batch fail and retry instead of
+losing an update. Index rows of sessions the batch does not write (a
+``UserDeleted``) and then the positions (conditional: only forward) follow
+the sessions.
 
 Item size: DynamoDB refuses items over 400 KB. An append that would take a
 session's ``History`` past :data:`HISTORY_LIMIT_BYTES` is not applied: it
@@ -54,10 +56,12 @@ from chatlog.projector.protocol import OP_APPEND, OP_DELETE_USER
 from chatlog.projector.redis_projection import ApplyResult
 from chatlog.projector.targets.session_fold import (
     SessionOutcome,
+    Verdicts,
     expires_at,
     fold_batch,
     session_from,
     state_json,
+    stored_verdicts,
 )
 from chatlog.projector.verify import ExpectedSession
 from chatlog.target_layout import (
@@ -91,6 +95,8 @@ HISTORY = DYNAMODB_HISTORY
 WRITERS = 1
 _BATCH_GET = 100
 _BATCH_WRITE = 25
+#: Index rows a session's transaction carries at most (100 items less its two).
+_TRANSACTION_INDEX_ROWS = 98
 _serialize = TypeSerializer().serialize
 _deserialize = TypeDeserializer().deserialize
 
@@ -195,6 +201,7 @@ class DynamoDbTarget:
         touched = sorted({c.session_id for c in changes if c.op != OP_DELETE_USER})
         loaded: dict[str, ExpectedSession] = {}
         versions: dict[str, int] = {}
+        verdicts: dict[str, Verdicts] = {}
         index: dict[str, dict[str, int]] = {}
         metas = self._get(self.meta_table, [_meta_key(s) for s in touched])
         histories = self._get(self.table, [{KEY: s} for s in touched])
@@ -205,6 +212,7 @@ class DynamoDbTarget:
             item = histories.get((sid,), {})
             messages = [_message_text(m) for m in item.get(HISTORY, {}).get("L", [])]
             loaded[sid] = session_from(meta["state"]["S"], messages)
+            verdicts[sid] = stored_verdicts(meta["state"]["S"])
             versions[sid] = int(meta["version"]["N"])
             owner = meta["owner"]["S"]
             if owner:
@@ -215,17 +223,107 @@ class DynamoDbTarget:
             for row in self._query(dynamodb_user_pk(user)):
                 index.setdefault(user, {})[row["sk"]["S"]] = int(row["last_ms"]["N"])
         outcome = fold_batch(
-            changes, loaded, index, default_ttl_ms=self.default_ttl_ms, admit=self._admit()
+            changes, loaded, index, default_ttl_ms=self.default_ttl_ms, admit=self._admit(),
+            verdicts=verdicts,
         )
+        index_ops, rest = self._index_ops(outcome.listed, outcome.unlisted, outcome.sessions)
         # Sessions are independent items: their transactions run side by side.
         writes = [
-            self._pool.submit(self._write_session, sid, done, versions.get(sid))
+            self._pool.submit(
+                self._write_session, sid, done, versions.get(sid), index_ops.get(sid, [])
+            )
             for sid, done in outcome.sessions.items()
         ]
         for write in writes:
             write.result()
-        self._write_index(outcome.listed, outcome.unlisted)
+        self._batch_write(self.meta_table, rest)
         return outcome.result
+
+    def _index_ops(
+        self,
+        listed: Mapping[tuple[str, str], int],
+        unlisted: set[tuple[str, str]],
+        written: Mapping[str, SessionOutcome],
+    ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+        """The user index edits: per written session (in its transaction), and the rest.
+
+        A session's index rows go in its own transaction, so a reader that sees
+        the session's offset also sees it listed (read-your-writes on
+        ``ChatLog.sessions``). Rows of sessions this batch does not write (a
+        ``UserDeleted`` unlisting them) follow as a batch write.
+        """
+        ops: dict[str, list[dict[str, Any]]] = {}
+        rest: list[dict[str, Any]] = []
+        edits = [(key, {"Put": {"TableName": self.meta_table, "Item": {
+            "pk": {"S": dynamodb_user_pk(key[0])}, "sk": {"S": key[1]},
+            "last_ms": {"N": str(at)},
+        }}}) for key, at in listed.items()]
+        edits += [(key, {"Delete": {"TableName": self.meta_table, "Key": {
+            "pk": {"S": dynamodb_user_pk(key[0])}, "sk": {"S": key[1]},
+        }}}) for key in sorted(unlisted - set(listed))]
+        for (_user, sid), op in edits:
+            in_transaction = ops.setdefault(sid, []) if sid in written else None
+            # TransactWriteItems takes 100 items: the session's two, then index rows.
+            if in_transaction is not None and len(in_transaction) < _TRANSACTION_INDEX_ROWS:
+                in_transaction.append(op)
+            elif "Put" in op:
+                rest.append({"PutRequest": {"Item": op["Put"]["Item"]}})
+            else:
+                rest.append({"DeleteRequest": {"Key": op["Delete"]["Key"]}})
+        return ops, rest
+
+    def replace_session(
+        self, session_id: str, changes: Sequence[Change], *, through: int
+    ) -> bool:
+        """Rebuild ``session_id`` from ``changes`` (see the protocol).
+
+        The session is folded from nothing and written with one transaction
+        conditional on the meta item's version as read here, so a live
+        projector's write in between makes this return ``False``, not lose it.
+        """
+        own = [c for c in changes if c.session_id == session_id and c.op != OP_DELETE_USER]
+        try:
+            meta = self._get_one(self.meta_table, _meta_key(session_id))
+            version = None if meta is None else int(meta["version"]["N"])
+            listed_before: set[tuple[str, str]] = set()
+            if meta is not None:
+                if session_from(meta["state"]["S"], []).offset > through:
+                    return False
+                if meta["owner"]["S"]:
+                    listed_before.add((meta["owner"]["S"], session_id))
+            outcome = fold_batch(
+                own, {}, {}, default_ttl_ms=self.default_ttl_ms, admit=self._admit()
+            )
+            done = outcome.sessions.get(session_id)
+            # The former owner's row goes unless the rebuilt session lists it again.
+            index_ops, rest = self._index_ops(
+                outcome.listed, listed_before - set(outcome.listed), outcome.sessions
+            )
+            try:
+                if done is not None:
+                    self._write_session(session_id, done, version, index_ops.get(session_id, []))
+                elif version is not None:
+                    self._delete_session(session_id, version)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                return False  # the live projector wrote the session meanwhile
+            self._batch_write(self.meta_table, rest)
+        except (BotoCoreError, ClientError) as exc:
+            raise TargetError(f"rebuilding session {session_id!r} in {self.url} failed: {exc}") \
+                from exc
+        return True
+
+    def _delete_session(self, session_id: str, version: int) -> None:
+        self.client.transact_write_items(TransactItems=[
+            {"Delete": {"TableName": self.table, "Key": {KEY: {"S": session_id}}}},
+            {"Delete": {
+                "TableName": self.meta_table,
+                "Key": {k: {"S": v} for k, v in _meta_key(session_id).items()},
+                "ConditionExpression": "version = :v",
+                "ExpressionAttributeValues": {":v": {"N": str(version)}},
+            }},
+        ])
 
     def _admit(self) -> Callable[[ExpectedSession | None, Change], Refusal | None]:
         sizes: dict[str, tuple[int, int]] = {}  # session -> (messages counted, bytes)
@@ -250,13 +348,19 @@ class DynamoDbTarget:
 
         return admit
 
-    def _write_session(self, sid: str, done: SessionOutcome, version: int | None) -> None:
+    def _write_session(
+        self,
+        sid: str,
+        done: SessionOutcome,
+        version: int | None,
+        index_ops: Sequence[dict[str, Any]] = (),
+    ) -> None:
         session = done.session
         messages = session.messages
         meta = {
             "pk": {"S": dynamodb_session_pk(sid)},
             "sk": {"S": DYNAMODB_META},
-            "state": {"S": state_json(session)},
+            "state": {"S": state_json(session, done.verdicts)},
             "count": {"N": str(len(messages))},
             "owner": {"S": session.owner},
             "expires_at": {"N": str(expires_at(session, self.default_ttl_ms))},
@@ -278,6 +382,7 @@ class DynamoDbTarget:
         try:
             self.client.transact_write_items(TransactItems=[
                 data, {"Put": {"TableName": self.meta_table, "Item": meta, **condition}},
+                *index_ops,
             ])
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "TransactionCanceledException":
@@ -288,21 +393,6 @@ class DynamoDbTarget:
             if stored is None or stored.get("version") != meta["version"] \
                     or stored.get("state") != meta["state"]:
                 raise
-
-    def _write_index(
-        self, listed: Mapping[tuple[str, str], int], unlisted: set[tuple[str, str]]
-    ) -> None:
-        requests: list[dict[str, Any]] = [
-            {"PutRequest": {"Item": {
-                "pk": {"S": dynamodb_user_pk(user)}, "sk": {"S": sid}, "last_ms": {"N": str(at)},
-            }}}
-            for (user, sid), at in listed.items()
-        ]
-        requests += [
-            {"DeleteRequest": {"Key": {"pk": {"S": dynamodb_user_pk(user)}, "sk": {"S": sid}}}}
-            for user, sid in unlisted - set(listed)
-        ]
-        self._batch_write(self.meta_table, requests)
 
     def _advance(self, advance: Mapping[int, int]) -> None:
         for partition, offset in advance.items():

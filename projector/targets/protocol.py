@@ -39,6 +39,24 @@ class ReadModelTarget(Protocol):
         """
         ...
 
+    def replace_session(
+        self, session_id: str, changes: Sequence[Change], *, through: int
+    ) -> bool:
+        """Put ``session_id`` rebuilt from ``changes`` in place of what the store holds.
+
+        ``changes`` are every change of the session in its partition, in log
+        order, up to offset ``through``; the session is folded from them alone
+        (messages, owner, TTL, its user index row) and written as one
+        transaction (SQL) or one conditional write (DynamoDB). Positions are
+        not touched. Returns ``False``, writing nothing, when the store
+        already applied a newer event of the session (read on and call again).
+
+        Raises:
+            TargetError: the store failed, or cannot rebuild one session (Redis:
+                ``chatlog replay session --namespace``).
+        """
+        ...
+
     def positions(self) -> dict[int, int]:
         """Every recorded partition's next offset to apply."""
         ...

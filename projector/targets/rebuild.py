@@ -6,7 +6,10 @@ batch through the target's :meth:`~ReadModelTarget.apply`, which records the
 batch's positions with its data. A rebuild killed half-way resumes from the
 target's positions. Verify folds the log with
 :class:`~chatlog.projector.verify.ExpectedState` up to those positions and
-compares every session the log or the target knows.
+compares every session the log or the target knows; with ``repair`` it
+rebuilds exactly the sessions that differ (:meth:`TargetReplayer.rebuild_session`,
+one session from its partition, put in place with
+:meth:`~ReadModelTarget.replace_session`).
 
 Moving readers to another store is configuration (``CHATLOG_READ_MODEL``,
 ``chatlog projector run --target``), not a pointer switch, so there is no
@@ -19,12 +22,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from chatlog.errors import TopicError
-from chatlog.producers.admin import end_offsets
+from chatlog.errors import ReplayError, TopicError
+from chatlog.identifiers import validate_session_id
+from chatlog.producers.admin import end_offsets, partition_count
 from chatlog.producers.log_reader import beginning_offsets, read_range
 from chatlog.projector.change_reader import ChangeReader
 from chatlog.projector.changes import Change, Refusal
 from chatlog.projector.replay import ProgressCallback, ReplayProgress, VerifyReport
+from chatlog.projector.session_rebuild import SessionReplay, partition_for
 from chatlog.projector.targets.protocol import ReadModelTarget
 from chatlog.projector.verify import ExpectedState, SessionDifference, compare
 from chatlog.schemas.codec import EventCodec
@@ -94,11 +99,13 @@ class TargetReplayer:
         progress: ReplayProgress,
         on_progress: ProgressCallback | None,
         handle: Callable[[list[Change], dict[int, int]], None],
+        *,
+        key: bytes | None = None,
     ) -> dict[int, int]:
         """``handle`` each polled batch of ``[starts, ends)``; return where every partition got."""
         reached = dict(starts)
         for records, next_offsets in read_range(
-            self.settings, self.settings.topic, starts, ends, progress, self._decode
+            self.settings, self.settings.topic, starts, ends, progress, self._decode, key=key
         ):
             handle(records, next_offsets)
             reached.update(next_offsets)
@@ -106,10 +113,69 @@ class TargetReplayer:
                 on_progress(progress)
         return reached
 
+    def rebuild_session(
+        self, session_id: str, *, on_progress: ProgressCallback | None = None
+    ) -> SessionReplay:
+        """Rebuild one session from its partition alone and put it in place in the target.
+
+        Reads the session's records of its partition to the end, then hands
+        them to :meth:`~ReadModelTarget.replace_session`; if the target's
+        live projector applied a newer event meanwhile, it reads on and tries
+        again. Positions are not touched, and other sessions are not read.
+
+        Raises:
+            InvalidSessionIdError: the session id is unusable.
+            TopicError: the topic is missing or cannot be read.
+            ReplayError: the session kept changing faster than it could be rebuilt.
+            TargetError: the store failed (or is Redis: ``replay session --namespace``).
+        """
+        validate_session_id(session_id)
+        count = partition_count(self.settings, self.settings.topic)
+        if not count:
+            raise TopicError(f"topic {self.settings.topic!r} does not exist")
+        partition = partition_for(session_id, count)
+        progress = ReplayProgress(namespace=self.target.url, partitions_total=1)
+        start = beginning_offsets(self.settings, self.settings.topic, [partition])[partition]
+        end = self._ends()[partition]
+        changes: list[Change] = []
+
+        def collect(records: list[Change], _next_offsets: dict[int, int]) -> None:
+            changes.extend(r for r in records if r.session_id == session_id)
+
+        for _ in range(CATCH_UP_ROUNDS):
+            self._each_batch(
+                {partition: start}, {partition: end}, progress, on_progress, collect,
+                key=session_id.encode("utf-8"),
+            )
+            if self.target.replace_session(session_id, changes, through=end - 1):
+                break
+            start, end = end, self._ends()[partition]
+        else:
+            raise ReplayError(
+                f"session {session_id!r} kept changing during {CATCH_UP_ROUNDS} attempts "
+                "to rebuild it; try again"
+            )
+        progress.applied = len(changes)
+        progress.partitions_done = 1
+        progress.finished_at = time.monotonic()
+        messages = len(self.target.read_session(session_id))
+        return SessionReplay(session_id, self.target.url, partition, len(changes), messages,
+                             progress)
+
     def verify(
-        self, *, on_progress: ProgressCallback | None = None, settle_s: float = SETTLE_S
+        self,
+        *,
+        on_progress: ProgressCallback | None = None,
+        settle_s: float = SETTLE_S,
+        repair: bool = False,
     ) -> VerifyReport:
-        """Recompute every session from the log and report each one the target gets wrong."""
+        """Recompute every session from the log and report each one the target gets wrong.
+
+        With ``repair``, exactly the sessions that differ are rebuilt with
+        :meth:`rebuild_session` and checked again against the log folded to
+        its end: ``repaired`` lists what was rebuilt, ``remaining`` what still
+        differs (the report's ``healthy``).
+        """
         progress = ReplayProgress(namespace=self.target.url)
         ends = self._verify_ends()
         begins = beginning_offsets(self.settings, self.settings.topic, list(ends))
@@ -130,9 +196,15 @@ class TargetReplayer:
                 if quiet_rounds > 2:
                     break
             differences = self._differences(expected, {d.session_id for d in differences})
+        report = VerifyReport(self.target.url, len(sessions), differences, progress)
+        if repair and differences:
+            report.repaired = [self.rebuild_session(d.session_id) for d in differences]
+            # The rebuilt sessions hold the log to its end, ahead of the positions maybe.
+            reached = self._fold(expected, reached, self._ends(), progress, on_progress)
+            report.remaining = self._differences(expected, {d.session_id for d in differences})
         progress.positions = reached
         progress.finished_at = time.monotonic()
-        return VerifyReport(self.target.url, len(sessions), differences, progress)
+        return report
 
     def _fold(
         self,

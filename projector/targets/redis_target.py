@@ -77,6 +77,19 @@ class RedisTarget:
                 f"applying a batch to {self.url} failed: {exc}; applying it again is safe"
             ) from exc
 
+    def replace_session(
+        self, session_id: str, changes: Sequence[Change], *, through: int
+    ) -> bool:
+        """Not here: a Redis session is rebuilt by :meth:`Replayer.rebuild_session`.
+
+        Raises:
+            TargetError: always; it names the command that does it.
+        """
+        raise TargetError(
+            f"rebuild one session of {self.url} with `chatlog replay session SESSION "
+            "--namespace NS` (a scratch namespace and an atomic swap), not with --target"
+        )
+
     def positions(self) -> dict[int, int]:
         """The namespace's applied positions."""
         return AppliedPositions(self.client, self.namespace).read()

@@ -16,23 +16,45 @@ persisted without a change here. Messages are stored apart; a loaded session
 carries placeholders for them (:data:`KEPT`) unless the store reads them
 anyway (DynamoDB's one item), and :meth:`SessionOutcome.appended` tells an
 append-only outcome from one that rewrites the list.
+
+Verdicts of conditional appends (``MessagesAppended``), which a writer waits
+for (``add_messages(..., expected_version=...)``), go in the same state JSON
+under :data:`~chatlog.target_layout.STATE_VERDICTS`: offset -> [verdict,
+recorded at], with the values of ``chatlog.keys.VERDICT_*`` that the Redis
+script writes to its ``:verdicts`` hash. They are written with the session
+(one transaction, one conditional write), so a writer never sees a verdict
+without its messages; each lives ``VERDICT_TTL_MS`` after
+it was recorded (wall clock, like Redis's hash; ``projector.protocol``), pruned
+when the session is written again.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
+from chatlog.keys import VERDICT_APPLIED, VERDICT_CONFLICT, VERDICT_DUPLICATE
 from chatlog.projector.changes import Change, Refusal, RefusalReason
-from chatlog.projector.protocol import EVENT_TYPES, OP_APPEND, OP_DELETE_USER
+from chatlog.projector.protocol import (
+    EVENT_TYPES,
+    OP_APPEND,
+    OP_APPEND_IF,
+    OP_DELETE_USER,
+    VERDICT_TTL_MS,
+)
 from chatlog.projector.redis_projection import (  # the same dead-letter text for every target
     ApplyResult,
     _ownership_reason,
 )
 from chatlog.projector.verify import ExpectedSession, ExpectedState
+from chatlog.target_layout import STATE_VERDICTS
+
+#: A session's stored verdicts: offset (text) -> [verdict, recorded at (epoch ms)].
+Verdicts = dict[str, list[Any]]
 
 #: The placeholder of a stored message a target did not load (compared by identity).
 KEPT = "\x00kept"
@@ -59,9 +81,18 @@ def _jsonable(value: object) -> object:
     raise TypeError(f"ExpectedSession holds a {type(value).__name__}, which JSON cannot store")
 
 
-def state_json(session: ExpectedSession) -> str:
-    """The session's persisted state (every field but the messages) as JSON."""
-    return json.dumps({name: getattr(session, name) for name in _STATE_FIELDS}, default=_jsonable)
+def state_json(session: ExpectedSession, verdicts: Verdicts | None = None) -> str:
+    """The session's persisted state (every field but the messages, and its verdicts) as JSON."""
+    state: dict[str, object] = {name: getattr(session, name) for name in _STATE_FIELDS}
+    if verdicts:
+        state[STATE_VERDICTS] = verdicts
+    return json.dumps(state, default=_jsonable)
+
+
+def stored_verdicts(state: str) -> Verdicts:
+    """The verdicts kept in :func:`state_json` text (``{}`` when none)."""
+    verdicts: Verdicts = json.loads(state).get(STATE_VERDICTS) or {}
+    return verdicts
 
 
 def session_from(state: str, messages: list[str]) -> ExpectedSession:
@@ -87,6 +118,8 @@ class SessionOutcome:
     loaded_count: int
     #: Whether the fold kept the loaded list object (only appended to it).
     same_list: bool
+    #: The verdicts to store with the session (the loaded ones still live, and the batch's).
+    verdicts: Verdicts = field(default_factory=dict)
 
     @property
     def appended(self) -> list[str] | None:
@@ -126,6 +159,8 @@ def fold_batch(
     *,
     default_ttl_ms: int,
     admit: Callable[[ExpectedSession | None, Change], Refusal | None] | None = None,
+    verdicts: Mapping[str, Verdicts] | None = None,
+    now_ms: int | None = None,
 ) -> BatchOutcome:
     """Fold ``changes`` onto the ``loaded`` sessions and user ``index`` with verify's rules.
 
@@ -137,7 +172,10 @@ def fold_batch(
         default_ttl_ms: The deployment's idle TTL (0: never).
         admit: A store's own limit, asked before each change is folded (a
             refusal leaves the session as it was, e.g. DynamoDB's item size).
+        verdicts: The stored verdicts of the touched sessions (:func:`stored_verdicts`).
+        now_ms: Wall-clock time verdicts are recorded at and pruned by (default: now).
     """
+    now = int(time.time() * 1000) if now_ms is None else now_ms
     state = ExpectedState()
     state.default_ttl_ms = default_ttl_ms
     state.sessions = dict(loaded)
@@ -145,6 +183,9 @@ def fold_batch(
     originals = {sid: (s.messages, len(s.messages)) for sid, s in loaded.items()}
     result = ApplyResult()
     applied: list[Change] = []
+    #: Changes that only moved a session's offset (duplicates, refused conditional appends).
+    decided: list[Change] = []
+    recorded: dict[str, Verdicts] = {}
     for change in changes:
         if change.op == OP_DELETE_USER:
             if not change.user_id:
@@ -172,18 +213,35 @@ def fold_batch(
         if limit is not None:
             result.failed.append((change, limit))
             continue
+        duplicates, conflicts = state.deduplicated, state.conflicts
         state.add(change)
         after = state.sessions[change.session_id]
         if after.offset != change.offset:
             result.failed.append((change, _ownership_reason(change, after.owner)))
             continue
-        applied.append(change)
+        # The fold's counters tell its verdict, as the Redis script's notes do.
+        verdict = VERDICT_APPLIED
+        if state.deduplicated > duplicates:
+            verdict = VERDICT_DUPLICATE
+            result.deduplicated += 1
+        elif state.conflicts > conflicts:
+            verdict = VERDICT_CONFLICT + str(len(after.messages))
+            result.conflicts += 1
+        if change.op == OP_APPEND_IF:
+            recorded.setdefault(change.session_id, {})[str(change.offset)] = [verdict, now]
+        (applied if verdict == VERDICT_APPLIED else decided).append(change)
     outcome = BatchOutcome(result)
-    for session_id in {c.session_id for c in applied if c.op != OP_DELETE_USER}:
+    stored = verdicts or {}
+    for session_id in {c.session_id for c in (*applied, *decided) if c.op != OP_DELETE_USER}:
         session = state.sessions[session_id]
         original, count = originals.get(session_id, (None, 0))
+        kept = {
+            offset: entry for offset, entry in stored.get(session_id, {}).items()
+            if int(entry[1]) + VERDICT_TTL_MS > now
+        }
         outcome.sessions[session_id] = SessionOutcome(
-            session, count, same_list=session.messages is original
+            session, count, same_list=session.messages is original,
+            verdicts={**kept, **recorded.get(session_id, {})},
         )
     before = {(u, s): at for u, rows in index.items() for s, at in rows.items()}
     after_rows = {(u, s): at for u, rows in state.index.items() for s, at in rows.items()}

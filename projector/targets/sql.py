@@ -7,7 +7,8 @@ Messages go in langchain-community's ``SQLChatMessageHistory`` layout, the
 projected. chatlog's own state lives beside it in tables it creates:
 
 * ``chatlog_sessions``: per session the fold's state (owner, partition, last
-  applied offset, TTL, last event time) as JSON, the message count and the
+  applied offset, TTL, last event time, the verdicts of recent conditional
+  appends) as JSON, the message count (the session's version) and the
   expiry (event time + idle TTL, 0 for never) that readers filter on;
 * ``chatlog_user_sessions``: each user's session index (last activity);
 * ``chatlog_positions``: each partition's next offset to apply.
@@ -34,11 +35,13 @@ from chatlog.projector.changes import Change
 from chatlog.projector.protocol import OP_DELETE_USER
 from chatlog.projector.redis_projection import ApplyResult
 from chatlog.projector.targets.session_fold import (
+    Verdicts,
     expires_at,
     fold_batch,
     loaded_placeholders,
     session_from,
     state_json,
+    stored_verdicts,
 )
 from chatlog.projector.verify import ExpectedSession
 from chatlog.target_layout import MESSAGE_TABLE, sql_tables
@@ -165,6 +168,7 @@ class SqlTarget:
         touched = sorted({c.session_id for c in changes if c.op != OP_DELETE_USER})
         deleted_users = sorted({c.user_id for c in changes if c.op == OP_DELETE_USER and c.user_id})
         loaded: dict[str, ExpectedSession] = {}
+        verdicts: dict[str, Verdicts] = {}
         index: dict[str, dict[str, int]] = {}
         s, u, m = self.sessions, self.users, self.messages
         for chunk in _chunks(touched):
@@ -173,6 +177,7 @@ class SqlTarget:
                 query = query.with_for_update()
             for sid, state, count in conn.execute(query):
                 loaded[sid] = session_from(state, loaded_placeholders(count))
+                verdicts[sid] = stored_verdicts(state)
             rows = conn.execute(sa.select(u.c.user_id, u.c.session_id, u.c.last_ms)
                                 .where(u.c.session_id.in_(chunk)))
             for user, sid, at in rows:
@@ -182,7 +187,9 @@ class SqlTarget:
                                 .where(u.c.user_id.in_(chunk)))
             for user, sid, at in rows:
                 index.setdefault(user, {})[sid] = at
-        outcome = fold_batch(changes, loaded, index, default_ttl_ms=self.default_ttl_ms)
+        outcome = fold_batch(
+            changes, loaded, index, default_ttl_ms=self.default_ttl_ms, verdicts=verdicts
+        )
         rewritten: list[str] = []
         inserts: list[dict[str, str]] = []
         session_rows: list[dict[str, Any]] = []
@@ -195,7 +202,7 @@ class SqlTarget:
             session = done.session
             session_rows.append({
                 "session_id": sid,
-                "state": state_json(session),
+                "state": state_json(session, done.verdicts),
                 "count": len(session.messages),
                 "owner": session.owner,
                 "expires_at": expires_at(session, self.default_ttl_ms),
@@ -218,6 +225,43 @@ class SqlTarget:
                 for (user, sid), at in outcome.listed.items()
             ])
         return outcome.result
+
+    def replace_session(
+        self, session_id: str, changes: Sequence[Change], *, through: int
+    ) -> bool:
+        """Rebuild ``session_id`` from ``changes`` in one transaction (see the protocol).
+
+        The session's rows go and the changes are applied to nothing, with the
+        same apply as every batch, so the rebuilt rows are what a rebuild of
+        the whole store would write. The session row is locked first (FOR
+        UPDATE on PostgreSQL, the write lock on SQLite), so a live projector
+        waits rather than interleaves.
+        """
+        s, u, m = self.sessions, self.users, self.messages
+        own = [c for c in changes if c.session_id == session_id and c.op != OP_DELETE_USER]
+        try:
+            with self.engine.begin() as conn:
+                query = sa.select(s.c.state).where(s.c.session_id == session_id)
+                if self._lock:
+                    query = query.with_for_update()
+                else:
+                    # SQLite has no FOR UPDATE, and pysqlite begins the transaction
+                    # at the first write: a no-op write takes the database's write
+                    # lock before the read, so no projector commits in between.
+                    conn.execute(
+                        sa.update(s).where(s.c.session_id == session_id).values(count=s.c.count)
+                    )
+                row = conn.execute(query).first()
+                if row is not None and session_from(row[0], []).offset > through:
+                    return False
+                conn.execute(sa.delete(m).where(m.c.session_id == session_id))
+                conn.execute(sa.delete(s).where(s.c.session_id == session_id))
+                conn.execute(sa.delete(u).where(u.c.session_id == session_id))
+                self._apply(conn, own)
+        except SQLAlchemyError as exc:
+            raise TargetError(f"rebuilding session {session_id!r} in {self.url} failed: {exc}") \
+                from exc
+        return True
 
     def _advance(self, conn: sa.Connection, advance: Mapping[int, int]) -> None:
         if not advance:

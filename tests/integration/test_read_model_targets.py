@@ -10,6 +10,8 @@ a random differential test.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import Callable
 from itertools import pairwise
@@ -19,13 +21,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatlog import Settings
+from chatlog.errors import TargetError
+from chatlog.histories.read_model import ReadModelReader, SessionSnapshot, SessionVersion
+from chatlog.histories.session_pages import SessionPage, sessions_page
+from chatlog.histories.target_reader import TargetSessionReader
+from chatlog.keys import VERDICT_APPLIED, VERDICT_CONFLICT, VERDICT_DUPLICATE
 from chatlog.projector.changes import Change, RefusalReason
 from chatlog.projector.protocol import (
     OP_APPEND,
+    OP_APPEND_IF,
     OP_CLEAR,
     OP_DELETE_SESSION,
     OP_DELETE_USER,
     OP_SET_TTL,
+    pack_fields,
 )
 from chatlog.projector.targets import ReadModelTarget, open_target
 from chatlog.projector.verify import ExpectedState
@@ -60,6 +69,30 @@ class Log:
 
 def stored_texts(target: ReadModelTarget, *texts: str) -> list[str]:
     return [target.stored_form(message(t).decode()) for t in texts]
+
+
+def conditional(expected: int, *ids: str) -> bytes:
+    """A conditional append's argument: at ``expected`` messages, one message per id."""
+    fields = [str(expected).encode()]
+    for key in ids:
+        fields += [key.encode(), message(key)]
+    return pack_fields(fields)
+
+
+def contents(messages: list[bytes]) -> list[str]:
+    """The contents of read messages (every store's JSON form)."""
+    return [json.loads(m)["data"]["content"] for m in messages]
+
+
+Reader = ReadModelReader | TargetSessionReader
+
+
+def page_of(reader: Reader, user_id: str, *, limit: int, cursor: str | None = None
+            ) -> SessionPage:
+    """A page of the user's sessions, as ``ChatLog.sessions`` reads it from each store."""
+    if isinstance(reader, ReadModelReader):
+        return sessions_page(reader, user_id, limit=limit, cursor=cursor)
+    return reader.sessions_page(user_id, limit=limit, cursor=cursor)
 
 
 def test_appends_are_read_back_in_log_order(read_model_target: ReadModelTarget) -> None:
@@ -139,7 +172,7 @@ def test_session_on_another_partition_is_refused(read_model_target: ReadModelTar
 
 
 def test_session_idle_past_its_ttl_by_event_time_reads_empty(
-    target_kind: str, read_model_target: ReadModelTarget
+    target_kind: str, read_model_target: ReadModelTarget, read_model_reader: Reader
 ) -> None:
     """A TTL that ran out by event time (a replay of old events) never revives the session."""
     log = Log()
@@ -147,6 +180,8 @@ def test_session_idle_past_its_ttl_by_event_time_reads_empty(
     read_model_target.apply([ttl, log.change(OP_APPEND, arg=message("a"))], advance={0: 2})
     assert read_model_target.read_session("s1") == []
     assert read_model_target.user_sessions("u1") == {}
+    found = read_model_reader.version("s1")  # what history.version reads
+    assert (found.owner, found.version, found.offset) == (None, 0, 1)
     # Redis dropped the keys itself; SQL and DynamoDB keep rows until swept.
     assert read_model_target.sweep() == (0 if target_kind == "redis" else 1)
     assert read_model_target.sweep() == 0
@@ -167,6 +202,145 @@ def test_drop_removes_the_read_model(
     finally:
         reopened.drop()
         reopened.close()
+
+
+def test_replace_session_rebuilds_one_session_unless_the_store_is_newer(
+    target_kind: str, read_model_target: ReadModelTarget
+) -> None:
+    """The single-session rebuild (``replay session --target``) of the SQL and DynamoDB stores."""
+    log = Log()
+    a, b, c = (log.change(OP_APPEND, arg=message(t)) for t in "abc")
+    other = log.change(OP_APPEND, session="s2", arg=message("o"))
+    read_model_target.apply([a, b, other], advance={0: 4})
+    if target_kind == "redis":
+        with pytest.raises(TargetError, match="--namespace"):
+            read_model_target.replace_session("s1", [a], through=0)
+        return
+    assert not read_model_target.replace_session("s1", [a], through=a.offset)  # store is newer
+    assert read_model_target.replace_session("s1", [a, b, c], through=c.offset)
+    assert read_model_target.read_session("s1") == stored_texts(read_model_target, "a", "b", "c")
+    assert read_model_target.user_sessions("u1") == {"s1": c.event_ms, "s2": other.event_ms}
+    # A session the log does not hold goes; positions and other sessions stay.
+    assert read_model_target.replace_session("s1", [], through=c.offset + 1)
+    assert read_model_target.read_session("s1") == []
+    assert list(read_model_target.user_sessions("u1")) == ["s2"]
+    assert read_model_target.positions() == {0: 4}
+
+
+# -- what ChatLog reads: versions, verdicts, windows, session pages (sync and async) --------
+
+
+def applied_with_verdicts(target: ReadModelTarget) -> tuple[Change, Change, Change]:
+    """Two appends, then conditional appends: applied, refused (stale version), duplicate."""
+    log = Log()
+    plain = [log.change(OP_APPEND, arg=message(f"m{i}")) for i in range(2)]
+    applied = log.change(OP_APPEND_IF, arg=conditional(2, "c1", "c2"))
+    stale = log.change(OP_APPEND_IF, arg=conditional(2, "c3"))
+    result = target.apply([*plain, applied, stale], advance={0: 4})
+    assert (result.applied, result.conflicts, result.failed) == (3, 1, [])
+    again = log.change(OP_APPEND_IF, arg=conditional(2, "c1", "c2"))
+    result = target.apply([again], advance={0: 5})
+    assert (result.applied, result.deduplicated) == (0, 1)
+    return applied, stale, again
+
+
+def test_version_is_the_message_count_and_verdicts_answer_conditional_appends(
+    read_model_target: ReadModelTarget, read_model_reader: Reader
+) -> None:
+    """Each conditional append's verdict is stored with the session, as Redis's hash holds it."""
+    applied, stale, again = applied_with_verdicts(read_model_target)
+    verdicts = [
+        read_model_reader.version("s1", verdict_of=c.offset).verdict
+        for c in (applied, stale, again)
+    ]
+    assert verdicts == [VERDICT_APPLIED, VERDICT_CONFLICT + "4", VERDICT_DUPLICATE]
+    assert read_model_reader.version("s1") == SessionVersion(4, 0, "u1", 4, None)
+    assert read_model_reader.version("nobody") == SessionVersion(-1, None, None, 0, None)
+    assert contents(read_model_reader.read("s1").messages) == ["m0", "m1", "c1", "c2"]
+
+
+Window = Callable[[int | None, int | None], SessionSnapshot]
+
+
+def windows(read: Window) -> list[tuple[int, list[str]]]:
+    """The window reads every store must answer alike: (start, contents) each."""
+    asked = [(2, None), (2, 3), (2, 1), (None, None), (None, 2), (2, 0), (10, None), (2, 9)]
+    found = []
+    for limit, before in asked:
+        snapshot = read(limit, before)
+        found.append((snapshot.start, contents(snapshot.messages)))
+    return found
+
+
+EXPECTED_WINDOWS = [
+    (3, ["m3", "m4"]),
+    (1, ["m1", "m2"]),
+    (0, ["m0"]),
+    (0, ["m0", "m1", "m2", "m3", "m4"]),
+    (0, ["m0", "m1"]),
+    (0, []),
+    (0, ["m0", "m1", "m2", "m3", "m4"]),
+    (7, []),
+]
+
+
+def five_messages(target: ReadModelTarget) -> None:
+    log = Log()
+    target.apply([log.change(OP_APPEND, arg=message(f"m{i}")) for i in range(5)], advance={0: 5})
+
+
+def test_window_reads_page_back_from_the_newest_message(
+    read_model_target: ReadModelTarget, read_model_reader: Reader
+) -> None:
+    """``history.read(limit=, before=)`` pages: the same windows and starts on every store."""
+    five_messages(read_model_target)
+
+    def read(limit: int | None, before: int | None) -> SessionSnapshot:
+        return read_model_reader.read_window("s1", limit=limit, before=before)
+
+    assert windows(read) == EXPECTED_WINDOWS
+
+
+def test_async_reads_answer_like_the_sync_ones(
+    read_model_target: ReadModelTarget, read_model_reader: Reader
+) -> None:
+    """Async version and window reads (ChatLog's a* methods) answer alike on every store."""
+    applied, stale, _again = applied_with_verdicts(read_model_target)
+
+    async def read() -> tuple[list[str | None], SessionVersion, SessionSnapshot]:
+        try:
+            verdicts = [
+                (await read_model_reader.aversion("s1", verdict_of=c.offset)).verdict
+                for c in (applied, stale)
+            ]
+            current = await read_model_reader.aversion("s1")
+            window = await read_model_reader.aread_window("s1", limit=3, before=None)
+            return verdicts, current, window
+        finally:
+            await read_model_reader.aclose()
+
+    verdicts, current, window = asyncio.run(read())
+    assert verdicts == [VERDICT_APPLIED, VERDICT_CONFLICT + "4"]
+    assert (current.version, current.owner) == (4, "u1")
+    assert (window.start, contents(window.messages)) == (1, ["m1", "c1", "c2"])
+
+
+def test_sessions_page_newest_first_with_a_cursor(
+    read_model_target: ReadModelTarget, read_model_reader: Reader
+) -> None:
+    """``ChatLog.sessions(user, limit=, cursor=)`` pages alike on every store."""
+    log = Log()
+    batch = [log.change(OP_APPEND, session=s, arg=message(s)) for s in ("a", "b", "c", "d")]
+    batch.append(log.change(OP_APPEND, session="mallory", user="u2", arg=message("x")))
+    read_model_target.apply(batch, advance={0: 5})
+    first = page_of(read_model_reader, "u1", limit=3)
+    assert [s.session_id for s in first] == ["d", "c", "b"]
+    assert first.next_cursor is not None
+    rest = page_of(read_model_reader, "u1", limit=3, cursor=first.next_cursor)
+    assert ([s.session_id for s in rest], rest.next_cursor) == (["a"], None)
+    assert [s.message_count for s in first] == [1, 1, 1]
+    exact = page_of(read_model_reader, "u1", limit=4)
+    assert (len(exact), exact.next_cursor) == (4, None)
 
 
 # -- the fold is the reference: random logs, random batches, redelivery ------------------

@@ -7,17 +7,20 @@ URL`` run through the CLI against the real stores.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import warnings
 from collections.abc import Callable
 
 import pytest
 from click.testing import CliRunner, Result
+from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
 from chatlog import ChatLog, Settings
 from chatlog.cli import cli
 from chatlog.projector.targets import open_target
+from chatlog.projector.targets.live import TargetProjector
 from chatlog.projector.targets.sql import engine_url
 from tests.helpers import cli_args
 
@@ -36,8 +39,8 @@ CONVERSATION: list[BaseMessage] = [
 ]
 
 
-def langchain_messages(kind: str, url: str, session_id: str) -> list[BaseMessage]:
-    """The session as LangChain's own history class for the store reads it."""
+def langchain_history(kind: str, url: str, session_id: str) -> BaseChatMessageHistory:
+    """LangChain's own history class for the store, on ``session_id``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # langchain-community's sunset notice
         if kind == "dynamodb":
@@ -47,17 +50,20 @@ def langchain_messages(kind: str, url: str, session_id: str) -> list[BaseMessage
 
             parts = urlsplit(url)
             endpoint = parse_qs(parts.query)["endpoint_url"][0]
-            dynamo = DynamoDBChatMessageHistory(
+            return DynamoDBChatMessageHistory(
                 table_name=parts.netloc, session_id=session_id, endpoint_url=endpoint
             )
-            return list(dynamo.messages)
         from langchain_community.chat_message_histories import SQLChatMessageHistory
 
         connect, table = engine_url(url)
-        sql = SQLChatMessageHistory(
+        return SQLChatMessageHistory(
             session_id, table_name=table, connection=connect.render_as_string(False)
         )
-        return list(sql.messages)
+
+
+def langchain_messages(kind: str, url: str, session_id: str) -> list[BaseMessage]:
+    """The session as LangChain's own history class for the store reads it."""
+    return list(langchain_history(kind, url, session_id).messages)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql", "dynamodb"])
@@ -128,11 +134,67 @@ def test_verify_reports_a_tampered_sql_session(
     assert (difference["session_id"], difference["kinds"]) == ("t1", ["missing"])
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "dynamodb"])
+def test_replay_session_and_verify_repair_restore_sessions_changed_behind_chatlog(
+    kind: str, settings: Settings, chatlog: ChatLog, target_url_factory: Callable[[str], str]
+) -> None:
+    """`replay session --target` rebuilds one session; `verify --target --repair` the rest."""
+    chatlog.history("wiped", "alice").add_messages(CONVERSATION)
+    chatlog.history("grown", "bob").add_messages(CONVERSATION[:1])
+    chatlog.history("fine", "bob").add_messages(CONVERSATION[1:2])
+    url = target_url_factory(kind)
+    runner = CliRunner()
+
+    def run(*args: str) -> Result:
+        return runner.invoke(cli, cli_args(settings, "replay", *args, "--target", url, "--json"))
+
+    assert run("rebuild").exit_code == 0
+    # Another writer (LangChain's own class) changes two sessions behind chatlog's back.
+    langchain_history(kind, url, "wiped").clear()
+    langchain_history(kind, url, "grown").add_message(HumanMessage("foreign", id="f1"))
+    checked = run("verify")
+    assert checked.exit_code == 1, checked.output
+    assert {d["session_id"] for d in json.loads(checked.output)["differences"]} == {
+        "wiped", "grown"
+    }
+
+    rebuilt = run("session", "grown")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert (json.loads(rebuilt.output)["session_events"], json.loads(rebuilt.output)["messages"]) \
+        == (1, 1)
+    assert langchain_messages(kind, url, "grown") == CONVERSATION[:1]
+
+    repaired = run("verify", "--repair")
+    assert repaired.exit_code == 0, repaired.output
+    report = json.loads(repaired.output)
+    assert (report["ok"], report["healthy"], report["remaining"]) == (False, True, [])
+    assert [r["session_id"] for r in report["repaired"]] == ["wiped"]
+    assert langchain_messages(kind, url, "wiped") == CONVERSATION
+    assert langchain_messages(kind, url, "fine") == CONVERSATION[1:2]
+    assert json.loads(run("verify").output)["ok"] is True
+    target = open_target(url, settings)
+    try:
+        assert set(target.user_sessions("bob")) == {"grown", "fine"}
+    finally:
+        target.close()
+
+
+def test_replay_session_with_a_redis_target_names_the_namespace_command(
+    settings: Settings, chatlog: ChatLog, target_url_factory: Callable[[str], str]
+) -> None:
+    """A Redis session is rebuilt with --namespace (scratch namespace and swap)."""
+    chatlog.history("r", "alice").add_messages(CONVERSATION[:1])
+    result = CliRunner().invoke(cli, cli_args(
+        settings, "replay", "session", "r", "--target", target_url_factory("redis")
+    ))
+    assert result.exit_code != 0
+    assert "--namespace" in str(result.exception) + result.output
+
+
 def test_live_projector_continues_a_rebuilt_store_from_its_positions(
     settings: Settings, chatlog: ChatLog, target_url_factory: Callable[[str], str]
 ) -> None:
     """A rebuild then the target's own projector: later appends arrive, nothing twice."""
-    from chatlog.projector.targets.live import TargetProjector
     from chatlog.projector.targets.rebuild import TargetReplayer
     from tests.helpers import eventually
 
@@ -153,19 +215,12 @@ def test_live_projector_continues_a_rebuilt_store_from_its_positions(
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql", "dynamodb"])
 def test_chatlog_reads_its_own_writes_from_the_read_model_url(
-    kind: str,
-    settings_factory: Callable[..., Settings],
-    chatlog_factory: Callable[[Settings], ChatLog],
-    target_url_factory: Callable[[str], str],
+    kind: str, reading_from: Callable[[str], tuple[ChatLog, TargetProjector]]
 ) -> None:
     """CHATLOG_READ_MODEL=URL: messages, last(n), ownership and listing come from the store."""
     from chatlog.errors import SessionOwnershipError
-    from chatlog.projector.targets.live import TargetProjector
 
-    url = target_url_factory(kind)
-    settings = settings_factory(read_model=url)
-    chatlog = chatlog_factory(settings)
-    worker = TargetProjector(settings, open_target(url, settings))
+    chatlog, worker = reading_from(kind)
     with worker.running():
         history = chatlog.history("mine", "alice")
         history.add_messages(CONVERSATION)
@@ -217,3 +272,45 @@ def test_projector_run_with_a_target_projects_and_exits_zero_on_sigterm(
     assert swept.exit_code == 0, swept.output
     assert json.loads(swept.output)["sessions_swept"] == 0  # no idle TTL configured
     target.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "dynamodb"])
+def test_versions_conditional_appends_and_pages_on_the_read_model_url(
+    kind: str, reading_from: Callable[[str], tuple[ChatLog, TargetProjector]]
+) -> None:
+    """CHATLOG_READ_MODEL=URL: version, expected_version, paged reads and session pages."""
+    from chatlog.errors import ConcurrentAppendError
+
+    chatlog, worker = reading_from(kind)
+    with worker.running():
+        history = chatlog.history("paged", "alice")
+        history.add_messages(CONVERSATION[:2])
+        assert history.version == 2
+        history.add_messages(CONVERSATION[2:], expected_version=2)
+        with pytest.raises(ConcurrentAppendError) as refused:
+            history.add_messages([HumanMessage("late", id="l1")], expected_version=2)
+        assert (refused.value.expected, refused.value.found) == (2, 4)
+        page = history.read(limit=3)
+        assert (page.messages, page.start, page.next_before) == (CONVERSATION[1:], 1, 1)
+        older = history.read(limit=3, before=page.next_before)
+        assert (older.messages, older.next_before) == (CONVERSATION[:1], None)
+        chatlog.history("second", "alice").add_messages([HumanMessage("x", id="x1")])
+        first = chatlog.sessions("alice", limit=1)
+        assert [s.session_id for s in first] == ["second"]
+        rest = chatlog.sessions("alice", limit=1, cursor=first.next_cursor)
+        assert ([s.session_id for s in rest], rest.next_cursor) == (["paged"], None)
+
+        async def async_calls() -> tuple[int, list[BaseMessage], list[str]]:
+            mine = chatlog.history("paged", "alice")
+            await mine.aadd_messages([HumanMessage("more", id="a1")], expected_version=4)
+            version = await mine.aget_version()
+            window = await mine.aread(limit=1)
+            listed = await chatlog.asessions("alice", limit=5)
+            return version, window.messages, [s.session_id for s in listed]
+
+        version, newest, listed = asyncio.run(async_calls())
+        assert (version, newest) == (5, [HumanMessage("more", id="a1")])
+        assert listed == ["paged", "second"]
+        assert sorted(chatlog.delete_user("alice")) == ["paged", "second"]
+        assert chatlog.sessions("alice") == []
+        assert chatlog.history("paged", "alice").version == 0
