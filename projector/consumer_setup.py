@@ -30,8 +30,11 @@ def open_consumer(settings: Settings) -> Any:
     return kafka_python_consumer(settings)
 
 
-def kafka_python_consumer(settings: Settings) -> KafkaConsumer:
+def kafka_python_consumer(settings: Settings, *, group: str | None = None) -> KafkaConsumer:
     """A kafka-python group consumer with the projector's settings.
+
+    ``group`` overrides ``settings.consumer_group`` (a target projector has a
+    group of its own per target).
 
     Raises:
         BrokerUnavailableError: no broker answered.
@@ -39,7 +42,7 @@ def kafka_python_consumer(settings: Settings) -> KafkaConsumer:
     try:
         return KafkaConsumer(
             **settings.kafka_client_options(),
-            group_id=settings.consumer_group,
+            group_id=group or settings.consumer_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=settings.max_poll_records,

@@ -36,6 +36,7 @@ from chatlog.producers.admin import ensure_topic
 from chatlog.producers.producer import EventProducer
 from chatlog.projector.change_reader import ChangeReader
 from chatlog.projector.changes import Change, Refusal
+from chatlog.projector.consumer_setup import kafka_python_consumer
 from chatlog.projector.dead_letter import DeadLetter, DeadLetterQueue
 from chatlog.projector.targets.protocol import ReadModelTarget
 from chatlog.schemas.codec import EventCodec
@@ -125,16 +126,7 @@ class TargetProjector:
             for topic in (settings.topic, settings.dlq_topic):
                 ensure_topic(topic, settings.partitions, settings.replication_factor,
                              settings=settings)
-        consumer = KafkaConsumer(
-            **settings.kafka_client_options(),
-            group_id=self.group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=settings.max_poll_records,
-            session_timeout_ms=settings.consumer_session_timeout_ms,
-            heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
-            fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        )
+        consumer = kafka_python_consumer(settings, group=self.group)
         self._consumer = consumer
         producer = EventProducer(settings)
         dlq = DeadLetterQueue(producer, settings.dlq_topic)
