@@ -37,6 +37,8 @@ class BenchConfig:
             ``read_messages`` messages each: the projector applies them to a
             3-primary cluster and to a standalone redis-server, then their
             reads are timed on both.
+        encryption_events: Events the projector applies with encryption on, and
+            again with it off, in the encryption step.
     """
 
     quick: bool
@@ -57,6 +59,7 @@ class BenchConfig:
     peer_appends: int = 200
     peer_reads: int = 2
     cluster_sessions: int = 2_000
+    encryption_events: int = 100_000
 
     @classmethod
     def full(cls) -> BenchConfig:
@@ -65,11 +68,11 @@ class BenchConfig:
 
     @classmethod
     def smoke(cls) -> BenchConfig:
-        """Sizes for ``--quick``: every measure, in well under a minute."""
+        """Sizes for ``--quick``: every measure, in about a minute and a half on 2 cores."""
         return cls(
             quick=True,
-            throughput_events=20_000,
-            throughput_sessions=2_000,
+            throughput_events=10_000,
+            throughput_sessions=1_000,
             repeats=2,
             append_shapes=((2, 150), (10, 60), (100, 15)),
             blocks=3,
@@ -79,10 +82,11 @@ class BenchConfig:
             idle_seconds=3.0,
             visible_rate=1_000,
             visible_seconds=3.0,
-            memory_sessions=(1_000, 10_000),
+            memory_sessions=(500, 5_000),
             peer_appends=20,
             peer_reads=1,
-            cluster_sessions=200,
+            cluster_sessions=100,
+            encryption_events=5_000,
         )
 
 

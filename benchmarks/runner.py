@@ -486,7 +486,7 @@ class _Run:
                 sessions=c.throughput_sessions,
                 batch=batch,
                 size=c.message_bytes,
-                project_events=c.throughput_events,
+                project_events=c.encryption_events,
             )
             append_runs.append([cost.append_sealed, cost.append_plain])
             project_runs.append([cost.project_sealed, cost.project_plain])
