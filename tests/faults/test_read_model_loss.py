@@ -125,10 +125,10 @@ def _run_loss(settings: Settings, client: redis.Redis, lose: Callable[[], None],
     assert figures.sent == figures.acknowledged == len(SESSIONS) * EVENTS_PER_SESSION
     assert figures.applied == figures.acknowledged
     assert stats.namespace_repairs == 1, figures.line()
-    assert figures.extra["repair_s"] == round(stats.repair_seconds, 2) > 0
+    assert figures.extra["repair_s"] == round(stats.repair_seconds, 2)
     # Not compared with repair_s: the rebuild catches every session up before
     # the repair ends (it replays checkpoints after), so either may be larger.
-    assert figures.extra["recovered_s"] == round(recovered_s, 2) > 0
+    assert figures.extra["recovered_s"] == round(recovered_s, 2)
     assert truncated == 0, (figures.line(), bad[:5])
     assert figures.extra["reads"] == len(reads.served) + reads.refused + reads.unavailable > 0
     assert reads.refused >= 0 and reads.unavailable >= 0
