@@ -57,10 +57,11 @@ def make_test_settings(kafka_bootstrap: str, redis_url: str, **overrides: Any) -
         "topic": f"test-{unique}",
         "namespace": f"test:{unique}",
         "consumer_group": f"group-{unique}",
-        # The embedded broker holds a new group's first join for about half the
-        # session timeout (6 s: 3.0 s, 3 s: 2.0 s, measured): every test that
-        # starts a projector pays it.
-        "consumer_session_timeout_ms": 3000,
+        # The embedded broker (Tansu) answers a JoinGroup only once half the
+        # session timeout has passed, sleeping in 1 s steps (6 s: 3.0 s, 3 s:
+        # 2.0 s, 2 s: 1.0 s, measured): every test that starts a projector pays
+        # it. Heartbeats every 500 ms leave four to a session window.
+        "consumer_session_timeout_ms": 2000,
         "consumer_heartbeat_interval_ms": 500,
         "read_timeout_s": 20.0,
         "publish_timeout_s": 20.0,
