@@ -37,6 +37,7 @@ from chatlog.schemas.events import (
     SessionCleared,
     SessionDeleted,
     SessionTtlSet,
+    new_events,
 )
 from chatlog.ttl import ttl_ms_of
 
@@ -125,14 +126,13 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
             self._owner_seen((await self.reader.aread(self.session_id, limit=0)).owner)
 
     def _owner_seen(self, owner: str | None) -> None:
+        # A read saw the owner too: a read before the first write (what
+        # RunnableWithMessageHistory does) spares that write its own owner check.
         check_owner(self.session_id, owner, self.user_id)
-        self._owner_checked = owner is not None
+        self._owner_checked = self._owner_checked or owner is not None
 
     def _build(self, payloads: Sequence[Payload]) -> list[ChatEvent]:
-        return [
-            ChatEvent(self.session_id, payload, user_id=self.user_id, source=self.source)
-            for payload in payloads
-        ]
+        return new_events(self.session_id, payloads, user_id=self.user_id, source=self.source)
 
     def _events(self, payloads: Sequence[Payload]) -> list[ChatEvent]:
         """Events for ``payloads``, after checking that this user may write the session.
@@ -309,7 +309,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
     def _caught_up(self, snapshot: SessionSnapshot | SessionVersion) -> bool:
         if getattr(snapshot, "incomplete", None) is not None:
             return False  # wait for the repair rather than serve a shorter history
-        check_owner(self.session_id, snapshot.owner, self.user_id)
+        self._owner_seen(snapshot.owner)
         return self._written.settled(self.session_id, snapshot, session_ttl_s=self.session_ttl_s)
 
     def _lag_error(self, snapshot: SessionSnapshot | SessionVersion) -> ChatLogError:
