@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
@@ -24,7 +24,12 @@ from chatlog.histories.read_your_writes import (
     repairing_error,
     wait_until_applied,
 )
-from chatlog.histories.sessions import asession_owner, check_owner, session_owner
+from chatlog.histories.sessions import (
+    asession_owner,
+    check_owner,
+    session_owner,
+    start_owner_read,
+)
 from chatlog.histories.target_reader import TargetSessionReader
 from chatlog.identifiers import validate_session_id, validate_user_id
 from chatlog.keys import VERDICT_CONFLICT
@@ -183,13 +188,13 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         ids = assign_message_ids(messages)
         payloads = [to_event(m) for m in messages]
         if expected_version is None:
-            events = self._events(payloads)
-            if events:
-                self._remember(self._publish(events, ids))
+            if not payloads:
+                self._check_write_access()
+                return
+            self._remember(self._checked_publish(payloads, ids))
             return
         version = _checked_version(expected_version)
-        events = self._events([MessagesAppended(version, tuple(payloads))])
-        position = self._publish(events, ids)[0]
+        position = self._checked_publish([MessagesAppended(version, tuple(payloads))], ids)[0]
         self._remember([position])
         _verdict(
             wait_until_applied(
@@ -227,6 +232,38 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
             self.session_id,
             version,
         )
+
+    def _checked_publish(
+        self, payloads: Sequence[Payload], ids: tuple[str, ...]
+    ) -> list[LogPosition]:
+        """Publish ``payloads`` once this user may write the session (:meth:`_events`).
+
+        The owner read is sent first and its reply read after the events are
+        encoded, so its round trip overlaps the encoding; its verdict still
+        comes first (a :class:`SessionOwnershipError` over any encoding error)
+        and nothing is sent before it.
+        """
+        reply = None if self._owner_checked else self._start_owner_read()
+        try:
+            producer = self.producer
+            records = [producer.encode(event) for event in self._build(payloads)]
+        except BaseException:
+            if reply is not None:
+                self._owner_seen(reply())
+            raise
+        if reply is not None:
+            self._owner_seen(reply())
+        try:
+            return producer.send_encoded(producer.settings.topic, records)
+        except PublishError as exc:
+            exc.message_ids = ids
+            raise
+
+    def _start_owner_read(self) -> Callable[[], str | None]:
+        reader = self.reader
+        if isinstance(reader, ReadModelReader):
+            return start_owner_read(reader, self.session_id)
+        return lambda: reader.read(self.session_id, limit=0).owner
 
     def _publish(self, events: Sequence[ChatEvent], ids: tuple[str, ...]) -> list[LogPosition]:
         try:
