@@ -245,15 +245,15 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         """
         reply = None if self._owner_checked else self._start_owner_read()
         try:
-            producer = self.producer
-            records = [producer.encode(event) for event in self._build(payloads)]
-        except BaseException:
+            try:
+                producer = self.producer
+                records = [producer.encode(event) for event in self._build(payloads)]
+            except BaseException:
+                if reply is not None:
+                    self._owner_seen(reply())
+                raise
             if reply is not None:
                 self._owner_seen(reply())
-            raise
-        if reply is not None:
-            self._owner_seen(reply())
-        try:
             return producer.send_encoded(producer.settings.topic, records)
         except PublishError as exc:
             exc.message_ids = ids
