@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
@@ -24,7 +24,12 @@ from chatlog.histories.read_your_writes import (
     repairing_error,
     wait_until_applied,
 )
-from chatlog.histories.sessions import asession_owner, check_owner, session_owner
+from chatlog.histories.sessions import (
+    asession_owner,
+    check_owner,
+    session_owner,
+    start_owner_read,
+)
 from chatlog.histories.target_reader import TargetSessionReader
 from chatlog.identifiers import validate_session_id, validate_user_id
 from chatlog.keys import VERDICT_CONFLICT
@@ -37,6 +42,7 @@ from chatlog.schemas.events import (
     SessionCleared,
     SessionDeleted,
     SessionTtlSet,
+    new_events,
 )
 from chatlog.ttl import ttl_ms_of
 
@@ -125,14 +131,13 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
             self._owner_seen((await self.reader.aread(self.session_id, limit=0)).owner)
 
     def _owner_seen(self, owner: str | None) -> None:
+        # A read saw the owner too: a read before the first write (what
+        # RunnableWithMessageHistory does) spares that write its own owner check.
         check_owner(self.session_id, owner, self.user_id)
-        self._owner_checked = owner is not None
+        self._owner_checked = self._owner_checked or owner is not None
 
     def _build(self, payloads: Sequence[Payload]) -> list[ChatEvent]:
-        return [
-            ChatEvent(self.session_id, payload, user_id=self.user_id, source=self.source)
-            for payload in payloads
-        ]
+        return new_events(self.session_id, payloads, user_id=self.user_id, source=self.source)
 
     def _events(self, payloads: Sequence[Payload]) -> list[ChatEvent]:
         """Events for ``payloads``, after checking that this user may write the session.
@@ -183,13 +188,13 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
         ids = assign_message_ids(messages)
         payloads = [to_event(m) for m in messages]
         if expected_version is None:
-            events = self._events(payloads)
-            if events:
-                self._remember(self._publish(events, ids))
+            if not payloads:
+                self._check_write_access()
+                return
+            self._remember(self._checked_publish(payloads, ids))
             return
         version = _checked_version(expected_version)
-        events = self._events([MessagesAppended(version, tuple(payloads))])
-        position = self._publish(events, ids)[0]
+        position = self._checked_publish([MessagesAppended(version, tuple(payloads))], ids)[0]
         self._remember([position])
         _verdict(
             wait_until_applied(
@@ -227,6 +232,38 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
             self.session_id,
             version,
         )
+
+    def _checked_publish(
+        self, payloads: Sequence[Payload], ids: tuple[str, ...]
+    ) -> list[LogPosition]:
+        """Publish ``payloads`` once this user may write the session (:meth:`_events`).
+
+        The owner read is sent first and its reply read after the events are
+        encoded, so its round trip overlaps the encoding; its verdict still
+        comes first (a :class:`SessionOwnershipError` over any encoding error)
+        and nothing is sent before it.
+        """
+        reply = None if self._owner_checked else self._start_owner_read()
+        try:
+            try:
+                producer = self.producer
+                records = [producer.encode(event) for event in self._build(payloads)]
+            except BaseException:
+                if reply is not None:
+                    self._owner_seen(reply())
+                raise
+            if reply is not None:
+                self._owner_seen(reply())
+            return producer.send_encoded(producer.settings.topic, records)
+        except PublishError as exc:
+            exc.message_ids = ids
+            raise
+
+    def _start_owner_read(self) -> Callable[[], str | None]:
+        reader = self.reader
+        if isinstance(reader, ReadModelReader):
+            return start_owner_read(reader, self.session_id)
+        return lambda: reader.read(self.session_id, limit=0).owner
 
     def _publish(self, events: Sequence[ChatEvent], ids: tuple[str, ...]) -> list[LogPosition]:
         try:
@@ -309,7 +346,7 @@ class ChatLogMessageHistory(BaseChatMessageHistory):
     def _caught_up(self, snapshot: SessionSnapshot | SessionVersion) -> bool:
         if getattr(snapshot, "incomplete", None) is not None:
             return False  # wait for the repair rather than serve a shorter history
-        check_owner(self.session_id, snapshot.owner, self.user_id)
+        self._owner_seen(snapshot.owner)
         return self._written.settled(self.session_id, snapshot, session_ttl_s=self.session_ttl_s)
 
     def _lag_error(self, snapshot: SessionSnapshot | SessionVersion) -> ChatLogError:

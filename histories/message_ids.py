@@ -11,9 +11,10 @@ the same objects after a ``PublishError`` or a timeout sends the same ids.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from uuid import uuid4
 
 from langchain_core.messages import BaseMessage
+
+from chatlog.uuids import uuid4_strings
 
 
 def assign_message_ids(messages: Sequence[object]) -> tuple[str, ...]:
@@ -22,12 +23,8 @@ def assign_message_ids(messages: Sequence[object]) -> tuple[str, ...]:
     Items that are not messages are left alone (the encoder refuses them with
     a typed error); their id is ``""``.
     """
-    ids = []
-    for message in messages:
-        if isinstance(message, BaseMessage):
-            if not message.id:
-                message.id = str(uuid4())
-            ids.append(message.id)
-        else:
-            ids.append("")
-    return tuple(ids)
+    missing = [m for m in messages if isinstance(m, BaseMessage) and not m.id]
+    # One batch of random bytes for the whole call (see chatlog.uuids).
+    for message, new_id in zip(missing, uuid4_strings(len(missing)), strict=True):
+        message.id = new_id
+    return tuple((m.id or "") if isinstance(m, BaseMessage) else "" for m in messages)

@@ -89,6 +89,44 @@ def _to_event(message: object) -> MessageAppended:
             f"use one of {sorted(MESSAGE_TYPES)}"
         )
     data = message.model_dump()
+    return _plain_event(kind, data) or _event(kind, data)
+
+
+#: Types whose messages have no fields beyond the common ones and the AI ones.
+_PLAIN_TYPES = MESSAGE_TYPES - TOOL_TYPES - CHAT_TYPES
+
+
+def _plain_event(kind: str, data: dict[str, Any]) -> MessageAppended | None:
+    """The event of a plain text message (nothing but text, name and id), else ``None``.
+
+    Most messages written are plain. This is what :func:`_event` returns for
+    them, without its walk over every field (``tests/unit/test_message_events.py``
+    checks that the two agree).
+    """
+    content = data["content"]
+    if (
+        type(content) is not str
+        or kind not in _PLAIN_TYPES
+        or data.get("additional_kwargs")
+        or data.get("response_metadata")
+        or not data.keys() <= mapped_keys(kind)
+    ):
+        return None
+    if kind in AI_TYPES and (
+        data.get("tool_calls") or data.get("invalid_tool_calls")
+        or data.get("usage_metadata") is not None
+    ):
+        return None
+    return MessageAppended(
+        kind,
+        checked_text(content, "content"),
+        name=_opt_str(data.get("name"), "name"),
+        id=_opt_str(data.get("id"), "id"),
+    )
+
+
+def _event(kind: str, data: dict[str, Any]) -> MessageAppended:
+    """The event of the message of type ``kind`` that ``model_dump`` gave ``data``."""
     raw_content = data["content"]
     content: str | tuple[str, ...]
     if isinstance(raw_content, str):

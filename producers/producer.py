@@ -162,7 +162,7 @@ def encode_event(
         ],
         max_event_bytes=max_event_bytes,
     )
-    check_event_size(event, record.value, max_event_bytes)
+    check_event_size(event, record.value, max_event_bytes, plain=sealed is None)
     return record
 
 

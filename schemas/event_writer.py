@@ -34,6 +34,8 @@ _SOME = b"\x02"  # union branch 1 of [null, X]
 _MESSAGE_WITH_TEXT = b"\x00"
 #: tool_calls and invalid_tool_calls empty, usage_metadata null.
 _NO_CALLS_NO_USAGE = b"\x00\x00\x00"
+_STR_TYPES = {str}
+_OPTIONAL_TYPES = frozenset({str, type(None)})
 
 
 def _long(value: int) -> bytes:
@@ -73,26 +75,29 @@ def write_event(event: ChatEvent) -> bytes | None:
     ):
         return None
     content = payload.content
-    strings = (
-        event.event_id, event.session_id, payload.type, payload.additional_kwargs,
-        payload.response_metadata, payload.extra,
-    )
-    optionals = (
-        event.user_id, event.source, payload.name, payload.id, payload.role,
-        payload.tool_call_id, payload.artifact, payload.status,
-    )
-    if not all(type(s) is str for s in strings) or not all(
-        o is None or type(o) is str for o in optionals
-    ):
+    # Plain type tests, no generator: this runs once per message written.
+    if {
+        type(event.event_id), type(event.session_id), type(payload.type),
+        type(payload.additional_kwargs), type(payload.response_metadata), type(payload.extra),
+    } != _STR_TYPES or not _OPTIONAL_TYPES.issuperset((
+        type(event.user_id), type(event.source), type(payload.name), type(payload.id),
+        type(payload.role), type(payload.tool_call_id), type(payload.artifact),
+        type(payload.status),
+    )):
         return None
-    texts = type(content) is tuple and content and all(type(c) is str for c in content)
-    if type(content) is not str and not texts:
+    text: str | None = None
+    texts: tuple[str, ...] = ()
+    if type(content) is str:
+        text = content
+    elif type(content) is tuple and content and set(map(type, content)) == _STR_TYPES:
+        texts = content
+    else:
         return None
     delta = occurred - _EPOCH
     millis = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
     try:
-        body = _MESSAGE_WITH_TEXT + _string(content) if type(content) is str else (
-            _SOME + _long(len(content)) + b"".join(map(_string, content)) + _NULL
+        body = _MESSAGE_WITH_TEXT + _string(text) if text is not None else (
+            _SOME + _long(len(texts)) + b"".join(map(_string, texts)) + _NULL
         )
         return b"".join((
             _string(event.event_id),

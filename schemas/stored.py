@@ -47,8 +47,7 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
 
 
-def mapped_keys(message_type: str) -> frozenset[str]:
-    """The data keys that have Avro fields for messages of ``message_type``."""
+def _mapped_keys(message_type: str) -> frozenset[str]:
     if message_type in AI_TYPES:
         return COMMON_KEYS | AI_KEYS
     if message_type in TOOL_TYPES:
@@ -56,6 +55,16 @@ def mapped_keys(message_type: str) -> frozenset[str]:
     if message_type in CHAT_TYPES:
         return COMMON_KEYS | CHAT_KEYS
     return COMMON_KEYS
+
+
+# Made once: every message written and every message projected asks for its set.
+_MAPPED_KEYS = {kind: _mapped_keys(kind) for kind in MESSAGE_TYPES}
+
+
+def mapped_keys(message_type: str) -> frozenset[str]:
+    """The data keys that have Avro fields for messages of ``message_type``."""
+    keys = _MAPPED_KEYS.get(message_type)
+    return keys if keys is not None else _mapped_keys(message_type)
 
 
 def _json_object(text: str, what: str) -> str:

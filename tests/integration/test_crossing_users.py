@@ -11,7 +11,12 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from chatlog import ChatLog, Settings
 from chatlog.cli import cli
-from chatlog.errors import ImportOwnerError, InvalidUserIdError, SessionOwnershipError
+from chatlog.errors import (
+    ImportOwnerError,
+    InvalidUserIdError,
+    MessageTooLargeError,
+    SessionOwnershipError,
+)
 from chatlog.histories.importers import import_sessions, read_export
 from chatlog.projector import Projector
 from chatlog.session_scope import SESSION_TOKEN_BYTES, scoped_session_id, unscoped_session_id
@@ -124,3 +129,45 @@ def test_new_session_hands_out_unguessable_ids_with_a_readable_prefix(
     assert without_ids(module_chatlog.history(session, "dana").messages) == [HumanMessage("hi")]
     with pytest.raises(InvalidUserIdError):
         module_chatlog.new_session(None)  # type: ignore[arg-type]
+
+
+def test_ownership_is_refused_before_an_encoding_error_and_nothing_is_published(
+    module_settings: Settings, module_chatlog: ChatLog, module_projector: Projector
+) -> None:
+    """The owner read overlaps the encoding, yet its verdict still comes first and stops the call.
+
+    alice's oversized message on bob's session: SessionOwnershipError (not
+    MessageTooLargeError), as when the owner was read before encoding; her
+    valid message is refused too, and bob's history holds only his message.
+    """
+    alice, bob, session = unique("alice"), unique("bob"), unique("s")
+    module_chatlog.history(session, bob).add_messages([HumanMessage("bob's")])
+    assert len(module_chatlog.history(session, bob).messages) == 1
+    too_large = HumanMessage("x" * (module_settings.max_event_bytes + 1))
+    with pytest.raises(SessionOwnershipError):
+        module_chatlog.history(session, alice).add_messages([too_large])
+    with pytest.raises(SessionOwnershipError):
+        module_chatlog.history(session, alice).add_messages([HumanMessage("alice's")])
+    with pytest.raises(SessionOwnershipError):
+        module_chatlog.history(session, alice).add_messages([])
+    bobs = module_chatlog.history(session, bob)
+    bobs.add_messages([AIMessage("still bob's")])
+    assert without_ids(bobs.messages) == [HumanMessage("bob's"), AIMessage("still bob's")]
+
+
+def test_owner_reads_give_their_connections_back_after_refused_calls(
+    module_chatlog: ChatLog, module_projector: Projector
+) -> None:
+    """Fifty calls refused while their owner read was in flight leave no connection held."""
+    alice, session = unique("alice"), unique("s")
+    module_chatlog.history(session, alice).add_messages([HumanMessage("warm")])
+    before = len(module_chatlog.redis.client_list())
+    too_large = HumanMessage("x" * (module_chatlog.settings.max_event_bytes + 1))
+    for _ in range(50):
+        with pytest.raises(MessageTooLargeError):
+            module_chatlog.history(unique("s"), alice).add_messages([too_large])
+    after = len(module_chatlog.redis.client_list())
+    assert after <= before + 2, (before, after)  # not one held per refused call
+    history = module_chatlog.history(session, alice)
+    history.add_messages([AIMessage("after")])
+    assert without_ids(history.messages) == [HumanMessage("warm"), AIMessage("after")]
