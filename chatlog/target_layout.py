@@ -50,6 +50,35 @@ def sql_tables(message_table: str = MESSAGE_TABLE) -> SqlTables:
     return SqlTables(message_table, f"{own}_sessions", f"{own}_user_sessions", f"{own}_positions")
 
 
+class SqlCheckpointTables(NamedTuple):
+    """The LangGraph saver's tables of one SQL read model (chatlog's own layout).
+
+    Fields joined with NUL (checkpoint members, blob, write and chunk fields,
+    :mod:`chatlog.schemas.checkpoint_stored`) are stored as bytes: PostgreSQL
+    text cannot hold NUL.
+    """
+
+    threads: str
+    checkpoints: str
+    blobs: str
+    writes: str
+    chunks: str
+    positions: str
+
+
+def sql_checkpoint_tables(message_table: str = MESSAGE_TABLE) -> SqlCheckpointTables:
+    """The checkpoint tables beside ``message_table`` (same prefix as :func:`sql_tables`)."""
+    own = "chatlog" if message_table == MESSAGE_TABLE else f"{message_table}_chatlog"
+    return SqlCheckpointTables(
+        f"{own}_threads",
+        f"{own}_checkpoints",
+        f"{own}_checkpoint_blobs",
+        f"{own}_checkpoint_writes",
+        f"{own}_checkpoint_chunks",
+        f"{own}_checkpoint_positions",
+    )
+
+
 def dynamodb_meta_table(table: str) -> str:
     """The table of chatlog's own items beside LangChain's ``table`` (key ``pk``/``sk``)."""
     return f"{table}.chatlog"
