@@ -30,7 +30,8 @@ from chatlog.projector.change_reader import ChangeReader
 from chatlog.projector.changes import Change, Refusal
 from chatlog.projector.replay import ProgressCallback, ReplayProgress, VerifyReport
 from chatlog.projector.session_rebuild import SessionReplay, partition_for
-from chatlog.projector.targets.protocol import ReadModelTarget
+from chatlog.projector.targets.checkpoint_rebuild import rebuild_checkpoints
+from chatlog.projector.targets.protocol import CheckpointTarget, ReadModelTarget
 from chatlog.projector.verify import ExpectedState, SessionDifference, compare
 from chatlog.schemas.codec import EventCodec
 from chatlog.settings import Settings
@@ -57,6 +58,9 @@ class TargetReplayer:
     def rebuild(self, *, on_progress: ProgressCallback | None = None) -> ReplayProgress:
         """Project the log into the target, resuming from its recorded positions.
 
+        A target that holds the LangGraph saver's read model gets the
+        checkpoint topic too (:func:`rebuild_checkpoints`), after the chat topic.
+
         Raises:
             TopicError: the topic is missing or cannot be read.
             TargetError: the store failed; run the same rebuild again to resume.
@@ -73,6 +77,11 @@ class TargetReplayer:
             if all(newer[p] <= reached.get(p, 0) for p in newer):
                 break
             reached = self._project(reached, newer, progress, on_progress)
+        if isinstance(self.target, CheckpointTarget):
+            partitions_total = progress.partitions_total
+            rebuild_checkpoints(self.settings, self.target, progress, on_progress)
+            progress.partitions_total = partitions_total
+            progress.partitions_done = partitions_total
         progress.finished_at = time.monotonic()
         progress.positions = reached
         return progress

@@ -16,8 +16,8 @@ from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
 
 from chatlog import Settings
-from chatlog.histories.checkpointer import ChatLogCheckpointSaver
 from chatlog.histories.checkpoint_target_reader import SqlCheckpointReader
+from chatlog.histories.checkpointer import ChatLogCheckpointSaver
 from chatlog.projector.targets import open_target
 from chatlog.projector.targets.live import TargetProjector
 from tests.integration.test_checkpoint_conformance import SUITE_SIZES
