@@ -218,6 +218,45 @@ def chunk_parts(
     return parts
 
 
+#: A thread's events of a batch with their script arguments (:func:`event_arguments`).
+ThreadEvents = dict[str, list[tuple[CheckpointRecord, list[Any]]]]
+
+
+def thread_arguments(
+    records: Sequence[CheckpointRecord],
+    codec: CheckpointCodec,
+    stored: Callable[[str, list[str]], dict[str, bytes]],
+    result: CheckpointApplyResult,
+) -> ThreadEvents:
+    """The batch's events grouped by thread (log order), each with its script arguments.
+
+    ``stored`` reads chunk parts an earlier batch kept (:func:`chunk_parts`);
+    an event that cannot be packed goes to ``result.failed``.
+    """
+    parts = chunk_parts(records, stored)
+    threads: ThreadEvents = {}
+    for record in records:
+        try:
+            args = event_arguments(record, codec, parts.get(record.event.thread_id, {}))
+        except ChatLogError as exc:
+            result.failed.append((record, str(exc)))
+            continue
+        threads.setdefault(record.event.thread_id, []).append((record, args))
+    return threads
+
+
+def replay_decoder(codec: CheckpointCodec) -> Callable[[Any], CheckpointRecord | None]:
+    """A replay's decode: a record, or ``None`` for one the live projector dead-letters."""
+
+    def decode(raw: Any) -> CheckpointRecord | None:
+        try:
+            return decode_record(codec, raw)
+        except ChatLogError:
+            return None  # the live projector dead-letters it; a replay skips it
+
+    return decode
+
+
 class CheckpointProjection:
     """Applies checkpoint log records to the read model of one namespace.
 
@@ -252,15 +291,7 @@ class CheckpointProjection:
         earlier batch reads those parts first (one more round trip).
         """
         result = CheckpointApplyResult()
-        threads: dict[str, list[tuple[CheckpointRecord, list[Any]]]] = {}
-        parts = chunk_parts(records, self._stored_chunks)
-        for record in records:
-            try:
-                args = event_arguments(record, self.codec, parts.get(record.event.thread_id, {}))
-            except ChatLogError as exc:
-                result.failed.append((record, str(exc)))
-                continue
-            threads.setdefault(record.event.thread_id, []).append((record, args))
+        threads = thread_arguments(records, self.codec, self._stored_chunks, result)
         if not threads:
             return result
         replies = self._execute(threads)

@@ -13,12 +13,9 @@ thread, because its ``ThreadDeleted`` is replayed too.
 
 from __future__ import annotations
 
-from typing import Any
-
-from chatlog.errors import ChatLogError
 from chatlog.producers.admin import end_offsets
 from chatlog.producers.log_reader import beginning_offsets, read_range
-from chatlog.projector.checkpoint_projection import CheckpointRecord, decode_record
+from chatlog.projector.checkpoint_projection import replay_decoder
 from chatlog.projector.replay import ProgressCallback, ReplayProgress
 from chatlog.projector.targets.protocol import CheckpointTarget
 from chatlog.schemas.checkpoint_codec import CheckpointCodec
@@ -44,13 +41,7 @@ def rebuild_checkpoints(
         TargetError: the store failed; running the rebuild again resumes.
     """
     topic = settings.checkpoint_topic
-    codec = CheckpointCodec()
-
-    def decode(raw: Any) -> CheckpointRecord | None:
-        try:
-            return decode_record(codec, raw)
-        except ChatLogError:
-            return None  # the live projector dead-letters it; a replay skips it
+    decode = replay_decoder(CheckpointCodec())
 
     ends = end_offsets(settings, topic)
     if not ends:

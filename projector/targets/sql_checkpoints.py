@@ -27,12 +27,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-from chatlog.errors import ChatLogError, TargetError
+from chatlog.errors import TargetError
 from chatlog.projector.checkpoint_projection import (
     CheckpointApplyResult,
     CheckpointRecord,
-    chunk_parts,
-    event_arguments,
+    thread_arguments,
 )
 from chatlog.projector.targets.checkpoint_fold import (
     StoredRefs,
@@ -182,15 +181,10 @@ class SqlCheckpointStore:
         self, conn: sa.Connection, records: Sequence[CheckpointRecord]
     ) -> CheckpointApplyResult:
         result = CheckpointApplyResult()
-        parts = chunk_parts(records, lambda thread, names: self._stored_chunks(conn, thread, names))
-        threads: dict[str, list[tuple[CheckpointRecord, list[Any]]]] = {}
-        for record in records:
-            try:
-                args = event_arguments(record, self.codec, parts.get(record.event.thread_id, {}))
-            except ChatLogError as exc:
-                result.failed.append((record, str(exc)))
-                continue
-            threads.setdefault(record.event.thread_id, []).append((record, args))
+        threads = thread_arguments(
+            records, self.codec, lambda thread, names: self._stored_chunks(conn, thread, names),
+            result,
+        )
         if not threads:
             return result
         rows, refs = self._load(conn, sorted(threads))
