@@ -94,6 +94,31 @@ def dynamodb_user_pk(user_id: str) -> str:
     return f"u#{user_id}"
 
 
+#: Sort key prefixes of a thread's items (after the prefix: the NUL-joined field of
+#: :mod:`chatlog.schemas.checkpoint_stored`), and the sort key of its meta item.
+DYNAMODB_CHECKPOINT = "c#"
+DYNAMODB_BLOB = "b#"
+DYNAMODB_WRITE = "w#"
+DYNAMODB_CHUNK = "k#"
+#: The partition key of the checkpoint topic's positions (sort key: the partition).
+DYNAMODB_CHECKPOINT_POSITIONS = "checkpoint-positions"
+
+
+def dynamodb_thread_pk(thread_id: str) -> str:
+    """The partition key of a LangGraph thread's items (meta, checkpoints, blobs, writes)."""
+    return f"t#{thread_id}"
+
+
+def dynamodb_user_threads_pk(user_id: str) -> str:
+    """The partition key of a user's thread index (one item per thread)."""
+    return f"ut#{user_id}"
+
+
+def dynamodb_run_pk(run_id: str) -> str:
+    """The partition key of a run's checkpoints (sort key: ``thread NUL ns NUL id``)."""
+    return f"r#{run_id}"
+
+
 def dynamodb_session_of(pk: str) -> str | None:
     """The session id of a meta item's partition key; ``None`` for other items."""
     prefix = dynamodb_session_pk("")

@@ -1,10 +1,13 @@
-"""The LangGraph saver reads a SQL read model (``CHATLOG_READ_MODEL=sqlite:///…|postgresql://…``).
+"""The LangGraph saver reads a SQL or DynamoDB read model (``CHATLOG_READ_MODEL=URL``).
 
 It answers with the Redis reader's types (:class:`ThreadSelection`,
 :class:`Lineage`, :class:`IndexReply`), so :class:`ChatLogCheckpointSaver`
-keeps its read-your-writes, ownership and delta-channel logic unchanged. It
-reads the tables of :func:`~chatlog.target_layout.sql_checkpoint_tables`,
-which the target projector writes in one transaction per batch. Each read
+keeps its read-your-writes, ownership and delta-channel logic unchanged.
+:class:`TargetCheckpointReader` holds the reads (the select, the lineage
+walk, the indexes); each store gives it a few primitives: the tables of
+:func:`~chatlog.target_layout.sql_checkpoint_tables` (SQL), the items of
+:mod:`~chatlog.projector.targets.dynamodb_checkpoints` (DynamoDB), which the
+target projector writes per batch (a transaction, conditional writes). Each read
 takes the thread's row (its position) first and the data after it, so the
 data is never older than the position a writer waits for. An expired thread
 (``expiry`` passed by the wall clock) reads as empty with its position and
@@ -19,7 +22,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from chatlog.errors import TargetError
@@ -120,18 +123,37 @@ def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
         yield items[start : start + _CHUNK]
 
 
-def _live(expiry: int) -> bool:
+def is_live(expiry: int) -> bool:
+    """Whether data with this expiry (epoch ms, 0 for never) is still live by the wall clock."""
     return not expiry or expiry > time.time() * 1000
 
 
-class _Thread:
-    """A thread's row: position, owner, expiry, namespaces in read order."""
+class StoredThread(NamedTuple):
+    """A thread's stored row (meta item) as a target reader reads it."""
 
-    def __init__(self, row: Any) -> None:
-        self.partition: int | None = None if row is None else row.partition
+    partition: int | None
+    offset: int
+    owner: str | None
+    expiry: int
+    namespaces: str
+
+
+class StoredCheckpointRow(NamedTuple):
+    """One stored checkpoint: its member (``ns NUL id``), frame and versions JSON."""
+
+    member: bytes
+    stored: bytes
+    versions: str
+
+
+class _Thread:
+    """A thread's row: position, owner, liveness, namespaces in read order."""
+
+    def __init__(self, row: StoredThread | None) -> None:
+        self.partition = None if row is None else row.partition
         self.offset = -1 if row is None else int(row.offset)
-        self.owner: str | None = None if row is None else row.owner
-        self.live = row is not None and _live(int(row.expiry))
+        self.owner = None if row is None else row.owner
+        self.live = row is not None and is_live(int(row.expiry))
         found: dict[str, int] = {} if row is None else json.loads(row.namespaces)
         self.namespaces = sorted(found, key=lambda ns: (found[ns], ns.encode()))
 
@@ -139,8 +161,55 @@ class _Thread:
         return ThreadSelection(self.partition, self.offset, entries, self.owner)
 
 
-class _ThreadedAsync:
-    """The async methods: the sync read on a worker thread."""
+class TargetCheckpointReader:
+    """The saver's reads over a store's primitives; a store implements the ``_`` methods.
+
+    ``conn`` is whatever the store reads through in one read (a SQL
+    connection; nothing for DynamoDB). Reads are sync; the ``a*`` methods run
+    them on a worker thread.
+    """
+
+    def _read(self, what: str, read: Callable[[Any], T]) -> T:
+        """``read(conn)``, the store's errors raised as :class:`TargetError` naming ``what``."""
+        raise NotImplementedError
+
+    def _thread(self, conn: Any, thread_id: str) -> StoredThread | None:
+        raise NotImplementedError
+
+    def _checkpoints(
+        self, conn: Any, thread_id: str, ns: str, checkpoint_id: str | None,
+        before: str | None, limit: int | None,
+    ) -> list[StoredCheckpointRow]:
+        """Newest first (id byte order): one id, ids below ``before``, or all of ``ns``."""
+        raise NotImplementedError
+
+    def _blobs(self, conn: Any, thread_id: str, fields: list[str]) -> dict[str, bytes]:
+        raise NotImplementedError
+
+    def _writes(self, conn: Any, thread_id: str, members: list[bytes]
+                ) -> dict[bytes, list[bytes]]:
+        """Each member's stored writes, in field (byte) order."""
+        raise NotImplementedError
+
+    def _positions(self, conn: Any, threads: list[str]) -> dict[str, tuple[int | None, int]]:
+        raise NotImplementedError
+
+    def _listed(self, conn: Any, user_id: str) -> list[tuple[str, int]]:
+        """The user's listed threads (owned, not expired) with their index scores."""
+        raise NotImplementedError
+
+    def _run_entries(self, conn: Any, run_id: str) -> list[str]:
+        """``thread NUL ns NUL id`` of the run's checkpoints."""
+        raise NotImplementedError
+
+    def _thread_ids(self, conn: Any) -> list[str]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections."""
+        raise NotImplementedError
+
+    # -- the saver's reads -----------------------------------------------------
 
     def select(
         self,
@@ -151,28 +220,142 @@ class _ThreadedAsync:
         before: str | None = None,
         limit: int | None = None,
     ) -> ThreadSelection:
-        raise NotImplementedError
+        """Checkpoints of ``thread_id`` newest first, like the Redis select script.
+
+        Args:
+            thread_id: The thread.
+            checkpoint_ns: Only this namespace; ``None`` for every namespace
+                (in the order they first appeared).
+            checkpoint_id: Only this checkpoint.
+            before: Only checkpoints with an id below this one.
+            limit: At most this many (``None``: all).
+        """
+
+        def read(conn: Any) -> ThreadSelection:
+            # The row (position) first, the data after it: the data is never older.
+            thread = _Thread(self._thread(conn, thread_id))
+            if not thread.live:
+                return thread.selection([])
+            namespaces = thread.namespaces if checkpoint_ns is None else [checkpoint_ns]
+            rows: list[StoredCheckpointRow] = []
+            for ns in namespaces:
+                remaining = None if limit is None else limit - len(rows)
+                if remaining is not None and remaining <= 0:
+                    break
+                rows += self._checkpoints(conn, thread_id, ns, checkpoint_id, before, remaining)
+            return thread.selection(self._entries(conn, thread_id, rows))
+
+        return self._read(f"reading thread {thread_id!r}", read)
+
+    def _entries(
+        self, conn: Any, thread_id: str, rows: list[StoredCheckpointRow]
+    ) -> list[StoredEntry]:
+        fields = sorted({f for row in rows for f in json.loads(row.versions)[1::2]})
+        blobs = self._blobs(conn, thread_id, fields) if fields else {}
+        writes = self._writes(conn, thread_id, [row.member for row in rows]) if rows else {}
+        return [
+            stored_entry([
+                row.member, row.stored, row.versions,
+                [blobs.get(f) for f in json.loads(row.versions)[1::2]],
+                writes.get(row.member, []),
+            ])
+            for row in rows
+        ]
 
     def lineage(
         self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None, channels: list[str]
     ) -> Lineage:
-        raise NotImplementedError
+        """The parent chain of a checkpoint for ``channels``, as the Redis lineage script walks it.
+
+        From the checkpoint's parent towards the root: per ancestor its pending
+        writes and the non-empty values of the channels still without a seed;
+        it stops once every channel has one.
+        """
+
+        def read(conn: Any) -> Lineage:
+            thread = _Thread(self._thread(conn, thread_id))
+            walked = Lineage(thread.partition, thread.offset, thread.owner, [])
+            if not thread.live:
+                return walked
+            start = self._checkpoints(conn, thread_id, checkpoint_ns, checkpoint_id, None, 1)
+            if not start:
+                return walked
+            remaining = list(dict.fromkeys(channels))
+            stored = start[0].stored
+            while remaining:
+                parent = read_checkpoint(stored).parent_checkpoint_id
+                if not parent:
+                    break
+                found = self._checkpoints(conn, thread_id, checkpoint_ns, parent, None, 1)
+                if not found:
+                    break
+                stored = found[0].stored
+                ancestor = self._ancestor(conn, thread_id, found[0], parent, remaining)
+                walked.ancestors.append(ancestor)
+                remaining = [c for c in remaining if c not in ancestor.seeds]
+            return walked
+
+        return self._read(f"walking thread {thread_id!r}", read)
+
+    def _ancestor(
+        self, conn: Any, thread_id: str, row: StoredCheckpointRow, checkpoint_id: str,
+        remaining: list[str],
+    ) -> Ancestor:
+        writes = [read_write(w) for w in self._writes(conn, thread_id, [row.member]).get(
+            row.member, []
+        )]
+        flat = json.loads(row.versions)
+        wanted = {f: c for c, f in zip(flat[::2], flat[1::2], strict=True) if c in remaining}
+        values: dict[str, TypedValue] = {}
+        for name, value in (self._blobs(conn, thread_id, sorted(wanted)) if wanted else {}).items():
+            blob = read_blob(value)
+            if blob.type != "empty":
+                values[wanted[name]] = blob
+        # The seeds in the checkpoint's channel order, as the script returns them.
+        seeds = {c: values[c] for c in flat[::2] if c in values}
+        return Ancestor(checkpoint_id, writes, seeds)
 
     def user_threads(self, user_id: str, threads: list[str]) -> IndexReply:
-        raise NotImplementedError
+        """``user_id``'s live threads newest first, and the positions of ``threads``."""
+
+        def read(conn: Any) -> IndexReply:
+            positions = self._positions(conn, threads)
+            # ZREVRANGE's order: score, then member, both descending.
+            ordered = sorted(self._listed(conn, user_id), key=lambda r: (r[1], r[0].encode()),
+                             reverse=True)
+            return IndexReply([(thread, float(at)) for thread, at in ordered], positions)
+
+        return self._read(f"listing {user_id!r}'s threads", read)
 
     def run_checkpoints(self, run_ids: list[str], threads: list[str]) -> IndexReply:
-        raise NotImplementedError
+        """The ``thread NUL member`` entries of ``run_ids``, and the positions of ``threads``."""
+
+        def read(conn: Any) -> IndexReply:
+            positions = self._positions(conn, threads)
+            entries = [(entry, 0.0) for run in run_ids
+                       for entry in sorted(self._run_entries(conn, run))]
+            return IndexReply(entries, positions)
+
+        return self._read("reading the run index", read)
 
     def threads(self) -> list[str]:
-        raise NotImplementedError
+        """Every thread the projector has applied events of, sorted."""
+        return self._read("listing checkpoint threads", lambda conn: sorted(self._thread_ids(conn)))
 
-    def close(self) -> None:
-        raise NotImplementedError
-
-    async def aselect(self, thread_id: str, **query: Any) -> ThreadSelection:
+    async def aselect(
+        self,
+        thread_id: str,
+        *,
+        checkpoint_ns: str | None,
+        checkpoint_id: str | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+    ) -> ThreadSelection:
         """Async :meth:`select`."""
-        return await asyncio.to_thread(lambda: self.select(thread_id, **query))
+        return await asyncio.to_thread(
+            lambda: self.select(thread_id, checkpoint_ns=checkpoint_ns,
+                                checkpoint_id=checkpoint_id, before=before, limit=limit)
+        )
 
     async def alineage(
         self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None, channels: list[str]
@@ -199,7 +382,7 @@ class _ThreadedAsync:
         self.close()
 
 
-class SqlCheckpointReader(_ThreadedAsync):
+class SqlCheckpointReader(TargetCheckpointReader):
     """Reads LangGraph threads from a SQL read model (``sqlite:///PATH``, ``postgresql://...``)."""
 
     def __init__(self, url: str) -> None:
@@ -225,55 +408,18 @@ class SqlCheckpointReader(_ThreadedAsync):
         except self._sa.exc.SQLAlchemyError as exc:
             raise TargetError(f"{what} failed: {exc}") from exc
 
-    def _thread(self, conn: Any, thread_id: str) -> _Thread:
+    def _thread(self, conn: Any, thread_id: str) -> StoredThread | None:
         sa, t = self._sa, self.t
         row = conn.execute(
             sa.select(t.c.partition, t.c.offset, t.c.owner, t.c.expiry, t.c.namespaces)
             .where(t.c.thread_id == thread_id)
         ).first()
-        return _Thread(row)
-
-    # -- select ------------------------------------------------------------------
-
-    def select(
-        self,
-        thread_id: str,
-        *,
-        checkpoint_ns: str | None,
-        checkpoint_id: str | None = None,
-        before: str | None = None,
-        limit: int | None = None,
-    ) -> ThreadSelection:
-        """Checkpoints of ``thread_id`` newest first, like the Redis select script.
-
-        Args:
-            thread_id: The thread.
-            checkpoint_ns: Only this namespace; ``None`` for every namespace
-                (in the order they first appeared).
-            checkpoint_id: Only this checkpoint.
-            before: Only checkpoints with an id below this one.
-            limit: At most this many (``None``: all).
-        """
-
-        def read(conn: Any) -> ThreadSelection:
-            thread = self._thread(conn, thread_id)
-            if not thread.live:
-                return thread.selection([])
-            namespaces = thread.namespaces if checkpoint_ns is None else [checkpoint_ns]
-            rows: list[Any] = []
-            for ns in namespaces:
-                remaining = None if limit is None else limit - len(rows)
-                if remaining is not None and remaining <= 0:
-                    break
-                rows += self._checkpoints(conn, thread_id, ns, checkpoint_id, before, remaining)
-            return thread.selection(self._entries(conn, thread_id, rows))
-
-        return self._read(f"reading thread {thread_id!r}", read)
+        return None if row is None else StoredThread(*row)
 
     def _checkpoints(
         self, conn: Any, thread_id: str, ns: str, checkpoint_id: str | None,
         before: str | None, limit: int | None,
-    ) -> list[Any]:
+    ) -> list[StoredCheckpointRow]:
         sa, cp = self._sa, self.cp
         query = sa.select(cp.c.member, cp.c.stored, cp.c.versions).where(
             cp.c.thread_id == thread_id, cp.c.checkpoint_ns == ns
@@ -287,104 +433,30 @@ class SqlCheckpointReader(_ThreadedAsync):
         query = query.order_by(cp.c.checkpoint_id.desc())
         if limit is not None:
             query = query.limit(limit)
-        return list(conn.execute(query))
+        return [StoredCheckpointRow(bytes(m), bytes(s), v) for m, s, v in conn.execute(query)]
 
-    def _entries(self, conn: Any, thread_id: str, rows: list[Any]) -> list[StoredEntry]:
-        sa = self._sa
-        fields: set[bytes] = set()
-        for row in rows:
-            fields.update(f.encode() for f in json.loads(row.versions)[1::2])
-        blobs: dict[bytes, bytes] = {}
-        b = self.blobs
-        for chunk in _chunks(sorted(fields)):
+    def _blobs(self, conn: Any, thread_id: str, fields: list[str]) -> dict[str, bytes]:
+        sa, b = self._sa, self.blobs
+        found: dict[str, bytes] = {}
+        for chunk in _chunks([f.encode() for f in fields]):
             for name, value in conn.execute(
                 sa.select(b.c.field, b.c.value).where(b.c.thread_id == thread_id,
                                                       b.c.field.in_(chunk))
             ):
-                blobs[bytes(name)] = bytes(value)
-        writes: dict[bytes, list[bytes]] = {}
-        w = self.writes
-        members = [bytes(row.member) for row in rows]
+                found[bytes(name).decode()] = bytes(value)
+        return found
+
+    def _writes(self, conn: Any, thread_id: str, members: list[bytes]
+                ) -> dict[bytes, list[bytes]]:
+        sa, w = self._sa, self.writes
+        found: dict[bytes, list[bytes]] = {}
         for chunk in _chunks(members):
             for member, value in conn.execute(
                 sa.select(w.c.member, w.c.value)
                 .where(w.c.thread_id == thread_id, w.c.member.in_(chunk)).order_by(w.c.field)
             ):
-                writes.setdefault(bytes(member), []).append(bytes(value))
-        entries = []
-        for row in rows:
-            flat = json.loads(row.versions)
-            member = bytes(row.member)
-            entries.append(stored_entry([
-                member, bytes(row.stored), row.versions,
-                [blobs.get(f.encode()) for f in flat[1::2]], writes.get(member, []),
-            ]))
-        return entries
-
-    # -- lineage -------------------------------------------------------------------
-
-    def lineage(
-        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None, channels: list[str]
-    ) -> Lineage:
-        """The parent chain of a checkpoint for ``channels``, as the Redis lineage script walks it.
-
-        From the checkpoint's parent towards the root: per ancestor its pending
-        writes and the non-empty values of the channels still without a seed;
-        it stops once every channel has one.
-        """
-
-        def read(conn: Any) -> Lineage:
-            thread = self._thread(conn, thread_id)
-            walked = Lineage(thread.partition, thread.offset, thread.owner, [])
-            if not thread.live:
-                return walked
-            start = self._checkpoints(conn, thread_id, checkpoint_ns, checkpoint_id, None, 1)
-            if not start:
-                return walked
-            remaining = list(dict.fromkeys(channels))
-            stored = bytes(start[0].stored)
-            while remaining:
-                parent = read_checkpoint(stored).parent_checkpoint_id
-                if not parent:
-                    break
-                found = self._checkpoints(conn, thread_id, checkpoint_ns, parent, None, 1)
-                if not found:
-                    break
-                row = found[0]
-                stored = bytes(row.stored)
-                ancestor = self._ancestor(conn, thread_id, row, parent, remaining)
-                walked.ancestors.append(ancestor)
-                remaining = [c for c in remaining if c not in ancestor.seeds]
-            return walked
-
-        return self._read(f"walking thread {thread_id!r}", read)
-
-    def _ancestor(
-        self, conn: Any, thread_id: str, row: Any, checkpoint_id: str, remaining: list[str]
-    ) -> Ancestor:
-        sa, b, w = self._sa, self.blobs, self.writes
-        writes = [
-            read_write(bytes(value)) for (value,) in conn.execute(
-                sa.select(w.c.value).where(w.c.thread_id == thread_id,
-                                           w.c.member == bytes(row.member)).order_by(w.c.field)
-            )
-        ]
-        flat = json.loads(row.versions)
-        wanted = {f.encode(): c for c, f in zip(flat[::2], flat[1::2], strict=True)
-                  if c in remaining}
-        values: dict[str, TypedValue] = {}
-        if wanted:
-            for name, value in conn.execute(sa.select(b.c.field, b.c.value).where(
-                b.c.thread_id == thread_id, b.c.field.in_(list(wanted))
-            )):
-                blob = read_blob(bytes(value))
-                if blob.type != "empty":
-                    values[wanted[bytes(name)]] = blob
-        # The seeds in the checkpoint's channel order, as the script returns them.
-        seeds = {c: values[c] for c in flat[::2] if c in values}
-        return Ancestor(checkpoint_id, writes, seeds)
-
-    # -- indexes -------------------------------------------------------------------
+                found.setdefault(bytes(member), []).append(bytes(value))
+        return found
 
     def _positions(self, conn: Any, threads: list[str]) -> dict[str, tuple[int | None, int]]:
         sa, t = self._sa, self.t
@@ -397,51 +469,29 @@ class SqlCheckpointReader(_ThreadedAsync):
                 positions[thread_id] = (partition, int(offset))
         return positions
 
-    def user_threads(self, user_id: str, threads: list[str]) -> IndexReply:
-        """``user_id``'s live threads newest first, and the positions of ``threads``."""
+    def _listed(self, conn: Any, user_id: str) -> list[tuple[str, int]]:
         sa, t = self._sa, self.t
-
-        def read(conn: Any) -> IndexReply:
-            positions = self._positions(conn, threads)
-            now = int(time.time() * 1000)
-            rows = conn.execute(
-                sa.select(t.c.thread_id, t.c.listed_ms)
-                .where(t.c.owner == user_id, t.c.listed_ms.is_not(None))
-                .where(sa.or_(t.c.expiry == 0, t.c.expiry > now))
-            ).all()
-            # ZREVRANGE's order: score, then member, both descending.
-            ordered = sorted(rows, key=lambda r: (int(r[1]), r[0].encode()), reverse=True)
-            return IndexReply([(thread, float(at)) for thread, at in ordered], positions)
-
-        return self._read(f"listing {user_id!r}'s threads", read)
-
-    def run_checkpoints(self, run_ids: list[str], threads: list[str]) -> IndexReply:
-        """The ``thread NUL member`` entries of ``run_ids``, and the positions of ``threads``."""
-        sa, cp = self._sa, self.cp
-
-        def read(conn: Any) -> IndexReply:
-            positions = self._positions(conn, threads)
-            entries: list[tuple[str, float]] = []
-            for run in run_ids:
-                found = sorted(
-                    f"{thread_id}{SEPARATOR}{checkpoint_member(ns, cid)}"
-                    for thread_id, ns, cid in conn.execute(
-                        sa.select(cp.c.thread_id, cp.c.checkpoint_ns, cp.c.checkpoint_id)
-                        .where(cp.c.run_id == run)
-                    )
-                )
-                entries += ((entry, 0.0) for entry in found)
-            return IndexReply(entries, positions)
-
-        return self._read("reading the run index", read)
-
-    def threads(self) -> list[str]:
-        """Every thread the projector has applied events of, sorted."""
-        sa, t = self._sa, self.t
-        return self._read(
-            "listing checkpoint threads",
-            lambda conn: sorted(r[0] for r in conn.execute(sa.select(t.c.thread_id))),
+        now = int(time.time() * 1000)
+        rows = conn.execute(
+            sa.select(t.c.thread_id, t.c.listed_ms)
+            .where(t.c.owner == user_id, t.c.listed_ms.is_not(None))
+            .where(sa.or_(t.c.expiry == 0, t.c.expiry > now))
         )
+        return [(thread, int(at)) for thread, at in rows]
+
+    def _run_entries(self, conn: Any, run_id: str) -> list[str]:
+        sa, cp = self._sa, self.cp
+        return [
+            f"{thread_id}{SEPARATOR}{checkpoint_member(ns, cid)}"
+            for thread_id, ns, cid in conn.execute(
+                sa.select(cp.c.thread_id, cp.c.checkpoint_ns, cp.c.checkpoint_id)
+                .where(cp.c.run_id == run_id)
+            )
+        ]
+
+    def _thread_ids(self, conn: Any) -> list[str]:
+        sa, t = self._sa, self.t
+        return [row[0] for row in conn.execute(sa.select(t.c.thread_id))]
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -459,7 +509,11 @@ def open_checkpoint_reader(url: str) -> CheckpointReading | None:
         return None
     if scheme in ("sqlite", "postgresql", "postgres"):
         return SqlCheckpointReader(url)
+    if scheme == "dynamodb":
+        from chatlog.histories.checkpoint_dynamodb_reader import DynamoDbCheckpointReader
+
+        return DynamoDbCheckpointReader(url)
     raise TargetError(
         f"the LangGraph saver cannot read {scheme}://... (CHATLOG_READ_MODEL): use redis://, "
-        "sqlite:///PATH or postgresql://..."
+        "sqlite:///PATH, postgresql://... or dynamodb://TABLE"
     )

@@ -367,23 +367,33 @@ class SqlSessionReader(_ThreadedAsync):
         self.engine.dispose()
 
 
+def dynamodb_client(url: str) -> tuple[Any, str]:
+    """A boto3 DynamoDB client for ``dynamodb://TABLE?region=&endpoint_url=``, and ``TABLE``.
+
+    Raises:
+        TargetError: boto3 is not installed.
+    """
+    try:
+        import boto3
+    except ImportError as exc:
+        raise TargetError("reading DynamoDB needs boto3: pip install 'chatlog[dynamodb]'") \
+            from exc
+    parts = urlsplit(url)
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    client = boto3.client(
+        "dynamodb", region_name=options.get("region"), endpoint_url=options.get("endpoint_url")
+    )
+    return client, parts.netloc + parts.path.rstrip("/")
+
+
 class DynamoDbSessionReader(_ThreadedAsync):
     """Reads sessions from a DynamoDB read model (``dynamodb://TABLE?region=&endpoint_url=``)."""
 
     def __init__(self, url: str) -> None:
-        try:
-            import boto3
-            from boto3.dynamodb.types import TypeDeserializer
-        except ImportError as exc:
-            raise TargetError("reading DynamoDB needs boto3: pip install 'chatlog[dynamodb]'") \
-                from exc
-        parts = urlsplit(url)
-        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        self.table = parts.netloc + parts.path.rstrip("/")
+        from boto3.dynamodb.types import TypeDeserializer
+
+        self.client, self.table = dynamodb_client(url)
         self.meta_table = dynamodb_meta_table(self.table)
-        self.client = boto3.client(
-            "dynamodb", region_name=options.get("region"), endpoint_url=options.get("endpoint_url")
-        )
         self._deserialize = TypeDeserializer().deserialize
 
     def _get(self, table: str, key: dict[str, str]) -> dict[str, Any] | None:

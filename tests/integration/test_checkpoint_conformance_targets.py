@@ -16,14 +16,14 @@ from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
 
 from chatlog import Settings
-from chatlog.histories.checkpoint_target_reader import SqlCheckpointReader
+from chatlog.histories.checkpoint_target_reader import TargetCheckpointReader
 from chatlog.histories.checkpointer import ChatLogCheckpointSaver
 from chatlog.projector.targets import open_target
 from chatlog.projector.targets.live import TargetProjector
 from tests.integration.test_checkpoint_conformance import SUITE_SIZES
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "dynamodb"])
 def test_every_conformance_capability_passes_on_a_target(
     kind: str,
     settings_factory: Callable[..., Settings],
@@ -37,7 +37,7 @@ def test_every_conformance_capability_passes_on_a_target(
     @checkpointer_test(name=f"ChatLogCheckpointSaver on {kind}")
     async def chatlog_saver() -> AsyncGenerator[ChatLogCheckpointSaver, None]:
         saver = ChatLogCheckpointSaver(settings)
-        assert isinstance(saver.reader, SqlCheckpointReader)
+        assert isinstance(saver.reader, TargetCheckpointReader)
         try:
             yield saver
         finally:

@@ -3,8 +3,8 @@
 The saver writes through Redis (the Lua apply script, a running projector):
 LangGraph's whole conformance workload (puts, writes, deletes, prunes, copies,
 deletes by run) plus an owned thread with a TTL and a ``DeltaChannel``. Then
-``chatlog replay rebuild --target`` replays the log into SQLite or PostgreSQL
-(the Python fold), and every thread reads the same through both readers:
+``chatlog replay rebuild --target`` replays the log into SQLite, PostgreSQL
+or DynamoDB (the Python fold), and every thread reads the same through both readers:
 position, owner, checkpoints with their values and pending writes, the
 delta-channel walk and the user's thread index. A differential test of the
 fold against the script, on the real log.
@@ -23,14 +23,20 @@ from langgraph.checkpoint.conformance import checkpointer_test, validate
 
 from chatlog import Settings
 from chatlog.histories.checkpoint_read_model import ThreadSelection
-from chatlog.histories.checkpoint_target_reader import CheckpointReading, SqlCheckpointReader
+from chatlog.histories.checkpoint_target_reader import CheckpointReading, open_checkpoint_reader
 from chatlog.histories.checkpointer import ChatLogCheckpointSaver
-from chatlog.histories.target_reader import sql_engine
+from chatlog.histories.target_reader import dynamodb_client, sql_engine
 from chatlog.keys import ReadModelKeys
 from chatlog.projector import Projector
 from chatlog.projector.targets import open_target
 from chatlog.projector.targets.rebuild import TargetReplayer
-from chatlog.target_layout import sql_checkpoint_tables
+from chatlog.target_layout import (
+    DYNAMODB_BLOB,
+    DYNAMODB_CHUNK,
+    DYNAMODB_WRITE,
+    dynamodb_meta_table,
+    sql_checkpoint_tables,
+)
 from tests.helpers import eventually, unique
 from tests.integration.test_saver_maintenance import _config, _delta_graph
 
@@ -79,16 +85,26 @@ def _redis_fields(
     return found
 
 
-def _sql_fields(url: str) -> set[tuple[str, ...]]:
-    """Every stored blob, write and chunk field in the SQL target's tables."""
+def _target_fields(kind: str, url: str) -> set[tuple[str, ...]]:
+    """Every stored blob, write and chunk field in the target (SQL tables or DynamoDB items)."""
+    found: set[tuple[str, ...]] = set()
+    if kind == "dynamodb":
+        client, table = dynamodb_client(url)
+        kinds = {DYNAMODB_BLOB: "blobs", DYNAMODB_WRITE: "writes", DYNAMODB_CHUNK: "chunks"}
+        for page in client.get_paginator("scan").paginate(TableName=dynamodb_meta_table(table)):
+            for item in page["Items"]:
+                pk, sk = item["pk"]["S"], item["sk"]["S"]
+                if pk.startswith("t#") and sk[:2] in kinds:
+                    found.add((kinds[sk[:2]], pk[2:], sk[2:]))
+        client.close()
+        return found
     engine, table = sql_engine(url)[1:]
     names = sql_checkpoint_tables(table)
-    found: set[tuple[str, ...]] = set()
     with engine.connect() as conn:
-        for kind, name in (("blobs", names.blobs), ("writes", names.writes),
-                           ("chunks", names.chunks)):
-            rows = conn.execute(sa.text(f"SELECT thread_id, field FROM {name}"))
-            found |= {(kind, thread, bytes(field).decode()) for thread, field in rows}
+        for name, table_name in (("blobs", names.blobs), ("writes", names.writes),
+                                 ("chunks", names.chunks)):
+            rows = conn.execute(sa.text(f"SELECT thread_id, field FROM {table_name}"))
+            found |= {(name, thread, bytes(field).decode()) for thread, field in rows}
     engine.dispose()
     return found
 
@@ -102,7 +118,7 @@ def _state(reader: CheckpointReading, threads: list[str], owned: list[str]) -> d
     return state
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "dynamodb"])
 def test_rebuilt_target_reads_the_same_checkpoints_as_redis(
     kind: str,
     settings_factory: Callable[..., Settings],
@@ -120,7 +136,8 @@ def test_rebuilt_target_reads_the_same_checkpoints_as_redis(
     again = TargetReplayer(settings, open_target(url, settings)).rebuild()
     assert (again.applied, again.failed) == (0, 0)
     with ChatLogCheckpointSaver(settings) as redis_saver:
-        sql = SqlCheckpointReader(url)
+        sql = open_checkpoint_reader(url)
+        assert sql is not None
         try:
             threads = sql.threads()
             assert set(owned) <= set(threads)
@@ -133,7 +150,7 @@ def test_rebuilt_target_reads_the_same_checkpoints_as_redis(
     # Storage too, not only what reads show: no blob, write or chunk left behind on either side.
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        stored = _sql_fields(url)
+        stored = _target_fields(kind, url)
         assert _redis_fields(client, settings, threads) == stored
     finally:
         client.close()
