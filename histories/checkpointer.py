@@ -145,7 +145,8 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         self.read_timeout_s = read_timeout_s or self.settings.read_timeout_s
         self._owns_redis = redis_client is None
         # CHATLOG_READ_MODEL naming a SQL store: reads go there, and no Redis is opened.
-        target = open_checkpoint_reader(self.settings.read_model or self.settings.redis_url)
+        read_model = self.settings.read_model
+        target = open_checkpoint_reader(read_model) if read_model else None
         self.redis: redis.Redis | None = None
         self.reader: CheckpointReading
         if target is not None:

@@ -131,3 +131,24 @@ def test_a_value_over_the_item_limit_is_refused_on_dynamodb_only(
     else:
         assert result.failed == []
         assert stored == ["cp-0001", "cp-0000"]
+
+
+def test_a_task_write_keeps_its_first_value_and_a_special_write_its_last(
+    store: tuple[CheckpointTarget, CheckpointReading],
+) -> None:
+    """As LangGraph's savers (and the Redis script's HSETNX): index >= 0 first wins, < 0 last."""
+    target, reader = store
+    log = Log()
+
+    def writes(value: bytes) -> CheckpointPayload:
+        return WritesPut("", "cp-0000", "task", writes=(
+            PendingWriteValue(0, "ch", TypedValue("bytes", value)),
+            PendingWriteValue(-1, "__error__", TypedValue("bytes", value)),
+        ))
+
+    batch = [log.record("t", put(0)), log.record("t", writes(b"first"))]
+    target.apply_checkpoints(batch, advance={0: 2})
+    target.apply_checkpoints([log.record("t", writes(b"second"))], advance={0: 3})
+    entry = reader.select("t", checkpoint_ns="").entries[0]
+    assert sorted((w.channel, w.value.data) for w in entry.writes) == [
+        ("__error__", b"second"), ("ch", b"first")]
