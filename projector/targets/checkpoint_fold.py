@@ -26,6 +26,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatlog.projector.checkpoint_projection import CheckpointApplyResult, CheckpointRecord
 from chatlog.projector.protocol import (
     CHECKPOINT_OP_CHUNK,
     CHECKPOINT_OP_CHUNK_DONE,
@@ -235,3 +236,32 @@ def fold_thread(
     if active is not None and row.owner:
         row.listed_ms = active if row.listed_ms is None else max(row.listed_ms, active)
     return out
+
+
+def fold_into(
+    result: CheckpointApplyResult,
+    thread_id: str,
+    items: list[tuple[CheckpointRecord, list[Any]]],
+    row: ThreadRow,
+    refs: StoredRefs,
+) -> ThreadOutcome | None:
+    """:func:`fold_thread` on one thread's events of a batch, counted into ``result``.
+
+    A thread tracked on another partition fails every one of its events
+    (``None``, nothing to write), as the script's ``PARTITION`` error does.
+    """
+    try:
+        outcome = fold_thread(thread_id, items[0][0].partition, row, refs,
+                              [args for _, args in items])
+    except ValueError as exc:
+        result.failed += [(r, f"thread {thread_id!r} not applied: {exc}") for r, _ in items]
+        return None
+    result.applied += outcome.applied
+    result.skipped += outcome.skipped
+    result.refused += outcome.refused
+    decided = set(outcome.applied_offsets) | set(outcome.refused_offsets)
+    for record, _ in items:
+        if record.offset in decided:
+            name = record.event.event_type
+            result.applied_by_type[name] = result.applied_by_type.get(name, 0) + 1
+    return outcome

@@ -37,7 +37,7 @@ from chatlog.projector.targets.checkpoint_fold import (
     StoredRefs,
     ThreadOutcome,
     ThreadRow,
-    fold_thread,
+    fold_into,
 )
 from chatlog.schemas.checkpoint_codec import CheckpointCodec
 from chatlog.schemas.checkpoint_stored import SEPARATOR
@@ -136,22 +136,9 @@ class DynamoDbCheckpointStore:
             row, version = thread_row(metas.get((dynamodb_thread_pk(thread_id), DYNAMODB_META)))
             listed_before = (row.owner, row.listed_ms)
             stored, refs = self._load(thread_id)
-            try:
-                outcome = fold_thread(thread_id, fits[0][0].partition, row, refs,
-                                      [args for _, args in fits])
-            except ValueError as exc:
-                result.failed += [(r, f"thread {thread_id!r} not applied: {exc}") for r, _ in fits]
-                continue
-            if outcome.changed:
+            outcome = fold_into(result, thread_id, fits, row, refs)
+            if outcome is not None and outcome.changed:
                 self._write(thread_id, outcome, version, stored, refs, listed_before)
-            result.applied += outcome.applied
-            result.skipped += outcome.skipped
-            result.refused += outcome.refused
-            done = set(outcome.applied_offsets) | set(outcome.refused_offsets)
-            for record, _ in fits:
-                if record.offset in done:
-                    name = record.event.event_type
-                    result.applied_by_type[name] = result.applied_by_type.get(name, 0) + 1
         advance_positions(self.client, self.table, DYNAMODB_CHECKPOINT_POSITIONS, dict(advance))
         return result
 

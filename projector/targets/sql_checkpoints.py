@@ -37,7 +37,7 @@ from chatlog.projector.targets.checkpoint_fold import (
     StoredRefs,
     ThreadOutcome,
     ThreadRow,
-    fold_thread,
+    fold_into,
 )
 from chatlog.projector.targets.sql_positions import advance_positions
 from chatlog.schemas.checkpoint_codec import CheckpointCodec
@@ -189,23 +189,10 @@ class SqlCheckpointStore:
             return result
         rows, refs = self._load(conn, sorted(threads))
         for thread_id, items in threads.items():
-            try:
-                outcome = fold_thread(
-                    thread_id, items[0][0].partition, rows.get(thread_id, ThreadRow()),
-                    refs.get(thread_id, StoredRefs()), [args for _, args in items],
-                )
-            except ValueError as exc:
-                result.failed += [(r, f"thread {thread_id!r} not applied: {exc}") for r, _ in items]
-                continue
-            self._write(conn, thread_id, outcome, exists=thread_id in rows)
-            result.applied += outcome.applied
-            result.skipped += outcome.skipped
-            result.refused += outcome.refused
-            applied = set(outcome.applied_offsets) | set(outcome.refused_offsets)
-            for record, _ in items:
-                if record.offset in applied:
-                    name = record.event.event_type
-                    result.applied_by_type[name] = result.applied_by_type.get(name, 0) + 1
+            outcome = fold_into(result, thread_id, items, rows.get(thread_id, ThreadRow()),
+                                refs.get(thread_id, StoredRefs()))
+            if outcome is not None:
+                self._write(conn, thread_id, outcome, exists=thread_id in rows)
         return result
 
     def _stored_chunks(self, conn: sa.Connection, thread_id: str, names: list[str]
