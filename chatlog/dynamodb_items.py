@@ -86,3 +86,17 @@ def advance_positions(client: Any, table: str, pk: str, advance: dict[int, int])
                 ConditionExpression="attribute_not_exists(next_offset) OR next_offset < :o",
                 ExpressionAttributeValues={":o": {"N": str(offset)}},
             )
+
+
+def scan_keys(client: Any, table: str, *, sk: str, pk_prefix: str) -> list[str]:
+    """The partition keys (less ``pk_prefix``) of every item with sort key ``sk`` (a scan)."""
+    found: list[str] = []
+    for page in client.get_paginator("scan").paginate(
+        TableName=table,
+        ProjectionExpression="pk",
+        FilterExpression="sk = :s AND begins_with(pk, :p)",
+        ExpressionAttributeValues={":s": {"S": sk}, ":p": {"S": pk_prefix}},
+        ConsistentRead=True,
+    ):
+        found += (item["pk"]["S"][len(pk_prefix) :] for item in page["Items"])
+    return found

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any, TypeVar
 
-from chatlog.dynamodb_items import get_many, get_one, query
+from chatlog.dynamodb_items import get_many, get_one, query, scan_keys
 from chatlog.errors import TargetError
 from chatlog.histories.checkpoint_target_reader import (
     StoredCheckpointRow,
@@ -162,16 +162,7 @@ class DynamoDbCheckpointReader(TargetCheckpointReader):
         return [item["sk"]["S"] for item in query(self.client, self.table, dynamodb_run_pk(run_id))]
 
     def _thread_ids(self, conn: Any) -> list[str]:
-        found: list[str] = []
-        for page in self.client.get_paginator("scan").paginate(
-            TableName=self.table,
-            ProjectionExpression="pk",
-            FilterExpression="sk = :m AND begins_with(pk, :t)",
-            ExpressionAttributeValues={":m": {"S": DYNAMODB_META}, ":t": {"S": _THREAD_PREFIX}},
-            ConsistentRead=True,
-        ):
-            found += (item["pk"]["S"][len(_THREAD_PREFIX) :] for item in page["Items"])
-        return found
+        return scan_keys(self.client, self.table, sk=DYNAMODB_META, pk_prefix=_THREAD_PREFIX)
 
     def close(self) -> None:
         """Close the client's connections."""

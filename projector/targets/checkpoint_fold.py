@@ -62,6 +62,23 @@ class ThreadRow:
         return json.dumps(self.namespaces)
 
 
+#: The kinds of a thread's stored items, as :class:`ThreadState` keys them.
+KINDS = ("checkpoints", "blobs", "writes", "chunks")
+
+
+@dataclass(slots=True)
+class ThreadState:
+    """One thread as stored: its row and, per kind, field -> value.
+
+    Checkpoint values are ``(stored frame, versions JSON, run id)``.
+    """
+
+    row: ThreadRow
+    items: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {kind: {} for kind in KINDS}
+    )
+
+
 @dataclass(slots=True)
 class StoredRefs:
     """What the fold reads of a thread's stored checkpoints and writes (never values)."""

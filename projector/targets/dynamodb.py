@@ -62,6 +62,7 @@ from chatlog.projector.changes import Change, Refusal, RefusalReason
 from chatlog.projector.checkpoint_projection import CheckpointApplyResult, CheckpointRecord
 from chatlog.projector.protocol import OP_APPEND, OP_DELETE_USER
 from chatlog.projector.redis_projection import ApplyResult
+from chatlog.projector.targets.checkpoint_fold import ThreadState
 from chatlog.projector.targets.session_fold import (
     SessionOutcome,
     Verdicts,
@@ -262,6 +263,15 @@ class DynamoDbTarget:
     def checkpoint_positions(self) -> dict[int, int]:
         """The checkpoint topic's next offset to apply, per partition."""
         return dict(self._read(self.checkpoints.positions))
+
+    def checkpoint_thread_ids(self) -> list[str]:
+        """Every thread with a meta item (a scan of ``TABLE.chatlog``)."""
+        return list(self._read(self.checkpoints.thread_ids))
+
+    def checkpoint_state(self, thread_id: str) -> ThreadState | None:
+        """The thread's stored meta and items, for verify."""
+        state: ThreadState | None = self._read(lambda: self.checkpoints.state(thread_id))
+        return state
 
     def _index_ops(
         self,

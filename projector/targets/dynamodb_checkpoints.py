@@ -26,7 +26,13 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from chatlog.dynamodb_items import advance_positions, batch_write, get_many, query
+from chatlog.dynamodb_items import (
+    advance_positions,
+    batch_write,
+    get_many,
+    query,
+    scan_keys,
+)
 from chatlog.errors import ItemTooLargeError
 from chatlog.projector.checkpoint_projection import (
     CheckpointApplyResult,
@@ -37,6 +43,7 @@ from chatlog.projector.targets.checkpoint_fold import (
     StoredRefs,
     ThreadOutcome,
     ThreadRow,
+    ThreadState,
     fold_into,
 )
 from chatlog.schemas.checkpoint_codec import CheckpointCodec
@@ -106,6 +113,31 @@ class DynamoDbCheckpointStore:
         """The checkpoint topic's next offset to apply, per partition."""
         rows = query(self.client, self.table, DYNAMODB_CHECKPOINT_POSITIONS)
         return {int(r["sk"]["S"]): int(r["next_offset"]["N"]) for r in rows}
+
+    def thread_ids(self) -> list[str]:
+        """Every thread with a meta item (a scan)."""
+        return scan_keys(self.client, self.table, sk=DYNAMODB_META,
+                         pk_prefix=dynamodb_thread_pk(""))
+
+    def state(self, thread_id: str) -> ThreadState | None:
+        """The thread's meta item and every stored item with its value."""
+        items = list(query(self.client, self.table, dynamodb_thread_pk(thread_id)))
+        meta = next((i for i in items if i["sk"]["S"] == DYNAMODB_META), None)
+        if meta is None:
+            return None
+        state = ThreadState(thread_row(meta)[0])
+        for item in items:
+            sk = item["sk"]["S"]
+            if sk == DYNAMODB_META:
+                continue
+            kind = self._kind(sk)
+            name = sk[len(_PREFIXES[kind]) :]
+            if kind == "checkpoints":
+                run = item["run_id"]["S"] if "run_id" in item else None
+                state.items[kind][name] = (bytes(item["stored"]["B"]), item["versions"]["S"], run)
+            else:
+                state.items[kind][name] = bytes(item["value"]["B"])
+        return state
 
     def apply(
         self, records: Sequence[CheckpointRecord], *, advance: Mapping[int, int]

@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 from chatlog.projector.changes import Change
 from chatlog.projector.checkpoint_projection import CheckpointApplyResult, CheckpointRecord
 from chatlog.projector.redis_projection import ApplyResult
+from chatlog.projector.targets.checkpoint_fold import ThreadState
 
 
 @runtime_checkable
@@ -124,4 +125,12 @@ class CheckpointTarget(Protocol):
 
     def checkpoint_positions(self) -> dict[int, int]:
         """The checkpoint topic's next offset to apply, per partition."""
+        ...
+
+    def checkpoint_thread_ids(self) -> list[str]:
+        """Every thread the target holds a row for, for verify."""
+        ...
+
+    def checkpoint_state(self, thread_id: str) -> ThreadState | None:
+        """The thread's stored row and items with their values (``None``: no row), for verify."""
         ...

@@ -31,6 +31,7 @@ from chatlog.projector.changes import Change, Refusal
 from chatlog.projector.replay import ProgressCallback, ReplayProgress, VerifyReport
 from chatlog.projector.session_rebuild import SessionReplay, partition_for
 from chatlog.projector.targets.checkpoint_rebuild import rebuild_checkpoints
+from chatlog.projector.targets.checkpoint_verify import verify_checkpoints
 from chatlog.projector.targets.protocol import CheckpointTarget, ReadModelTarget
 from chatlog.projector.verify import ExpectedState, SessionDifference, compare
 from chatlog.schemas.codec import EventCodec
@@ -180,6 +181,10 @@ class TargetReplayer:
     ) -> VerifyReport:
         """Recompute every session from the log and report each one the target gets wrong.
 
+        A target that holds the LangGraph saver's read model also has its
+        threads checked against the checkpoint log folded to its checkpoint
+        positions (``threads_checked``, ``thread_differences``; not repaired).
+
         With ``repair``, exactly the sessions that differ are rebuilt with
         :meth:`rebuild_session` and checked again against the log folded to
         its end: ``repaired`` lists what was rebuilt, ``remaining`` what still
@@ -206,6 +211,10 @@ class TargetReplayer:
                     break
             differences = self._differences(expected, {d.session_id for d in differences})
         report = VerifyReport(self.target.url, len(sessions), differences, progress)
+        if isinstance(self.target, CheckpointTarget):
+            report.threads_checked, report.thread_differences = verify_checkpoints(
+                self.settings, self.target, ReplayProgress(namespace=self.target.url)
+            )
         if repair and differences:
             report.repaired = [self.rebuild_session(d.session_id) for d in differences]
             # The rebuilt sessions hold the log to its end, ahead of the positions maybe.

@@ -35,6 +35,7 @@ from chatlog.projector.changes import Change
 from chatlog.projector.checkpoint_projection import CheckpointApplyResult, CheckpointRecord
 from chatlog.projector.protocol import OP_DELETE_USER
 from chatlog.projector.redis_projection import ApplyResult
+from chatlog.projector.targets.checkpoint_fold import ThreadState
 from chatlog.projector.targets.session_fold import (
     Verdicts,
     expires_at,
@@ -241,6 +242,14 @@ class SqlTarget:
     def checkpoint_positions(self) -> dict[int, int]:
         """The checkpoint topic's next offset to apply, per partition."""
         return self.checkpoints.positions()
+
+    def checkpoint_thread_ids(self) -> list[str]:
+        """Every thread with a row in ``chatlog_threads``."""
+        return self.checkpoints.thread_ids()
+
+    def checkpoint_state(self, thread_id: str) -> ThreadState | None:
+        """The thread's stored row and items, for verify."""
+        return self.checkpoints.state(thread_id)
 
     def replace_session(
         self, session_id: str, changes: Sequence[Change], *, through: int

@@ -21,8 +21,8 @@ UPDATE`` on PostgreSQL), folded with :func:`~chatlog.projector.targets.checkpoin
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
@@ -37,6 +37,7 @@ from chatlog.projector.targets.checkpoint_fold import (
     StoredRefs,
     ThreadOutcome,
     ThreadRow,
+    ThreadState,
     fold_into,
 )
 from chatlog.projector.targets.sql_positions import advance_positions
@@ -46,6 +47,7 @@ from chatlog.target_layout import sql_checkpoint_tables
 
 #: Rows per ``IN (...)`` list.
 _CHUNK = 500
+T = TypeVar("T")
 
 
 def _ordered_text() -> sa.types.TypeEngine[str]:
@@ -170,12 +172,50 @@ class SqlCheckpointStore:
     def positions(self) -> dict[int, int]:
         """The checkpoint topic's next offset to apply, per partition."""
         p = self.t["positions"]
+        rows = self._read(
+            lambda conn: conn.execute(sa.select(p.c.partition, p.c.next_offset)).all()
+        )
+        return {int(part): int(off) for part, off in rows}
+
+    def thread_ids(self) -> list[str]:
+        """Every thread with a row."""
+        t = self.t["threads"]
+        rows = self._read(lambda conn: conn.execute(sa.select(t.c.thread_id)).all())
+        return [row[0] for row in rows]
+
+    def state(self, thread_id: str) -> ThreadState | None:
+        """The thread's row and every stored item with its value, in one read."""
+
+        def read(conn: sa.Connection) -> ThreadState | None:
+            t = self.t["threads"]
+            row = conn.execute(sa.select(t).where(t.c.thread_id == thread_id)).first()
+            if row is None:
+                return None
+            state = ThreadState(thread_row(row))
+            cp = self.t["checkpoints"]
+            for member, stored, versions, run_id in conn.execute(
+                sa.select(cp.c.member, cp.c.stored, cp.c.versions, cp.c.run_id)
+                .where(cp.c.thread_id == thread_id)
+            ):
+                state.items["checkpoints"][bytes(member).decode()] = (
+                    bytes(stored), versions, run_id
+                )
+            for kind in ("blobs", "writes", "chunks"):
+                table = self.t[kind]
+                for name, value in conn.execute(
+                    sa.select(table.c.field, table.c.value).where(table.c.thread_id == thread_id)
+                ):
+                    state.items[kind][bytes(name).decode()] = bytes(value)
+            return state
+
+        return self._read(read)
+
+    def _read(self, read: Callable[[sa.Connection], T]) -> T:
         try:
             with self.engine.connect() as conn:
-                rows = conn.execute(sa.select(p.c.partition, p.c.next_offset)).all()
+                return read(conn)
         except SQLAlchemyError as exc:
-            raise TargetError(f"reading checkpoint positions failed: {exc}") from exc
-        return {int(part): int(off) for part, off in rows}
+            raise TargetError(f"reading checkpoint threads failed: {exc}") from exc
 
     def _apply(
         self, conn: sa.Connection, records: Sequence[CheckpointRecord]

@@ -7,7 +7,8 @@ deletes by run) plus an owned thread with a TTL and a ``DeltaChannel``. Then
 or DynamoDB (the Python fold), and every thread reads the same through both readers:
 position, owner, checkpoints with their values and pending writes, the
 delta-channel walk and the user's thread index. A differential test of the
-fold against the script, on the real log.
+fold against the script, on the real log. ``replay verify --target`` then
+finds every thread identical, and the one whose channel value is lost.
 """
 
 from __future__ import annotations
@@ -109,6 +110,30 @@ def _target_fields(kind: str, url: str) -> set[tuple[str, ...]]:
     return found
 
 
+def _drop_one_blob(kind: str, url: str, thread: str) -> None:
+    """Lose one stored channel value of ``thread``, as a store might (verify must notice)."""
+    if kind == "dynamodb":
+        client, table = dynamodb_client(url)
+        pk = f"t#{thread}"
+        items = client.query(
+            TableName=dynamodb_meta_table(table), KeyConditionExpression="pk = :p",
+            ExpressionAttributeValues={":p": {"S": pk}}, ConsistentRead=True,
+        )["Items"]
+        sk = next(i["sk"]["S"] for i in items if i["sk"]["S"].startswith(DYNAMODB_BLOB))
+        client.delete_item(TableName=dynamodb_meta_table(table),
+                           Key={"pk": {"S": pk}, "sk": {"S": sk}})
+        client.close()
+        return
+    engine, table = sql_engine(url)[1:]
+    blobs = sql_checkpoint_tables(table).blobs
+    with engine.begin() as conn:
+        field = conn.execute(sa.text(f"SELECT field FROM {blobs} WHERE thread_id = :t LIMIT 1"),
+                             {"t": thread}).scalar_one()
+        conn.execute(sa.text(f"DELETE FROM {blobs} WHERE thread_id = :t AND field = :f"),
+                     {"t": thread, "f": field})
+    engine.dispose()
+
+
 def _state(reader: CheckpointReading, threads: list[str], owned: list[str]) -> dict[str, Any]:
     state: dict[str, Any] = {
         thread: _sorted(reader.select(thread, checkpoint_ns=None)) for thread in threads
@@ -156,6 +181,13 @@ def test_rebuilt_target_reads_the_same_checkpoints_as_redis(
         client.close()
     assert any(kind == "blobs" for kind, *_ in stored)
     assert rebuilt[owned[1]].entries == []
+    replayer = TargetReplayer(settings, open_target(url, settings))
+    report = replayer.verify()
+    assert (report.threads_checked, report.thread_differences, report.ok) == (
+        len(threads), [], True)
+    _drop_one_blob(kind, url, owned[0])
+    report = replayer.verify()
+    assert (report.thread_differences, report.ok) == ([owned[0]], False)
     assert [thread for thread, _ in rebuilt["index"]] == [owned[0]]
     print(f"\n{kind}: rebuilt {len(threads)} threads from {progress.applied} checkpoint events")
     assert len(threads) > 2
