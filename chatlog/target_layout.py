@@ -50,6 +50,35 @@ def sql_tables(message_table: str = MESSAGE_TABLE) -> SqlTables:
     return SqlTables(message_table, f"{own}_sessions", f"{own}_user_sessions", f"{own}_positions")
 
 
+class SqlCheckpointTables(NamedTuple):
+    """The LangGraph saver's tables of one SQL read model (chatlog's own layout).
+
+    Fields joined with NUL (checkpoint members, blob, write and chunk fields,
+    :mod:`chatlog.schemas.checkpoint_stored`) are stored as bytes: PostgreSQL
+    text cannot hold NUL.
+    """
+
+    threads: str
+    checkpoints: str
+    blobs: str
+    writes: str
+    chunks: str
+    positions: str
+
+
+def sql_checkpoint_tables(message_table: str = MESSAGE_TABLE) -> SqlCheckpointTables:
+    """The checkpoint tables beside ``message_table`` (same prefix as :func:`sql_tables`)."""
+    own = "chatlog" if message_table == MESSAGE_TABLE else f"{message_table}_chatlog"
+    return SqlCheckpointTables(
+        f"{own}_threads",
+        f"{own}_checkpoints",
+        f"{own}_checkpoint_blobs",
+        f"{own}_checkpoint_writes",
+        f"{own}_checkpoint_chunks",
+        f"{own}_checkpoint_positions",
+    )
+
+
 def dynamodb_meta_table(table: str) -> str:
     """The table of chatlog's own items beside LangChain's ``table`` (key ``pk``/``sk``)."""
     return f"{table}.chatlog"
@@ -63,6 +92,31 @@ def dynamodb_session_pk(session_id: str) -> str:
 def dynamodb_user_pk(user_id: str) -> str:
     """The partition key of a user's session index (one item per session)."""
     return f"u#{user_id}"
+
+
+#: Sort key prefixes of a thread's items (after the prefix: the NUL-joined field of
+#: :mod:`chatlog.schemas.checkpoint_stored`), and the sort key of its meta item.
+DYNAMODB_CHECKPOINT = "c#"
+DYNAMODB_BLOB = "b#"
+DYNAMODB_WRITE = "w#"
+DYNAMODB_CHUNK = "k#"
+#: The partition key of the checkpoint topic's positions (sort key: the partition).
+DYNAMODB_CHECKPOINT_POSITIONS = "checkpoint-positions"
+
+
+def dynamodb_thread_pk(thread_id: str) -> str:
+    """The partition key of a LangGraph thread's items (meta, checkpoints, blobs, writes)."""
+    return f"t#{thread_id}"
+
+
+def dynamodb_user_threads_pk(user_id: str) -> str:
+    """The partition key of a user's thread index (one item per thread)."""
+    return f"ut#{user_id}"
+
+
+def dynamodb_run_pk(run_id: str) -> str:
+    """The partition key of a run's checkpoints (sort key: ``thread NUL ns NUL id``)."""
+    return f"r#{run_id}"
 
 
 def dynamodb_session_of(pk: str) -> str | None:

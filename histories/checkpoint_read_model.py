@@ -117,7 +117,12 @@ class ThreadSelection(NamedTuple):
     repairing: bool = False
 
 
-def _entry(raw: list[Any]) -> StoredEntry:
+def stored_entry(raw: list[Any]) -> StoredEntry:
+    """A checkpoint read back from its stored parts (the select script's reply shape).
+
+    ``raw`` is the member, the stored checkpoint, the versions JSON, the blob
+    values (aligned with the versions' channels, ``None`` when absent) and the writes.
+    """
     member, checkpoint, versions, values, writes = raw
     checkpoint_ns, _, checkpoint_id = member.decode().partition(SEPARATOR)
     flat = json.loads(versions)
@@ -148,7 +153,7 @@ def _selection(reply: list[Any]) -> ThreadSelection:
     return ThreadSelection(
         partition=int(partition) if partition is not None else None,
         offset=int(offset) if offset is not None else -1,
-        entries=[_entry(raw) for raw in reply[3:]],
+        entries=[stored_entry(raw) for raw in reply[3:]],
         owner=owner.decode() if owner else None,
     )
 

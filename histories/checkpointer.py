@@ -48,6 +48,7 @@ from chatlog.histories.checkpoint_sealing import (
 )
 from chatlog.histories.checkpoint_serde import checked_serde
 from chatlog.histories.checkpoint_size import decompress, fit
+from chatlog.histories.checkpoint_target_reader import CheckpointReading, open_checkpoint_reader
 from chatlog.histories.read_your_writes import (
     WrittenPositions,
     await_until_applied,
@@ -112,6 +113,9 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         producer: Producer to publish with, or a :class:`~chatlog.producers.lazy.LazyProducer`
             made on first use (default: own one, closed by :meth:`close`).
         redis_client: Redis client to read with (default: from ``settings.redis_url``).
+            Unused when ``settings.read_model`` (``CHATLOG_READ_MODEL``) names a SQL
+            store: the saver reads the checkpoint tables there, which
+            ``chatlog projector run --target URL`` keeps.
         serde: Serializer; default :class:`~chatlog.histories.checkpoint_serde.CheckpointSerializer`
             (LangGraph's format, read with a strict allowlist; a compiled
             graph's ``with_allowlist`` extends it).
@@ -140,14 +144,22 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         self.settings = settings or Settings.from_env()
         self.read_timeout_s = read_timeout_s or self.settings.read_timeout_s
         self._owns_redis = redis_client is None
-        self.redis = redis_client or open_redis(
-            self.settings.redis_url, mode=self.settings.redis_mode
-        )
-        self.reader = CheckpointReader(
-            self.redis,
-            self.settings.namespace,
-            redis_url=self.settings.redis_url if self._owns_redis else None,
-        )
+        # CHATLOG_READ_MODEL naming a SQL store: reads go there, and no Redis is opened.
+        read_model = self.settings.read_model
+        target = open_checkpoint_reader(read_model) if read_model else None
+        self.redis: redis.Redis | None = None
+        self.reader: CheckpointReading
+        if target is not None:
+            self.reader = target
+        else:
+            self.redis = redis_client or open_redis(
+                self.settings.redis_url, mode=self.settings.redis_mode
+            )
+            self.reader = CheckpointReader(
+                self.redis,
+                self.settings.namespace,
+                redis_url=self.settings.redis_url if self._owns_redis else None,
+            )
         self.codec = CheckpointCodec()
         self.written = WrittenPositions()
         self.producers = LazyProducer.of(
@@ -186,7 +198,7 @@ class ChatLogCheckpointSaver(BaseCheckpointSaver[str]):
         """Flush and close what this saver created (its producer and Redis pool)."""
         self.producers.close()
         self.reader.close()
-        if self._owns_redis:
+        if self._owns_redis and self.redis is not None:
             self.redis.close()
 
     async def aclose(self) -> None:

@@ -245,23 +245,34 @@ class _ThreadedAsync:
         self.close()
 
 
+def sql_engine(url: str) -> tuple[Any, Any, str]:
+    """SQLAlchemy (the module), an engine for ``url`` and its messages table (``?table=``).
+
+    ``postgresql://`` gets the psycopg (3) driver that ``chatlog[postgres]`` installs.
+
+    Raises:
+        TargetError: SQLAlchemy is not installed.
+    """
+    try:
+        import sqlalchemy as sa
+    except ImportError as exc:
+        raise TargetError("reading SQL needs SQLAlchemy: pip install 'chatlog[postgres]'") \
+            from exc
+    parsed = sa.make_url(url)
+    table = parsed.query.get("table", MESSAGE_TABLE)
+    parsed = parsed.difference_update_query(["table"])
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return sa, sa.create_engine(parsed), str(table)
+
+
 class SqlSessionReader(_ThreadedAsync):
     """Reads sessions from a SQL read model (``sqlite:///PATH``, ``postgresql://...``)."""
 
     def __init__(self, url: str) -> None:
-        try:
-            import sqlalchemy as sa
-        except ImportError as exc:
-            raise TargetError("reading SQL needs SQLAlchemy: pip install 'chatlog[postgres]'") \
-                from exc
+        sa, self.engine, table = sql_engine(url)
         self._sa = sa
-        parsed = sa.make_url(url)
-        table = parsed.query.get("table", MESSAGE_TABLE)
-        parsed = parsed.difference_update_query(["table"])
-        if parsed.drivername in ("postgresql", "postgres"):
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        self.engine = sa.create_engine(parsed)
-        names = sql_tables(str(table))
+        names = sql_tables(table)
         # Plain table clauses, no reflection: the projector may create the tables later.
         self.messages = sa.table(names.messages, *map(sa.column, ("id", "session_id", "message")))
         self.sessions = sa.table(
@@ -356,23 +367,33 @@ class SqlSessionReader(_ThreadedAsync):
         self.engine.dispose()
 
 
+def dynamodb_client(url: str) -> tuple[Any, str]:
+    """A boto3 DynamoDB client for ``dynamodb://TABLE?region=&endpoint_url=``, and ``TABLE``.
+
+    Raises:
+        TargetError: boto3 is not installed.
+    """
+    try:
+        import boto3
+    except ImportError as exc:
+        raise TargetError("reading DynamoDB needs boto3: pip install 'chatlog[dynamodb]'") \
+            from exc
+    parts = urlsplit(url)
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    client = boto3.client(
+        "dynamodb", region_name=options.get("region"), endpoint_url=options.get("endpoint_url")
+    )
+    return client, parts.netloc + parts.path.rstrip("/")
+
+
 class DynamoDbSessionReader(_ThreadedAsync):
     """Reads sessions from a DynamoDB read model (``dynamodb://TABLE?region=&endpoint_url=``)."""
 
     def __init__(self, url: str) -> None:
-        try:
-            import boto3
-            from boto3.dynamodb.types import TypeDeserializer
-        except ImportError as exc:
-            raise TargetError("reading DynamoDB needs boto3: pip install 'chatlog[dynamodb]'") \
-                from exc
-        parts = urlsplit(url)
-        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        self.table = parts.netloc + parts.path.rstrip("/")
+        from boto3.dynamodb.types import TypeDeserializer
+
+        self.client, self.table = dynamodb_client(url)
         self.meta_table = dynamodb_meta_table(self.table)
-        self.client = boto3.client(
-            "dynamodb", region_name=options.get("region"), endpoint_url=options.get("endpoint_url")
-        )
         self._deserialize = TypeDeserializer().deserialize
 
     def _get(self, table: str, key: dict[str, str]) -> dict[str, Any] | None:

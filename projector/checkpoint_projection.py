@@ -16,7 +16,7 @@ whole reassembled event, applied in the same script call that drops the parts
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -153,9 +153,17 @@ def _header(record: CheckpointRecord, op: str, args: list[Any]) -> list[Any]:
     return [record.offset, op, millis, event.user_id or "", ttl, len(args), *args]
 
 
-def _arguments(
+def event_arguments(
     record: CheckpointRecord, codec: CheckpointCodec, parts: dict[str, bytes]
 ) -> list[Any]:
+    """One event's share of the apply script's ARGV: offset, op, time, user, TTL, n, args.
+
+    The SQL and DynamoDB targets fold the same layout in Python
+    (:mod:`chatlog.projector.targets.checkpoint_fold`), so both sides read one packing.
+
+    Raises:
+        EventDecodeError: a chunk is out of range or reassembles to a foreign event.
+    """
     payload = record.event.payload
     if not isinstance(payload, EventChunk):
         op, args = _operation(payload)
@@ -181,6 +189,74 @@ def _arguments(
     return _header(record, CHECKPOINT_OP_MULTI, multi)
 
 
+def chunk_parts(
+    records: Sequence[CheckpointRecord],
+    stored: Callable[[str, list[str]], dict[str, bytes]],
+) -> dict[str, dict[str, bytes]]:
+    """Per thread, the chunk parts the batch's final chunks need: the batch's, then stored ones.
+
+    ``stored(thread_id, names)`` reads the parts an earlier batch kept (the
+    names it does not find are left out).
+    """
+    parts: dict[str, dict[str, bytes]] = {}
+    wanted: dict[str, set[str]] = {}
+    for record in records:
+        chunk = record.event.payload
+        if not isinstance(chunk, EventChunk):
+            continue
+        thread = parts.setdefault(record.event.thread_id, {})
+        thread[chunk_field(chunk)] = chunk.data
+        if chunk.index == chunk.count - 1:
+            wanted.setdefault(record.event.thread_id, set()).update(
+                chunk_field(EventChunk(chunk.group_id, i, chunk.count, b""))
+                for i in range(chunk.count - 1)
+            )
+    for thread_id, names in wanted.items():
+        missing = sorted(names - set(parts[thread_id]))
+        if missing:
+            parts[thread_id].update(stored(thread_id, missing))
+    return parts
+
+
+#: A thread's events of a batch with their script arguments (:func:`event_arguments`).
+ThreadEvents = dict[str, list[tuple[CheckpointRecord, list[Any]]]]
+
+
+def thread_arguments(
+    records: Sequence[CheckpointRecord],
+    codec: CheckpointCodec,
+    stored: Callable[[str, list[str]], dict[str, bytes]],
+    result: CheckpointApplyResult,
+) -> ThreadEvents:
+    """The batch's events grouped by thread (log order), each with its script arguments.
+
+    ``stored`` reads chunk parts an earlier batch kept (:func:`chunk_parts`);
+    an event that cannot be packed goes to ``result.failed``.
+    """
+    parts = chunk_parts(records, stored)
+    threads: ThreadEvents = {}
+    for record in records:
+        try:
+            args = event_arguments(record, codec, parts.get(record.event.thread_id, {}))
+        except ChatLogError as exc:
+            result.failed.append((record, str(exc)))
+            continue
+        threads.setdefault(record.event.thread_id, []).append((record, args))
+    return threads
+
+
+def replay_decoder(codec: CheckpointCodec) -> Callable[[Any], CheckpointRecord | None]:
+    """A replay's decode: a record, or ``None`` for one the live projector dead-letters."""
+
+    def decode(raw: Any) -> CheckpointRecord | None:
+        try:
+            return decode_record(codec, raw)
+        except ChatLogError:
+            return None  # the live projector dead-letters it; a replay skips it
+
+    return decode
+
+
 class CheckpointProjection:
     """Applies checkpoint log records to the read model of one namespace.
 
@@ -196,37 +272,17 @@ class CheckpointProjection:
         self.codec = CheckpointCodec()
         self._script = ScriptBatch(client, _APPLY, "applying checkpoints to Redis")
 
-    def _chunk_parts(self, records: Sequence[CheckpointRecord]) -> dict[str, dict[str, bytes]]:
-        """Per thread, the chunk parts this batch's final chunks need (batch first, then Redis)."""
-        parts: dict[str, dict[str, bytes]] = {}
-        wanted: dict[str, set[str]] = {}
-        for record in records:
-            chunk = record.event.payload
-            if not isinstance(chunk, EventChunk):
-                continue
-            thread = parts.setdefault(record.event.thread_id, {})
-            thread[chunk_field(chunk)] = chunk.data
-            if chunk.index == chunk.count - 1:
-                wanted.setdefault(record.event.thread_id, set()).update(
-                    chunk_field(EventChunk(chunk.group_id, i, chunk.count, b""))
-                    for i in range(chunk.count - 1)
-                )
-        for thread_id, names in wanted.items():
-            missing = sorted(names - set(parts[thread_id]))
-            if not missing:
-                continue
-            try:
-                found = self.client.hmget(self.keys.thread(thread_id).chunks, missing)
-            except (redis.ConnectionError, redis.TimeoutError):
-                raise
-            except redis.RedisError as exc:
-                raise ReadModelError(
-                    f"reading chunks of thread {thread_id!r} failed: {exc}"
-                ) from exc
-            for name, value in zip(missing, found, strict=True):
-                if isinstance(value, bytes):
-                    parts[thread_id][name] = value
-        return parts
+    def _stored_chunks(self, thread_id: str, missing: list[str]) -> dict[str, bytes]:
+        try:
+            found = self.client.hmget(self.keys.thread(thread_id).chunks, missing)
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
+        except redis.RedisError as exc:
+            raise ReadModelError(f"reading chunks of thread {thread_id!r} failed: {exc}") from exc
+        return {
+            name: value for name, value in zip(missing, found, strict=True)
+            if isinstance(value, bytes)
+        }
 
     def apply(self, records: Sequence[CheckpointRecord]) -> CheckpointApplyResult:
         """Apply ``records`` (in log order) idempotently; one Redis round trip.
@@ -235,15 +291,7 @@ class CheckpointProjection:
         earlier batch reads those parts first (one more round trip).
         """
         result = CheckpointApplyResult()
-        threads: dict[str, list[tuple[CheckpointRecord, list[Any]]]] = {}
-        parts = self._chunk_parts(records)
-        for record in records:
-            try:
-                args = _arguments(record, self.codec, parts.get(record.event.thread_id, {}))
-            except ChatLogError as exc:
-                result.failed.append((record, str(exc)))
-                continue
-            threads.setdefault(record.event.thread_id, []).append((record, args))
+        threads = thread_arguments(records, self.codec, self._stored_chunks, result)
         if not threads:
             return result
         replies = self._execute(threads)

@@ -12,19 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import redis
 
-from chatlog.errors import ChatLogError
 from chatlog.keys import validate_namespace
 from chatlog.producers.admin import end_offsets
 from chatlog.producers.log_reader import beginning_offsets, read_range
-from chatlog.projector.checkpoint_projection import (
-    CheckpointProjection,
-    CheckpointRecord,
-    decode_record,
-)
+from chatlog.projector.checkpoint_projection import CheckpointProjection, replay_decoder
 from chatlog.projector.replay_progress import ReplayProgress
 from chatlog.redis_clients import open_redis
 from chatlog.schemas.checkpoint_codec import CheckpointCodec
@@ -54,13 +48,7 @@ def replay_checkpoints(
     topic = settings.checkpoint_topic
     client = redis_client or open_redis(settings.redis_url, mode=settings.redis_mode)
     projection = CheckpointProjection(client, validate_namespace(namespace or settings.namespace))
-    codec = CheckpointCodec()
-
-    def decode(raw: Any) -> CheckpointRecord | None:
-        try:
-            return decode_record(codec, raw)
-        except ChatLogError:
-            return None  # the live projector dead-letters it; a replay skips it
+    decode = replay_decoder(CheckpointCodec())
 
     progress = ReplayProgress(namespace=projection.keys.namespace)
     try:

@@ -40,15 +40,21 @@ class VerifyReport:
     progress: ReplayProgress
     repaired: list[SessionReplay] = field(default_factory=list)
     remaining: list[SessionDifference] = field(default_factory=list)
+    #: LangGraph threads checked (a target holding the saver's read model), and those
+    #: whose stored state differs from the checkpoint log (no repair: rebuild the target).
+    threads_checked: int = 0
+    thread_differences: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """Whether the read model matched the log (before any repair)."""
-        return not self.differences
+        return not self.differences and not self.thread_differences
 
     @property
     def healthy(self) -> bool:
         """Whether the read model matches the log now: it did, or every difference was repaired."""
+        if self.thread_differences:
+            return False
         return not self.differences or (
             len(self.repaired) == len(self.differences) and not self.remaining
         )
@@ -63,6 +69,8 @@ class VerifyReport:
             "differences": [d.as_dict() for d in self.differences],
             "repaired": [r.as_dict() for r in self.repaired],
             "remaining": [d.as_dict() for d in self.remaining],
+            "threads_checked": self.threads_checked,
+            "thread_differences": self.thread_differences,
             "healthy": self.healthy,
             "seconds": round(self.progress.elapsed_s, 3),
         }

@@ -294,6 +294,13 @@ def replay_verify(
             f"(expected {diff.expected_count} messages, found {diff.actual_count}; "
             f"missing {diff.missing}, extra {diff.extra}, altered {diff.altered})"
         )
+    if report.threads_checked or report.thread_differences:
+        lines.append(
+            f"Checked {report.threads_checked} LangGraph threads: "
+            + ("[green]identical[/]." if not report.thread_differences
+               else f"[red]{len(report.thread_differences)} differ[/] (rebuild the target).")
+        )
+    lines += [f"  thread {escape_markup(t)}" for t in report.thread_differences]
     for replayed in report.repaired:
         lines.append(
             f"Repaired {escape_markup(replayed.session_id)} from partition {replayed.partition}: "

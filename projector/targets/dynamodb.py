@@ -50,10 +50,19 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from chatlog.dynamodb_items import (
+    advance_positions,
+    batch_write,
+    get_many,
+    get_one,
+    query,
+)
 from chatlog.errors import ItemTooLargeError, TargetError
 from chatlog.projector.changes import Change, Refusal, RefusalReason
+from chatlog.projector.checkpoint_projection import CheckpointApplyResult, CheckpointRecord
 from chatlog.projector.protocol import OP_APPEND, OP_DELETE_USER
 from chatlog.projector.redis_projection import ApplyResult
+from chatlog.projector.targets.checkpoint_fold import ThreadState
 from chatlog.projector.targets.session_fold import (
     SessionOutcome,
     Verdicts,
@@ -81,6 +90,8 @@ try:
     import boto3
     from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
     from botocore.exceptions import BotoCoreError, ClientError
+
+    from chatlog.projector.targets.dynamodb_checkpoints import DynamoDbCheckpointStore
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise TargetError("the DynamoDB target needs boto3: pip install 'chatlog[dynamodb]'") from exc
 
@@ -93,8 +104,6 @@ HISTORY = DYNAMODB_HISTORY
 #: most 10, boto3's connection pool). One by default: moto's server answers
 #: concurrent TransactWriteItems with HTTP 500s; DynamoDB itself takes them.
 WRITERS = 1
-_BATCH_GET = 100
-_BATCH_WRITE = 25
 #: Index rows a session's transaction carries at most (100 items less its two).
 _TRANSACTION_INDEX_ROWS = 98
 _serialize = TypeSerializer().serialize
@@ -157,6 +166,7 @@ class DynamoDbTarget:
                 endpoint_url=options.get("endpoint_url"),
             )
             self._ensure_tables()
+            self.checkpoints = DynamoDbCheckpointStore(self.client, self.meta_table)
         except (BotoCoreError, ClientError) as exc:
             raise TargetError(f"opening DynamoDB target {self.url} failed: {exc}") from exc
 
@@ -188,7 +198,7 @@ class DynamoDbTarget:
         """Apply ``changes`` with conditional writes per session, then ``advance``."""
         try:
             result = self._apply(changes)
-            self._advance(advance)
+            advance_positions(self.client, self.meta_table, DYNAMODB_POSITIONS, dict(advance))
         except (BotoCoreError, ClientError) as exc:
             raise TargetError(
                 f"applying a batch to {self.url} failed: {exc}; applying it again is safe"
@@ -238,6 +248,30 @@ class DynamoDbTarget:
             write.result()
         self._batch_write(self.meta_table, rest)
         return outcome.result
+
+    def apply_checkpoints(
+        self, records: Sequence[CheckpointRecord], *, advance: Mapping[int, int]
+    ) -> CheckpointApplyResult:
+        """Apply checkpoint records (one conditional write per thread), then ``advance``."""
+        try:
+            return self.checkpoints.apply(records, advance=advance)
+        except (BotoCoreError, ClientError) as exc:
+            raise TargetError(
+                f"applying checkpoints to {self.url} failed: {exc}; applying them again is safe"
+            ) from exc
+
+    def checkpoint_positions(self) -> dict[int, int]:
+        """The checkpoint topic's next offset to apply, per partition."""
+        return dict(self._read(self.checkpoints.positions))
+
+    def checkpoint_thread_ids(self) -> list[str]:
+        """Every thread with a meta item (a scan of ``TABLE.chatlog``)."""
+        return list(self._read(self.checkpoints.thread_ids))
+
+    def checkpoint_state(self, thread_id: str) -> ThreadState | None:
+        """The thread's stored meta and items, for verify."""
+        state: ThreadState | None = self._read(lambda: self.checkpoints.state(thread_id))
+        return state
 
     def _index_ops(
         self,
@@ -394,64 +428,21 @@ class DynamoDbTarget:
                     or stored.get("state") != meta["state"]:
                 raise
 
-    def _advance(self, advance: Mapping[int, int]) -> None:
-        for partition, offset in advance.items():
-            try:
-                self.client.update_item(
-                    TableName=self.meta_table,
-                    Key={"pk": {"S": DYNAMODB_POSITIONS}, "sk": {"S": str(partition)}},
-                    UpdateExpression="SET next_offset = :o",
-                    ConditionExpression="attribute_not_exists(next_offset) OR next_offset < :o",
-                    ExpressionAttributeValues={":o": {"N": str(offset)}},
-                )
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                    raise
-                # Already recorded at or past this offset: positions only move forward.
-
     # -- low-level -----------------------------------------------------------
 
     def _get(
         self, table: str, keys: list[dict[str, str]]
     ) -> dict[tuple[str, ...], dict[str, Any]]:
-        found: dict[tuple[str, ...], dict[str, Any]] = {}
-        names = list(keys[0]) if keys else []
-        for start in range(0, len(keys), _BATCH_GET):
-            pending: dict[str, Any] = {table: {
-                "Keys": [{k: {"S": v} for k, v in key.items()}
-                         for key in keys[start : start + _BATCH_GET]],
-                "ConsistentRead": True,
-            }}
-            while pending:
-                reply = self.client.batch_get_item(RequestItems=pending)
-                for item in reply["Responses"].get(table, []):
-                    found[tuple(item[n]["S"] for n in names)] = item
-                pending = reply.get("UnprocessedKeys") or {}
-        return found
+        return get_many(self.client, table, keys)
 
     def _get_one(self, table: str, key: dict[str, str]) -> dict[str, Any] | None:
-        reply = self.client.get_item(
-            TableName=table, Key={k: {"S": v} for k, v in key.items()}, ConsistentRead=True
-        )
-        item: dict[str, Any] | None = reply.get("Item")
-        return item
+        return get_one(self.client, table, key)
 
     def _query(self, pk: str) -> Iterator[dict[str, Any]]:
-        paginator = self.client.get_paginator("query")
-        for page in paginator.paginate(
-            TableName=self.meta_table,
-            KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": pk}},
-            ConsistentRead=True,
-        ):
-            yield from page["Items"]
+        return query(self.client, self.meta_table, pk)
 
     def _batch_write(self, table: str, requests: list[dict[str, Any]]) -> None:
-        for start in range(0, len(requests), _BATCH_WRITE):
-            pending: dict[str, Any] = {table: requests[start : start + _BATCH_WRITE]}
-            while pending:
-                reply = self.client.batch_write_item(RequestItems=pending)
-                pending = reply.get("UnprocessedItems") or {}
+        batch_write(self.client, table, requests)
 
     # -- reads ---------------------------------------------------------------
 

@@ -7,8 +7,11 @@ assigned, the consumer seeks to the target's position for it (a target built
 by ``chatlog replay rebuild --target`` continues from where the rebuild got,
 with no gap and nothing applied twice); the group's committed offsets only
 matter for a target that records none. Each polled batch is applied with
-its positions in one :meth:`~ReadModelTarget.apply`; refused records go to
-the dead-letter topic; the offsets are committed after both. A store outage
+its positions in one :meth:`~ReadModelTarget.apply`; a target that holds the
+LangGraph saver's read model (:class:`CheckpointTarget`) also gets the
+checkpoint topic (``<topic>.checkpoints``) in the same group, applied with its
+own per-partition positions through :meth:`~CheckpointTarget.apply_checkpoints`;
+refused records go to the dead-letter topic; the offsets are committed after both. A store outage
 is retried with backoff (applying again is idempotent).
 
 This is a plain loop, not the Redis worker's pipelined one: a SQL or
@@ -36,9 +39,11 @@ from chatlog.producers.admin import ensure_topic
 from chatlog.producers.producer import EventProducer
 from chatlog.projector.change_reader import ChangeReader
 from chatlog.projector.changes import Change, Refusal
+from chatlog.projector.checkpoint_projection import CheckpointRecord, decode_record
 from chatlog.projector.consumer_setup import kafka_python_consumer
 from chatlog.projector.dead_letter import DeadLetter, DeadLetterQueue
-from chatlog.projector.targets.protocol import ReadModelTarget
+from chatlog.projector.targets.protocol import CheckpointTarget, ReadModelTarget
+from chatlog.schemas.checkpoint_codec import CheckpointCodec
 from chatlog.schemas.codec import EventCodec
 from chatlog.settings import Settings
 
@@ -80,6 +85,9 @@ class TargetProjector:
         self.target = target
         self.group = target_group(settings.consumer_group, target.url)
         self.reader = ChangeReader(EventCodec(), settings.max_event_bytes)
+        #: The target's checkpoint side, when it holds the LangGraph saver's read model.
+        self.checkpoints = target if isinstance(target, CheckpointTarget) else None
+        self.checkpoint_codec = CheckpointCodec()
         self.applied = 0
         self.dead_lettered = 0
         self._stop = threading.Event()
@@ -122,8 +130,11 @@ class TargetProjector:
             BrokerUnavailableError, TopicError: Kafka cannot be reached or set up.
         """
         settings = self.settings
+        topics = [settings.topic]
+        if self.checkpoints is not None:
+            topics.append(settings.checkpoint_topic)
         if settings.auto_create_topic:
-            for topic in (settings.topic, settings.dlq_topic):
+            for topic in (*topics, settings.dlq_topic):
                 ensure_topic(topic, settings.partitions, settings.replication_factor,
                              settings=settings)
         consumer = kafka_python_consumer(settings, group=self.group)
@@ -131,7 +142,7 @@ class TargetProjector:
         producer = EventProducer(settings)
         dlq = DeadLetterQueue(producer, settings.dlq_topic)
         try:
-            consumer.subscribe([settings.topic], listener=_SeekToPositions(self))
+            consumer.subscribe(topics, listener=_SeekToPositions(self))
             while not self._stop.is_set():
                 batch = consumer.poll(timeout_ms=POLL_MS)
                 if batch:
@@ -144,17 +155,30 @@ class TargetProjector:
     def seek_to_positions(self, assigned: Any) -> None:
         """Seek each assigned partition to the target's recorded position, when it has one."""
         positions = self._retry(self.target.positions)
+        checkpoints = self.checkpoints
+        recorded = {} if checkpoints is None else self._retry(checkpoints.checkpoint_positions)
         consumer = self._consumer
-        if positions is None or consumer is None:
+        if positions is None or recorded is None or consumer is None:
             return
+        by_topic = {self.settings.topic: positions, self.settings.checkpoint_topic: recorded}
         for tp in assigned:
-            if tp.partition in positions:
-                consumer.seek(tp, positions[tp.partition])
+            # Positions are per topic-partition: each topic has its own table or items.
+            at = by_topic.get(tp.topic, {})
+            if isinstance(at, dict) and tp.partition in at:
+                consumer.seek(tp, at[tp.partition])
         self._assigned.set()
 
     def _process(
         self, consumer: KafkaConsumer, dlq: DeadLetterQueue, batch: dict[Any, list[Any]]
     ) -> None:
+        checkpoint_topic = self.settings.checkpoint_topic
+        if any(tp.topic == checkpoint_topic for tp in batch):
+            self._process_checkpoints(
+                consumer, dlq, {tp: r for tp, r in batch.items() if tp.topic == checkpoint_topic}
+            )
+            batch = {tp: r for tp, r in batch.items() if tp.topic != checkpoint_topic}
+            if not batch:
+                return
         changes: list[Change] = []
         letters: list[DeadLetter] = []
         raw_at: dict[tuple[int, int], Any] = {}
@@ -179,9 +203,42 @@ class TargetProjector:
             return
         self.applied += result.applied
         self.dead_lettered += len(letters)
+        self._commit(consumer, self.settings.topic, advance)
+
+    def _process_checkpoints(
+        self, consumer: KafkaConsumer, dlq: DeadLetterQueue, batch: dict[Any, list[Any]]
+    ) -> None:
+        """The checkpoint topic's share of a batch: decode, apply with positions, dead-letter."""
+        target = self.checkpoints
+        if target is None:
+            return
+        records: list[CheckpointRecord] = []
+        letters: list[DeadLetter] = []
+        raw_at: dict[tuple[int, int], Any] = {}
+        advance: dict[int, int] = {}
+        for tp, raws in batch.items():
+            for raw in raws:
+                raw_at[(raw.partition, raw.offset)] = raw
+                try:
+                    records.append(decode_record(self.checkpoint_codec, raw))
+                except ChatLogError as exc:
+                    letters.append(DeadLetter(raw, f"undecodable: {exc}"))
+            if raws:
+                advance[tp.partition] = raws[-1].offset + 1
+        result = self._retry(lambda: target.apply_checkpoints(records, advance=advance))
+        if result is None:
+            return
+        letters += [DeadLetter(raw_at[(r.partition, r.offset)], why) for r, why in result.failed]
+        if letters and self._retry(lambda: dlq.publish(letters)) is None:
+            return
+        self.applied += result.applied
+        self.dead_lettered += len(letters)
+        self._commit(consumer, self.settings.checkpoint_topic, advance)
+
+    @staticmethod
+    def _commit(consumer: KafkaConsumer, topic: str, advance: dict[int, int]) -> None:
         offsets = {
-            TopicPartition(self.settings.topic, p): OffsetAndMetadata(o, None, -1)
-            for p, o in advance.items()
+            TopicPartition(topic, p): OffsetAndMetadata(o, None, -1) for p, o in advance.items()
         }
         try:
             consumer.commit(offsets)

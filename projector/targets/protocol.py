@@ -13,7 +13,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from chatlog.projector.changes import Change
+from chatlog.projector.checkpoint_projection import CheckpointApplyResult, CheckpointRecord
 from chatlog.projector.redis_projection import ApplyResult
+from chatlog.projector.targets.checkpoint_fold import ThreadState
 
 
 @runtime_checkable
@@ -95,4 +97,40 @@ class ReadModelTarget(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class CheckpointTarget(Protocol):
+    """A target that also holds the LangGraph saver's read model (the checkpoint topic).
+
+    The SQL and DynamoDB targets implement it; the Redis worker projects the
+    checkpoint topic into Redis itself. Positions are the checkpoint topic's,
+    apart from the chat topic's :meth:`ReadModelTarget.positions`.
+    """
+
+    def apply_checkpoints(
+        self, records: Sequence[CheckpointRecord], *, advance: Mapping[int, int]
+    ) -> CheckpointApplyResult:
+        """Apply checkpoint records (log order) idempotently and record ``advance`` with them.
+
+        The rules are ``checkpoint_projection.lua``'s
+        (:mod:`~chatlog.projector.targets.checkpoint_fold`); a record that
+        cannot be applied comes back in ``failed`` for the dead-letter topic.
+
+        Raises:
+            TargetError: the store failed; applying the same records again is safe.
+        """
+        ...
+
+    def checkpoint_positions(self) -> dict[int, int]:
+        """The checkpoint topic's next offset to apply, per partition."""
+        ...
+
+    def checkpoint_thread_ids(self) -> list[str]:
+        """Every thread the target holds a row for, for verify."""
+        ...
+
+    def checkpoint_state(self, thread_id: str) -> ThreadState | None:
+        """The thread's stored row and items with their values (``None``: no row), for verify."""
         ...

@@ -30,7 +30,9 @@ from chatlog.projector.change_reader import ChangeReader
 from chatlog.projector.changes import Change, Refusal
 from chatlog.projector.replay import ProgressCallback, ReplayProgress, VerifyReport
 from chatlog.projector.session_rebuild import SessionReplay, partition_for
-from chatlog.projector.targets.protocol import ReadModelTarget
+from chatlog.projector.targets.checkpoint_rebuild import rebuild_checkpoints
+from chatlog.projector.targets.checkpoint_verify import verify_checkpoints
+from chatlog.projector.targets.protocol import CheckpointTarget, ReadModelTarget
 from chatlog.projector.verify import ExpectedState, SessionDifference, compare
 from chatlog.schemas.codec import EventCodec
 from chatlog.settings import Settings
@@ -57,6 +59,9 @@ class TargetReplayer:
     def rebuild(self, *, on_progress: ProgressCallback | None = None) -> ReplayProgress:
         """Project the log into the target, resuming from its recorded positions.
 
+        A target that holds the LangGraph saver's read model gets the
+        checkpoint topic too (:func:`rebuild_checkpoints`), after the chat topic.
+
         Raises:
             TopicError: the topic is missing or cannot be read.
             TargetError: the store failed; run the same rebuild again to resume.
@@ -73,6 +78,11 @@ class TargetReplayer:
             if all(newer[p] <= reached.get(p, 0) for p in newer):
                 break
             reached = self._project(reached, newer, progress, on_progress)
+        if isinstance(self.target, CheckpointTarget):
+            partitions_total = progress.partitions_total
+            rebuild_checkpoints(self.settings, self.target, progress, on_progress)
+            progress.partitions_total = partitions_total
+            progress.partitions_done = partitions_total
         progress.finished_at = time.monotonic()
         progress.positions = reached
         return progress
@@ -171,6 +181,10 @@ class TargetReplayer:
     ) -> VerifyReport:
         """Recompute every session from the log and report each one the target gets wrong.
 
+        A target that holds the LangGraph saver's read model also has its
+        threads checked against the checkpoint log folded to its checkpoint
+        positions (``threads_checked``, ``thread_differences``; not repaired).
+
         With ``repair``, exactly the sessions that differ are rebuilt with
         :meth:`rebuild_session` and checked again against the log folded to
         its end: ``repaired`` lists what was rebuilt, ``remaining`` what still
@@ -197,6 +211,10 @@ class TargetReplayer:
                     break
             differences = self._differences(expected, {d.session_id for d in differences})
         report = VerifyReport(self.target.url, len(sessions), differences, progress)
+        if isinstance(self.target, CheckpointTarget):
+            report.threads_checked, report.thread_differences = verify_checkpoints(
+                self.settings, self.target, ReplayProgress(namespace=self.target.url)
+            )
         if repair and differences:
             report.repaired = [self.rebuild_session(d.session_id) for d in differences]
             # The rebuilt sessions hold the log to its end, ahead of the positions maybe.

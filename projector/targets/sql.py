@@ -32,8 +32,10 @@ from typing import Any
 
 from chatlog.errors import TargetError
 from chatlog.projector.changes import Change
+from chatlog.projector.checkpoint_projection import CheckpointApplyResult, CheckpointRecord
 from chatlog.projector.protocol import OP_DELETE_USER
 from chatlog.projector.redis_projection import ApplyResult
+from chatlog.projector.targets.checkpoint_fold import ThreadState
 from chatlog.projector.targets.session_fold import (
     Verdicts,
     expires_at,
@@ -49,6 +51,9 @@ from chatlog.target_layout import MESSAGE_TABLE, sql_tables
 try:
     import sqlalchemy as sa
     from sqlalchemy.exc import SQLAlchemyError
+
+    from chatlog.projector.targets.sql_checkpoints import SqlCheckpointStore, checkpoint_tables
+    from chatlog.projector.targets.sql_positions import advance_positions
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise TargetError(
         "the SQL target needs SQLAlchemy: pip install 'chatlog[postgres]'"
@@ -141,10 +146,12 @@ class SqlTarget:
         self.messages, self.sessions, self.users, self.positions_table = _tables(
             self.metadata, table
         )
+        checkpoints = checkpoint_tables(self.metadata, table)
         try:
             self.engine = sa.create_engine(connect_url)
             self._lock = self.engine.dialect.name == "postgresql"
             self.metadata.create_all(self.engine)
+            self.checkpoints = SqlCheckpointStore(self.engine, checkpoints, lock=self._lock)
         except (SQLAlchemyError, ImportError) as exc:
             raise TargetError(f"opening SQL target {self.url} failed: {exc}") from exc
 
@@ -155,7 +162,7 @@ class SqlTarget:
         try:
             with self.engine.begin() as conn:
                 result = self._apply(conn, changes)
-                self._advance(conn, advance)
+                advance_positions(conn, self.positions_table, advance, lock=self._lock)
         except SQLAlchemyError as exc:
             raise TargetError(
                 f"applying a batch to {self.url} failed: {exc}; applying it again is safe"
@@ -226,6 +233,24 @@ class SqlTarget:
             ])
         return outcome.result
 
+    def apply_checkpoints(
+        self, records: Sequence[CheckpointRecord], *, advance: Mapping[int, int]
+    ) -> CheckpointApplyResult:
+        """Apply checkpoint records and the checkpoint topic's ``advance`` in one transaction."""
+        return self.checkpoints.apply(records, advance=advance)
+
+    def checkpoint_positions(self) -> dict[int, int]:
+        """The checkpoint topic's next offset to apply, per partition."""
+        return self.checkpoints.positions()
+
+    def checkpoint_thread_ids(self) -> list[str]:
+        """Every thread with a row in ``chatlog_threads``."""
+        return self.checkpoints.thread_ids()
+
+    def checkpoint_state(self, thread_id: str) -> ThreadState | None:
+        """The thread's stored row and items, for verify."""
+        return self.checkpoints.state(thread_id)
+
     def replace_session(
         self, session_id: str, changes: Sequence[Change], *, through: int
     ) -> bool:
@@ -262,22 +287,6 @@ class SqlTarget:
             raise TargetError(f"rebuilding session {session_id!r} in {self.url} failed: {exc}") \
                 from exc
         return True
-
-    def _advance(self, conn: sa.Connection, advance: Mapping[int, int]) -> None:
-        if not advance:
-            return
-        p = self.positions_table
-        query = sa.select(p.c.partition, p.c.next_offset).where(p.c.partition.in_(list(advance)))
-        if self._lock:
-            query = query.with_for_update()
-        current = {int(part): int(off) for part, off in conn.execute(query)}
-        forward = {part: off for part, off in advance.items() if off > current.get(part, -1)}
-        if not forward:
-            return
-        conn.execute(sa.delete(p).where(p.c.partition.in_(list(forward))))
-        conn.execute(sa.insert(p), [
-            {"partition": part, "next_offset": off} for part, off in forward.items()
-        ])
 
     # -- reads ---------------------------------------------------------------
 
