@@ -24,12 +24,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from kafka import TopicPartition
-
-if TYPE_CHECKING:
-    from chatlog.projector.stats import ProjectorStats
 
 log = logging.getLogger("chatlog.projector")
 
@@ -39,14 +36,21 @@ log = logging.getLogger("chatlog.projector")
 GAP_REREADS = 5
 
 
+class GapCounts(Protocol):
+    """Where gaps are counted (:class:`~chatlog.projector.stats.ProjectorStats`, a target's)."""
+
+    gaps_reread: int
+    gaps_accepted: int
+
+
 class OffsetGaps:
     """The next offset each partition must deliver, and the gaps being re-read.
 
     Args:
-        stats: The worker's totals (``gaps_reread``, ``gaps_accepted``).
+        stats: Where the gaps are counted (``gaps_reread``, ``gaps_accepted``).
     """
 
-    def __init__(self, stats: ProjectorStats) -> None:
+    def __init__(self, stats: GapCounts) -> None:
         self.stats = stats
         # Next offset per partition after what was delivered (and kept).
         self._expected: dict[TopicPartition, int] = {}
