@@ -1,11 +1,13 @@
-"""A poll that skips records of a partition never makes the projector apply past them.
+"""Records the broker leaves out are never skipped for good: by a poll, or by where a log begins.
 
 The embedded broker was seen answering a fetch with offsets ``779..782, 790``
 of a partition while ``783..789`` were in the log (issue 14: a read then got a
 history missing messages in the middle, which the live apply skipped for good
 once a later message of the session was in). Here a hook on the projector's
 real consumer leaves chosen records out of the polls, the way the broker did;
-everything else is the real broker, Redis and projector.
+everything else is the real broker, Redis and projector. The same broker also
+answered ``ListOffsets(earliest)`` past records it held (a rebuild then started
+after them); a hook on the real client's answer forces that too.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from typing import Any
 
 import pytest
 import redis
+from kafka import KafkaConsumer
 
 from chatlog.producers.admin import ensure_topic
 from chatlog.producers.producer import EventProducer
 from chatlog.projector import Projector
 from chatlog.projector import worker as projector_worker
 from chatlog.projector.offset_gaps import GAP_REREADS
+from chatlog.projector.replay import Replayer
 from chatlog.settings import Settings
 from tests.faults.ledger import Ledger, message_event, read_texts, reconcile, wait_caught_up
 
@@ -120,3 +124,28 @@ def test_a_gap_the_log_really_has_is_accepted_after_its_rereads(
     expected = [t for n, t in enumerate(ledger.expected(SESSION)) if n not in HIDDEN]
     assert read_texts(client, settings.namespace, SESSION) == expected
     assert (projector.stats.gaps_reread, projector.stats.gaps_accepted) == (1, 1)
+
+
+def test_a_rebuild_reads_records_before_a_beginning_the_broker_reports_too_late(
+    settings_factory: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker says the partition begins at 3 while 0-2 are in it: the rebuild still has 0-9."""
+    settings = settings_factory(partitions=1)
+    ensure_topic(settings.topic, settings.partitions, settings=settings)
+    ledger = Ledger()
+    events = [message_event(SESSION, f"{SESSION}#{n}") for n in range(MESSAGES)]
+    with EventProducer(settings) as producer:
+        ledger.record(events, producer.publish(events))
+    real = KafkaConsumer.beginning_offsets
+    answered: list[dict[Any, int]] = []
+
+    def too_late(self: KafkaConsumer, partitions: Any) -> dict[Any, int]:
+        answered.append({tp: 3 for tp in real(self, partitions)})
+        return answered[-1]
+
+    monkeypatch.setattr(KafkaConsumer, "beginning_offsets", too_late)
+    progress = Replayer(settings).rebuild(settings.namespace)
+    assert [list(a.values()) for a in answered] == [[3]]
+    client = redis.Redis.from_url(settings.redis_url)
+    assert read_texts(client, settings.namespace, SESSION) == ledger.expected(SESSION)
+    assert progress.applied == MESSAGES
