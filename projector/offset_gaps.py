@@ -78,6 +78,13 @@ class OffsetGaps:
             if not raws:
                 continue  # says nothing about an open gap
             following = self._expected.get(tp)
+            first, last = raws[0].offset, raws[-1].offset
+            if (following is None or first <= following) and last - first == len(raws) - 1:
+                # The usual poll (offsets only grow): contiguous, checked in O(1).
+                self._rereads.pop(tp, None)
+                self._expected[tp] = last + 1
+                kept[tp] = raws
+                continue
             gap = False
             for index, raw in enumerate(raws):
                 if following is not None and raw.offset > following:
