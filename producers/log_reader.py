@@ -16,6 +16,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from chatlog.errors import BrokerUnavailableError, ReplayError, TopicError
+from chatlog.producers.admin import end_offsets
 from chatlog.settings import Settings
 
 #: A partition that yields nothing for this long while short of its end is an error.
@@ -26,6 +27,9 @@ STALL_S = 30.0
 #: was a quarter of a rebuild's time at a 500 ms timeout. A few milliseconds
 #: cost an idle reader nothing worth counting (rebuild 25k -> 33k events/s).
 POLL_MS = 5
+#: How long a replay's start may read to check where partitions said to begin
+#: past 0 really begin (one fetch each).
+VERIFY_BEGINNING_S = 5.0
 
 Record = TypeVar("Record")
 
@@ -41,15 +45,52 @@ class RangeProgress(Protocol):
 
 
 def beginning_offsets(settings: Settings, topic: str, partitions: list[int]) -> dict[int, int]:
-    """The first offset still in the log of each of ``partitions``."""
-    consumer = KafkaConsumer(**settings.kafka_client_options(), enable_auto_commit=False)
+    """The first offset still in the log of each of ``partitions``.
+
+    A replay starts there, so an answer too high would leave records out for
+    good. The embedded broker (Tansu) answered ``ListOffsets(earliest)`` with 1
+    and 8 for partitions whose records from 0 were in the log (writers racing
+    on a new topic), so a partition said to begin past 0 is read from 0
+    instead: a broker that really deleted the head answers that fetch with
+    ``OFFSET_OUT_OF_RANGE`` and the consumer resets to its earliest offset.
+    """
+    consumer = KafkaConsumer(
+        **settings.kafka_client_options(),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=100,
+    )
     try:
-        found = consumer.beginning_offsets([TopicPartition(topic, p) for p in partitions])
+        tps = [TopicPartition(topic, p) for p in partitions]
+        found = {tp.partition: offset for tp, offset in consumer.beginning_offsets(tps).items()}
+        later = [tp for tp in tps if found[tp.partition] > 0]
+        if later:
+            # An empty partition (everything deleted) has nothing to fetch: not checked.
+            ends = end_offsets(settings, topic, [tp.partition for tp in later])
+            later = [tp for tp in later if found[tp.partition] < ends[tp.partition]]
+        if later:
+            for tp, first in _first_offsets(consumer, later).items():
+                found[tp.partition] = min(found[tp.partition], first)
     except KafkaError as exc:
         raise TopicError(f"cannot read where {topic!r} begins: {exc}") from exc
     finally:
         consumer.close()
-    return {tp.partition: offset for tp, offset in found.items()}
+    return found
+
+
+def _first_offsets(consumer: KafkaConsumer, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """The offset of the first record a fetch from 0 returns, per partition that has one."""
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, 0)
+    first: dict[TopicPartition, int] = {}
+    deadline = time.monotonic() + VERIFY_BEGINNING_S
+    while len(first) < len(tps) and time.monotonic() < deadline:
+        for tp, raws in consumer.poll(timeout_ms=POLL_MS).items():
+            if raws and tp not in first:
+                first[tp] = raws[0].offset
+                consumer.pause(tp)
+    return first
 
 
 def read_range(

@@ -29,6 +29,10 @@ class ProjectorStats:
     session_repairs: int = 0
     #: Time spent in namespace repairs, in seconds.
     repair_seconds: float = 0.0
+    #: Offset gaps in what the consumer delivered: re-read from the first missing
+    #: offset, and accepted as part of the log after repeated re-reads (offset_gaps).
+    gaps_reread: int = 0
+    gaps_accepted: int = 0
 
     def count_applied(self, applied: int, skipped: int, by_type: dict[str, int]) -> None:
         """Add one apply step's verdicts."""

@@ -43,6 +43,7 @@ from chatlog.projector.dead_letter import (
 )
 from chatlog.projector.gc_threshold import young_gc_threshold
 from chatlog.projector.namespace_following import NamespaceFollower
+from chatlog.projector.offset_gaps import OffsetGaps
 from chatlog.projector.outage_retry import RETRY_MAX_S, RETRY_MIN_S, OutageRetry
 from chatlog.projector.polled_batch import PolledBatch
 from chatlog.projector.positions import BatchTarget
@@ -127,6 +128,7 @@ class Projector:
         self._retry = OutageRetry(self._stop, self.stats, metrics)
         self.commits = OffsetCommits(settings.transport, self.stats, metrics)
         self.repair = ReadModelRepair(settings, self.redis, self.stats, metrics, self._stop)
+        self.gaps = OffsetGaps(self.stats)
         # Checkpoints stay in the configured namespace, where ChatLogCheckpointSaver
         # reads them: a rebuild's namespace switch moves chat sessions only (the
         # checkpoint log is rebuilt by chatlog.projector.checkpoint_replay).
@@ -247,6 +249,17 @@ class Projector:
                         continue
                 if consumer.assignment():
                     self._assigned.set()
+                if batch:
+                    # Nothing past a record the consumer skipped is applied: the
+                    # apply would then skip that record for good (issue 14).
+                    batch = self.gaps.cut(batch, consumer)
+                    accepted = self.gaps.take_accepted()
+                    if accepted:
+                        self.following.sent({
+                            tp.partition: o
+                            for tp, o in accepted.items()
+                            if tp.topic == self.settings.topic
+                        })
                 prepared = self._prepare(batch) if batch else None
                 if in_flight is not None:
                     self._finish(in_flight)
@@ -395,6 +408,11 @@ class Projector:
         """Follow a namespace switch and seek back gaps (see :class:`NamespaceFollower`)."""
         return self.following.plan(self.consumer, first)
 
+    def _revoked(self, revoked: set[TopicPartition]) -> None:
+        self.commits.revoked(revoked)
+        # Whoever owned them meanwhile moved them on: no gap to look for there.
+        self.gaps.forget(revoked)
+
     def _publish_letters(self, letters: list[DeadLetter]) -> bool:
         assert self._dlq is not None
         return log_and_publish(self._dlq, letters)
@@ -411,7 +429,7 @@ class Projector:
             [settings.topic, settings.checkpoint_topic],
             listener=RebalanceListener(
                 self.metrics.rebalanced if self.metrics else None,
-                before_revoke=self.commits.revoked,
+                before_revoke=self._revoked,
             ),
         )
         self.commits.consumer = consumer

@@ -42,6 +42,7 @@ from chatlog.projector.changes import Change, Refusal
 from chatlog.projector.checkpoint_projection import CheckpointRecord, decode_record
 from chatlog.projector.consumer_setup import kafka_python_consumer
 from chatlog.projector.dead_letter import DeadLetter, DeadLetterQueue
+from chatlog.projector.offset_gaps import OffsetGaps
 from chatlog.projector.targets.protocol import CheckpointTarget, ReadModelTarget
 from chatlog.schemas.checkpoint_codec import CheckpointCodec
 from chatlog.schemas.codec import EventCodec
@@ -69,6 +70,8 @@ class _SeekToPositions(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         """Start each partition at the target's recorded position."""
+        # Where the previous owner left them is no gap of this worker's.
+        self.projector.gaps.forget(assigned)
         self.projector.seek_to_positions(assigned)
 
 
@@ -90,6 +93,10 @@ class TargetProjector:
         self.checkpoint_codec = CheckpointCodec()
         self.applied = 0
         self.dead_lettered = 0
+        #: Offset gaps in what the consumer delivered (see chatlog.projector.offset_gaps).
+        self.gaps_reread = 0
+        self.gaps_accepted = 0
+        self.gaps = OffsetGaps(self)
         self._stop = threading.Event()
         self._assigned = threading.Event()
         self._consumer: KafkaConsumer | None = None
@@ -145,6 +152,10 @@ class TargetProjector:
             consumer.subscribe(topics, listener=_SeekToPositions(self))
             while not self._stop.is_set():
                 batch = consumer.poll(timeout_ms=POLL_MS)
+                if batch:
+                    # Nothing past a record the consumer skipped: the target's
+                    # idempotent apply would skip that record for good.
+                    batch = self.gaps.cut(batch, consumer)
                 if batch:
                     self._process(consumer, dlq, batch)
         finally:
