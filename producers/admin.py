@@ -38,6 +38,22 @@ def partition_count(settings: Settings, topic: str) -> int | None:
     return None if not partitions else len(partitions)
 
 
+def topic_exists(settings: Settings, topic: str) -> bool:
+    """Whether the broker lists ``topic`` (one metadata request for every topic).
+
+    Raises:
+        TopicError: the broker's metadata cannot be read.
+        BrokerUnavailableError: no broker answered.
+    """
+    admin = _admin(settings)
+    try:
+        return topic in admin.list_topics()
+    except KafkaError as exc:
+        raise TopicError(f"cannot list the broker's topics: {exc}") from exc
+    finally:
+        admin.close()
+
+
 def ensure_topic(
     name: str,
     partitions: int = 12,
@@ -86,9 +102,18 @@ def ensure_topic(
 
 
 def end_offsets(
-    settings: Settings, topic: str, partitions: Iterable[int] | None = None
+    settings: Settings,
+    topic: str,
+    partitions: Iterable[int] | None = None,
+    *,
+    missing_ok: bool = False,
 ) -> dict[int, int]:
     """The offset after the last record of each partition (the high watermark).
+
+    With ``missing_ok``, a topic the broker does not list (the checkpoint
+    topic of a deployment that never used the saver) gives ``{}`` at once;
+    otherwise the partitions are looked up for up to the publish timeout,
+    since a topic's metadata can lag its creation.
 
     Some Kafka-compatible brokers (the embedded Tansu among them) answer
     ListOffsets with the base offset of the last record batch plus one rather
@@ -96,6 +121,8 @@ def end_offsets(
     that a fetch reports (:func:`~chatlog.producers.client_internals.fetched_high_watermarks`),
     and the larger value wins.
     """
+    if missing_ok and partitions is None and not topic_exists(settings, topic):
+        return {}
     consumer = _consumer(settings)
     try:
         if partitions is None:

@@ -52,7 +52,7 @@ def replay_checkpoints(
 
     progress = ReplayProgress(namespace=projection.keys.namespace)
     try:
-        ends = end_offsets(settings, topic)
+        ends = end_offsets(settings, topic, missing_ok=True)
         starts = beginning_offsets(settings, topic, list(ends))
         for records, _ in read_range(settings, topic, starts, ends, progress, decode):
             result = projection.apply(records)

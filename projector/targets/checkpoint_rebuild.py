@@ -43,7 +43,7 @@ def rebuild_checkpoints(
     topic = settings.checkpoint_topic
     decode = replay_decoder(CheckpointCodec())
 
-    ends = end_offsets(settings, topic)
+    ends = end_offsets(settings, topic, missing_ok=True)
     if not ends:
         return {}
     begins = beginning_offsets(settings, topic, list(ends))

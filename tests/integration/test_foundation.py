@@ -20,6 +20,7 @@ from chatlog.errors import (
 )
 from chatlog.histories.messages import from_stored
 from chatlog.producers import end_offsets
+from chatlog.producers.admin import ensure_topic, topic_exists
 from chatlog.projector import LogRecord, Projector, RedisProjection
 from chatlog.schemas import EventCodec
 from chatlog.schemas.events import MessageAppended, SessionCleared
@@ -266,3 +267,14 @@ def test_runnable_with_message_history_keeps_the_conversation(
         "second",
         "(turn 2) you said: second",
     ]
+
+
+def test_end_offsets_of_a_topic_the_broker_does_not_list_are_empty_when_missing_is_ok(
+    settings: Settings,
+) -> None:
+    """The checkpoint topic of a deployment that never used the saver replays as nothing."""
+    assert not topic_exists(settings, settings.checkpoint_topic)
+    assert end_offsets(settings, settings.checkpoint_topic, missing_ok=True) == {}
+    ensure_topic(settings.checkpoint_topic, 2, settings=settings)
+    assert topic_exists(settings, settings.checkpoint_topic)
+    assert end_offsets(settings, settings.checkpoint_topic, missing_ok=True) == {0: 0, 1: 0}
