@@ -53,7 +53,14 @@ class Settings:
             soon as a record arrives, so there a long wait (Kafka's default is 500)
             only saves idle polling; some Kafka-compatible brokers (the embedded
             Tansu) hold the fetch for the whole wait, which then adds to
-            append -> visible latency. The default, 20, suits both.
+            append -> visible latency. The default, 20, suits both. While the
+            projector receives wake-ups (``wakeup``) its group consumer waits
+            at least :data:`WAKEUP_FETCH_MAX_WAIT_MS` instead.
+        wakeup: Writers announce each acknowledged write on a Redis pub/sub
+            channel and the projector fetches the named partitions at once
+            (``CHATLOG_WAKEUP``, on by default); see :mod:`chatlog.wakeups`. Off,
+            or where Redis refuses pub/sub, the projector finds new records by
+            its fetch cycle alone.
         transport: The Kafka client of the producer and the projector
             (``CHATLOG_TRANSPORT``): ``kafka-python`` (the default) or ``confluent``
             (confluent-kafka, the ``confluent`` extra: librdkafka does the protocol
@@ -138,6 +145,7 @@ class Settings:
     consumer_heartbeat_interval_ms: int = 1_000
     max_poll_records: int = 2_000
     fetch_max_wait_ms: int = 20
+    wakeup: bool = True
     transport: str = "kafka-python"
     kafka_options: Mapping[str, Any] = field(default_factory=dict)
     kafka_security_protocol: str = "PLAINTEXT"
@@ -279,6 +287,12 @@ class Settings:
         return cls(**values)
 
 
+#: The shortest fetch wait of the projector's group consumer while it receives
+#: wake-ups: new records then come by the wake-up's own fetch, so the group
+#: consumer's fetch cycle is only the fallback and should cost an idle
+#: projector little (kafka-python spends ~3 ms of CPU per empty fetch cycle).
+WAKEUP_FETCH_MAX_WAIT_MS = 500
+
 #: The Kafka clients chatlog can produce and project with (``Settings.transport``).
 TRANSPORTS = ("kafka-python", "confluent")
 
@@ -305,6 +319,7 @@ ENVIRONMENT: dict[str, str] = {
     "consumer_heartbeat_interval_ms": "CHATLOG_HEARTBEAT_INTERVAL_MS",
     "max_poll_records": "CHATLOG_MAX_POLL_RECORDS",
     "fetch_max_wait_ms": "CHATLOG_FETCH_MAX_WAIT_MS",
+    "wakeup": "CHATLOG_WAKEUP",
     "transport": "CHATLOG_TRANSPORT",
     "session_ttl_s": "CHATLOG_SESSION_TTL",
     "session_ttl_refresh_on_read": "CHATLOG_SESSION_TTL_ON_READ",

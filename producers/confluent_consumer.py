@@ -57,6 +57,32 @@ class ConfluentRecord(NamedTuple):
 _new_record = tuple.__new__
 
 
+def grouped_records(messages: list[Any]) -> dict[TopicPartition, list[ConfluentRecord]]:
+    """confluent-kafka messages as records grouped by partition, in fetch order.
+
+    Raises:
+        KafkaError: librdkafka reported an error instead of a record.
+    """
+    batch: dict[tuple[Any, Any], list[ConfluentRecord]] = {}
+    for message in messages:
+        error = message.error()
+        if error is not None:
+            if error.code() in PARTITION_EOF:
+                continue
+            raise KafkaError(f"confluent-kafka fetch failed: {error.str()}")
+        topic, partition = message.topic(), message.partition()
+        record = _new_record(
+            ConfluentRecord,
+            (topic, partition, message.offset(), message.key(), message.value(), message),
+        )
+        records = batch.get((topic, partition))
+        if records is None:
+            batch[(topic, partition)] = [record]
+        else:
+            records.append(record)
+    return {TopicPartition(t, p): records for (t, p), records in batch.items()}
+
+
 def consumer_config(settings: Settings) -> dict[str, Any]:
     """The librdkafka configuration equivalent to the projector's kafka-python consumer options.
 
@@ -125,24 +151,7 @@ class ConfluentConsumer:
             messages = self._consumer.consume(max_records, timeout_ms / 1000)
         except confluent_kafka.KafkaException as exc:
             raise KafkaError(f"confluent-kafka consume failed: {exc}") from exc
-        batch: dict[tuple[Any, Any], list[ConfluentRecord]] = {}
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() in PARTITION_EOF:
-                    continue
-                raise KafkaError(f"confluent-kafka fetch failed: {error.str()}")
-            topic, partition = message.topic(), message.partition()
-            record = _new_record(
-                ConfluentRecord,
-                (topic, partition, message.offset(), message.key(), message.value(), message),
-            )
-            records = batch.get((topic, partition))
-            if records is None:
-                batch[(topic, partition)] = [record]
-            else:
-                records.append(record)
-        return {TopicPartition(t, p): records for (t, p), records in batch.items()}
+        return grouped_records(messages)
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions the group currently gives this consumer."""

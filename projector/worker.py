@@ -34,7 +34,11 @@ from chatlog.projector.changes import Change, Refusal
 from chatlog.projector.checkpoint_projection import CheckpointProjection
 from chatlog.projector.checkpoint_topic import CheckpointTopic
 from chatlog.projector.commits import OffsetCommits
-from chatlog.projector.consumer_setup import ensure_projector_topics, open_consumer
+from chatlog.projector.consumer_setup import (
+    ensure_projector_topics,
+    group_fetch_max_wait_ms,
+    open_consumer,
+)
 from chatlog.projector.dead_letter import (
     DeadLetter,
     DeadLetterQueue,
@@ -49,6 +53,8 @@ from chatlog.projector.positions import BatchTarget
 from chatlog.projector.read_model_repair import ReadModelRepair
 from chatlog.projector.redis_projection import ApplyResult, RedisProjection
 from chatlog.projector.stats import ProjectorStats
+from chatlog.projector.wakeup_listener import WakeupListener, Woken
+from chatlog.projector.woken_fetch import WokenFetch, open_woken_fetch
 from chatlog.redis_clients import open_redis
 from chatlog.schemas.codec import EventCodec
 from chatlog.settings import Settings
@@ -66,6 +72,12 @@ log = logging.getLogger("chatlog.projector")
 #: at 100 ms that was most of append -> visible p90/p99 at 1k msg/s (90 and
 #: 120 ms; 17 and 22-34 ms at 10 ms, for about 10% of a core more).
 IDLE_POLL_MS = 10
+
+#: How long an idle worker that receives wake-ups blocks on its wake-up channel
+#: between two looks at its group consumer: the longest a record no wake-up
+#: announced (a writer with CHATLOG_WAKEUP off, a lost message) waits beyond the
+#: group consumer's fetch. Ten wake-ups a second cost an idle worker next to nothing.
+IDLE_WAKEUP_WAIT_S = 0.1
 
 #: Repairs tried for one batch before it waits out a backoff (the damage came
 #: back each time: something keeps deleting keys).
@@ -137,6 +149,9 @@ class Projector:
             commits=self.commits,
             stats=self.stats,
         )
+        #: Writers' wake-ups (CHATLOG_WAKEUP); ``None`` when off or with no pub/sub.
+        self.wakeups: WakeupListener | None = None
+        self._woken: WokenFetch | None = None
         self._producer: EventProducer | None = None
         self._dlq: DeadLetterQueue | None = None
         self._thread: threading.Thread | None = None
@@ -231,12 +246,19 @@ class Projector:
         try:
             while not self._stop.is_set():
                 self.stats.last_poll_at = time.time()
+                wakeups = self.wakeups
                 try:
                     batch = consumer.poll(
-                        # Do not wait for records while a batch is in Redis.
+                        # Do not wait for records while a batch is in Redis. An idle
+                        # poll keeps its short wait even with wake-ups: kafka-python
+                        # joins and rejoins the group only within a poll's wait.
                         timeout_ms=0 if in_flight else IDLE_POLL_MS,
                         max_records=self.settings.max_poll_records,
                     )
+                    if not batch and wakeups is not None:
+                        woken = wakeups.wait(0 if in_flight else IDLE_WAKEUP_WAIT_S)
+                        if woken:
+                            batch = self._fetch_woken(consumer, woken)
                 except KafkaError as exc:
                     log.warning("poll failed, retrying: %s", exc)
                     if self.metrics is not None:
@@ -267,6 +289,39 @@ class Projector:
             if self.metrics is not None:
                 self.metrics.stopped()
             self._close()
+
+    def _fetch_woken(self, consumer: Any, woken: Woken) -> dict[Any, list[Any]]:
+        """The records of the woken partitions this worker owns, from its own positions.
+
+        The group consumer is sought past what is returned, so it never hands
+        out the same records again; were it to (a seek that failed), the
+        apply step skips what is at or below a session's applied offset.
+
+        Raises:
+            KafkaError: a position or the fetch failed (the poll's own retry handles it).
+        """
+        assigned = consumer.assignment()
+        wanted = {}
+        for (topic, partition), offset in woken.items():
+            tp = TopicPartition(topic, partition)
+            if tp in assigned:
+                position = consumer.position(tp)
+                # At or below the position: already polled, maybe already applied.
+                if offset >= position:
+                    wanted[tp] = (position, offset)
+        if not wanted:
+            return {}
+        if self._woken is None:
+            self._woken = open_woken_fetch(self.settings)
+        batch = self._woken.read(wanted, self.settings.max_poll_records)
+        self.stats.woken_fetches += 1
+        self.stats.woken_records += sum(len(raws) for raws in batch.values())
+        for tp, raws in batch.items():
+            try:
+                consumer.seek(tp, raws[-1].offset + 1)
+            except (KafkaError, BrokerUnavailableError) as exc:
+                log.debug("could not move %s past a woken fetch (%s): it is read again", tp, exc)
+        return batch
 
     def _prepare(self, batch: dict[Any, list[Any]]) -> PolledBatch | None:
         """Read a polled batch into changes and dead letters, and choose its namespace.
@@ -406,7 +461,13 @@ class Projector:
     def _open(self) -> None:
         settings = self.settings
         ensure_projector_topics(settings)
-        consumer = open_consumer(settings)
+        if settings.wakeup:
+            listener = WakeupListener(settings, (settings.topic, settings.checkpoint_topic))
+            # Subscribed before the first fetch, so no write after it goes unannounced.
+            self.wakeups = listener if listener.open() else None
+        consumer = open_consumer(settings.with_(
+            fetch_max_wait_ms=group_fetch_max_wait_ms(settings, woken=self.wakeups is not None)
+        ))
         consumer.subscribe(
             [settings.topic, settings.checkpoint_topic],
             listener=RebalanceListener(
@@ -428,6 +489,12 @@ class Projector:
         if self._producer is not None:
             self._producer.close()
             self._producer = None
+        if self._woken is not None:
+            self._woken.close()
+            self._woken = None
+        if self.wakeups is not None:
+            self.wakeups.close()
+            self.wakeups = None
         self._assigned.clear()
 
 
