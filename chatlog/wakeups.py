@@ -166,8 +166,8 @@ class WakeupPublisher:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.debug("wake-up not published, Redis unreachable: %s", exc)
 
-    def close(self, timeout_s: float = 1.0) -> None:
-        """Publish what is pending (waiting up to ``timeout_s``), then close the connection."""
+    def close(self, timeout_s: float | None = 1.0) -> None:
+        """Publish what is pending (up to ``timeout_s``; ``None``: until done), then close."""
         with self._ready:
             self._closed = True
             self._ready.notify()

@@ -255,7 +255,9 @@ class Projector:
                         timeout_ms=0 if in_flight else IDLE_POLL_MS,
                         max_records=self.settings.max_poll_records,
                     )
-                    if not batch and wakeups is not None:
+                    # Not before the group assigned partitions: kafka-python moves a
+                    # join on only within a poll's wait.
+                    if not batch and wakeups is not None and consumer.assignment():
                         woken = wakeups.wait(0 if in_flight else IDLE_WAKEUP_WAIT_S)
                         if woken:
                             batch = self._fetch_woken(consumer, woken)
