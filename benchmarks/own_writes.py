@@ -22,7 +22,6 @@ from chatlog.errors import ChatLogError
 from chatlog.histories.store import ChatLog
 from chatlog.producers.admin import end_offsets
 from chatlog.producers.librdkafka import client_config
-from chatlog.projector.consumer_setup import group_fetch_max_wait_ms
 from chatlog.settings import Settings
 
 
@@ -83,14 +82,13 @@ def idle_share(pid: int, seconds: float) -> float:
     return (process_cpu_s(pid) - before) / seconds * 100
 
 
-def idle_raw_consumer_share(settings: Settings, seconds: float, *, woken: bool) -> float:
+def idle_raw_consumer_share(settings: Settings, seconds: float) -> float:
     """Percent of one core a bare consumer of ``settings.transport`` uses polling an idle topic.
 
-    It is the projector's client with the fetch wait the projector's group
-    consumer runs with (longer while it receives wake-ups, ``woken``), in
-    this process, which does nothing else meanwhile.
+    It is the projector's client with the projector's fetch wait
+    (``fetch_max_wait_ms``), in this process, which does nothing else meanwhile.
     """
-    wait_ms = group_fetch_max_wait_ms(settings, woken=woken)
+    wait_ms = settings.fetch_max_wait_ms
     ends = end_offsets(settings, settings.topic)
     if settings.transport == "confluent":
         return _idle_raw_confluent_share(settings, ends, wait_ms, seconds)

@@ -49,7 +49,6 @@ from chatlog.errors import TopicError
 from chatlog.histories.store import ChatLog
 from chatlog.producers.admin import ensure_topic
 from chatlog.producers.producer import EventProducer
-from chatlog.projector.consumer_setup import group_fetch_max_wait_ms
 from chatlog.projector.replay import Replayer
 from chatlog.settings import Settings
 
@@ -354,22 +353,19 @@ class _Run:
             assert child.process is not None
             time.sleep(1.0)  # past the first fetches after the group join
             idle = own_writes.idle_share(child.process.pid, c.idle_seconds)
-            raw_idle = own_writes.idle_raw_consumer_share(
-                settings, c.idle_seconds, woken=settings.wakeup
-            )
+            raw_idle = own_writes.idle_raw_consumer_share(settings, c.idle_seconds)
             with ChatLog(settings) as chatlog:
                 messages = own_writes.message_read_back(
                     chatlog, c.own_write_samples, c.message_bytes
                 )
                 checkpoints = own_writes.checkpoint_read_back(chatlog, c.own_write_samples)
-        wait_ms = group_fetch_max_wait_ms(settings, woken=settings.wakeup)
         wakeups = "on" if settings.wakeup else "off"
         self.report.add(Measure(
             f"idle projector CPU{label}", "% of a core", idle,
             f"raw {client} consumer polling the idle topic", raw_idle,
             Target("value_max", 5),
             f"over {c.idle_seconds:g}s each; projector in its own process; wake-ups "
-            f"{wakeups}, so both consumers fetch with a {wait_ms} ms wait",
+            f"{wakeups}; both fetch with a {settings.fetch_max_wait_ms} ms wait",
             [[idle, raw_idle]],
         ))
         note = (f"{c.own_write_samples} writes, each on a new session (thread), read back by "

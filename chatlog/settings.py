@@ -53,14 +53,12 @@ class Settings:
             soon as a record arrives, so there a long wait (Kafka's default is 500)
             only saves idle polling; some Kafka-compatible brokers (the embedded
             Tansu) hold the fetch for the whole wait, which then adds to
-            append -> visible latency. The default, 20, suits both. While the
-            projector receives wake-ups (``wakeup``) its group consumer waits
-            at least :data:`WAKEUP_FETCH_MAX_WAIT_MS` instead.
+            append -> visible latency. The default, 20, suits both.
         wakeup: Writers announce each acknowledged write on a Redis pub/sub
-            channel and the projector fetches the named partitions at once
-            (``CHATLOG_WAKEUP``, on by default); see :mod:`chatlog.wakeups`. Off,
-            or where Redis refuses pub/sub, the projector finds new records by
-            its fetch cycle alone.
+            channel; an idle projector pauses its fetches and resumes them when
+            a wake-up names one of its partitions (``CHATLOG_WAKEUP``, on by
+            default); see :mod:`chatlog.wakeups`. Off, or where Redis refuses
+            pub/sub, the projector finds new records by its fetch cycle alone.
         transport: The Kafka client of the producer and the projector
             (``CHATLOG_TRANSPORT``): ``kafka-python`` (the default) or ``confluent``
             (confluent-kafka, the ``confluent`` extra: librdkafka does the protocol
@@ -286,12 +284,6 @@ class Settings:
         values.update(overrides)
         return cls(**values)
 
-
-#: The shortest fetch wait of the projector's group consumer while it receives
-#: wake-ups: new records then come by the wake-up's own fetch, so the group
-#: consumer's fetch cycle is only the fallback and should cost an idle
-#: projector little (kafka-python spends ~3 ms of CPU per empty fetch cycle).
-WAKEUP_FETCH_MAX_WAIT_MS = 500
 
 #: The Kafka clients chatlog can produce and project with (``Settings.transport``).
 TRANSPORTS = ("kafka-python", "confluent")

@@ -6,10 +6,11 @@ would see a new record only when the wait ends, and one polling on a short
 wait pays for it in CPU while idle. A writer therefore publishes, after the
 broker acknowledged its records, one Redis ``PUBLISH`` naming the
 topic-partitions and newest offsets it wrote; a projector blocked on that
-channel fetches those partitions at once (see
-:mod:`chatlog.projector.woken_fetch`). The message is a hint only: the
-projector still applies exactly what it reads from the log, from its own
-position, and a lost, late or forged wake-up only changes when it reads.
+channel resumes its paused fetches and reads those partitions at once (see
+:mod:`chatlog.projector.idle_pause` and :mod:`chatlog.projector.woken_fetch`).
+The message is a hint only: the projector still applies exactly what it
+reads from the log, from its own position, and a lost, late or forged
+wake-up only changes when it reads.
 
 This module holds the one definition of the channel and the message
 (:func:`wakeup_channel`, :func:`encode_wakeup`, :func:`decode_wakeup`),
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 import redis
@@ -35,6 +37,12 @@ from chatlog.redis_clients import open_redis
 from chatlog.settings import Settings
 
 log = logging.getLogger("chatlog.wakeups")
+
+#: Shortest time between two rounds of PUBLISH from one producer: what is
+#: acknowledged meanwhile leaves as one message per topic. A lone write is
+#: announced at once; a busy writer sends at most ~500 rounds a second, so the
+#: publishing thread takes little of its GIL.
+PUBLISH_INTERVAL_S = 0.002
 
 #: Prefix of the wake-up channels; the topic follows.
 CHANNEL_PREFIX = "chatlog:wakeup:"
@@ -146,6 +154,7 @@ class WakeupPublisher:
                     return
                 pending, self._pending = self._pending, {}
             self._publish(pending)
+            time.sleep(PUBLISH_INTERVAL_S)
 
     def _publish(self, pending: dict[str, dict[int, int]]) -> None:
         try:

@@ -6,7 +6,7 @@ librdkafka fetches and parses in C on its own threads, so the projector's
 thread is left with decoding and applying. :class:`ConfluentConsumer`
 gives the :class:`~chatlog.projector.worker.Projector` the few
 ``KafkaConsumer`` methods it uses (``poll``, ``commit``, ``commit_async``, ``assignment``,
-``position``, ``seek``, ``highwater``, ``close``), with kafka-python's
+``position``, ``seek``, ``pause``, ``resume``, ``highwater``, ``close``), with kafka-python's
 ``TopicPartition`` keys and its error types, so the worker's
 commit-after-apply loop and its dead-lettering are the same code on both
 transports. Needs the ``confluent`` extra (``pip install chatlog[confluent]``).
@@ -152,6 +152,18 @@ class ConfluentConsumer:
         except confluent_kafka.KafkaException as exc:
             raise KafkaError(f"confluent-kafka consume failed: {exc}") from exc
         return grouped_records(messages)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        """Stop fetching ``partitions`` (an idle worker waiting for a wake-up)."""
+        self._consumer.pause(
+            [confluent_kafka.TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        )
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        """Fetch ``partitions`` again."""
+        self._consumer.resume(
+            [confluent_kafka.TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        )
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions the group currently gives this consumer."""

@@ -9,7 +9,7 @@ from kafka.errors import KafkaTimeoutError
 
 from chatlog.errors import BrokerUnavailableError
 from chatlog.producers.admin import ensure_topic
-from chatlog.settings import WAKEUP_FETCH_MAX_WAIT_MS, Settings
+from chatlog.settings import Settings
 
 
 def ensure_projector_topics(settings: Settings) -> None:
@@ -18,18 +18,6 @@ def ensure_projector_topics(settings: Settings) -> None:
         return
     for topic in (settings.topic, settings.dlq_topic, settings.checkpoint_topic):
         ensure_topic(topic, settings.partitions, settings.replication_factor, settings=settings)
-
-
-def group_fetch_max_wait_ms(settings: Settings, *, woken: bool) -> int:
-    """The fetch wait of the projector's group consumer; ``woken``: it receives wake-ups.
-
-    With wake-ups new records come by the woken fetch, and the group
-    consumer's fetch cycle is only the fallback: a long one costs an idle
-    worker little (see :data:`~chatlog.settings.WAKEUP_FETCH_MAX_WAIT_MS`).
-    """
-    if woken:
-        return max(settings.fetch_max_wait_ms, WAKEUP_FETCH_MAX_WAIT_MS)
-    return settings.fetch_max_wait_ms
 
 
 def open_consumer(settings: Settings) -> Any:

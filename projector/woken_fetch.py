@@ -3,7 +3,8 @@
 The group consumer's fetch may be held by the broker for its whole wait
 (the embedded Tansu does that even when records arrive, and kafka-python
 and librdkafka both keep one fetch in flight per broker connection), so
-interrupting its poll would not bring the records sooner. A woken worker
+interrupting its poll would not bring the records sooner (kafka-python 3
+has no public way to interrupt a poll; confluent-kafka none at all). A woken worker
 reads instead with a second consumer of its own: no group (it joins
 nothing, commits nothing), a minimal fetch wait, assigned only the woken
 partitions and sought to the group consumer's positions. What it returns

@@ -34,11 +34,7 @@ from chatlog.projector.changes import Change, Refusal
 from chatlog.projector.checkpoint_projection import CheckpointProjection
 from chatlog.projector.checkpoint_topic import CheckpointTopic
 from chatlog.projector.commits import OffsetCommits
-from chatlog.projector.consumer_setup import (
-    ensure_projector_topics,
-    group_fetch_max_wait_ms,
-    open_consumer,
-)
+from chatlog.projector.consumer_setup import ensure_projector_topics, open_consumer
 from chatlog.projector.dead_letter import (
     DeadLetter,
     DeadLetterQueue,
@@ -46,6 +42,7 @@ from chatlog.projector.dead_letter import (
     record_event_type,
 )
 from chatlog.projector.gc_threshold import young_gc_threshold
+from chatlog.projector.idle_pause import IdlePause
 from chatlog.projector.namespace_following import NamespaceFollower
 from chatlog.projector.outage_retry import RETRY_MAX_S, RETRY_MIN_S, OutageRetry
 from chatlog.projector.polled_batch import PolledBatch
@@ -72,12 +69,6 @@ log = logging.getLogger("chatlog.projector")
 #: at 100 ms that was most of append -> visible p90/p99 at 1k msg/s (90 and
 #: 120 ms; 17 and 22-34 ms at 10 ms, for about 10% of a core more).
 IDLE_POLL_MS = 10
-
-#: How long an idle worker that receives wake-ups blocks on its wake-up channel
-#: between two looks at its group consumer: the longest a record no wake-up
-#: announced (a writer with CHATLOG_WAKEUP off, a lost message) waits beyond the
-#: group consumer's fetch. Ten wake-ups a second cost an idle worker next to nothing.
-IDLE_WAKEUP_WAIT_S = 0.1
 
 #: Repairs tried for one batch before it waits out a backoff (the damage came
 #: back each time: something keeps deleting keys).
@@ -151,6 +142,7 @@ class Projector:
         )
         #: Writers' wake-ups (CHATLOG_WAKEUP); ``None`` when off or with no pub/sub.
         self.wakeups: WakeupListener | None = None
+        self._idle: IdlePause | None = None
         self._woken: WokenFetch | None = None
         self._producer: EventProducer | None = None
         self._dlq: DeadLetterQueue | None = None
@@ -243,24 +235,35 @@ class Projector:
 
     def _loop(self, consumer: Any) -> None:
         in_flight: PolledBatch | None = None
+        pending: Woken = {}
         try:
             while not self._stop.is_set():
                 self.stats.last_poll_at = time.time()
-                wakeups = self.wakeups
+                idle = self._idle
                 try:
                     batch = consumer.poll(
-                        # Do not wait for records while a batch is in Redis. An idle
-                        # poll keeps its short wait even with wake-ups: kafka-python
-                        # joins and rejoins the group only within a poll's wait.
+                        # Do not wait for records while a batch is in Redis. A paused
+                        # worker still polls with a wait: kafka-python moves a group
+                        # join on only within a poll's wait.
                         timeout_ms=0 if in_flight else IDLE_POLL_MS,
                         max_records=self.settings.max_poll_records,
                     )
-                    # Not before the group assigned partitions: kafka-python moves a
-                    # join on only within a poll's wait.
-                    if not batch and wakeups is not None and consumer.assignment():
-                        woken = wakeups.wait(0 if in_flight else IDLE_WAKEUP_WAIT_S)
-                        if woken:
-                            batch = self._fetch_woken(consumer, woken)
+                    if idle is not None:
+                        idle.polled(sum(len(raws) for raws in batch.values()))
+                        woken = idle.after_poll(
+                            consumer, records=bool(batch), busy=in_flight is not None
+                        )
+                        for tp, offset in woken.items():
+                            if offset > pending.get(tp, -1):
+                                pending[tp] = offset
+                        # Kept until nothing else is fetched or applied: the group
+                        # consumer's records come first, and a woken fetch starts
+                        # from its position after them.
+                        if idle.streaming:
+                            pending = {}
+                        elif pending and not batch and in_flight is None:
+                            batch = self._fetch_woken(consumer, pending)
+                            pending = {}
                 except KafkaError as exc:
                     log.warning("poll failed, retrying: %s", exc)
                     if self.metrics is not None:
@@ -316,7 +319,6 @@ class Projector:
         if self._woken is None:
             self._woken = open_woken_fetch(self.settings)
         batch = self._woken.read(wanted, self.settings.max_poll_records)
-        self.stats.woken_fetches += 1
         self.stats.woken_records += sum(len(raws) for raws in batch.values())
         for tp, raws in batch.items():
             try:
@@ -466,10 +468,10 @@ class Projector:
         if settings.wakeup:
             listener = WakeupListener(settings, (settings.topic, settings.checkpoint_topic))
             # Subscribed before the first fetch, so no write after it goes unannounced.
-            self.wakeups = listener if listener.open() else None
-        consumer = open_consumer(settings.with_(
-            fetch_max_wait_ms=group_fetch_max_wait_ms(settings, woken=self.wakeups is not None)
-        ))
+            if listener.open():
+                self.wakeups = listener
+                self._idle = IdlePause(listener, self.stats)
+        consumer = open_consumer(settings)
         consumer.subscribe(
             [settings.topic, settings.checkpoint_topic],
             listener=RebalanceListener(
@@ -491,6 +493,7 @@ class Projector:
         if self._producer is not None:
             self._producer.close()
             self._producer = None
+        self._idle = None
         if self._woken is not None:
             self._woken.close()
             self._woken = None

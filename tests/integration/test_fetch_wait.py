@@ -17,14 +17,8 @@ def test_a_longer_fetch_wait_is_used_and_messages_still_project(
     chatlog_factory: Callable[[Settings], ChatLog],
     projector_factory: Callable[..., Projector],
 ) -> None:
-    """A 300 ms wait is what the consumer runs with, and reads still see writes.
-
-    Wake-ups are off here: with them on the group consumer waits at least
-    WAKEUP_FETCH_MAX_WAIT_MS (tests/integration/test_wakeups.py).
-    """
-    settings = settings_factory(
-        partitions=2, fetch_max_wait_ms=300, transport=kafka_client, wakeup=False
-    )
+    """A 300 ms wait is what the consumer runs with, and reads still see writes."""
+    settings = settings_factory(partitions=2, fetch_max_wait_ms=300, transport=kafka_client)
     chatlog = chatlog_factory(settings)
     chatlog.producer  # creates the topics before the group joins
     projector = projector_factory(settings)
