@@ -36,6 +36,13 @@ IDLE_WAKEUP_WAIT_S = 0.1
 STREAMING_RATE = 300
 STREAMING_WINDOW_S = 0.2
 
+#: How long a poll of an idle, listening worker waits for its group consumer;
+#: the rest of its idle step it waits on the wake-up channel (LISTEN_S), so a
+#: wake-up is seen at once rather than after a Kafka poll's wait. Not 0: a
+#: kafka-python rebalance moves on only within a poll's wait.
+LISTENING_POLL_MS = 1
+LISTEN_S = 0.009
+
 #: How often a paused worker resumes for one fetch cycle without a wake-up:
 #: the longest an unannounced write waits beyond the fetch.
 LOOK_EVERY_S = 0.5
@@ -74,6 +81,11 @@ class IdlePause:
             self._streaming = rate > STREAMING_RATE
             self._window_began, self._window_records = now, 0
 
+    @property
+    def listening(self) -> bool:
+        """Whether the worker's idle steps wait on the wake-up channel (not on Kafka)."""
+        return self.listener.active and not self.paused
+
     def after_poll(self, consumer: Any, *, records: bool, busy: bool) -> Woken:
         """Decide after one poll: stay fetching, pause, wait for a wake-up, or resume.
 
@@ -101,7 +113,7 @@ class IdlePause:
             elif time.monotonic() >= self._look_at:
                 self._resume(consumer, assigned)
             return woken
-        woken = self.listener.wait(0)
+        woken = self.listener.wait(LISTEN_S)
         if self._idle_since is None:
             self._idle_since = now
         elif now - self._idle_since >= PAUSE_AFTER_S:

@@ -42,7 +42,7 @@ from chatlog.projector.dead_letter import (
     record_event_type,
 )
 from chatlog.projector.gc_threshold import young_gc_threshold
-from chatlog.projector.idle_pause import IdlePause
+from chatlog.projector.idle_pause import LISTENING_POLL_MS, IdlePause
 from chatlog.projector.namespace_following import NamespaceFollower
 from chatlog.projector.outage_retry import RETRY_MAX_S, RETRY_MIN_S, OutageRetry
 from chatlog.projector.polled_batch import PolledBatch
@@ -245,7 +245,10 @@ class Projector:
                         # Do not wait for records while a batch is in Redis. A paused
                         # worker still polls with a wait: kafka-python moves a group
                         # join on only within a poll's wait.
-                        timeout_ms=0 if in_flight else IDLE_POLL_MS,
+                        timeout_ms=0 if in_flight else (
+                            LISTENING_POLL_MS if idle is not None and idle.listening
+                            else IDLE_POLL_MS
+                        ),
                         max_records=self.settings.max_poll_records,
                     )
                     if idle is not None:
