@@ -10,10 +10,12 @@ import redis
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from chatlog import ChatLog, Settings
+from chatlog.cli.devstack import EmbeddedRedisCluster
 from chatlog.producers import end_offsets
 from chatlog.projector import Projector
 from chatlog.projector.replay import Replayer
-from tests.helpers import unique
+from chatlog.redis_clients import open_redis
+from tests.helpers import delete_namespace_family, unique
 
 #: Writes are read back one by one until a woken fetch carried one (the group
 #: consumer, its fetch held by the embedded broker, seldom finds a write first).
@@ -139,3 +141,26 @@ def test_redis_refusing_pubsub_falls_back_on_the_fetch_cycle(
     assert publisher is not None
     publisher.close(timeout_s=None)  # its thread has tried every pending wake-up
     assert (publisher.enabled, publisher.published) == (False, 0)
+
+
+def test_wakeups_reach_the_projector_on_a_redis_cluster(
+    redis_cluster: EmbeddedRedisCluster,
+    settings_factory: Callable[..., Settings],
+    chatlog_factory: Callable[[Settings], ChatLog],
+    projector_factory: Callable[..., Projector],
+) -> None:
+    """PUBLISH on a cluster reaches the projector's subscription; the state is exact."""
+    settings = settings_factory(partitions=3, redis_url=redis_cluster.url)
+    chatlog = chatlog_factory(settings)
+    chatlog.producer
+    projector = projector_factory(settings)
+    assert projector.wakeups is not None
+    written = _write_and_read_back(chatlog, projector, sessions=4, until_woken=True)
+    assert projector.stats.woken_records > 0
+    for session_id, messages in written.items():
+        assert chatlog.history(session_id, USER).messages == messages
+    events = sum(end_offsets(settings, settings.topic).values())
+    assert (projector.stats.applied, projector.stats.skipped) == (events, 0)
+    client = open_redis(redis_cluster.url)
+    delete_namespace_family(client, settings.namespace)
+    client.close()
