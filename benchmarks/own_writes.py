@@ -21,6 +21,7 @@ from chatlog.benchmarks.workload import message_text
 from chatlog.errors import ChatLogError
 from chatlog.histories.store import ChatLog
 from chatlog.producers.admin import end_offsets
+from chatlog.producers.librdkafka import client_config
 from chatlog.settings import Settings
 
 
@@ -82,15 +83,18 @@ def idle_share(pid: int, seconds: float) -> float:
 
 
 def idle_raw_consumer_share(settings: Settings, seconds: float) -> float:
-    """Percent of one core a bare kafka-python consumer uses polling an idle topic.
+    """Percent of one core a bare consumer of ``settings.transport`` uses polling an idle topic.
 
-    It polls as the projector's consumer does (the same ``fetch_max_wait_ms``),
-    in this process, which does nothing else meanwhile.
+    It is the projector's client with the projector's fetch wait
+    (``fetch_max_wait_ms``), in this process, which does nothing else meanwhile.
     """
+    wait_ms = settings.fetch_max_wait_ms
     ends = end_offsets(settings, settings.topic)
+    if settings.transport == "confluent":
+        return _idle_raw_confluent_share(settings, ends, wait_ms, seconds)
     consumer = KafkaConsumer(
         **settings.kafka_client_options(), enable_auto_commit=False,
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        fetch_max_wait_ms=wait_ms,
     )
     try:
         consumer.assign([TopicPartition(settings.topic, p) for p in ends])
@@ -101,3 +105,24 @@ def idle_raw_consumer_share(settings: Settings, seconds: float) -> float:
         return (time.process_time() - before) / (time.monotonic() - began) * 100
     finally:
         consumer.close(autocommit=False)
+
+
+def _idle_raw_confluent_share(
+    settings: Settings, ends: dict[int, int], wait_ms: int, seconds: float
+) -> float:
+    import confluent_kafka
+
+    consumer = confluent_kafka.Consumer({
+        **client_config(settings), "group.id": f"{settings.consumer_group}.raw",
+        "enable.auto.commit": False, "fetch.wait.max.ms": wait_ms,
+    })
+    try:
+        consumer.assign([confluent_kafka.TopicPartition(settings.topic, p, o)
+                         for p, o in ends.items()])
+        consumer.consume(500, 0.1)
+        before, began = time.process_time(), time.monotonic()
+        while time.monotonic() - began < seconds:
+            consumer.consume(500, 0.1)
+        return (time.process_time() - before) / (time.monotonic() - began) * 100
+    finally:
+        consumer.close()

@@ -328,11 +328,27 @@ class _Run:
             )
 
     def own_writes(self) -> None:
+        unavailable = _confluent_unavailable()
+        self.own_writes_of(self.settings("own-writes"), "")
+        confluent = ", confluent transport"
+        if unavailable:
+            for name, unit in (("idle projector CPU", "% of a core"),
+                               ("read-your-writes: add_messages -> messages p50", "ms"),
+                               ("read-your-writes: checkpointer put -> get_tuple p50", "ms")):
+                self.report.add(Measure(f"{name}{confluent}", unit, None, None, None,
+                                        Target("value_max", 5), unavailable))
+        else:
+            self.own_writes_of(
+                self.settings("own-writes-confluent").with_(transport="confluent"), confluent
+            )
+
+    def own_writes_of(self, settings: Settings, label: str) -> None:
+        """Idle projector CPU and read-your-writes on the transport of ``settings``."""
         c = self.config
-        settings = self.settings("own-writes")
         for topic in (settings.topic, settings.dlq_topic, settings.checkpoint_topic):
             ensure_topic(topic, settings.partitions, settings.replication_factor,
                          settings=settings)
+        client = "confluent-kafka" if settings.transport == "confluent" else "kafka-python"
         with ProjectorProcess(settings) as child:
             assert child.process is not None
             time.sleep(1.0)  # past the first fetches after the group join
@@ -343,20 +359,25 @@ class _Run:
                     chatlog, c.own_write_samples, c.message_bytes
                 )
                 checkpoints = own_writes.checkpoint_read_back(chatlog, c.own_write_samples)
+        wakeups = "on" if settings.wakeup else "off"
         self.report.add(Measure(
-            "idle projector CPU", "% of a core", idle,
-            "raw kafka-python consumer polling the idle topic", raw_idle,
-            Target("value_max", 5), f"over {c.idle_seconds:g}s each; projector in its own process",
+            f"idle projector CPU{label}", "% of a core", idle,
+            f"raw {client} consumer polling the idle topic", raw_idle,
+            Target("value_max", 5),
+            f"over {c.idle_seconds:g}s each; projector in its own process; wake-ups "
+            f"{wakeups}; both fetch with a {settings.fetch_max_wait_ms} ms wait",
             [[idle, raw_idle]],
         ))
         note = (f"{c.own_write_samples} writes, each on a new session (thread), read back by "
-                "the same process; projector in its own process on an idle stack")
+                "the same process; projector in its own process on an idle stack; wake-ups "
+                f"{wakeups}")
         self.latency(
-            "read-your-writes: add_messages -> messages p50", "the same read once visible",
-            Target("value_max", 5), note, messages.waited, messages.visible, 50,
+            f"read-your-writes: add_messages -> messages p50{label}",
+            "the same read once visible", Target("value_max", 5), note,
+            messages.waited, messages.visible, 50,
         )
         self.latency(
-            "read-your-writes: checkpointer put -> get_tuple p50",
+            f"read-your-writes: checkpointer put -> get_tuple p50{label}",
             "the same get_tuple once visible", Target("value_max", 5), note,
             checkpoints.waited, checkpoints.visible, 50,
         )

@@ -54,6 +54,11 @@ class Settings:
             only saves idle polling; some Kafka-compatible brokers (the embedded
             Tansu) hold the fetch for the whole wait, which then adds to
             append -> visible latency. The default, 20, suits both.
+        wakeup: Writers announce each acknowledged write on a Redis pub/sub
+            channel; an idle projector pauses its fetches and resumes them when
+            a wake-up names one of its partitions (``CHATLOG_WAKEUP``, on by
+            default); see :mod:`chatlog.wakeups`. Off, or where Redis refuses
+            pub/sub, the projector finds new records by its fetch cycle alone.
         transport: The Kafka client of the producer and the projector
             (``CHATLOG_TRANSPORT``): ``kafka-python`` (the default) or ``confluent``
             (confluent-kafka, the ``confluent`` extra: librdkafka does the protocol
@@ -138,6 +143,7 @@ class Settings:
     consumer_heartbeat_interval_ms: int = 1_000
     max_poll_records: int = 2_000
     fetch_max_wait_ms: int = 20
+    wakeup: bool = True
     transport: str = "kafka-python"
     kafka_options: Mapping[str, Any] = field(default_factory=dict)
     kafka_security_protocol: str = "PLAINTEXT"
@@ -305,6 +311,7 @@ ENVIRONMENT: dict[str, str] = {
     "consumer_heartbeat_interval_ms": "CHATLOG_HEARTBEAT_INTERVAL_MS",
     "max_poll_records": "CHATLOG_MAX_POLL_RECORDS",
     "fetch_max_wait_ms": "CHATLOG_FETCH_MAX_WAIT_MS",
+    "wakeup": "CHATLOG_WAKEUP",
     "transport": "CHATLOG_TRANSPORT",
     "session_ttl_s": "CHATLOG_SESSION_TTL",
     "session_ttl_refresh_on_read": "CHATLOG_SESSION_TTL_ON_READ",

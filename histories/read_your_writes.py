@@ -3,10 +3,11 @@
 A writer remembers the newest log position it wrote per key
 (:class:`WrittenPositions`); a read through it repeats until the read model's
 tracking position covers that write (:func:`wait_until_applied`, and the async
-twin :func:`await_until_applied`), backing off from :data:`WAIT_MIN_S` to
-:data:`WAIT_MAX_S`, and raises :class:`~chatlog.errors.ProjectionLagError`
-(:func:`projection_lag`) when the timeout passes first. The chat history, the
-:class:`~chatlog.ChatLog` store and the checkpoint saver all read this way.
+twin :func:`await_until_applied`): every :data:`WAIT_MIN_S` for the first
+:data:`WAIT_STEADY_S`, then backing off to :data:`WAIT_MAX_S`, and raises
+:class:`~chatlog.errors.ProjectionLagError` (:func:`projection_lag`) when the
+timeout passes first. The chat history, the :class:`~chatlog.ChatLog` store
+and the checkpoint saver all read this way.
 """
 
 from __future__ import annotations
@@ -15,15 +16,32 @@ import asyncio
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
 from chatlog.errors import ChatLogError, ProjectionLagError, ReadModelRepairingError
 from chatlog.producers.records import LogPosition
 
 #: Poll interval bounds while a read waits for its own writes to be projected.
-WAIT_MIN_S = 0.0005
+WAIT_MIN_S = 0.001
 WAIT_MAX_S = 0.02
+#: How long a read polls every WAIT_MIN_S before it backs off. With wake-ups
+#: (CHATLOG_WAKEUP) a write is usually applied within a few milliseconds; a
+#: doubling backoff from the start read at 0.5, 1.5, 3.5, 7.5, 15.5 ms, so a
+#: write applied at 4 ms was read at 7.5.
+WAIT_STEADY_S = 0.02
+
+
+def _delays() -> Iterator[float]:
+    """The sleeps between a waiting read's attempts."""
+    slept = 0.0
+    while slept < WAIT_STEADY_S:
+        slept += WAIT_MIN_S
+        yield WAIT_MIN_S
+    delay = WAIT_MIN_S
+    while True:
+        delay = min(delay * 2, WAIT_MAX_S)
+        yield delay
 
 
 class Applied(Protocol):
@@ -199,15 +217,14 @@ def wait_until_applied(
             ``lag_error`` makes of an answer the read model is still repairing).
     """
     deadline = time.monotonic() + timeout_s
-    delay = WAIT_MIN_S
+    delays = _delays()
     while True:
         state = read()
         if caught_up(state):
             return state
         if time.monotonic() >= deadline:
             raise lag_error(state)
-        time.sleep(delay)
-        delay = min(delay * 2, WAIT_MAX_S)
+        time.sleep(next(delays))
 
 
 async def await_until_applied(
@@ -218,12 +235,11 @@ async def await_until_applied(
 ) -> A:
     """Async :func:`wait_until_applied`: sleeps without blocking the loop."""
     deadline = time.monotonic() + timeout_s
-    delay = WAIT_MIN_S
+    delays = _delays()
     while True:
         state = await read()
         if caught_up(state):
             return state
         if time.monotonic() >= deadline:
             raise lag_error(state)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, WAIT_MAX_S)
+        await asyncio.sleep(next(delays))

@@ -6,7 +6,7 @@ librdkafka fetches and parses in C on its own threads, so the projector's
 thread is left with decoding and applying. :class:`ConfluentConsumer`
 gives the :class:`~chatlog.projector.worker.Projector` the few
 ``KafkaConsumer`` methods it uses (``poll``, ``commit``, ``commit_async``, ``assignment``,
-``position``, ``seek``, ``highwater``, ``close``), with kafka-python's
+``position``, ``seek``, ``pause``, ``resume``, ``highwater``, ``close``), with kafka-python's
 ``TopicPartition`` keys and its error types, so the worker's
 commit-after-apply loop and its dead-lettering are the same code on both
 transports. Needs the ``confluent`` extra (``pip install chatlog[confluent]``).
@@ -55,6 +55,32 @@ class ConfluentRecord(NamedTuple):
 # NamedTuple's generated __new__ is Python code; this is the C constructor it
 # calls, a microsecond less for each of the projector's records.
 _new_record = tuple.__new__
+
+
+def grouped_records(messages: list[Any]) -> dict[TopicPartition, list[ConfluentRecord]]:
+    """confluent-kafka messages as records grouped by partition, in fetch order.
+
+    Raises:
+        KafkaError: librdkafka reported an error instead of a record.
+    """
+    batch: dict[tuple[Any, Any], list[ConfluentRecord]] = {}
+    for message in messages:
+        error = message.error()
+        if error is not None:
+            if error.code() in PARTITION_EOF:
+                continue
+            raise KafkaError(f"confluent-kafka fetch failed: {error.str()}")
+        topic, partition = message.topic(), message.partition()
+        record = _new_record(
+            ConfluentRecord,
+            (topic, partition, message.offset(), message.key(), message.value(), message),
+        )
+        records = batch.get((topic, partition))
+        if records is None:
+            batch[(topic, partition)] = [record]
+        else:
+            records.append(record)
+    return {TopicPartition(t, p): records for (t, p), records in batch.items()}
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
@@ -125,24 +151,19 @@ class ConfluentConsumer:
             messages = self._consumer.consume(max_records, timeout_ms / 1000)
         except confluent_kafka.KafkaException as exc:
             raise KafkaError(f"confluent-kafka consume failed: {exc}") from exc
-        batch: dict[tuple[Any, Any], list[ConfluentRecord]] = {}
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() in PARTITION_EOF:
-                    continue
-                raise KafkaError(f"confluent-kafka fetch failed: {error.str()}")
-            topic, partition = message.topic(), message.partition()
-            record = _new_record(
-                ConfluentRecord,
-                (topic, partition, message.offset(), message.key(), message.value(), message),
-            )
-            records = batch.get((topic, partition))
-            if records is None:
-                batch[(topic, partition)] = [record]
-            else:
-                records.append(record)
-        return {TopicPartition(t, p): records for (t, p), records in batch.items()}
+        return grouped_records(messages)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        """Stop fetching ``partitions`` (an idle worker waiting for a wake-up)."""
+        self._consumer.pause(
+            [confluent_kafka.TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        )
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        """Fetch ``partitions`` again."""
+        self._consumer.resume(
+            [confluent_kafka.TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        )
 
     def assignment(self) -> set[TopicPartition]:
         """The partitions the group currently gives this consumer."""

@@ -13,6 +13,7 @@ from chatlog.producers.size_limit import check_event_size
 from chatlog.schemas.codec import CONTENT_TYPE, EventCodec
 from chatlog.schemas.events import ChatEvent
 from chatlog.settings import Settings
+from chatlog.wakeups import WakeupPublisher
 
 __all__ = ["EncodedEvent", "EventProducer", "LogPosition", "PublishTransport", "encode_event",
            "sized_record", "typed_encode"]
@@ -42,6 +43,9 @@ class EventProducer:
     (``CHATLOG_TRANSPORT=confluent``, a fraction of the CPU per append).
     Thread-safe; share one per process.
 
+    With ``CHATLOG_WAKEUP`` on (the default), every acknowledged publish to the
+    chat or checkpoint topic is announced to projectors (:attr:`wakeups`).
+
     With ``CHATLOG_ENCRYPTION_KEY`` set, every message is sealed under its
     subject's data key before it is encoded (:attr:`key_store`): no message
     field but its type and id reaches Kafka in clear.
@@ -60,6 +64,8 @@ class EventProducer:
         key_store: DataKeyStore | None = None,
     ) -> None:
         self.settings = settings
+        #: Announces acknowledged writes to projectors; ``None`` with ``CHATLOG_WAKEUP`` off.
+        self.wakeups = WakeupPublisher.of(settings)
         self.codec = codec or EventCodec()
         self._owns_key_store = key_store is None
         #: The data keys messages are sealed under; ``None`` when encryption is off.
@@ -94,7 +100,9 @@ class EventProducer:
             PublishError: the broker did not acknowledge within the publish timeout.
         """
         encoded = [self.encode(e) for e in events]
-        return self._transport.send(self.settings.topic, encoded)
+        return self._acknowledged(
+            self.settings.topic, self._transport.send(self.settings.topic, encoded)
+        )
 
     def send_encoded(self, topic: str, records: Sequence[EncodedEvent]) -> list[LogPosition]:
         """Send pre-encoded records to ``topic`` and wait for every acknowledgement.
@@ -103,7 +111,12 @@ class EventProducer:
             BrokerUnavailableError: not acknowledged within the publish timeout.
             PublishError: the broker refused a record, or the producer is closed.
         """
-        return self._transport.send(topic, records)
+        return self._acknowledged(topic, self._transport.send(topic, records))
+
+    def _acknowledged(self, topic: str, positions: list[LogPosition]) -> list[LogPosition]:
+        if self.wakeups is not None:
+            self.wakeups.acknowledged(topic, positions)
+        return positions
 
     async def apublish(self, events: Sequence[ChatEvent]) -> list[LogPosition]:
         """Async :meth:`publish`: awaits the acknowledgements without blocking the loop."""
@@ -113,17 +126,21 @@ class EventProducer:
             # Sealing may first publish a subject's new data key, or read the key
             # store: Kafka round trips that must not block the loop.
             encoded = await asyncio.to_thread(lambda: [self.encode(e) for e in events])
-        return await self._transport.asend(self.settings.topic, encoded)
+        return self._acknowledged(
+            self.settings.topic, await self._transport.asend(self.settings.topic, encoded)
+        )
 
     async def asend_encoded(
         self, topic: str, encoded: Sequence[EncodedEvent]
     ) -> list[LogPosition]:
         """Async :meth:`send_encoded`: awaits the acknowledgements without blocking the loop."""
-        return await self._transport.asend(topic, encoded)
+        return self._acknowledged(topic, await self._transport.asend(topic, encoded))
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush what is pending (up to ``timeout_s``) and close the connection."""
         self._transport.close(timeout_s)
+        if self.wakeups is not None:
+            self.wakeups.close()
         if self._owns_key_store and self.key_store is not None:
             self.key_store.close()
 

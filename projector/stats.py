@@ -24,6 +24,10 @@ class ProjectorStats:
     applied_by_type: dict[str, int] = field(default_factory=dict)
     dead_lettered_by_type: dict[str, int] = field(default_factory=dict)
     last_poll_at: float = 0.0
+    #: Times a writer's wake-up resumed this idle worker's paused fetching (CHATLOG_WAKEUP),
+    #: and the records read by the fetches wake-ups triggered.
+    woken: int = 0
+    woken_records: int = 0
     #: Read-model repairs this worker ran (loss detection, issue 14).
     namespace_repairs: int = 0
     session_repairs: int = 0

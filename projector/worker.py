@@ -42,6 +42,7 @@ from chatlog.projector.dead_letter import (
     record_event_type,
 )
 from chatlog.projector.gc_threshold import young_gc_threshold
+from chatlog.projector.idle_pause import LISTENING_POLL_MS, IdlePause
 from chatlog.projector.namespace_following import NamespaceFollower
 from chatlog.projector.offset_gaps import OffsetGaps
 from chatlog.projector.outage_retry import RETRY_MAX_S, RETRY_MIN_S, OutageRetry
@@ -50,6 +51,8 @@ from chatlog.projector.positions import BatchTarget
 from chatlog.projector.read_model_repair import ReadModelRepair
 from chatlog.projector.redis_projection import ApplyResult, RedisProjection
 from chatlog.projector.stats import ProjectorStats
+from chatlog.projector.wakeup_listener import WakeupListener, Woken
+from chatlog.projector.woken_fetch import WokenFetch, open_woken_fetch
 from chatlog.redis_clients import open_redis
 from chatlog.schemas.codec import EventCodec
 from chatlog.settings import Settings
@@ -139,6 +142,10 @@ class Projector:
             commits=self.commits,
             stats=self.stats,
         )
+        #: Writers' wake-ups (CHATLOG_WAKEUP); ``None`` when off or with no pub/sub.
+        self.wakeups: WakeupListener | None = None
+        self._idle: IdlePause | None = None
+        self._woken: WokenFetch | None = None
         self._producer: EventProducer | None = None
         self._dlq: DeadLetterQueue | None = None
         self._thread: threading.Thread | None = None
@@ -230,15 +237,38 @@ class Projector:
 
     def _loop(self, consumer: Any) -> None:
         in_flight: PolledBatch | None = None
+        pending: Woken = {}
         try:
             while not self._stop.is_set():
                 self.stats.last_poll_at = time.time()
+                idle = self._idle
                 try:
                     batch = consumer.poll(
-                        # Do not wait for records while a batch is in Redis.
-                        timeout_ms=0 if in_flight else IDLE_POLL_MS,
+                        # Do not wait for records while a batch is in Redis. A paused
+                        # worker still polls with a wait: kafka-python moves a group
+                        # join on only within a poll's wait.
+                        timeout_ms=0 if in_flight else (
+                            LISTENING_POLL_MS if idle is not None and idle.listening
+                            else IDLE_POLL_MS
+                        ),
                         max_records=self.settings.max_poll_records,
                     )
+                    if idle is not None:
+                        idle.polled(sum(len(raws) for raws in batch.values()))
+                        woken = idle.after_poll(
+                            consumer, records=bool(batch), busy=in_flight is not None
+                        )
+                        for tp, offset in woken.items():
+                            if offset > pending.get(tp, -1):
+                                pending[tp] = offset
+                        # Kept until nothing else is fetched or applied: the group
+                        # consumer's records come first, and a woken fetch starts
+                        # from its position after them.
+                        if idle.streaming:
+                            pending = {}
+                        elif pending and not batch and in_flight is None:
+                            batch = self._fetch_woken(consumer, pending)
+                            pending = {}
                 except KafkaError as exc:
                     log.warning("poll failed, retrying: %s", exc)
                     if self.metrics is not None:
@@ -280,6 +310,38 @@ class Projector:
             if self.metrics is not None:
                 self.metrics.stopped()
             self._close()
+
+    def _fetch_woken(self, consumer: Any, woken: Woken) -> dict[Any, list[Any]]:
+        """The records of the woken partitions this worker owns, from its own positions.
+
+        The group consumer is sought past what is returned, so it never hands
+        out the same records again; were it to (a seek that failed), the
+        apply step skips what is at or below a session's applied offset.
+
+        Raises:
+            KafkaError: a position or the fetch failed (the poll's own retry handles it).
+        """
+        assigned = consumer.assignment()
+        wanted = {}
+        for (topic, partition), offset in woken.items():
+            tp = TopicPartition(topic, partition)
+            if tp in assigned:
+                position = consumer.position(tp)
+                # At or below the position: already polled, maybe already applied.
+                if offset >= position:
+                    wanted[tp] = (position, offset)
+        if not wanted:
+            return {}
+        if self._woken is None:
+            self._woken = open_woken_fetch(self.settings)
+        batch = self._woken.read(wanted, self.settings.max_poll_records)
+        self.stats.woken_records += sum(len(raws) for raws in batch.values())
+        for tp, raws in batch.items():
+            try:
+                consumer.seek(tp, raws[-1].offset + 1)
+            except (KafkaError, BrokerUnavailableError) as exc:
+                log.debug("could not move %s past a woken fetch (%s): it is read again", tp, exc)
+        return batch
 
     def _prepare(self, batch: dict[Any, list[Any]]) -> PolledBatch | None:
         """Read a polled batch into changes and dead letters, and choose its namespace.
@@ -424,6 +486,12 @@ class Projector:
     def _open(self) -> None:
         settings = self.settings
         ensure_projector_topics(settings)
+        if settings.wakeup:
+            listener = WakeupListener(settings, (settings.topic, settings.checkpoint_topic))
+            # Subscribed before the first fetch, so no write after it goes unannounced.
+            if listener.open():
+                self.wakeups = listener
+                self._idle = IdlePause(listener, self.stats)
         consumer = open_consumer(settings)
         consumer.subscribe(
             [settings.topic, settings.checkpoint_topic],
@@ -446,6 +514,13 @@ class Projector:
         if self._producer is not None:
             self._producer.close()
             self._producer = None
+        self._idle = None
+        if self._woken is not None:
+            self._woken.close()
+            self._woken = None
+        if self.wakeups is not None:
+            self.wakeups.close()
+            self.wakeups = None
         self._assigned.clear()
 
 

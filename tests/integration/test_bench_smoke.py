@@ -32,7 +32,7 @@ def test_quick_benchmark_reports_every_measure_with_its_baseline(
     assert report["quick"] is True
     assert report["commit"] and report["machine"]["cpus"] >= 1
     names = [m["name"] for m in report["measures"]]
-    assert len(names) == 33 and len(set(names)) == 33
+    assert len(names) == 36 and len(set(names)) == 36
     for measure in report["measures"]:
         # Every row is chatlog next to a baseline measured in this same run,
         # with the raw per-run pairs the figures and the spread come from.
