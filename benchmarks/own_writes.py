@@ -16,7 +16,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from langchain_core.messages import HumanMessage
 
-from chatlog.benchmarks.cpu import process_cpu_s
+from chatlog.benchmarks.cpu import live_threads_cpu_s
 from chatlog.benchmarks.workload import message_text
 from chatlog.errors import ChatLogError
 from chatlog.histories.store import ChatLog
@@ -77,9 +77,9 @@ def checkpoint_read_back(chatlog: ChatLog, samples: int) -> OwnWrites:
 
 def idle_share(pid: int, seconds: float) -> float:
     """Percent of one core process ``pid`` uses over ``seconds`` of wall time."""
-    before = process_cpu_s(pid)
+    before = live_threads_cpu_s(pid)
     time.sleep(seconds)
-    return (process_cpu_s(pid) - before) / seconds * 100
+    return (live_threads_cpu_s(pid) - before) / seconds * 100
 
 
 def idle_raw_consumer_share(settings: Settings, seconds: float) -> float:
