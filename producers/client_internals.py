@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.coordinator.base import MemberState
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.protocol.admin import DescribeGroupsRequest
 
@@ -91,6 +92,25 @@ class GroupAdmin(KafkaAdminClient):  # type: ignore[misc]
     def _process_acl_operations(self, obj: dict[str, Any]) -> dict[str, Any]:
         obj.pop("authorized_operations", None)
         return obj
+
+
+def group_rebalancing(consumer: Any) -> bool:
+    """Whether a kafka-python consumer's group membership is being negotiated.
+
+    kafka-python 3 runs a JoinGroup/SyncGroup attempt as a task that only a
+    poll awaits; an attempt that completes while no poll is waiting is
+    dropped, and the next poll sends a new JoinGroup. A worker that polls
+    with a 1 ms wait and spends the rest of its idle step on the wake-up
+    channel then rejoins for ever whenever the broker answers SyncGroup
+    late (Tansu answers a follower's after up to seconds): seen as a group
+    that never settles after a member is killed. While this holds, the
+    worker polls with its plain wait. A confluent consumer has no such
+    state here (librdkafka negotiates on its own threads): ``False``.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None:
+        return False
+    return bool(coordinator.need_rejoin()) or coordinator.state is not MemberState.STABLE
 
 
 def fetched_high_watermarks(

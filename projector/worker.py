@@ -26,6 +26,7 @@ from kafka.errors import KafkaError
 
 from chatlog.errors import BrokerUnavailableError, ReadModelError
 from chatlog.eviction_guard import guard_eviction
+from chatlog.producers.client_internals import group_rebalancing
 from chatlog.producers.key_store import key_store_of
 from chatlog.producers.producer import EventProducer
 from chatlog.producers.rebalance import RebalanceListener
@@ -238,6 +239,7 @@ class Projector:
     def _loop(self, consumer: Any) -> None:
         in_flight: PolledBatch | None = None
         pending: Woken = {}
+        rebalancing = False
         try:
             while not self._stop.is_set():
                 self.stats.last_poll_at = time.time()
@@ -248,15 +250,21 @@ class Projector:
                         # worker still polls with a wait: kafka-python moves a group
                         # join on only within a poll's wait.
                         timeout_ms=0 if in_flight else (
-                            LISTENING_POLL_MS if idle is not None and idle.listening
+                            LISTENING_POLL_MS
+                            if idle is not None and idle.listening and not rebalancing
                             else IDLE_POLL_MS
                         ),
                         max_records=self.settings.max_poll_records,
                     )
                     if idle is not None:
                         idle.polled(sum(len(raws) for raws in batch.values()))
+                        # While the group is negotiated the worker stays in its
+                        # polls (see group_rebalancing), not on the wake-up channel.
+                        rebalancing = group_rebalancing(consumer)
                         woken = idle.after_poll(
-                            consumer, records=bool(batch), busy=in_flight is not None
+                            consumer,
+                            records=bool(batch),
+                            busy=in_flight is not None or rebalancing,
                         )
                         for tp, offset in woken.items():
                             if offset > pending.get(tp, -1):
